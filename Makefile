@@ -1,0 +1,35 @@
+# jscexp — `make help` lists the targets.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+ROWS    ?= 200000   # demo: stand-in rows (the full stand-in has 986806)
+EPOCHS  ?= 5        # demo: epochs per run (the lab used 10)
+
+.PHONY: help install demo test ui clean
+
+help: ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+install: $(VENV)/.installed ## create .venv with CPU torch 2.13.0 and jscexp (editable)
+
+# CPU torch first: an unpinned torch would pull a multi-GB CUDA build. The compat editable
+# mode keeps hydra_plugins visible to Hydra's namespace scan (hydra #2359).
+$(VENV)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]' --config-settings editable_mode=compat
+	touch $@
+
+demo: install ## the main job: lab-1 batch-size sweep on the synthetic stand-in, then its table
+	$(BIN)/python -m jscexp -m +sweep=lab1_batch_size dataset.n_rows=$(strip $(ROWS)) max_epochs=$(strip $(EPOCHS))
+	$(BIN)/python -m jscexp.table --experiment lab1_batch_size
+
+test: install ## run the test suite (slow tests included)
+	$(BIN)/python -m pytest
+
+ui: install ## open the MLflow UI on ./mlflow.db at http://127.0.0.1:5000
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+
+clean: ## remove run outputs (keeps mlflow.db and .venv)
+	rm -rf outputs multirun

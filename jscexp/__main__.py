@@ -1,0 +1,31 @@
+"""``python -m jscexp``: the Hydra entry point. One job = one run.
+
+Only Hydra is imported here; the job imports torch and friends when it starts.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from jscexp.errors import UserError
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> float:
+    hc = HydraConfig.get()
+    try:
+        from jscexp.app import run
+
+        return run(cfg, Path(hc.runtime.output_dir), list(hc.overrides.task))
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""The split-and-scale recipe shared by every source (hls4ml, LogicNets and MASE use it).
+
+dedup (optional) → train_test_split(test_size=0.2, random_state=42) → a held-out
+validation split carved from train → StandardScaler fit on the train rows only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import StandardScaler
+
+from jscexp.data.schema import CLASSES, FEATURES
+
+SPLIT_SEED = 42  # the published recipe's random_state; fixed so every run sees the same split
+
+
+@dataclass
+class Splits:
+    """Scaled float32 features and int64 labels per split, plus what to log about them."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    info: dict = field(default_factory=dict)
+
+    def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        return getattr(self, f"x_{name}"), getattr(self, f"y_{name}")
+
+
+def apply_recipe(
+    frame: pd.DataFrame,
+    *,
+    drop_duplicates: bool,
+    test_size: float = 0.2,
+    val_size: float = 0.1,
+) -> Splits:
+    """Splits and scales a frame holding the 16 ``FEATURES`` and an integer ``label`` column.
+
+    ``val_size`` is the fraction of the train part held out for validation.
+    """
+    rows_raw = len(frame)
+    if drop_duplicates:
+        frame = frame.drop_duplicates(ignore_index=True)
+    x = frame[list(FEATURES)].to_numpy(dtype=np.float32)
+    y = frame["label"].to_numpy(dtype=np.int64)
+    x_train, x_test, y_train, y_test = train_test_split(
+        x, y, test_size=test_size, random_state=SPLIT_SEED
+    )
+    x_train, x_val, y_train, y_val = train_test_split(
+        x_train, y_train, test_size=val_size, random_state=SPLIT_SEED
+    )
+    scaler = StandardScaler().fit(x_train)
+    splits = Splits(
+        *(
+            a
+            for xs, ys in ((x_train, y_train), (x_val, y_val), (x_test, y_test))
+            for a in (scaler.transform(xs).astype(np.float32), ys)
+        )
+    )
+    balance = np.bincount(y, minlength=len(CLASSES)) / max(len(y), 1)
+    splits.info = {
+        "rows_raw": rows_raw,
+        "rows": len(frame),
+        "rows_train": len(y_train),
+        "rows_val": len(y_val),
+        "rows_test": len(y_test),
+        **{f"class_frac_{c}": round(float(f), 4) for c, f in zip(CLASSES, balance)},
+    }
+    return splits

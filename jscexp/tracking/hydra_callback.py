@@ -1,0 +1,53 @@
+"""Hydra callback: one MLflow parent run per multirun, every job a child of it.
+
+Kept free of heavy imports at module level: Hydra instantiates it even for ``--help``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from jscexp.tracking.store import PARENT_ENV, tracking_uri
+
+
+class MlflowSweepCallback(Callback):
+    def __init__(self) -> None:
+        self._parent = None
+        self._failed: list[str] = []
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        from jscexp.tracking.run import TrackedRun
+
+        overrides = OmegaConf.to_container(config.hydra.overrides.task, resolve=False)
+        self._parent = TrackedRun(
+            tracking_uri(config.mlflow.tracking_uri),
+            config.experiment,
+            run_name=f"sweep {' '.join(overrides)}"[:250],
+            tags={"jscexp.kind": "sweep", "jscexp.sweep_overrides": " ".join(overrides)},
+        )
+        os.environ[PARENT_ENV] = self._parent.run_id
+        # The sweeper may raise before on_multirun_end; never leave the parent RUNNING.
+        atexit.register(self._finish, "FAILED")
+
+    def on_job_end(self, config: DictConfig, job_return, **kwargs) -> None:
+        from hydra.core.utils import JobStatus
+
+        if self._parent is not None and job_return.status == JobStatus.FAILED:
+            self._failed.append(" ".join(job_return.overrides or []))
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        if self._parent is not None and self._failed:
+            self._parent.set_tags({"jscexp.failed_jobs": "; ".join(self._failed)[:5000]})
+        self._finish("FAILED" if self._failed else "FINISHED")
+
+    def _finish(self, status: str) -> None:
+        if self._parent is None:
+            return
+        self._parent.client.set_terminated(self._parent.run_id, status)
+        self._parent = None
+        os.environ.pop(PARENT_ENV, None)
+        atexit.unregister(self._finish)

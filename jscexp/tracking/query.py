@@ -1,0 +1,46 @@
+"""Runs out of MLflow as a pandas frame, through MLflow's own search."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from jscexp.errors import UserError
+
+
+def latest_sweep_id(client, experiment_id: str) -> str | None:
+    found = client.search_runs(
+        [experiment_id], "tags.`jscexp.kind` = 'sweep'", order_by=["attributes.start_time DESC"], max_results=1
+    )
+    return found[0].info.run_id if found else None
+
+
+def runs_frame(uri: str, experiment: str, *, sweep: str | None = "latest", filter_string: str = "") -> pd.DataFrame:
+    """One row per run of ``experiment``: its params, metrics, tags and status.
+
+    ``sweep`` is a parent run id, ``latest`` for the newest sweep, or None for every run
+    that is not itself a sweep parent.
+    """
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
+        raise UserError(f"no MLflow store at {uri}: run from the directory holding mlflow.db or pass --tracking-uri")
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        names = ", ".join(e.name for e in client.search_experiments())
+        raise UserError(f"no MLflow experiment '{experiment}' in {uri}: choose one of {names or '(none yet)'}")
+    clauses = [filter_string] if filter_string else []
+    if sweep == "latest":
+        sweep = latest_sweep_id(client, exp.experiment_id)
+    if sweep:
+        clauses.append(f"tags.mlflow.parentRunId = '{sweep}'")
+    mlflow.set_tracking_uri(uri)
+    frame = mlflow.search_runs(
+        [exp.experiment_id], " and ".join(clauses), order_by=["attributes.start_time ASC"], output_format="pandas"
+    )
+    if "tags.jscexp.kind" in frame:
+        frame = frame[frame["tags.jscexp.kind"] != "sweep"]
+    return frame.reset_index(drop=True)

@@ -1,0 +1,72 @@
+"""A thin stateful facade over MLflow's client: one run, ended FINISHED or FAILED."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from jscexp.tracking.store import client, ensure_experiment
+
+_MAX_PARAM_LEN = 6000  # MLflow's limit on a param value
+
+
+def flatten(tree, prefix: str = "") -> dict[str, object]:
+    """``{"a": {"b": 1}, "c": [1, 2]}`` → ``{"a.b": 1, "c": "[1, 2]"}``."""
+    flat: dict[str, object] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+class TrackedRun:
+    """Context manager around one MLflow run, writing through explicit run ids in batches."""
+
+    def __init__(self, uri: str, experiment: str, *, run_name: str | None = None, tags: Mapping | None = None):
+        self.client = client(uri)
+        self.experiment_id = ensure_experiment(self.client, experiment)
+        run = self.client.create_run(
+            self.experiment_id, run_name=run_name, tags={k: str(v) for k, v in (tags or {}).items()}
+        )
+        self.run_id: str = run.info.run_id
+        self.artifact_uri: str = run.info.artifact_uri
+
+    def __enter__(self) -> "TrackedRun":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc is None:
+            self.client.set_terminated(self.run_id, "FINISHED")
+            return
+        status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+        self.client.set_tag(self.run_id, "error", f"{exc_type.__name__}: {exc}"[:5000])
+        self.client.set_terminated(self.run_id, status)
+
+    def log_params(self, params: Mapping[str, object]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:_MAX_PARAM_LEN]) for k, v in params.items()]
+        for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+            self.client.log_batch(self.run_id, params=items[i : i + 100])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
+        self.client.log_batch(self.run_id, metrics=items)
+
+    def set_tags(self, tags: Mapping[str, object]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)

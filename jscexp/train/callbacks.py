@@ -1,0 +1,37 @@
+"""Lightning callbacks: epoch timing and one MLflow write per epoch."""
+
+from __future__ import annotations
+
+import time
+
+import pytorch_lightning as pl
+
+
+class EpochLogger(pl.Callback):
+    """Times each training epoch and writes that epoch's metrics to MLflow in one batch.
+
+    Lightning runs validation inside the training epoch, so at ``on_train_epoch_end``
+    both the train and the val numbers of the epoch are known. Lightning calls this hook
+    on callbacks before the module, so the train metrics are collected from here.
+    """
+
+    def __init__(self, run):
+        self.run = run
+        self.epoch_seconds: list[float] = []
+        self.history: list[dict[str, float]] = []
+        self._start = 0.0
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        seconds = time.perf_counter() - self._start
+        pl_module.collect("train")
+        self.epoch_seconds.append(seconds)
+        metrics = {
+            **pl_module.epoch_metrics,
+            "epoch_seconds": seconds,
+            "lr": trainer.optimizers[0].param_groups[0]["lr"],
+        }
+        self.history.append({"epoch": trainer.current_epoch, **metrics})
+        self.run.log_metrics(metrics, step=trainer.current_epoch)

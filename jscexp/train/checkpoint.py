@@ -1,0 +1,34 @@
+"""Loading a train run's checkpoint without executing anything stored in it."""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+
+from jscexp.errors import UserError
+
+_PREFIX = "model."  # the Classifier holds the network as ``self.model``
+
+
+def load_weights(model: torch.nn.Module, path: Path, model_name: str) -> None:
+    """Loads ``path``'s weights into ``model``; any mismatch is a one-line UserError."""
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist: pass ckpt= a train run's checkpoints/best.ckpt")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError) as err:
+        raise UserError(f"checkpoint {path} is not a readable PyTorch checkpoint ({err.__class__.__name__})") from err
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise UserError(f"checkpoint {path} has no state_dict: it was not written by a jscexp train run")
+    saved = (ckpt.get("jscexp") or {}).get("model", {}).get("name")
+    if saved is not None and saved != model_name:
+        raise UserError(f"checkpoint {path} is for model={saved}, not model={model_name}: add model={saved}")
+    weights = {k[len(_PREFIX):]: v for k, v in ckpt["state_dict"].items() if k.startswith(_PREFIX)}
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as err:
+        first = str(err).splitlines()[0]
+        raise UserError(f"checkpoint {path} does not fit model={model_name}: {first}") from err

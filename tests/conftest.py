@@ -1,0 +1,57 @@
+"""Shared fixtures: a scratch working directory with its own MLflow store, and two ways to
+run a job — in-process through Hydra's compose API (fast) or as the real CLI (subprocess)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+# Small and quiet: a few thousand rows, no progress bar.
+FAST = ["dataset.n_rows=6000", "max_epochs=1", "trainer.progress_bar=false"]
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """A fresh directory to run from; the default sqlite:///mlflow.db lands in it."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("JSCEXP_PARENT_RUN_ID", raising=False)
+    return tmp_path
+
+
+def compose_cfg(overrides: list[str]):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=overrides)
+
+
+def run_job(overrides: list[str], out_dir: Path) -> float:
+    """Runs one job in this process, as ``python -m jscexp <overrides>`` would."""
+    from jscexp.app import run
+
+    return run(compose_cfg(overrides), out_dir, overrides)
+
+
+def run_cli(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "JSCEXP_PARENT_RUN_ID")}
+    return subprocess.run(
+        [sys.executable, "-m", "jscexp", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def mlflow_client(workdir: Path):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+
+
+def runs_of(workdir: Path, experiment: str = "jscexp"):
+    client = mlflow_client(workdir)
+    exp = client.get_experiment_by_name(experiment)
+    return [] if exp is None else client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])

@@ -1,0 +1,107 @@
+"""A training run end to end: what lands in MLflow, reproducibility, and test mode."""
+
+import math
+from pathlib import Path
+
+import pytest
+
+from conftest import FAST, mlflow_client, run_cli, run_job, runs_of
+
+
+@pytest.fixture
+def trained(workdir):
+    best = run_job([*FAST, "max_epochs=2"], workdir / "out")
+    (run,) = runs_of(workdir)
+    return best, run
+
+
+def test_run_logs_params_metrics_tags_and_artifacts(workdir, trained):
+    best, run = trained
+    assert run.info.status == "FINISHED"
+    params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
+    assert params["model_name"] == "jsc-tiny" and params["n_params"] == "117"
+    assert params["batch_size"] == "128" and params["optimizer._target_"] == "torch.optim.Adam"
+    assert params["data.synthetic"] == "True" and params["data.rows"] == "6000"
+    assert params["data.rows_train"] == "4320" and params["data.rows_test"] == "1200"
+    for key in ("train_acc", "val_acc", "test_acc", "train_loss", "val_loss", "test_loss", "best_val_acc"):
+        assert 0 <= metrics[key] < (1.0001 if key.endswith("acc") else 10), key
+    assert math.isclose(best, metrics["best_val_acc"])
+    for key in ("fit_seconds", "epoch_seconds_mean", "train_samples_per_second"):
+        assert metrics[key] > 0
+    assert tags["jscexp.synthetic"] == "true" and tags["jscexp.dataset"] == "jsc_synth"
+    assert tags["jscexp.overrides"] == " ".join([*FAST, "max_epochs=2"])
+    assert tags["jscexp.version"]
+
+    client = mlflow_client(workdir)
+    history = client.get_metric_history(run.info.run_id, "val_acc")
+    assert sorted(m.step for m in history) == [0, 1]  # one write per epoch
+    top = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "training_curves.png", "checkpoints"} <= top
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")] == ["checkpoints/best.ckpt"]
+    config = Path(client.download_artifacts(run.info.run_id, "config.yaml", str(workdir)))
+    assert "batch_size: 128" in config.read_text()
+
+
+def test_same_seed_same_numbers(workdir, trained):
+    _, first = trained
+    run_job([*FAST, "max_epochs=2"], workdir / "out2")
+    second = runs_of(workdir)[-1]
+    for key in ("train_acc", "val_acc", "test_acc", "test_loss"):
+        assert first.data.metrics[key] == second.data.metrics[key], key
+
+
+def test_other_seed_other_numbers(workdir, trained):
+    _, first = trained
+    run_job([*FAST, "max_epochs=2", "seed=1"], workdir / "out2")
+    assert runs_of(workdir)[-1].data.metrics["train_loss"] != first.data.metrics["train_loss"]
+
+
+def test_test_mode_reproduces_the_logged_test_accuracy(workdir, trained):
+    _, run = trained
+    ckpt = run.data.tags["jscexp.checkpoint"]
+    acc = run_job([*FAST, "mode=test", f"ckpt={ckpt}"], workdir / "out3")
+    assert acc == pytest.approx(run.data.metrics["test_acc"], abs=1e-7)
+    tested = runs_of(workdir)[-1]
+    assert tested.data.tags["jscexp.mode"] == "test" and tested.info.status == "FINISHED"
+    assert tested.data.metrics["test_acc"] == pytest.approx(acc)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["mode=test"], "mode=test needs a checkpoint: add ckpt=PATH"),
+        (["mode=test", "ckpt=nowhere.ckpt"], "checkpoint nowhere.ckpt does not exist"),
+        (["mode=test", "ckpt=garbage.ckpt"], "checkpoint garbage.ckpt is not a readable PyTorch checkpoint"),
+        (["dataset.n_rows=2"], "dataset.n_rows must be at least 5"),
+        (["mode=fly"], "unknown mode 'fly': choose one of train, test"),
+    ],
+)
+def test_bad_input_is_one_line_nonzero_exit_and_no_run(workdir, args, message):
+    (workdir / "garbage.ckpt").write_text("not a checkpoint")
+    result = run_cli(args, workdir)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: {message}" or result.stderr.strip().startswith(f"error: {message}")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert runs_of(workdir) == []
+
+
+def test_checkpoint_for_another_model_is_refused(workdir, trained):
+    _, run = trained
+    result = run_cli(["mode=test", f"ckpt={run.data.tags['jscexp.checkpoint']}", "model=jsc-toy"], workdir)
+    assert result.returncode == 2
+    assert "is for model=jsc-tiny, not model=jsc-toy: add model=jsc-tiny" in result.stderr
+    assert len(runs_of(workdir)) == 1
+
+
+def test_a_failing_job_is_recorded_failed_not_running(workdir, monkeypatch):
+    from jscexp.train import callbacks
+
+    def explode(self, trainer, pl_module):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(callbacks.EpochLogger, "on_train_epoch_end", explode)
+    with pytest.raises(RuntimeError, match="boom"):
+        run_job(FAST, workdir / "out")
+    (run,) = runs_of(workdir)
+    assert run.info.status == "FAILED"
+    assert run.data.tags["error"] == "RuntimeError: boom"
