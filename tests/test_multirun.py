@@ -52,6 +52,7 @@ def test_table_for_a_missing_store_or_experiment_is_one_line(workdir, capsys):
     assert capsys.readouterr().err.startswith("error: no MLflow store at")
     assert not (workdir / "mlflow.db").exists()
     mlflow_client(workdir).create_experiment("other")
+    capsys.readouterr()
     assert table(["--experiment", "nope", "--tracking-uri", f"sqlite:///{workdir}/mlflow.db"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: no MLflow experiment 'nope'") and len(err.splitlines()) == 1
