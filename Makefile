@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: install ## the main job: lab-1 batch-size sweep on the synthetic stand-in, then its table
-	$(BIN)/python -m jscexp -m +sweep=lab1_batch_size dataset.n_rows=$(strip $(ROWS)) max_epochs=$(strip $(EPOCHS))
+	$(BIN)/python -m jscexp -m +sweep=lab1_batch_size dataset=jsc_synth dataset.n_rows=$(strip $(ROWS)) max_epochs=$(strip $(EPOCHS))
 	$(BIN)/python -m jscexp.table --experiment lab1_batch_size
 
 test: install ## run the test suite (slow tests included)

@@ -35,10 +35,10 @@ def run(cfg: DictConfig, out_dir: Path, overrides: list[str] | None = None) -> f
     if cfg.mode == "test" and not cfg.ckpt:
         raise UserError("mode=test needs a checkpoint: add ckpt=PATH (a train run's checkpoints/best.ckpt)")
     pl.seed_everything(int(cfg.seed), verbose=False)
-    splits = load_splits(cfg.dataset)
     model = make_model(cfg.model)
     if cfg.mode == "test":
         load_weights(model, Path(cfg.ckpt), cfg.model.name)  # before the run: a bad ckpt leaves no run
+    splits = load_splits(cfg.dataset)
     tags = _tags(cfg, splits.info, overrides or [])
     name = " ".join([cfg.model.name, *(overrides or [])])[:250]
     with TrackedRun(tracking_uri(cfg.mlflow.tracking_uri), cfg.experiment, run_name=name, tags=tags) as run:

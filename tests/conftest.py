@@ -14,13 +14,20 @@ from hydra import compose, initialize_config_dir
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 # Small and quiet: a few thousand rows, no progress bar.
-FAST = ["dataset.n_rows=6000", "max_epochs=1", "trainer.progress_bar=false"]
+FAST = ["dataset=jsc_synth", "dataset.n_rows=6000", "max_epochs=1", "trainer.progress_bar=false"]
+
+
+@pytest.fixture(scope="session")
+def data_cache(tmp_path_factory):
+    """One processed-splits cache for the whole session (never the user's ~/.cache)."""
+    return tmp_path_factory.mktemp("jscexp-cache")
 
 
 @pytest.fixture
-def workdir(tmp_path, monkeypatch):
+def workdir(tmp_path, monkeypatch, data_cache):
     """A fresh directory to run from; the default sqlite:///mlflow.db lands in it."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("JSCEXP_CACHE", str(data_cache))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("JSCEXP_PARENT_RUN_ID", raising=False)
     return tmp_path

@@ -5,7 +5,7 @@ import pytest
 
 from conftest import run_job, runs_of
 
-COMMON = ["dataset.n_rows=100000", "max_epochs=4", "batch_size=256", "learning_rate=1e-3",
+COMMON = ["dataset=jsc_synth", "dataset.n_rows=100000", "max_epochs=4", "batch_size=256", "learning_rate=1e-3",
           "trainer.progress_bar=false"]
 
 

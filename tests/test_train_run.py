@@ -78,7 +78,7 @@ def test_test_mode_reproduces_the_logged_test_accuracy(workdir, trained):
 )
 def test_bad_input_is_one_line_nonzero_exit_and_no_run(workdir, args, message):
     (workdir / "garbage.ckpt").write_text("not a checkpoint")
-    result = run_cli(args, workdir)
+    result = run_cli(["dataset=jsc_synth", *args], workdir)
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: {message}" or result.stderr.strip().startswith(f"error: {message}")
     assert len(result.stderr.strip().splitlines()) == 1
@@ -87,7 +87,7 @@ def test_bad_input_is_one_line_nonzero_exit_and_no_run(workdir, args, message):
 
 def test_checkpoint_for_another_model_is_refused(workdir, trained):
     _, run = trained
-    result = run_cli(["mode=test", f"ckpt={run.data.tags['jscexp.checkpoint']}", "model=jsc-toy"], workdir)
+    result = run_cli(["mode=test", f"ckpt={run.data.tags['jscexp.checkpoint']}", "model=jsc-toy", *FAST], workdir)
     assert result.returncode == 2
     assert "is for model=jsc-tiny, not model=jsc-toy: add model=jsc-tiny" in result.stderr
     assert len(runs_of(workdir)) == 1

@@ -1,6 +1,6 @@
 """The split-and-scale recipe shared by every source (hls4ml, LogicNets and MASE use it).
 
-dedup (optional) → train_test_split(test_size=0.2, random_state=42) → a held-out
+(dedup, done on the raw frame by the loader) → train_test_split(test_size=0.2, random_state=42) → a held-out
 validation split carved from train → StandardScaler fit on the train rows only.
 """
 
@@ -37,7 +37,6 @@ class Splits:
 def apply_recipe(
     frame: pd.DataFrame,
     *,
-    drop_duplicates: bool,
     test_size: float = 0.2,
     val_size: float = 0.1,
 ) -> Splits:
@@ -45,9 +44,6 @@ def apply_recipe(
 
     ``val_size`` is the fraction of the train part held out for validation.
     """
-    rows_raw = len(frame)
-    if drop_duplicates:
-        frame = frame.drop_duplicates(ignore_index=True)
     x = frame[list(FEATURES)].to_numpy(dtype=np.float32)
     y = frame["label"].to_numpy(dtype=np.int64)
     x_train, x_test, y_train, y_test = train_test_split(
@@ -66,7 +62,6 @@ def apply_recipe(
     )
     balance = np.bincount(y, minlength=len(CLASSES)) / max(len(y), 1)
     splits.info = {
-        "rows_raw": rows_raw,
         "rows": len(frame),
         "rows_train": len(y_train),
         "rows_val": len(y_val),

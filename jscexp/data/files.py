@@ -1,0 +1,123 @@
+"""Reading JSC data in its real formats into one raw frame, and naming what is wrong."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from jscexp.data.schema import CLASSES, FEATURES
+from jscexp.errors import UserError
+
+H5_KEY = "t_allpar_new"  # the CERNBox file's structured array
+ONE_HOT = tuple(f"j_{c.lower()}" for c in CLASSES)  # j_g, j_q, j_w, j_z, j_t
+LABEL_COLUMNS = ("label", "class")  # our files, OpenML's target
+_NAME_TO_INDEX = {c.lower(): i for i, c in enumerate(CLASSES)}
+SUFFIXES = (".h5", ".hdf5", ".z", ".csv", ".parquet", ".npz")
+
+
+def read_raw(path: Path) -> pd.DataFrame:
+    """Reads an h5 (``t_allpar_new``), CSV, Parquet or NPZ file into a frame, all columns kept."""
+    if not path.is_file():
+        raise UserError(f"data file {path} does not exist: fix dataset.path")
+    if is_hdf5(path):
+        return _read_h5(path)
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            frame = pd.read_csv(path)
+        elif suffix == ".parquet":
+            frame = pd.read_parquet(path)
+        elif suffix == ".npz":
+            frame = _read_npz(path)
+        elif suffix in (".h5", ".hdf5", ".z"):
+            raise UserError(f"data file {path} is not HDF5 (truncated or another format)")
+        else:
+            raise UserError(f"data file {path}: unsupported format '{suffix}', use one of {', '.join(SUFFIXES)}")
+    except UserError:
+        raise
+    except Exception as err:  # every parser has its own error types; all mean "bad file"
+        raise UserError(f"data file {path} could not be read as {suffix[1:]}: {_first_line(err)}") from err
+    if frame.empty:
+        raise UserError(f"data file {path} has no rows")
+    return frame
+
+
+def to_canonical(raw: pd.DataFrame, source: str) -> pd.DataFrame:
+    """The 16 ``FEATURES`` in order plus an int ``label`` (index into g, q, W, Z, t)."""
+    missing = [f for f in FEATURES if f not in raw.columns]
+    if missing:
+        raise UserError(f"{source} lacks feature column(s) {', '.join(missing)}")
+    try:
+        features = raw[list(FEATURES)].astype(np.float32)
+    except (TypeError, ValueError) as err:
+        raise UserError(f"{source} has non-numeric feature values: {_first_line(err)}") from err
+    frame = features.reset_index(drop=True)
+    frame["label"] = _labels(raw, source)
+    return frame
+
+
+def _labels(raw: pd.DataFrame, source: str) -> np.ndarray:
+    if all(c in raw.columns for c in ONE_HOT):
+        onehot = raw[list(ONE_HOT)].to_numpy(dtype=np.float64)
+        if not np.all(onehot.sum(axis=1) == 1):
+            raise UserError(f"{source}: label columns {', '.join(ONE_HOT)} are not one-hot in every row")
+        return onehot.argmax(axis=1).astype(np.int64)
+    column = next((c for c in LABEL_COLUMNS if c in raw.columns), None)
+    if column is None:
+        raise UserError(
+            f"{source} has no label column: add 'label' (class names g/q/W/Z/t or indices 0-4) "
+            f"or one-hot columns {', '.join(ONE_HOT)}"
+        )
+    values = raw[column]
+    if pd.api.types.is_numeric_dtype(values):
+        labels = values.to_numpy()
+        bad = sorted(set(np.unique(labels)) - set(range(len(CLASSES))))
+    else:
+        names = values.astype(str).str.strip().str.lower()
+        labels = names.map(_NAME_TO_INDEX).to_numpy()
+        bad = sorted(set(names[pd.isna(labels)]))
+    if bad:
+        shown = ", ".join(map(str, bad[:5]))
+        raise UserError(f"{source}: column '{column}' has unknown class(es) {shown}; expected g, q, W, Z, t or 0-4")
+    return labels.astype(np.int64)
+
+
+def is_hdf5(path: Path) -> bool:
+    with path.open("rb") as f:
+        return f.read(8) == b"\x89HDF\r\n\x1a\n"
+
+
+def _read_h5(path: Path) -> pd.DataFrame:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            if H5_KEY not in f:
+                raise UserError(f"data file {path} has no '{H5_KEY}' dataset (found: {', '.join(f.keys()) or 'none'})")
+            table = f[H5_KEY][()]
+    except UserError:
+        raise
+    except (OSError, KeyError, ValueError) as err:
+        raise UserError(f"data file {path} is a damaged or truncated HDF5 file: {_first_line(err)}") from err
+    if table.dtype.names is None:
+        raise UserError(f"data file {path}: '{H5_KEY}' is not a structured array with named columns")
+    return pd.DataFrame(table)
+
+
+def _read_npz(path: Path) -> pd.DataFrame:
+    with np.load(path, allow_pickle=False) as npz:
+        keys = set(npz.files)
+        if set(FEATURES) <= keys:
+            return pd.DataFrame({k: npz[k] for k in npz.files if npz[k].ndim == 1})
+        if {"X", "y"} <= keys:
+            frame = pd.DataFrame(npz["X"], columns=list(FEATURES))
+            frame["label"] = npz["y"]
+            return frame
+    raise UserError(f"data file {path}: NPZ needs one array per feature column plus 'label', or 'X' (n×16) and 'y'")
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else err.__class__.__name__
