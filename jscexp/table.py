@@ -1,41 +1,80 @@
-"""``python -m jscexp.table``: a sweep's runs as the lab report's comparison table."""
+"""``python -m jscexp.table`` (or ``jscexp-table``): MLflow runs as a comparison table.
+
+Examples:
+  python -m jscexp.table -e lab1_batch_size                      # latest sweep, lab columns
+  python -m jscexp.table -e lab1_learning_rate --vary auto --plot lr.png
+  python -m jscexp.table -e jscexp --sweep all --filter "params.model_name = 'jsc-toy'" --format csv
+  python -m jscexp.table -e seeds --seeds --columns val_loss --sort "Test Accuracy" --desc
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from jscexp.errors import UserError
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jscexp.table", description=__doc__)
-    parser.add_argument("--experiment", "-e", default="jscexp", help="MLflow experiment name (default: jscexp)")
-    parser.add_argument(
-        "--sweep", default="latest", help="parent run id of a sweep, 'latest' (default) or 'all' for every run"
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m jscexp.table", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--filter", default="", help="an MLflow filter string, e.g. \"params.batch_size = '64'\"")
-    parser.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
-    args = parser.parse_args(argv)
+    p.add_argument("--experiment", "-e", default="jscexp", help="MLflow experiment name (default: jscexp)")
+    p.add_argument("--sweep", default="latest", help="a sweep's parent run id, 'latest' (default) or 'all'")
+    p.add_argument("--filter", default="", help="MLflow filter string, e.g. \"params.batch_size = '64'\"")
+    p.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
+    p.add_argument("--preset", default="lab", help="column preset: lab (default) or none")
+    p.add_argument("--columns", nargs="+", default=[], metavar="NAME", help="extra params/metrics/tags by name")
+    p.add_argument("--vary", nargs="+", default=[], metavar="NAME",
+                   help="the swept column(s), or 'auto'; columns fixed across rows move above the table")
+    p.add_argument("--sort", default=None, metavar="NAME", help="sort by this column")
+    p.add_argument("--desc", action="store_true", help="sort descending")
+    p.add_argument("--seeds", action="store_true", help="mean ± std over runs that differ only in seed")
+    p.add_argument("--finished-only", action="store_true", help="leave out RUNNING/FAILED/KILLED runs")
+    p.add_argument("--format", default="markdown", help="markdown (default), csv, latex, html, json")
+    p.add_argument("--output", "-o", type=Path, default=None, help="write to this file instead of stdout")
+    p.add_argument("--plot", type=Path, default=None, metavar="PNG", help="also plot a metric vs the swept column")
+    p.add_argument("--metric", default="Test Accuracy", help="metric for --plot (default: Test Accuracy)")
+    p.add_argument("--x", default=None, help="x axis for --plot (default: the first --vary column)")
+    return p
 
-    from jscexp.tracking import tracking_uri
-    from jscexp.tracking.query import runs_frame
-    from jscexp.tracking.tables import lab_table
 
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     try:
-        runs = runs_frame(
-            tracking_uri(args.tracking_uri),
-            args.experiment,
-            sweep=None if args.sweep == "all" else args.sweep,
-            filter_string=args.filter,
-        )
+        return _run(args)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+
+
+def _run(args) -> int:
+    from jscexp.tracking import tracking_uri
+    from jscexp.tracking.query import runs_frame
+    from jscexp.tracking.report import Comparison, make_table, plot
+
+    runs = runs_frame(
+        tracking_uri(args.tracking_uri),
+        args.experiment,
+        sweep=None if args.sweep == "all" else args.sweep,
+        filter_string=args.filter,
+    )
     if runs.empty:
-        print(f"error: no runs match in experiment '{args.experiment}'", file=sys.stderr)
-        return 2
-    print(lab_table(runs).to_markdown(index=False, disable_numparse=True))
+        raise UserError(f"no runs match in experiment '{args.experiment}' (sweep {args.sweep}, filter '{args.filter}')")
+    spec = Comparison(args.preset, args.columns, args.vary, args.sort, args.desc, args.seeds, args.finished_only)
+    table = make_table(runs, spec)
+    if table.values.empty:
+        raise UserError(f"no finished runs match: left out {table.dropped} that did not finish")
+    text = table.render(args.format)  # validates the format before anything is written
+    if args.plot:
+        plot(table, runs, args.plot, metric=args.metric, x=args.x)
+    if table.dropped:
+        print(f"note: left out {table.dropped} run(s) that did not finish", file=sys.stderr)
+    if args.output:
+        args.output.write_text(text if text.endswith("\n") else text + "\n")
+    else:
+        print(text)
     return 0
 
 

@@ -3,7 +3,9 @@
 import subprocess
 import sys
 
-from conftest import FAST, mlflow_client, run_cli, runs_of
+import pytest
+
+from conftest import CONF, FAST, mlflow_client, run_cli, runs_of
 
 
 def test_multirun_makes_children_of_one_parent(workdir):
@@ -30,21 +32,6 @@ def test_help_needs_no_torch(workdir):
     assert "torch" not in imported and "mlflow" not in imported
 
 
-def test_sweep_file_runs_the_lab_grid_and_the_table_shows_it(workdir, capsys):
-    from jscexp.table import main as table
-
-    result = run_cli(["-m", "+sweep=lab1_batch_size", *FAST], workdir)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert table(["--experiment", "lab1_batch_size", "--tracking-uri", f"sqlite:///{workdir}/mlflow.db"]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert [c.strip() for c in lines[0].split("|")[1:-1]] == [
-        "Dataset", "Model", "Parameters", "Learning-Rate", "Max-Epochs", "Batch-Size",
-        "Training Accuracy", "Validation Accuracy", "Test Accuracy", "time"]
-    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in lines[2:]]
-    assert [r[5] for r in rows] == ["32", "64", "128", "256", "512"]
-    assert all(r[0] == "jsc (synthetic)" and r[1] == "jsc-tiny" and r[3] == "1.00E-05" for r in rows)
-
-
 def test_table_for_a_missing_store_or_experiment_is_one_line(workdir, capsys):
     from jscexp.table import main as table
 
@@ -56,3 +43,27 @@ def test_table_for_a_missing_store_or_experiment_is_one_line(workdir, capsys):
     assert table(["--experiment", "nope", "--tracking-uri", f"sqlite:///{workdir}/mlflow.db"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: no MLflow experiment 'nope'") and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "sweep, experiment, knob, values, fixed",
+    [
+        ("lab1_batch_size", "lab1_batch_size", "batch_size", "32,64,128,256,512",
+         {"learning_rate": 1e-5, "max_epochs": 10}),
+        ("lab1_max_epochs", "lab1_max_epochs", "max_epochs", "10,20,50,100,200",
+         {"learning_rate": 1e-5, "batch_size": 128}),
+        ("lab1_learning_rate", "lab1_learning_rate", "learning_rate", "1e-5,1e-4,1e-3,1e-2,1e-1,1.0",
+         {"batch_size": 128, "max_epochs": 10}),
+        ("lab1_models", "lab1_models", "model", "jsc-tiny,jsc-toy,jsc-10x",
+         {"learning_rate": 1e-5, "batch_size": 256, "max_epochs": 10}),
+    ],
+)
+def test_lab_sweep_files_reproduce_the_lab_settings(sweep, experiment, knob, values, fixed):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=[f"+sweep={sweep}"], return_hydra_config=True)
+    assert cfg.experiment == experiment
+    assert str(cfg.hydra.sweeper.params[knob]) == values
+    assert {k: cfg[k] for k in fixed} == fixed
+    assert cfg.model.name == "jsc-tiny"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import sys
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
@@ -40,9 +41,21 @@ class MlflowSweepCallback(Callback):
             self._failed.append(" ".join(job_return.overrides or []))
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        if self._parent is not None and self._failed:
+        if self._parent is None:
+            return
+        if self._failed:
             self._parent.set_tags({"jscexp.failed_jobs": "; ".join(self._failed)[:5000]})
+        self._publish(config)
         self._finish("FAILED" if self._failed else "FINISHED")
+
+    def _publish(self, config: DictConfig) -> None:
+        """The sweep's table and plot on the parent run; a reporting problem must not fail the sweep."""
+        from jscexp.tracking.report import publish_sweep
+
+        try:
+            publish_sweep(tracking_uri(config.mlflow.tracking_uri), config.experiment, self._parent.run_id)
+        except Exception as err:  # noqa: BLE001 - the runs themselves are already safely logged
+            print(f"warning: could not attach the sweep table to its parent run: {err}", file=sys.stderr)
 
     def _finish(self, status: str) -> None:
         if self._parent is None:

@@ -1,17 +1,24 @@
-"""Figures logged with runs."""
+"""Figures logged with runs and sweeps."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 
-def training_curves(history: list[dict[str, float]], path: Path) -> Path:
-    """Accuracy and loss per epoch, train vs validation, side by side."""
+
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def training_curves(history: list[dict[str, float]], path: Path) -> Path:
+    """Accuracy and loss per epoch, train vs validation, side by side."""
+    plt = _pyplot()
     epochs = [h["epoch"] for h in history]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
     for ax, what in zip(axes, ("acc", "loss")):
@@ -20,6 +27,36 @@ def training_curves(history: list[dict[str, float]], path: Path) -> Path:
         ax.set_xlabel("epoch")
         ax.set_ylabel("accuracy" if what == "acc" else "cross-entropy loss")
         ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def metric_vs_param(
+    table: pd.DataFrame, x: str, metric: str, groups: list[str], path: Path, *, log_x: bool, title: str = ""
+) -> Path:
+    """``metric`` against ``x``, one line per combination of the ``groups`` columns.
+
+    An ``<metric> std`` column, when present (seed aggregates), becomes error bars.
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    parts = table.groupby(groups, dropna=False, sort=False) if groups else [((), table)]
+    for key, part in parts:
+        part = part.sort_values(x)
+        key = key if isinstance(key, tuple) else (key,)
+        label = ", ".join(f"{g}={k}" for g, k in zip(groups, key)) or None
+        std = part[f"{metric} std"] if f"{metric} std" in part else None
+        ax.errorbar(part[x], part[metric], yerr=std, marker="o", capsize=3, label=label)
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel(x)
+    ax.set_ylabel(metric)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if groups:
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)

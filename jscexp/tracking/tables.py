@@ -1,50 +1,179 @@
-"""Comparison tables in the lab report's layout."""
+"""Comparison tables from a frame of MLflow runs (``mlflow.search_runs`` output).
+
+A table is built with typed values (numbers stay numbers, so csv/json round-trip and
+sorting is numeric) and formatted in the lab report's style only when rendered as text.
+"""
 
 from __future__ import annotations
 
+import math
+import shlex
+from collections.abc import Callable
+
+import numpy as np
 import pandas as pd
 
+from jscexp.errors import UserError
 
-def _mmss(seconds: float) -> str:
-    if pd.isna(seconds):
-        return ""
+FORMATS = ("markdown", "csv", "latex", "html", "json")
+
+
+def _dataset(runs: pd.DataFrame) -> pd.Series:
+    name = runs.get("params.dataset.name", pd.Series("", index=runs.index)).fillna("")
+    base = name.where(~name.str.startswith("jsc"), "jsc")
+    synthetic = runs.get("tags.jscexp.synthetic", pd.Series("", index=runs.index)) == "true"
+    return base.where(~synthetic, base + " (synthetic)")
+
+
+def _acc(v) -> str:
+    return f"{v:.3f}"
+
+
+def _mmss(seconds) -> str:
     minutes, secs = divmod(int(round(seconds)), 60)
     return f"{minutes:02d}:{secs:02d}"
 
 
-def _dataset(row) -> str:
-    name = "jsc" if str(row.get("params.dataset.name", "")).startswith("jsc") else row.get("params.dataset.name")
-    return f"{name} (synthetic)" if row.get("tags.jscexp.synthetic") == "true" else name
+# Display name -> (source column or a function of the runs frame, value type, text format).
+LAB: dict[str, tuple[str | Callable, type, Callable]] = {
+    "Dataset": (_dataset, str, str),
+    "Model": ("params.model_name", str, str),
+    "Parameters": ("params.n_params", int, str),
+    "Learning-Rate": ("params.learning_rate", float, lambda v: f"{v:.2E}"),
+    "Max-Epochs": ("params.max_epochs", int, str),
+    "Batch-Size": ("params.batch_size", int, str),
+    "Training Accuracy": ("metrics.train_acc", float, _acc),
+    "Validation Accuracy": ("metrics.best_val_acc", float, _acc),
+    "Test Accuracy": ("metrics.test_acc", float, _acc),
+    "time": ("metrics.fit_seconds", float, _mmss),
+}
+PRESETS = {"lab": list(LAB), "none": []}
+# Override keys a user sweeps -> the lab column that shows them.
+_OVERRIDE_COLUMN = {
+    "model": "Model",
+    "batch_size": "Batch-Size",
+    "learning_rate": "Learning-Rate",
+    "max_epochs": "Max-Epochs",
+    "dataset": "Dataset",
+}
+_LOG_AXIS = ("Learning-Rate", "learning_rate", "lr", "weight_decay")
 
 
-def _acc(value) -> str:
-    return "" if pd.isna(value) else f"{value:.3f}"
+def resolve(runs: pd.DataFrame, name: str) -> tuple[str, str | Callable, type, Callable]:
+    """Maps a user's column name to (display name, source, type, text format)."""
+    if name in LAB:
+        return (name, *LAB[name])
+    if name in _OVERRIDE_COLUMN:
+        return (_OVERRIDE_COLUMN[name], *LAB[_OVERRIDE_COLUMN[name]])
+    for prefix in ("metrics.", "params.", "tags.", ""):
+        if f"{prefix}{name}" in runs.columns:
+            source = f"{prefix}{name}"
+            numeric = prefix == "metrics." or _is_numeric(runs[source])
+            return (name, source, float if numeric else str, (lambda v: f"{v:.4g}") if numeric else str)
+    known = sorted(c.split(".", 1)[1] for c in runs.columns if c.startswith(("metrics.", "params.")))
+    raise UserError(f"unknown column '{name}': choose a lab column ({', '.join(LAB)}) or one of {', '.join(known)}")
 
 
-def lab_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Dataset | Model | Parameters | Learning-Rate | … | time, one row per run.
+def _is_numeric(values: pd.Series) -> bool:
+    return pd.to_numeric(values.dropna(), errors="coerce").notna().all() and values.notna().any()
 
-    Validation Accuracy is the best epoch's, the one whose checkpoint gave Test Accuracy.
-    A run that did not finish says so in the Status column instead of passing for a result.
-    """
 
-    def col(name):
-        return runs[name] if name in runs else pd.Series([float("nan")] * len(runs), index=runs.index)
-
-    table = pd.DataFrame(
-        {
-            "Dataset": [_dataset(r) for _, r in runs.iterrows()],
-            "Model": col("params.model_name"),
-            "Parameters": col("params.n_params"),
-            "Learning-Rate": [f"{float(v):.2E}" for v in col("params.learning_rate")],
-            "Max-Epochs": col("params.max_epochs"),
-            "Batch-Size": col("params.batch_size"),
-            "Training Accuracy": col("metrics.train_acc").map(_acc),
-            "Validation Accuracy": col("metrics.best_val_acc").map(_acc),
-            "Test Accuracy": col("metrics.test_acc").map(_acc),
-            "time": col("metrics.fit_seconds").map(_mmss),
-        }
-    )
+def build(runs: pd.DataFrame, columns: list[str]) -> tuple[pd.DataFrame, dict[str, Callable]]:
+    """The table with typed values, plus each column's text format."""
+    table, formats = pd.DataFrame(index=runs.index), {}
+    for name in dict.fromkeys(columns):
+        display, source, kind, fmt = resolve(runs, name)
+        values = source(runs) if callable(source) else runs.get(source, pd.Series(np.nan, index=runs.index))
+        if kind in (int, float):
+            values = pd.to_numeric(values, errors="coerce")
+            if kind is int and values.notna().all():
+                values = values.astype(int)
+        table[display], formats[display] = values, fmt
     if (runs["status"] != "FINISHED").any():
-        table["Status"] = runs["status"].values
-    return table
+        table["Status"], formats["Status"] = runs["status"], str
+    return table.reset_index(drop=True), formats
+
+
+def swept(runs: pd.DataFrame) -> list[str]:
+    """Override keys whose value differs between the runs (what the sweep varied)."""
+    if "tags.jscexp.overrides" not in runs:
+        return []
+    per_run = [
+        {k.lstrip("+~"): v for k, v in (o.split("=", 1) for o in shlex.split(s or "") if "=" in o)}
+        for s in runs["tags.jscexp.overrides"].fillna("")
+    ]
+    keys = dict.fromkeys(k for d in per_run for k in d)
+    return [k for k in keys if len({d.get(k) for d in per_run}) > 1]
+
+
+def vary_columns(runs: pd.DataFrame, vary: list[str]) -> list[str]:
+    """Display names of the varied columns; ``["auto"]`` reads them off the runs' overrides."""
+    names = swept(runs) if vary == ["auto"] else vary
+    return [resolve(runs, n)[0] for n in names]
+
+
+def split_fixed(table: pd.DataFrame, vary: list[str], keep: set[str]) -> tuple[pd.DataFrame, dict]:
+    """Moves the columns that hold one value in every row (and are not varied) out of the table."""
+    fixed = {
+        c: table[c].iloc[0]
+        for c in table.columns
+        if c not in vary and c not in keep and len(table) > 0 and table[c].nunique(dropna=False) == 1
+    }
+    return table.drop(columns=list(fixed)), fixed
+
+
+def aggregate_seeds(table: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    """One row per config: mean and std of each metric over the runs that share it."""
+    keys = [c for c in table.columns if c not in metrics and c.lower() not in ("seed", "status")]
+    grouped = table.groupby(keys, dropna=False, sort=False)
+    out = grouped[metrics].mean()
+    for m in metrics:
+        out[f"{m} std"] = grouped[m].std(ddof=1)
+    out["Runs"] = grouped.size()
+    return out.reset_index()
+
+
+def sort(table: pd.DataFrame, by: str | None, runs: pd.DataFrame, descending: bool) -> pd.DataFrame:
+    if not by:
+        return table
+    column = by if by in table.columns else resolve(runs, by)[0]
+    if column not in table.columns:
+        raise UserError(f"cannot sort by '{by}': it is not a column of this table ({', '.join(table.columns)})")
+    return table.sort_values(column, ascending=not descending, kind="stable").reset_index(drop=True)
+
+
+def as_text(table: pd.DataFrame, formats: dict[str, Callable]) -> pd.DataFrame:
+    """Lab-style strings; ``X`` with an ``X std`` column becomes ``mean ± std``."""
+    text = pd.DataFrame(index=table.index)
+    for c in table.columns:
+        if c.endswith(" std"):
+            continue
+        fmt = formats.get(c, str)
+        cell = table[c].map(lambda v: "" if _missing(v) else fmt(v))
+        if f"{c} std" in table:
+            std = table[f"{c} std"].map(lambda v: "" if _missing(v) else f" ± {fmt(v)}")
+            cell = cell + std
+        text[c] = cell
+    return text
+
+
+def _missing(v) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def render(table: pd.DataFrame, formats: dict[str, Callable], fmt: str, fixed: dict | None = None) -> str:
+    if fmt not in FORMATS:
+        raise UserError(f"unknown format '{fmt}': choose one of {', '.join(FORMATS)}")
+    if fmt == "csv":
+        return table.to_csv(index=False)
+    if fmt == "json":
+        return table.to_json(orient="records", indent=2)
+    text = as_text(table, formats)
+    caption = ", ".join(f"{k} = {formats.get(k, str)(v)}" for k, v in (fixed or {}).items())
+    if fmt == "markdown":
+        body = text.to_markdown(index=False, disable_numparse=True)
+        return f"Fixed: {caption}\n\n{body}" if caption else body
+    if fmt == "latex":
+        return text.to_latex(index=False, caption=f"Fixed: {caption}" if caption else None)
+    html = text.to_html(index=False)
+    return f"<p>Fixed: {caption}</p>\n{html}" if caption else html

@@ -1,0 +1,99 @@
+"""From runs to a finished comparison: table, fixed columns, plot, and a sweep's artifacts."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from jscexp.errors import UserError
+from jscexp.tracking import tables
+from jscexp.tracking.plots import metric_vs_param
+
+
+@dataclass
+class Comparison:
+    """What to show: a preset plus extra columns, the varied columns, order and grouping."""
+
+    preset: str = "lab"
+    columns: list[str] = field(default_factory=list)
+    vary: list[str] = field(default_factory=list)  # ["auto"] reads them off the runs
+    sort: str | None = None
+    descending: bool = False
+    seeds: bool = False  # mean ± std over runs that differ only in seed
+    finished_only: bool = False
+
+
+@dataclass
+class Table:
+    values: pd.DataFrame
+    formats: dict
+    fixed: dict
+    vary: list[str]
+    dropped: int  # runs left out because they did not finish
+
+    def render(self, fmt: str) -> str:
+        return tables.render(self.values, self.formats, fmt, self.fixed)
+
+
+def make_table(runs: pd.DataFrame, spec: Comparison) -> Table:
+    if spec.preset not in tables.PRESETS:
+        raise UserError(f"unknown preset '{spec.preset}': choose one of {', '.join(tables.PRESETS)}")
+    dropped = 0
+    if spec.finished_only:
+        finished = runs["status"] == "FINISHED"
+        dropped, runs = int((~finished).sum()), runs[finished].reset_index(drop=True)
+    vary = tables.vary_columns(runs, spec.vary)
+    if spec.seeds and "seed" not in vary and "seed" not in spec.columns:
+        spec_columns = [*spec.columns, "seed"]
+    else:
+        spec_columns = spec.columns
+    names = [*tables.PRESETS[spec.preset], *spec_columns, *vary]
+    values, formats = tables.build(runs, names)
+    metrics = [c for c in values.columns if _is_metric(runs, c)]
+    if spec.seeds:
+        values = tables.aggregate_seeds(values, metrics)
+    values = tables.sort(values, spec.sort, runs, spec.descending)
+    keep = {*metrics, *(f"{m} std" for m in metrics), "Runs"}
+    values, fixed = tables.split_fixed(values, vary, keep) if vary else (values, {})
+    return Table(values, formats, fixed, vary, dropped)
+
+
+def _is_metric(runs: pd.DataFrame, display: str) -> bool:
+    source = tables.LAB[display][0] if display in tables.LAB else f"metrics.{display}"
+    return isinstance(source, str) and source.startswith("metrics.") and (display in tables.LAB or source in runs)
+
+
+def plot(table: Table, runs: pd.DataFrame, path: Path, *, metric: str = "Test Accuracy", x: str | None = None) -> Path:
+    metric = tables.resolve(runs, metric)[0]
+    x = tables.resolve(runs, x)[0] if x else (table.vary[0] if table.vary else None)
+    if x is None:
+        raise UserError("--plot needs a swept column: pass --vary NAME (or --vary auto) or --x NAME")
+    for needed in (x, metric):
+        if needed not in table.values.columns:
+            raise UserError(f"cannot plot '{needed}': add it to the table with --columns {needed}")
+    groups = [v for v in table.vary if v != x and v in table.values.columns]
+    values = table.values[table.values[metric].notna()]
+    positive = pd.to_numeric(values[x], errors="coerce")
+    log_x = x in tables._LOG_AXIS or bool(positive.gt(0).all() and positive.max() / positive.min() >= 100)
+    return metric_vs_param(values, x, metric, groups, path, log_x=log_x)
+
+
+def publish_sweep(uri: str, experiment: str, parent_run_id: str) -> None:
+    """Logs the sweep's lab table (md + csv) and, if something was varied, its plot to the parent run."""
+    from mlflow.tracking import MlflowClient
+
+    from jscexp.tracking.query import runs_frame
+
+    runs = runs_frame(uri, experiment, sweep=parent_run_id)
+    if runs.empty:
+        return
+    table = make_table(runs, Comparison(vary=["auto"]))
+    client = MlflowClient(uri)
+    client.log_text(parent_run_id, table.render("markdown"), "table.md")
+    client.log_text(parent_run_id, table.render("csv"), "table.csv")
+    if table.vary and table.values["Test Accuracy"].notna().any():
+        with tempfile.TemporaryDirectory() as tmp:
+            client.log_artifact(parent_run_id, str(plot(table, runs, Path(tmp) / "plot.png")))
