@@ -1,7 +1,8 @@
 """One job = one run: the modes behind ``python -m jscexp``.
 
 Heavy imports (torch, Lightning, MLflow) live here, not in ``__main__``, so that
-``--help`` and config errors answer without paying for them.
+``--help`` and config errors answer without paying for them. Everything a user can get
+wrong is checked before the MLflow run is created, so bad input leaves no run behind.
 """
 
 from __future__ import annotations
@@ -16,30 +17,34 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import jscexp
-from jscexp.errors import UserError
 from jscexp.data import load_splits
+from jscexp.errors import UserError
 from jscexp.models import count_trainable
+from jscexp.quant import summary as qsummary
+from jscexp.quant.transform import quantise
 from jscexp.tracking import PARENT_ENV, TrackedRun, flatten, tracking_uri
+from jscexp.tracking.plots import training_curves
 from jscexp.train.callbacks import EpochLogger
 from jscexp.train.checkpoint import load_weights
 from jscexp.train.fit import batches, make_model, make_module, make_trainer
-from jscexp.tracking.plots import training_curves
 
-MODES = ("train", "test")
+MODES = ("train", "test", "qat", "ptq", "transform")
+_QUANT_MODES = ("qat", "ptq", "transform")
+_NEEDS_CKPT = ("test", "transform")
 
 
-def run(cfg: DictConfig, out_dir: Path, overrides: list[str] | None = None) -> float:
+def run(cfg: DictConfig, out_dir: Path, overrides: list[str] | None = None) -> float | None:
     """Runs the job ``cfg.mode`` describes and returns the metric a sweeper optimises."""
-    if cfg.mode not in MODES:
-        raise UserError(f"unknown mode '{cfg.mode}': choose one of {', '.join(MODES)}")
-    if cfg.mode == "test" and not cfg.ckpt:
-        raise UserError("mode=test needs a checkpoint: add ckpt=PATH (a train run's checkpoints/best.ckpt)")
+    mode, qcfg = cfg.mode, OmegaConf.to_container(cfg.quantisation, resolve=True)
+    _check_mode(mode, qcfg["name"], cfg.ckpt)
     pl.seed_everything(int(cfg.seed), verbose=False)
     model = make_model(cfg.model)
-    if cfg.mode == "test":
-        load_weights(model, Path(cfg.ckpt), cfg.model.name)  # before the run: a bad ckpt leaves no run
-    splits = load_splits(cfg.dataset)
-    tags = _tags(cfg, splits.info, overrides or [])
+    if cfg.ckpt:
+        load_weights(model, Path(cfg.ckpt), cfg.model.name)
+    quantised = quantise(model, qcfg) if qcfg["name"] != "none" else None  # validates the config too
+    splits = load_splits(cfg.dataset) if mode != "transform" else None
+    data_info = splits.info if splits else {"synthetic": bool(cfg.dataset.synthetic)}
+    tags = _tags(cfg, data_info, overrides or [])
     name = " ".join([cfg.model.name, *(overrides or [])])[:250]
     with TrackedRun(tracking_uri(cfg.mlflow.tracking_uri), cfg.experiment, run_name=name, tags=tags) as run:
         run.log_params(
@@ -47,13 +52,33 @@ def run(cfg: DictConfig, out_dir: Path, overrides: list[str] | None = None) -> f
                 **flatten(OmegaConf.to_container(cfg, resolve=True)),
                 "model_name": cfg.model.name,
                 "n_params": count_trainable(model),
-                **{f"data.{k}": v for k, v in splits.info.items()},
+                **{f"data.{k}": v for k, v in data_info.items()},
             }
         )
         run.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
-        if cfg.mode == "test":
-            return _test(cfg, model, splits, run, out_dir)
-        return _train(cfg, model, splits, run, out_dir)
+        if mode == "transform":
+            return _transform(cfg, quantised, run, out_dir)
+        if mode == "test":
+            return _test(cfg, quantised[0] if quantised else model, splits, run, out_dir)
+        if mode == "ptq":
+            return _ptq(cfg, model, qcfg, splits, run, out_dir)
+        net = quantised[0] if mode == "qat" else model
+        final = _fit(cfg, net, splits, run, out_dir)
+        run.log_metrics({**final, **qsummary.costs(net)}, step=int(cfg.max_epochs))
+        if quantised:
+            _log_quant_summaries(run, net, quantised[1], out_dir)
+        return final["best_val_acc"]
+
+
+def _check_mode(mode: str, quant_name: str, ckpt) -> None:
+    if mode not in MODES:
+        raise UserError(f"unknown mode '{mode}': choose one of {', '.join(MODES)}")
+    if mode in _NEEDS_CKPT and not ckpt:
+        raise UserError(f"mode={mode} needs a checkpoint: add ckpt=PATH (a train run's checkpoints/best.ckpt)")
+    if mode in _QUANT_MODES and quant_name == "none":
+        raise UserError(f"mode={mode} needs a quantisation: add quantisation=int8 (or int4, minifloat8, ternary, binary)")
+    if mode == "train" and quant_name != "none":
+        raise UserError(f"quantisation={quant_name} with mode=train: use mode=qat (train quantised) or mode=ptq")
 
 
 def _tags(cfg: DictConfig, data_info: dict, overrides: list[str]) -> dict[str, str]:
@@ -82,7 +107,8 @@ def _git_commit() -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-def _train(cfg, model, splits, run, out_dir: Path) -> float:
+def _fit(cfg, model, splits, run, out_dir: Path) -> dict[str, float]:
+    """Trains with validation each epoch, tests the best checkpoint; returns the final metrics."""
     module = make_module(cfg, model)
     module.checkpoint_meta = {"model": OmegaConf.to_container(cfg.model, resolve=True)}
     epochs = EpochLogger(run)
@@ -96,30 +122,99 @@ def _train(cfg, model, splits, run, out_dir: Path) -> float:
     trainer.fit(module, train_data, batches(splits, "val", eval_bs))
     fit_seconds = time.perf_counter() - start
     trainer.test(module, batches(splits, "test", eval_bs), ckpt_path=best.best_model_path, verbose=False)
-    best_val = float(best.best_model_score)
-    run.log_metrics(
-        {
-            "best_val_acc": best_val,
-            "test_acc": module.epoch_metrics["test_acc"],
-            "test_loss": module.epoch_metrics["test_loss"],
-            "fit_seconds": fit_seconds,
-            "epoch_seconds_mean": sum(epochs.epoch_seconds) / len(epochs.epoch_seconds),
-            "train_samples_per_second": len(splits.y_train) * len(epochs.epoch_seconds) / fit_seconds,
-        },
-        step=trainer.current_epoch,
-    )
     run.log_artifact(best.best_model_path, "checkpoints")
     run.set_tags({"jscexp.checkpoint": str(Path(best.best_model_path).resolve())})
     run.log_artifact(training_curves(epochs.history, out_dir / "training_curves.png"))
-    return best_val
+    return {
+        "best_val_acc": float(best.best_model_score),
+        "test_acc": module.epoch_metrics["test_acc"],
+        "test_loss": module.epoch_metrics["test_loss"],
+        "fit_seconds": fit_seconds,
+        "epoch_seconds_mean": sum(epochs.epoch_seconds) / len(epochs.epoch_seconds),
+        "train_samples_per_second": len(splits.y_train) * len(epochs.epoch_seconds) / fit_seconds,
+    }
+
+
+def evaluate(cfg, model, splits, split: str, out_dir: Path) -> dict[str, float]:
+    """Accuracy and loss of ``model`` on one split."""
+    module = make_module(cfg, model)
+    trainer = make_trainer(cfg, out_dir, [])
+    trainer.test(module, batches(splits, split, int(cfg.trainer.eval_batch_size)), verbose=False)
+    return {"acc": module.epoch_metrics["test_acc"], "loss": module.epoch_metrics["test_loss"]}
 
 
 def _test(cfg, model, splits, run, out_dir: Path) -> float:
-    module = make_module(cfg, model)
-    trainer = make_trainer(cfg, out_dir, [])
-    trainer.test(module, batches(splits, "test", int(cfg.trainer.eval_batch_size)), verbose=False)
-    metrics = {k: module.epoch_metrics[k] for k in ("test_acc", "test_loss")}
-    run.log_metrics(metrics)
+    result = evaluate(cfg, model, splits, "test", out_dir)
+    run.log_metrics({"test_acc": result["acc"], "test_loss": result["loss"]})
     run.set_tags({"jscexp.checkpoint": str(Path(cfg.ckpt).resolve())})
-    print(f"test_acc={metrics['test_acc']:.4f} test_loss={metrics['test_loss']:.4f}")
-    return metrics["test_acc"]
+    print(f"test_acc={result['acc']:.4f} test_loss={result['loss']:.4f}")
+    return result["acc"]
+
+
+def _ptq(cfg, model, qcfg, splits, run, out_dir: Path) -> float:
+    """Quantises a trained float model: the one in ckpt=, else one trained here first."""
+    if cfg.ckpt:
+        test = evaluate(cfg, model, splits, "test", out_dir)
+        float_metrics = {"best_val_acc": evaluate(cfg, model, splits, "val", out_dir)["acc"],
+                         "test_acc": test["acc"], "test_loss": test["loss"]}
+        step = 0
+    else:
+        float_metrics = _fit(cfg, model, splits, run, out_dir)  # leaves the best weights in model
+        step = int(cfg.max_epochs)
+    net, changes = quantise(model, qcfg)
+    val, test = (evaluate(cfg, net, splits, s, out_dir) for s in ("val", "test"))
+    run.log_metrics(
+        {
+            **{k: v for k, v in float_metrics.items() if k not in ("best_val_acc", "test_acc", "test_loss")},
+            "float_val_acc": float_metrics["best_val_acc"],
+            "float_test_acc": float_metrics["test_acc"],
+            "float_test_loss": float_metrics["test_loss"],
+            "best_val_acc": val["acc"],
+            "test_acc": test["acc"],
+            "test_loss": test["loss"],
+            "acc_drop": float_metrics["test_acc"] - test["acc"],
+            **qsummary.costs(net),
+        },
+        step=step,
+    )
+    _log_quant_summaries(run, net, changes, out_dir)
+    print(f"float test_acc={float_metrics['test_acc']:.4f}  quantised test_acc={test['acc']:.4f}")
+    return val["acc"]
+
+
+def _transform(cfg, quantised, run, out_dir: Path) -> None:
+    """Writes the quantised model of ckpt= and its summaries (lab 2 Q7)."""
+    net, changes = quantised
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "quantised.pt"
+    torch.save(
+        {
+            "state_dict": net.state_dict(),
+            "jscexp": {
+                "model": OmegaConf.to_container(cfg.model, resolve=True),
+                "quantisation": OmegaConf.to_container(cfg.quantisation, resolve=True),
+                "source_checkpoint": str(Path(cfg.ckpt).resolve()),
+            },
+        },
+        path,
+    )
+    run.log_artifact(path, "quantised")
+    run.log_metrics(qsummary.costs(net))
+    _log_quant_summaries(run, net, changes, out_dir)
+    print(f"quantised model written to {path}")
+
+
+def _log_quant_summaries(run, net, changes, out_dir: Path) -> None:
+    """Prints the histogram and logs it, the node table and the grid verification."""
+    hist = qsummary.histogram(changes).to_markdown(index=False)
+    nodes = qsummary.node_table(changes)
+    checked = qsummary.verify(net)
+    off = int(checked["off grid"].sum())
+    print(f"Quantized graph histogram:\n{hist}")
+    run.log_text(hist + "\n", "quant/histogram.md")
+    run.log_text(nodes.to_csv(index=False), "quant/nodes.csv")
+    run.log_text(checked.to_csv(index=False), "quant/verification.csv")
+    run.log_metrics({"quant_offgrid_values": off, "quant_checked_values": int(checked["values"].sum())})
+    run.set_tags({"jscexp.quant_check": "passed" if off == 0 else "failed"})
+    if off:
+        print(f"warning: {off} quantised weight/bias values are off their quantiser's grid")

@@ -1,0 +1,27 @@
+"""Quantisation stage: quantisers (a registry), quantised layers, the fx transform,
+summaries, verification and bit costs."""
+
+from __future__ import annotations
+
+from jscexp.errors import UserError
+from jscexp.quant._base import Quantiser
+from jscexp.quant.binary import BinaryQuantiser, TernaryQuantiser
+from jscexp.quant.integer import IntegerQuantiser
+from jscexp.quant.minifloat import MinifloatQuantiser
+
+QUANTISERS: dict[str, type[Quantiser]] = {
+    q.name: q for q in (IntegerQuantiser, MinifloatQuantiser, BinaryQuantiser, TernaryQuantiser)
+}
+
+
+def make_quantiser(name: str, what: str = "quantiser", **kwargs) -> Quantiser:
+    """Builds a registered quantiser; unknown names and options are one-line UserErrors."""
+    if name not in QUANTISERS:
+        raise UserError(f"{what}: unknown quantiser '{name}': choose one of {', '.join(QUANTISERS)}")
+    try:
+        return QUANTISERS[name](what=what, **kwargs)
+    except TypeError as err:  # an option the quantiser doesn't take, or a missing one
+        raise UserError(f"{what}: bad options {sorted(kwargs)} for '{name}' ({err})") from None
+
+
+__all__ = ["QUANTISERS", "Quantiser", "make_quantiser"]

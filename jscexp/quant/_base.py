@@ -1,0 +1,49 @@
+"""What every quantiser is: a fake-quantising callable with a straight-through gradient."""
+
+from __future__ import annotations
+
+import abc
+
+import torch
+
+from jscexp.errors import UserError
+
+
+class Quantiser(abc.ABC):
+    """Maps a float tensor onto the quantiser's grid, still as floats (fake quantisation).
+
+    Subclasses set ``name`` and implement ``quantise`` and ``bits``; the gradient must pass
+    straight through (``ste`` helps where torch has no fused op).
+    """
+
+    name: str = ""
+
+    @abc.abstractmethod
+    def quantise(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    @property
+    @abc.abstractmethod
+    def bits(self) -> int:
+        """Storage bits per value, for the cost metrics."""
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.quantise(x)
+
+    def on_grid(self, x: torch.Tensor) -> torch.Tensor:
+        """Which values the quantiser represents exactly: by default, those it leaves unchanged."""
+        return self.quantise(x) == x
+
+    def describe(self) -> str:
+        fields = ", ".join(f"{k}={v}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{self.name}({fields})"
+
+
+def ste(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """``q`` forward, identity gradient backward."""
+    return x + (q - x).detach()
+
+
+def positive_int(name: str, value, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise UserError(f"{what}: {name} must be a positive integer, got {value!r}")
+    return value

@@ -1,0 +1,76 @@
+"""What the quantise pass did and what it costs: tables, grid verification, bit metrics."""
+
+from __future__ import annotations
+
+import pandas as pd
+import torch
+from torch import nn
+
+from jscexp.quant.layers import LinearQ
+from jscexp.quant.transform import NodeChange
+
+FLOAT_BITS = 32
+
+
+def node_table(changes: list[NodeChange]) -> pd.DataFrame:
+    """Ori name | New name | op | Original type | Quantized type | Changed (lab 2 Q4)."""
+    return pd.DataFrame(
+        [(c.ori_name, c.new_name, c.op, c.original_type, c.quantized_type, c.changed) for c in changes],
+        columns=["Ori name", "New name", "op", "Original type", "Quantized type", "Changed"],
+    )
+
+
+def histogram(changes: list[NodeChange]) -> pd.DataFrame:
+    """Original type | OP | Total | Changed | Unchanged, as MASE's summary prints it."""
+    nodes = node_table(changes)
+    grouped = nodes.groupby(["Original type", "op"])["Changed"]
+    table = pd.DataFrame({"Total": grouped.size(), "Changed": grouped.sum().astype(int)})
+    table["Unchanged"] = table["Total"] - table["Changed"]
+    return table.reset_index().rename(columns={"op": "OP"})
+
+
+def verify(model: nn.Module) -> pd.DataFrame:
+    """Per quantised Linear: how many effective weights and biases lie on the quantiser's grid."""
+    rows = []
+    for name, module in model.named_modules():
+        if not isinstance(module, LinearQ):
+            continue
+        for role, values, q in (
+            ("weight", module.effective_weight(), module.w_quantiser),
+            ("bias", module.effective_bias(), module.b_quantiser),
+        ):
+            if q is None or values is None:
+                continue
+            with torch.no_grad():
+                on = int(q.on_grid(values.detach()).sum())
+            rows.append((name, role, q.describe(), values.numel(), on, values.numel() - on))
+    return pd.DataFrame(rows, columns=["layer", "tensor", "quantiser", "values", "on grid", "off grid"])
+
+
+def _bits(module: nn.Module, param: str) -> int:
+    if isinstance(module, LinearQ):
+        q = module.w_quantiser if param == "weight" else module.b_quantiser
+        if q is not None:
+            return q.bits
+    return FLOAT_BITS
+
+
+def costs(model: nn.Module) -> dict[str, float]:
+    """Bit costs for searches.
+
+    ``model_size_bits``: every trainable parameter at its stored width (float ones at 32);
+    ``avg_weight_bits``: that divided by the parameter count; ``linear_bitops``: per sample,
+    Σ over Linear layers of MACs × input bits × weight bits.
+    """
+    size = count = 0
+    bitops = 0
+    for module in model.modules():
+        for pname, p in module.named_parameters(recurse=False):
+            if p.requires_grad:
+                size += p.numel() * _bits(module, pname)
+                count += p.numel()
+        if isinstance(module, nn.Linear):
+            x_q = module.x_quantiser if isinstance(module, LinearQ) else None
+            x_bits = x_q.bits if x_q is not None else FLOAT_BITS
+            bitops += module.in_features * module.out_features * x_bits * _bits(module, "weight")
+    return {"model_size_bits": float(size), "avg_weight_bits": size / count, "linear_bitops": float(bitops)}

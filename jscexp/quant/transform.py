@@ -1,0 +1,121 @@
+"""The quantise pass on the torch.fx graph, configured like MASE's ``pass_args``.
+
+``by: type`` keys ops (``linear``, ``relu``, …), ``by: name`` keys fx node names
+(``seq_blocks_2``, …); ``default`` covers the rest; ``config.name: null`` leaves a node alone.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch.fx
+from torch import nn
+
+from jscexp.errors import UserError
+from jscexp.quant import make_quantiser
+from jscexp.quant.layers import QUANTISED, UNSIGNED_ROLES
+
+ROLES = ("data_in", "weight", "bias")
+_META_KEYS = {"name", "data_in_name", "weight_name", "bias_name"}
+
+
+def op_name(module: nn.Module) -> str:
+    """``BatchNorm1d`` → ``batch_norm1d``, ``Linear`` → ``linear``, as MASE names ops."""
+    base = type(module).__mro__[0]
+    for cls in type(module).__mro__:
+        if cls.__module__.startswith("torch.nn"):
+            base = cls
+            break
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z][a-z])", "_", base.__name__).lower()
+
+
+@dataclass
+class NodeChange:
+    ori_name: str
+    new_name: str
+    op: str
+    original_type: str
+    quantized_type: str
+    changed: bool
+
+
+def node_kind(gm: torch.fx.GraphModule, node: torch.fx.Node) -> tuple[str, str]:
+    """(op, type name) of a node, with the lab's spelling for placeholders and outputs."""
+    if node.op == "call_module":
+        module = gm.get_submodule(node.target)
+        return op_name(module), type(module).__name__
+    if node.op == "placeholder":
+        return "placeholder", str(node.target)
+    if node.op == "output":
+        return "output", "output"
+    return node.op, str(getattr(node.target, "__name__", node.target))
+
+
+def _quantisers(entry: Mapping, op: str, where: str) -> dict:
+    """One quantiser per role that the entry gives options for (``weight_width`` → weight)."""
+    name = entry.get("name")
+    unsigned = UNSIGNED_ROLES.get(op, set())
+    made = {}
+    for role in ROLES:
+        opts = {k[len(role) + 1 :]: v for k, v in entry.items() if k.startswith(f"{role}_") and k not in _META_KEYS}
+        role_name = entry.get(f"{role}_name", name)
+        if not opts and f"{role}_name" not in entry:
+            continue
+        if role in unsigned and role_name == "integer":
+            opts["signed"] = False
+        made[role] = make_quantiser(role_name, what=f"quantisation {where} {role}", **opts)
+    if not made:
+        raise UserError(f"quantisation {where}: config names '{name}' but gives no data_in_/weight_/bias_ options")
+    return made
+
+
+def quantise(model: nn.Module, qcfg: Mapping) -> tuple[torch.fx.GraphModule, list[NodeChange]]:
+    """Returns a traced copy of ``model`` with the configured nodes replaced, and what changed."""
+    by = qcfg.get("by", "type")
+    if by not in ("type", "name"):
+        raise UserError(f"quantisation.by must be 'type' or 'name', got '{by}'")
+    gm = torch.fx.symbolic_trace(copy.deepcopy(model))  # the float model stays untouched
+    module_nodes = [n for n in gm.graph.nodes if n.op == "call_module"]
+    if by == "name":
+        names = {n.name for n in gm.graph.nodes}
+        unknown = [k for k in qcfg if k not in ("by", "default") and k not in names and isinstance(qcfg[k], Mapping)]
+        if unknown:
+            close = {m for k in unknown for m in difflib.get_close_matches(k, names, n=2)}
+            hint = f" (did you mean {', '.join(sorted(close))}?)" if close else ""
+            raise UserError(
+                f"quantisation by name: no node called {', '.join(unknown)}{hint}; "
+                f"the nodes are {', '.join(sorted(names))}"
+            )
+    default = (qcfg.get("default") or {}).get("config") or {}
+    changes: list[NodeChange] = []
+    for node in gm.graph.nodes:
+        op, type_name = node_kind(gm, node)
+        key = op if by == "type" else node.name
+        explicit = key in qcfg and isinstance(qcfg[key], Mapping)
+        entry = (qcfg[key].get("config") or {}) if explicit else default
+        replace = node in module_nodes and entry.get("name") is not None
+        if replace and op not in QUANTISED:
+            if not explicit:
+                replace = False  # the default only reaches ops we can quantise
+            else:
+                raise UserError(
+                    f"quantisation: cannot quantise {key} ({type_name}); supported ops: {', '.join(QUANTISED)}"
+                )
+        new_type = type_name
+        if replace:
+            quantisers = _quantisers(entry, op, f"{key}")
+            new = QUANTISED[op](gm.get_submodule(node.target), **quantisers)
+            _set_submodule(gm, node.target, new)
+            new_type = type(new).__name__
+        changes.append(NodeChange(node.name, node.name, op, type_name, new_type, replace))
+    gm.recompile()
+    return gm, changes
+
+
+def _set_submodule(gm: nn.Module, target: str, module: nn.Module) -> None:
+    parent_name, _, leaf = target.rpartition(".")
+    setattr(gm.get_submodule(parent_name) if parent_name else gm, leaf, module)

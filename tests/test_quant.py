@@ -1,0 +1,216 @@
+"""Quantisers, the fx transform, summaries, verification, costs, and the quantisation modes."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from conftest import FAST, mlflow_client, run_cli, run_job, runs_of
+from jscexp.errors import UserError
+from jscexp.models import build_model
+from jscexp.quant import make_quantiser
+from jscexp.quant.integer import IntegerQuantiser
+from jscexp.quant.layers import LinearQ
+from jscexp.quant.summary import costs, histogram, verify
+from jscexp.quant.transform import quantise
+
+
+def integer_cfg(w=8, f=4, by="type", key="linear"):
+    entry = {"name": "integer", "data_in_width": w, "data_in_frac_width": f, "weight_width": w,
+             "weight_frac_width": f, "bias_width": w, "bias_frac_width": f}
+    return {"by": by, "default": {"config": {"name": None}}, key: {"config": entry}}
+
+
+@pytest.mark.parametrize("width", [1, 2, 3, 4, 6, 8, 12, 16])
+def test_integer_matches_the_formula_and_torch_fake_quantize(width):
+    x = torch.randn(4096, generator=torch.Generator().manual_seed(width)) * 6
+    for frac in range(0, width + 1):
+        q = IntegerQuantiser(width=width, frac_width=frac)(x)
+        lo, hi = -(2 ** (width - 1)), 2 ** (width - 1) - 1
+        by_hand = np.clip(np.round(x.numpy().astype(np.float64) * 2.0**frac), lo, hi) / 2.0**frac  # half to even
+        np.testing.assert_array_equal(q.numpy(), by_hand.astype(np.float32))
+        torch.testing.assert_close(q, torch.fake_quantize_per_tensor_affine(x, 2.0**-frac, 0, lo, hi), rtol=0, atol=0)
+
+
+def test_lab_example_8_4_is_multiples_of_a_sixteenth_in_range():
+    x = torch.linspace(-20, 20, 10001)
+    q = make_quantiser("integer", width=8, frac_width=4)(x)
+    assert torch.all(q * 16 == torch.round(q * 16))
+    assert q.min() == -8 and q.max() == 7.9375
+    assert make_quantiser("integer", width=8, frac_width=4)(torch.tensor([0.03125, 0.09375])).tolist() == [0.0, 0.125]
+    unsigned = make_quantiser("integer", width=4, frac_width=2, signed=False)(torch.tensor([-1.0, 5.0]))
+    assert unsigned.tolist() == [0.0, 3.75]
+
+
+@pytest.mark.parametrize(
+    "name, opts",
+    [("integer", {"width": 8, "frac_width": 4}), ("minifloat", {"width": 8, "exponent_width": 4}),
+     ("binary", {}), ("ternary", {})],
+)
+def test_gradients_pass_straight_through(name, opts):
+    x = (torch.rand(64) - 0.5).requires_grad_()
+    make_quantiser(name, **opts)(x).mul(torch.arange(64.0)).sum().backward()
+    torch.testing.assert_close(x.grad, torch.arange(64.0))
+
+
+def test_minifloat_e4m3_values_denormals_and_saturation():
+    q = make_quantiser("minifloat", width=8, exponent_width=4)  # bias 7, 3 mantissa bits
+    assert q.max_value == 480.0
+    out = q(torch.tensor([1.0, 1.06, 1.07, 0.1, 2.0**-9, 2.0**-10 * 1.5, 1e6, -1e6, 0.0]))
+    assert out.tolist() == [1.0, 1.0, 1.125, 0.1015625, 2.0**-9, 2.0**-9, 480.0, -480.0, 0.0]
+    grid = q(torch.randn(1000) * 50)
+    assert q.on_grid(grid).all() and not q.on_grid(torch.tensor([1.01])).any()
+
+
+def test_binary_and_ternary_values():
+    w = torch.tensor([-0.9, -0.05, 0.0, 0.02, 0.4, 1.1])
+    b = make_quantiser("binary")(w)
+    assert b.abs().tolist() == pytest.approx([w.abs().mean().item()] * 6)
+    assert (torch.sign(b) == torch.where(w >= 0, 1.0, -1.0)).all()
+    t = make_quantiser("ternary", threshold=0.7)(w)
+    delta = 0.7 * w.abs().mean()
+    alpha = w.abs()[w.abs() > delta].mean().item()
+    assert t.tolist() == pytest.approx([-alpha, 0, 0, 0, alpha, alpha])
+
+
+def _counts(changes):
+    table = histogram(changes)
+    return {r["Original type"]: (r["Total"], r["Changed"], r["Unchanged"]) for _, r in table.iterrows()}
+
+
+def test_by_type_changes_exactly_the_linears():
+    gm, changes = quantise(build_model("jsc-toy"), integer_cfg())
+    assert [c.ori_name for c in changes if c.changed] == ["seq_blocks_2", "seq_blocks_5", "seq_blocks_8"]
+    assert sum(isinstance(m, LinearQ) for m in gm.modules()) == 3
+    counts = _counts(changes)
+    assert counts["Linear"] == (3, 3, 0) and counts["BatchNorm1d"] == (4, 0, 4) and counts["ReLU"] == (4, 0, 4)
+    assert list(histogram(changes).columns) == ["Original type", "OP", "Total", "Changed", "Unchanged"]
+    _, tiny = quantise(build_model("jsc-tiny"), integer_cfg())
+    counts = _counts(tiny)
+    assert counts["Linear"] == (1, 1, 0) and counts["BatchNorm1d"] == (1, 0, 1) and counts["ReLU"] == (2, 0, 2)
+    assert counts["x"] == (1, 0, 1) and counts["output"] == (1, 0, 1)
+
+
+def test_by_name_changes_exactly_the_named_node():
+    gm, changes = quantise(build_model("jsc-toy"), integer_cfg(by="name", key="seq_blocks_5"))
+    assert [c.ori_name for c in changes if c.changed] == ["seq_blocks_5"]
+    assert isinstance(gm.get_submodule("seq_blocks.5"), LinearQ)
+    assert not isinstance(gm.get_submodule("seq_blocks.2"), LinearQ)
+
+
+def test_quantised_output_equals_float_model_on_quantised_inputs_and_weights():
+    torch.manual_seed(0)
+    model = build_model("jsc-tiny").eval()
+    model.seq_blocks[2].weight.data.mul_(3)  # spread the weights over the 8/4 grid
+    gm, _ = quantise(model, integer_cfg())
+    gm.eval()
+    x = torch.randn(256, 16) * 3
+    q = IntegerQuantiser(width=8, frac_width=4)
+    bn, relu, linear = model.seq_blocks[0], model.seq_blocks[1], model.seq_blocks[2]
+    by_hand = torch.relu(nn.functional.linear(q(relu(bn(x))), q(linear.weight), q(linear.bias)))
+    torch.testing.assert_close(gm(x), by_hand, rtol=0, atol=0)
+    assert not torch.equal(gm(x), model(x))  # it really is quantised
+
+
+def test_verification_passes_and_catches_an_off_grid_weight():
+    gm, _ = quantise(build_model("jsc-toy"), integer_cfg())
+    assert verify(gm)["off grid"].sum() == 0 and verify(gm)["values"].sum() == 128 + 8 + 64 + 8 + 40 + 5
+
+    class Nudged(IntegerQuantiser):
+        def quantise(self, x):
+            out = super().quantise(x).clone()
+            out.view(-1)[3] += 0.01
+            return out
+
+    gm.get_submodule("seq_blocks.5").w_quantiser = Nudged(width=8, frac_width=4)
+    report = verify(gm)
+    assert report["off grid"].sum() == 1
+    assert report.loc[report["off grid"] == 1, ["layer", "tensor"]].values.tolist() == [["seq_blocks.5", "weight"]]
+
+
+def test_costs_of_jsc_tiny_by_hand():
+    float_costs = costs(build_model("jsc-tiny"))
+    assert float_costs == {"model_size_bits": 117 * 32, "avg_weight_bits": 32.0, "linear_bitops": 16 * 5 * 32 * 32}
+    gm, _ = quantise(build_model("jsc-tiny"), integer_cfg())
+    # Linear weight 80 and bias 5 at 8 bits, BatchNorm's 32 parameters stay float.
+    assert costs(gm) == {"model_size_bits": 80 * 8 + 5 * 8 + 32 * 32,
+                         "avg_weight_bits": (80 * 8 + 5 * 8 + 32 * 32) / 117,
+                         "linear_bitops": 16 * 5 * 8 * 8}
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["quantisation.linear.config.name=foo"], "unknown quantiser 'foo': choose one of integer, minifloat"),
+        (["quantisation.weight_width=0"], "width must be a positive integer, got 0"),
+        (["quantisation.weight_frac_width=9"], "frac_width 9 is larger than width 8"),
+        (["quantisation=minifloat8", "quantisation.linear.config.weight_exponent_width=8"],
+         "exponent_width 8 leaves no sign bit in width 8"),
+        (["quantisation.by=name", "~quantisation.linear", "+quantisation.seq_block_2.config.name=integer"],
+         "no node called seq_block_2 (did you mean seq_blocks_2, seq_blocks_3?); the nodes are output, seq_blocks_0"),
+        (["quantisation=none"], "mode=qat needs a quantisation: add quantisation=int8"),
+    ],
+)
+def test_bad_quantisation_input_is_refused_before_any_run(workdir, overrides, message):
+    with pytest.raises(UserError, match=re.escape(message)):
+        run_job([*FAST, "mode=qat", "quantisation=int8", *overrides], workdir / "out")
+    assert runs_of(workdir) == []
+
+
+def test_bad_quantisation_on_the_cli_is_one_line(workdir):
+    result = run_cli([*FAST, "mode=qat", "quantisation=int8", "quantisation.weight_frac_width=9"], workdir)
+    assert result.returncode == 2
+    assert result.stderr == "error: quantisation linear weight: frac_width 9 is larger than width 8\n"
+    assert runs_of(workdir) == []
+
+
+def test_qat_run_logs_costs_summaries_and_a_passed_check(workdir):
+    run_job([*FAST, "mode=qat", "quantisation=int8", "model=jsc-toy"], workdir / "out")
+    (run,) = runs_of(workdir)
+    m = run.data.metrics
+    assert run.info.status == "FINISHED" and run.data.tags["jscexp.quant_check"] == "passed"
+    assert m["quant_offgrid_values"] == 0 and m["quant_checked_values"] == 253
+    assert m["avg_weight_bits"] == pytest.approx((253 * 8 + 74 * 32) / 327)
+    client = mlflow_client(workdir)
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "quant")} == {
+        "quant/histogram.md", "quant/nodes.csv", "quant/verification.csv"}
+    hist = open(client.download_artifacts(run.info.run_id, "quant/histogram.md", str(workdir))).read()
+    assert "| Linear          | linear       |       3 |         3 |           0 |" in hist
+
+
+def test_ptq_from_a_checkpoint_logs_float_and_quantised_accuracy(workdir):
+    run_job([*FAST, "max_epochs=2"], workdir / "float")
+    ckpt = runs_of(workdir)[0].data.tags["jscexp.checkpoint"]
+    float_test = runs_of(workdir)[0].data.metrics["test_acc"]
+    run_job([*FAST, "mode=ptq", f"ckpt={ckpt}", "quantisation=int8", "quantisation.weight_width=3",
+             "quantisation.weight_frac_width=2"], workdir / "ptq")
+    m = runs_of(workdir)[-1].data.metrics
+    assert m["float_test_acc"] == pytest.approx(float_test)
+    assert m["acc_drop"] == pytest.approx(m["float_test_acc"] - m["test_acc"])
+    assert m["float_test_loss"] == pytest.approx(runs_of(workdir)[0].data.metrics["test_loss"])
+    assert m["test_loss"] != m["float_test_loss"]  # the quantised model was the one evaluated
+
+
+def test_transform_writes_a_loadable_quantised_model(workdir):
+    run_job(FAST, workdir / "float")
+    ckpt = runs_of(workdir)[0].data.tags["jscexp.checkpoint"]
+    run_job([*FAST, "mode=transform", f"ckpt={ckpt}", "quantisation=int8"], workdir / "t")
+    saved = torch.load(workdir / "t" / "quantised.pt", weights_only=True)
+    assert saved["jscexp"]["quantisation"]["weight_width"] == 8 and "seq_blocks.2.weight" in saved["state_dict"]
+    run = runs_of(workdir)[-1]
+    assert run.data.tags["jscexp.mode"] == "transform" and run.data.tags["jscexp.quant_check"] == "passed"
+    paths = {a.path for a in mlflow_client(workdir).list_artifacts(run.info.run_id, "quantised")}
+    assert paths == {"quantised/quantised.pt"}
+
+
+def test_bit_width_sweep_file_sets_frac_from_width():
+    from conftest import compose_cfg
+
+    cfg = compose_cfg(["+sweep=quant_bits", "quantisation.weight_width=3"])
+    assert cfg.quantisation.linear.config.weight_width == 3
+    assert cfg.quantisation.linear.config.weight_frac_width == 2 and cfg.quantisation.bias_frac_width == 2
+    assert cfg.model.name == "jsc-toy" and cfg.experiment == "quant_bits"
