@@ -17,6 +17,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import jscexp
+from jscexp.analysis import analyse
 from jscexp.data import load_splits
 from jscexp.errors import UserError
 from jscexp.models import count_trainable
@@ -28,7 +29,7 @@ from jscexp.train.callbacks import EpochLogger
 from jscexp.train.checkpoint import load_weights
 from jscexp.train.fit import batches, make_model, make_module, make_trainer
 
-MODES = ("train", "test", "qat", "ptq", "transform")
+MODES = ("train", "test", "qat", "ptq", "transform", "analyse")
 _QUANT_MODES = ("qat", "ptq", "transform")
 _NEEDS_CKPT = ("test", "transform")
 
@@ -36,13 +37,17 @@ _NEEDS_CKPT = ("test", "transform")
 def run(cfg: DictConfig, out_dir: Path, overrides: list[str] | None = None) -> float | None:
     """Runs the job ``cfg.mode`` describes and returns the metric a sweeper optimises."""
     mode, qcfg = cfg.mode, OmegaConf.to_container(cfg.quantisation, resolve=True)
+    spec = OmegaConf.to_container(cfg.analysis, resolve=True)
     _check_mode(mode, qcfg["name"], cfg.ckpt)
     pl.seed_everything(int(cfg.seed), verbose=False)
     model = make_model(cfg.model)
     if cfg.ckpt:
         load_weights(model, Path(cfg.ckpt), cfg.model.name)
-    quantised = quantise(model, qcfg) if qcfg["name"] != "none" else None  # validates the config too
-    splits = load_splits(cfg.dataset) if mode != "transform" else None
+    needs_data = mode != "transform" or "'auto'" in repr(qcfg)
+    splits = load_splits(cfg.dataset) if needs_data else None
+    calibration = torch.from_numpy(splits.x_train[: int(spec["num_samples"])]) if splits else None
+    quantised = quantise(model, qcfg, calibration) if qcfg["name"] != "none" else None  # validates it too
+    analyse(model, {**spec, "graph": False}, None)  # an unknown node or statistic fails here, not later
     data_info = splits.info if splits else {"synthetic": bool(cfg.dataset.synthetic)}
     tags = _tags(cfg, data_info, overrides or [])
     name = " ".join([cfg.model.name, *(overrides or [])])[:250]
@@ -56,18 +61,34 @@ def run(cfg: DictConfig, out_dir: Path, overrides: list[str] | None = None) -> f
             }
         )
         run.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+        if mode == "analyse":
+            return _analyse(quantised[0] if quantised else model, spec, calibration, run)
         if mode == "transform":
             return _transform(cfg, quantised, run, out_dir)
         if mode == "test":
             return _test(cfg, quantised[0] if quantised else model, splits, run, out_dir)
         if mode == "ptq":
-            return _ptq(cfg, model, qcfg, splits, run, out_dir)
+            return _ptq(cfg, model, qcfg, splits, calibration, run, out_dir)
         net = quantised[0] if mode == "qat" else model
         final = _fit(cfg, net, splits, run, out_dir)
         run.log_metrics({**final, **qsummary.costs(net)}, step=int(cfg.max_epochs))
         if quantised:
             _log_quant_summaries(run, net, quantised[1], out_dir)
+        _log_texts(run, analyse(net, spec, calibration))
         return final["best_val_acc"]
+
+
+def _log_texts(run, texts: dict[str, str]) -> None:
+    for artifact, text in texts.items():
+        run.log_text(text, artifact)
+
+
+def _analyse(model, spec, calibration, run) -> None:
+    """mode=analyse: prints the graph report and the node-meta table, keeps all as artifacts."""
+    texts = analyse(model, {**spec, "graph": True, "profile": True}, calibration)
+    print(texts["analysis/graph.txt"])
+    print(texts["analysis/node_meta.txt"])
+    _log_texts(run, texts)
 
 
 def _check_mode(mode: str, quant_name: str, ckpt) -> None:
@@ -151,7 +172,7 @@ def _test(cfg, model, splits, run, out_dir: Path) -> float:
     return result["acc"]
 
 
-def _ptq(cfg, model, qcfg, splits, run, out_dir: Path) -> float:
+def _ptq(cfg, model, qcfg, splits, calibration, run, out_dir: Path) -> float:
     """Quantises a trained float model: the one in ckpt=, else one trained here first."""
     if cfg.ckpt:
         test = evaluate(cfg, model, splits, "test", out_dir)
@@ -161,7 +182,7 @@ def _ptq(cfg, model, qcfg, splits, run, out_dir: Path) -> float:
     else:
         float_metrics = _fit(cfg, model, splits, run, out_dir)  # leaves the best weights in model
         step = int(cfg.max_epochs)
-    net, changes = quantise(model, qcfg)
+    net, changes = quantise(model, qcfg, calibration)
     val, test = (evaluate(cfg, net, splits, s, out_dir) for s in ("val", "test"))
     run.log_metrics(
         {
@@ -178,6 +199,7 @@ def _ptq(cfg, model, qcfg, splits, run, out_dir: Path) -> float:
         step=step,
     )
     _log_quant_summaries(run, net, changes, out_dir)
+    _log_texts(run, analyse(net, OmegaConf.to_container(cfg.analysis, resolve=True), calibration))
     print(f"float test_acc={float_metrics['test_acc']:.4f}  quantised test_acc={test['acc']:.4f}")
     return val["acc"]
 

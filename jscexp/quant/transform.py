@@ -8,29 +8,20 @@ from __future__ import annotations
 
 import copy
 import difflib
-import re
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch.fx
 from torch import nn
 
+from jscexp.analysis.graph import node_kind
 from jscexp.errors import UserError
 from jscexp.quant import make_quantiser
 from jscexp.quant.layers import QUANTISED, UNSIGNED_ROLES
 
 ROLES = ("data_in", "weight", "bias")
 _META_KEYS = {"name", "data_in_name", "weight_name", "bias_name"}
-
-
-def op_name(module: nn.Module) -> str:
-    """``BatchNorm1d`` → ``batch_norm1d``, ``Linear`` → ``linear``, as MASE names ops."""
-    base = type(module).__mro__[0]
-    for cls in type(module).__mro__:
-        if cls.__module__.startswith("torch.nn"):
-            base = cls
-            break
-    return re.sub(r"(?<=[a-z0-9])(?=[A-Z][a-z])", "_", base.__name__).lower()
 
 
 @dataclass
@@ -43,19 +34,13 @@ class NodeChange:
     changed: bool
 
 
-def node_kind(gm: torch.fx.GraphModule, node: torch.fx.Node) -> tuple[str, str]:
-    """(op, type name) of a node, with the lab's spelling for placeholders and outputs."""
-    if node.op == "call_module":
-        module = gm.get_submodule(node.target)
-        return op_name(module), type(module).__name__
-    if node.op == "placeholder":
-        return "placeholder", str(node.target)
-    if node.op == "output":
-        return "output", "output"
-    return node.op, str(getattr(node.target, "__name__", node.target))
+def auto_frac(width: int, max_abs: float, signed: bool) -> int:
+    """Fractional bits that leave enough integer bits for ``max_abs`` (``frac_width: auto``)."""
+    int_bits = math.floor(math.log2(max_abs)) + 1 if max_abs > 0 else 0
+    return min(max(width - int(signed) - max(int_bits, 0), 0), width)
 
 
-def _quantisers(entry: Mapping, op: str, where: str) -> dict:
+def _quantisers(entry: Mapping, op: str, where: str, ranges: Mapping[str, float]) -> dict:
     """One quantiser per role that the entry gives options for (``weight_width`` → weight)."""
     name = entry.get("name")
     unsigned = UNSIGNED_ROLES.get(op, set())
@@ -67,14 +52,49 @@ def _quantisers(entry: Mapping, op: str, where: str) -> dict:
             continue
         if role in unsigned and role_name == "integer":
             opts["signed"] = False
+        if opts.get("frac_width") == "auto":
+            if role not in ranges:
+                raise UserError(f"quantisation {where} {role}: frac_width auto needs a profiled range (no data here)")
+            opts["frac_width"] = auto_frac(int(opts.get("width", 0)), ranges[role], opts.get("signed", True))
         made[role] = make_quantiser(role_name, what=f"quantisation {where} {role}", **opts)
     if not made:
         raise UserError(f"quantisation {where}: config names '{name}' but gives no data_in_/weight_/bias_ options")
     return made
 
 
-def quantise(model: nn.Module, qcfg: Mapping) -> tuple[torch.fx.GraphModule, list[NodeChange]]:
-    """Returns a traced copy of ``model`` with the configured nodes replaced, and what changed."""
+def _ranges(gm: torch.fx.GraphModule, calibration: torch.Tensor | None) -> dict[str, dict[str, float]]:
+    """Largest magnitude of each module node's input (profiled) and of its weight and bias."""
+    from jscexp.analysis.profile import batches_of, profile
+
+    names = [n.name for n in gm.graph.nodes if n.op == "call_module"]
+    inputs = {}
+    if calibration is not None:
+        spec = {"by": "name", "target_activation_nodes": names,
+                "activation_statistics": {"range_min_max": {}}, "num_samples": len(calibration)}
+        meta = profile(gm, spec, batches_of(calibration))
+        inputs = {n: meta[n]["args"]["data_in_0"]["range_min_max"] for n in names}
+    ranges = {}
+    for node in gm.graph.nodes:
+        if node.op != "call_module":
+            continue
+        module, found = gm.get_submodule(node.target), {}
+        if node.name in inputs:
+            found["data_in"] = max(abs(inputs[node.name]["min"]), abs(inputs[node.name]["max"]))
+        for role in ("weight", "bias"):
+            if isinstance(getattr(module, role, None), torch.Tensor):
+                found[role] = getattr(module, role).detach().abs().max().item()
+        ranges[node.name] = found
+    return ranges
+
+
+def quantise(
+    model: nn.Module, qcfg: Mapping, calibration: torch.Tensor | None = None
+) -> tuple[torch.fx.GraphModule, list[NodeChange]]:
+    """Returns a traced copy of ``model`` with the configured nodes replaced, and what changed.
+
+    ``calibration`` (a few training rows) profiles the activation ranges that
+    ``frac_width: auto`` needs; weight and bias ranges come from the parameters.
+    """
     by = qcfg.get("by", "type")
     if by not in ("type", "name"):
         raise UserError(f"quantisation.by must be 'type' or 'name', got '{by}'")
@@ -90,6 +110,7 @@ def quantise(model: nn.Module, qcfg: Mapping) -> tuple[torch.fx.GraphModule, lis
                 f"quantisation by name: no node called {', '.join(unknown)}{hint}; "
                 f"the nodes are {', '.join(sorted(names))}"
             )
+    ranges = _ranges(gm, calibration) if "'auto'" in repr(qcfg) else {}
     default = (qcfg.get("default") or {}).get("config") or {}
     changes: list[NodeChange] = []
     for node in gm.graph.nodes:
@@ -107,7 +128,7 @@ def quantise(model: nn.Module, qcfg: Mapping) -> tuple[torch.fx.GraphModule, lis
                 )
         new_type = type_name
         if replace:
-            quantisers = _quantisers(entry, op, f"{key}")
+            quantisers = _quantisers(entry, op, key, ranges.get(node.name, {}))
             new = QUANTISED[op](gm.get_submodule(node.target), **quantisers)
             _set_submodule(gm, node.target, new)
             new_type = type(new).__name__
