@@ -22,6 +22,7 @@ from jscexp.data import load_splits
 from jscexp.errors import UserError
 from jscexp.models import count_trainable
 from jscexp.quant import summary as qsummary
+from jscexp.result import JobResult
 from jscexp.quant.transform import quantise
 from jscexp.tracking import PARENT_ENV, TrackedRun, flatten, tracking_uri
 from jscexp.tracking.plots import training_curves
@@ -70,12 +71,12 @@ def run(cfg: DictConfig, out_dir: Path, overrides: list[str] | None = None) -> f
         if mode == "ptq":
             return _ptq(cfg, model, qcfg, splits, calibration, run, out_dir)
         net = quantised[0] if mode == "qat" else model
-        final = _fit(cfg, net, splits, run, out_dir)
-        run.log_metrics({**final, **qsummary.costs(net)}, step=int(cfg.max_epochs))
+        final = {**_fit(cfg, net, splits, run, out_dir), **qsummary.costs(net)}
+        run.log_metrics(final, step=int(cfg.max_epochs))
         if quantised:
             _log_quant_summaries(run, net, quantised[1], out_dir)
         _log_texts(run, analyse(net, spec, calibration))
-        return final["best_val_acc"]
+        return JobResult(final["best_val_acc"], final)
 
 
 def _log_texts(run, texts: dict[str, str]) -> None:
@@ -112,6 +113,8 @@ def _tags(cfg: DictConfig, data_info: dict, overrides: list[str]) -> dict[str, s
     }
     if parent := os.environ.get(PARENT_ENV):
         tags["mlflow.parentRunId"] = parent
+    if cfg.get("optuna"):
+        tags.update({"jscexp.optuna_study": cfg.optuna.study, "jscexp.optuna_trial": cfg.optuna.trial})
     if commit := _git_commit():
         tags["mlflow.source.git.commit"] = commit
     return tags
@@ -136,7 +139,14 @@ def _fit(cfg, model, splits, run, out_dir: Path) -> dict[str, float]:
     best = pl.callbacks.ModelCheckpoint(
         dirpath=out_dir / "checkpoints", filename="best", monitor="val_acc", mode="max"
     )
-    trainer = make_trainer(cfg, out_dir, [epochs, best])
+    callbacks = [epochs, best]
+    if cfg.get("optuna") and cfg.optuna.pruner != "none":
+        from jscexp.search.study import trial_handle
+        from jscexp.train.callbacks import TrialReporter
+
+        o = cfg.optuna
+        callbacks.append(TrialReporter(trial_handle(o.study, o.storage, int(o.trial), o.pruner, o.warmup, o.startup)))
+    trainer = make_trainer(cfg, out_dir, callbacks)
     train_data = batches(splits, "train", int(cfg.batch_size), seed=int(cfg.seed))
     eval_bs = int(cfg.trainer.eval_batch_size)
     start = time.perf_counter()
@@ -184,24 +194,22 @@ def _ptq(cfg, model, qcfg, splits, calibration, run, out_dir: Path) -> float:
         step = int(cfg.max_epochs)
     net, changes = quantise(model, qcfg, calibration)
     val, test = (evaluate(cfg, net, splits, s, out_dir) for s in ("val", "test"))
-    run.log_metrics(
-        {
-            **{k: v for k, v in float_metrics.items() if k not in ("best_val_acc", "test_acc", "test_loss")},
-            "float_val_acc": float_metrics["best_val_acc"],
-            "float_test_acc": float_metrics["test_acc"],
-            "float_test_loss": float_metrics["test_loss"],
-            "best_val_acc": val["acc"],
-            "test_acc": test["acc"],
-            "test_loss": test["loss"],
-            "acc_drop": float_metrics["test_acc"] - test["acc"],
-            **qsummary.costs(net),
-        },
-        step=step,
-    )
+    final = {
+        **{k: v for k, v in float_metrics.items() if k not in ("best_val_acc", "test_acc", "test_loss")},
+        "float_val_acc": float_metrics["best_val_acc"],
+        "float_test_acc": float_metrics["test_acc"],
+        "float_test_loss": float_metrics["test_loss"],
+        "best_val_acc": val["acc"],
+        "test_acc": test["acc"],
+        "test_loss": test["loss"],
+        "acc_drop": float_metrics["test_acc"] - test["acc"],
+        **qsummary.costs(net),
+    }
+    run.log_metrics(final, step=step)
     _log_quant_summaries(run, net, changes, out_dir)
     _log_texts(run, analyse(net, OmegaConf.to_container(cfg.analysis, resolve=True), calibration))
     print(f"float test_acc={float_metrics['test_acc']:.4f}  quantised test_acc={test['acc']:.4f}")
-    return val["acc"]
+    return JobResult(val["acc"], final)
 
 
 def _transform(cfg, quantised, run, out_dir: Path) -> None:

@@ -103,7 +103,8 @@ def swept(runs: pd.DataFrame) -> list[str]:
         for s in runs["tags.jscexp.overrides"].fillna("")
     ]
     keys = dict.fromkeys(k for d in per_run for k in d)
-    return [k for k in keys if len({d.get(k) for d in per_run}) > 1]
+    # optuna.* keys identify the trial, they are not a setting
+    return [k for k in keys if not k.startswith("optuna.") and len({d.get(k) for d in per_run}) > 1]
 
 
 def vary_columns(runs: pd.DataFrame, vary: list[str]) -> list[str]:

@@ -6,6 +6,8 @@ import time
 
 import pytorch_lightning as pl
 
+from jscexp.errors import Pruned
+
 
 class EpochLogger(pl.Callback):
     """Times each training epoch and writes that epoch's metrics to MLflow in one batch.
@@ -35,3 +37,17 @@ class EpochLogger(pl.Callback):
         }
         self.history.append({"epoch": trainer.current_epoch, **metrics})
         self.run.log_metrics(metrics, step=trainer.current_epoch)
+
+
+class TrialReporter(pl.Callback):
+    """Reports each epoch's validation accuracy to an Optuna trial and stops it when pruned."""
+
+    def __init__(self, trial):
+        self.trial = trial
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        # Lightning calls callbacks before the module's hooks: at validation end the module
+        # has not computed val_acc yet; at train-epoch end (after validation) it has.
+        self.trial.report(pl_module.epoch_metrics["val_acc"], trainer.current_epoch)
+        if self.trial.should_prune():
+            raise Pruned(trainer.current_epoch)

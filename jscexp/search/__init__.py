@@ -1,0 +1,1 @@
+"""Search stage: Optuna studies behind the ``jscexp_optuna`` Hydra sweeper."""

@@ -1,0 +1,197 @@
+"""The jscexp_optuna Hydra sweeper on the tiny stand-in: syntax, resume, pruning, dedup,
+multi-objective, failures, concurrent workers, MLflow parent runs, Optuna's own CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import FAST, run_cli, runs_of
+
+SWEEP = ["-m", "hydra/sweeper=jscexp_optuna", *FAST, "experiment=search"]
+
+
+def study(workdir, name):
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    storage = JournalStorage(JournalFileBackend(str(workdir / "optuna-journal.log")))
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def states(st) -> list[str]:
+    return [t.state.name for t in st.trials]
+
+
+def sweep(workdir, *args, check=True):
+    result = run_cli([*SWEEP, *args], workdir)
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def children(workdir):
+    return [r for r in runs_of(workdir, "search") if r.data.tags.get("jscexp.kind") != "sweep"]
+
+
+def test_each_syntax_maps_to_the_right_distribution():
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    from jscexp.search.space import parse
+
+    space, fixed = parse(
+        {"a": "choice(1,2,3)", "b": "range(1,10,2)", "c": "interval(0.1,1)", "d": "int(interval(1,10))",
+         "e": "tag(log,interval(1e-5,1))", "f": "jsc-tiny,jsc-toy", "g": "range(0.1,0.5,0.1)", "h": "range(0,10)"},
+        ["h=range(0,4)", "max_epochs=3"],
+    )
+    assert space["a"] == CategoricalDistribution([1, 2, 3])
+    assert space["b"] == IntDistribution(1, 9, step=2)  # Hydra's stop is exclusive
+    assert space["c"] == FloatDistribution(0.1, 1.0)
+    assert space["d"] == IntDistribution(1, 10)
+    assert space["e"] == FloatDistribution(1e-5, 1.0, log=True)
+    assert space["f"] == CategoricalDistribution(["jsc-tiny", "jsc-toy"])
+    assert space["g"] == CategoricalDistribution([0.1, 0.2, 0.3, 0.4])
+    assert space["h"] == IntDistribution(0, 3)  # the command line wins over params
+    assert fixed == ["max_epochs=3"]
+
+
+def test_a_tpe_search_resumes_and_counts_the_study_total(workdir):
+    args = ["hydra.sweeper.n_trials=6", "hydra.sweeper.seed=1", "hydra.sweeper.study_name=tpe",
+            "learning_rate=tag(log,interval(1e-4,1e-1))", "batch_size=choice(32,64,128)"]
+    sweep(workdir, *args)
+    st = study(workdir, "tpe")
+    assert states(st) == ["COMPLETE"] * 6
+    runs = children(workdir)
+    parents = [r for r in runs_of(workdir, "search") if r.data.tags.get("jscexp.kind") == "sweep"]
+    assert len(runs) == 6 and len(parents) == 1
+    assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {parents[0].info.run_id}
+    assert parents[0].data.tags["jscexp.optuna_study"] == "tpe"
+    by_trial = {int(r.data.tags["jscexp.optuna_trial"]): r for r in runs}
+    for t in st.trials:
+        assert t.value == pytest.approx(by_trial[t.number].data.metrics["best_val_acc"])
+        assert float(by_trial[t.number].data.params["learning_rate"]) == pytest.approx(t.params["learning_rate"])
+
+    sweep(workdir, *args)  # the same command again: nothing left to do
+    assert len(study(workdir, "tpe").trials) == 6 and len(children(workdir)) == 6
+    sweep(workdir, *args[:-3], "hydra.sweeper.n_trials=8", *args[-3:])
+    assert states(study(workdir, "tpe")) == ["COMPLETE"] * 8 and len(children(workdir)) == 8
+
+    optuna_cli = str(Path(sys.executable).with_name("optuna"))
+    out = subprocess.run([optuna_cli, "trials", "--study-name", "tpe", "--storage",
+                          str(workdir / "optuna-journal.log"), "--storage-class", "JournalFileBackend", "-f", "json"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert [t["number"] for t in json.loads(out.stdout)] == list(range(8))
+
+
+def test_median_pruner_stops_a_bad_trial_early(workdir):
+    common = ["hydra.sweeper.study_name=prune", "hydra.sweeper.pruner=median", "hydra.sweeper.sampler=random",
+              "hydra.sweeper.pruner_warmup_epochs=1", "hydra.sweeper.pruner_startup_trials=2", "max_epochs=4"]
+    sweep(workdir, *common, "hydra.sweeper.n_trials=2", "learning_rate=interval(0.005,0.02)")
+    # the same study, now asked for an obviously bad learning rate
+    sweep(workdir, *common, "hydra.sweeper.n_trials=3", "learning_rate=interval(1e-9,2e-9)")
+    st = study(workdir, "prune")
+    assert states(st) == ["COMPLETE", "COMPLETE", "PRUNED"]
+    bad = next(r for r in children(workdir) if r.data.tags["jscexp.optuna_trial"] == "2")
+    assert bad.info.status == "FINISHED" and bad.data.tags["jscexp.pruned"] == "true"
+    from conftest import mlflow_client
+
+    epochs = mlflow_client(workdir).get_metric_history(bad.info.run_id, "val_acc")
+    assert len(epochs) < 4
+
+
+def test_multi_objective_gives_a_pareto_front(workdir):
+    result = sweep(workdir, "hydra.sweeper.study_name=pareto", "hydra.sweeper.sampler=nsgaii",
+                   "hydra.sweeper.seed=0", "hydra.sweeper.n_trials=4",
+                   "hydra.sweeper.objectives=[best_val_acc,avg_weight_bits]",
+                   "hydra.sweeper.direction=[maximize,minimize]", "mode=qat", "quantisation=int8",
+                   "quantisation.weight_frac_width=1", "quantisation.bias_frac_width=1",
+                   "quantisation.weight_width=choice(2,4,8)", "quantisation.bias_width=choice(2,8)")
+    st = study(workdir, "pareto")
+    assert len(st.directions) == 2 and states(st) == ["COMPLETE"] * 4
+    front = {t.number for t in st.best_trials}
+    for t in st.trials:
+        dominated = any(o.values[0] >= t.values[0] and o.values[1] <= t.values[1] and o.values != t.values
+                        for o in st.trials)
+        assert (t.number in front) == (not dominated)
+    results = next(workdir.glob("multirun/*/*/optimization_results.yaml")).read_text()
+    assert "pareto_front:" in results and "avg_weight_bits" in results
+    assert "Optuna results" in result.stdout
+
+
+def test_dedup_reuses_an_identical_config_and_a_failing_trial_does_not_end_the_sweep(workdir):
+    sweep(workdir, "hydra.sweeper.study_name=dup", "hydra.sweeper.n_trials=3", "hydra.sweeper.sampler=grid",
+          "batch_size=choice(64)", "trainer.eval_batch_size=choice(4096,0)")
+    st = study(workdir, "dup")
+    first = {}
+    for t in st.trials:
+        first.setdefault(t.params["trainer.eval_batch_size"], t)
+    assert first[4096].state.name == "COMPLETE"
+    assert first[0].state.name == "FAIL" and "ZeroDivisionError" in first[0].user_attrs["fail_reason"]
+    third = st.trials[2]  # the grid is used up: Optuna repeats one of its two points
+    statuses = sorted(r.info.status for r in children(workdir))
+    if third.params["trainer.eval_batch_size"] == 4096:
+        assert third.state.name == "COMPLETE" and third.user_attrs["duplicate_of"] == first[4096].number
+        assert third.value == first[4096].value
+        assert statuses == ["FAILED", "FINISHED"]  # reused, not trained again
+    else:
+        assert third.state.name == "FAIL" and statuses == ["FAILED", "FAILED", "FINISHED"]
+    sweep(workdir, "hydra.sweeper.study_name=one_point", "hydra.sweeper.n_trials=2", "batch_size=choice(64)")
+    again = study(workdir, "one_point").trials
+    assert [t.state.name for t in again] == ["COMPLETE", "COMPLETE"] and again[1].user_attrs["duplicate_of"] == 0
+    assert len([r for r in children(workdir) if r.data.tags["jscexp.optuna_study"] == "one_point"]) == 1
+
+
+def test_two_workers_on_one_storage_finish_n_distinct_trials(workdir):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "JSCEXP_PARENT_RUN_ID")}
+    cmd = [sys.executable, "-m", "jscexp", *SWEEP, "hydra.sweeper.study_name=shared", "hydra.sweeper.n_trials=5",
+           "learning_rate=interval(1e-3,1e-2)", "hydra.sweeper.sampler=random"]
+    workers = [subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+               for _ in range(2)]
+    for w in workers:
+        _, err = w.communicate(timeout=600)
+        assert w.returncode == 0, err[-3000:]
+    st = study(workdir, "shared")
+    complete = [t for t in st.trials if t.state.name == "COMPLETE"]
+    assert len(complete) == 5 and len({t.number for t in complete}) == 5
+    assert all(t.state.name in ("COMPLETE", "FAIL") for t in st.trials)  # FAIL only for a surplus ask
+    assert len({t.params["learning_rate"] for t in complete}) == 5
+    assert len([r for r in children(workdir) if r.info.status == "FINISHED"]) == 5
+
+
+def test_bad_search_settings_are_one_line(workdir):
+    result = sweep(workdir, "hydra.sweeper.sampler=bayes", "learning_rate=interval(1e-3,1e-2)", check=False)
+    assert result.returncode != 0 and "unknown sampler 'bayes': choose one of tpe, random, grid" in result.stderr
+    sweep(workdir, "hydra.sweeper.study_name=space", "hydra.sweeper.n_trials=1", "batch_size=choice(64)")
+    changed = sweep(workdir, "hydra.sweeper.study_name=space", "hydra.sweeper.n_trials=2", "batch_size=choice(32)",
+                    check=False)
+    assert changed.returncode != 0
+    assert "study 'space' was made for another search space" in changed.stderr
+
+
+def test_plugin_is_discovered_from_outside_the_repo(workdir):
+    out = run_cli(["--info", "plugins"], workdir)
+    assert out.returncode == 0 and "JscexpOptunaSweeper" in out.stdout
+
+
+@pytest.mark.parametrize("name, objectives", [("optuna_lr_bs", ["best_val_acc"]),
+                                              ("optuna_bits_pareto", ["best_val_acc", "avg_weight_bits"])])
+def test_search_sweep_files_select_our_sweeper(name, objectives):
+    from conftest import CONF
+    from hydra import compose, initialize_config_dir
+
+    from jscexp.search.space import parse
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=[f"+sweep={name}"], return_hydra_config=True)
+    assert cfg.hydra.sweeper._target_ == "hydra_plugins.jscexp_sweeper.sweeper.JscexpOptunaSweeper"
+    assert list(cfg.hydra.sweeper.objectives) == objectives and cfg.experiment == name
+    space, _ = parse(dict(cfg.hydra.sweeper.params), [])
+    assert len(space) == 2
