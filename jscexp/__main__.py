@@ -12,7 +12,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from jscexp.errors import UserError
+from jscexp.errors import UserError, install_interrupt_handlers
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -28,4 +28,8 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    install_interrupt_handlers()
     main()
+    from hydra_plugins.jscexp_sweeper.basic import FAILURES
+
+    sys.exit(1 if FAILURES else 0)

@@ -23,6 +23,9 @@ from jscexp.errors import UserError
 from jscexp.models import count_trainable
 from jscexp.quant import summary as qsummary
 from jscexp.result import JobResult
+from jscexp.tracking.resume import finished_in_resumed_sweep
+from jscexp.tracking.store import check_reachable
+from jscexp.validate import check_batch_fits, check_knobs
 from jscexp.quant.transform import quantise
 from jscexp.tracking import PARENT_ENV, TrackedRun, flatten, tracking_uri
 from jscexp.tracking.plots import training_curves
@@ -40,19 +43,27 @@ def run(cfg: DictConfig, out_dir: Path, overrides: list[str] | None = None) -> f
     mode, qcfg = cfg.mode, OmegaConf.to_container(cfg.quantisation, resolve=True)
     spec = OmegaConf.to_container(cfg.analysis, resolve=True)
     _check_mode(mode, qcfg["name"], cfg.ckpt)
+    check_knobs(cfg)
+    uri = tracking_uri(cfg.mlflow.tracking_uri)
+    check_reachable(uri)
+    if (done := finished_in_resumed_sweep(uri, overrides or [])) is not None:
+        print(f"already finished in this sweep (run {done.run_id}): skipped")
+        return JobResult(done.metrics.get("best_val_acc", float("nan")), done.metrics)
     pl.seed_everything(int(cfg.seed), verbose=False)
     model = make_model(cfg.model)
     if cfg.ckpt:
         load_weights(model, Path(cfg.ckpt), cfg.model.name)
     needs_data = mode != "transform" or "'auto'" in repr(qcfg)
     splits = load_splits(cfg.dataset) if needs_data else None
+    if mode in ("train", "qat") or (mode == "ptq" and not cfg.ckpt):
+        check_batch_fits(int(cfg.batch_size), len(splits.y_train))
     calibration = torch.from_numpy(splits.x_train[: int(spec["num_samples"])]) if splits else None
     quantised = quantise(model, qcfg, calibration) if qcfg["name"] != "none" else None  # validates it too
     analyse(model, {**spec, "graph": False}, None)  # an unknown node or statistic fails here, not later
     data_info = splits.info if splits else {"synthetic": bool(cfg.dataset.synthetic)}
     tags = _tags(cfg, data_info, overrides or [])
     name = " ".join([cfg.model.name, *(overrides or [])])[:250]
-    with TrackedRun(tracking_uri(cfg.mlflow.tracking_uri), cfg.experiment, run_name=name, tags=tags) as run:
+    with TrackedRun(uri, cfg.experiment, run_name=name, tags=tags) as run:
         run.log_params(
             {
                 **flatten(OmegaConf.to_container(cfg, resolve=True)),
@@ -153,6 +164,9 @@ def _fit(cfg, model, splits, run, out_dir: Path) -> dict[str, float]:
     trainer.fit(module, train_data, batches(splits, "val", eval_bs))
     fit_seconds = time.perf_counter() - start
     trainer.test(module, batches(splits, "test", eval_bs), ckpt_path=best.best_model_path, verbose=False)
+    if epochs.diverged_at is not None:
+        run.set_tags({"jscexp.diverged": "true", "jscexp.diverged_at_epoch": epochs.diverged_at})
+        print(f"training diverged (non-finite loss) in epoch {epochs.diverged_at}: stopped; best epoch kept")
     run.log_artifact(best.best_model_path, "checkpoints")
     run.set_tags({"jscexp.checkpoint": str(Path(best.best_model_path).resolve())})
     run.log_artifact(training_curves(epochs.history, out_dir / "training_curves.png"))

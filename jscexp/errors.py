@@ -11,3 +11,24 @@ class Pruned(Exception):
     def __init__(self, epoch: int):
         super().__init__(f"pruned by the search after epoch {epoch}")
         self.epoch = epoch
+
+
+_INTERRUPTED = False
+
+
+def interrupted() -> bool:
+    """Whether Ctrl-C or SIGTERM reached this process (Lightning turns them into SystemExit)."""
+    return _INTERRUPTED
+
+
+def install_interrupt_handlers() -> None:
+    """SIGTERM behaves like Ctrl-C: the run in progress unwinds and is recorded KILLED."""
+    import signal
+
+    def handler(signum, frame):
+        global _INTERRUPTED
+        _INTERRUPTED = True
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)

@@ -18,7 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 from hydra_plugins.jscexp_sweeper.config import JscexpOptunaSweeperConf  # noqa: F401  (registers the config)
 from jscexp.errors import Pruned, UserError
 from jscexp.search.space import override_value, parse
-from jscexp.search.study import make_pruner, make_sampler, make_storage, storage_url
+from jscexp.search.study import STORAGE_ENV, make_pruner, make_sampler, make_storage, storage_url
+from jscexp.tracking.store import mask
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,9 @@ class JscexpOptunaSweeper(Sweeper):
             raise UserError("pruning needs a single objective (Optuna cannot report intermediate values otherwise)")
         name = self.o.study_name or self._default_study_name(space, fixed, objectives)
         url = storage_url(self.o.storage)
+        if mask(url) != url:  # credentials travel to the jobs by environment, never in overrides or logs
+            os.environ[STORAGE_ENV] = url
+            url = f"env:{STORAGE_ENV}"
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         storage = make_storage(self.o.storage)
         # A resumed study must not replay the suggestions of its first launch: offset the seed
@@ -89,7 +93,7 @@ class JscexpOptunaSweeper(Sweeper):
             load_if_exists=True,
         )
         study.set_user_attr("objectives", objectives)
-        log.info(f"Optuna study '{name}' in {url}: {self._count(study)}/{self.o.n_trials} trials done")
+        log.info(f"Optuna study '{name}' in {mask(url)}: {self._count(study)}/{self.o.n_trials} trials done")
         failures: list[str] = []
         # Each launch asks at most for what was missing when it started, so trials that keep
         # failing end the sweep instead of looping; the next launch retries them.

@@ -10,6 +10,7 @@ from jscexp.errors import UserError
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "qmc", "nsgaii")
 PRUNERS = ("none", "median", "hyperband", "successive_halving")
 DEFAULT_JOURNAL = "optuna-journal.log"  # beside mlflow.db: safe for several processes on one host
+STORAGE_ENV = "JSCEXP_OPTUNA_STORAGE"  # how a storage URL with a password reaches the jobs
 
 
 def make_storage(url: str | None):
@@ -19,12 +20,16 @@ def make_storage(url: str | None):
     from optuna.storages.journal import JournalFileBackend
 
     url = url or DEFAULT_JOURNAL
+    if url.startswith("env:"):
+        url = os.environ.get(url[4:], "")
     if "://" not in url:
         return JournalStorage(JournalFileBackend(os.path.abspath(url)))
     try:
         return optuna.storages.RDBStorage(url)
     except Exception as err:  # driver missing, server down, bad URL: all mean "fix the storage"
-        raise UserError(f"cannot open Optuna storage {url.split('@')[-1]}: {str(err).splitlines()[0]}") from err
+        from jscexp.tracking.store import mask
+
+        raise UserError(f"cannot open Optuna storage {mask(url)}: {mask(str(err).splitlines()[0])}") from err
 
 
 def storage_url(url: str | None) -> str:

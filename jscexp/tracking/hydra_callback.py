@@ -21,18 +21,29 @@ class MlflowSweepCallback(Callback):
         self._failed: list[str] = []
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        from jscexp.tracking.resume import RESUME_ENV, resumable_parent
         from jscexp.tracking.run import TrackedRun
+        from jscexp.tracking.store import check_reachable, client, ensure_experiment, mask
 
-        overrides = OmegaConf.to_container(config.hydra.overrides.task, resolve=False)
+        uri = tracking_uri(config.mlflow.tracking_uri)
+        check_reachable(uri)
+        command = " ".join(OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
+        # Create the store and experiment once, here, before any job races to (mlflow #4123).
+        mlflow_client = client(uri)
+        previous = resumable_parent(mlflow_client, ensure_experiment(mlflow_client, config.experiment), mask(command))
         self._parent = TrackedRun(
-            tracking_uri(config.mlflow.tracking_uri),
+            uri,
             config.experiment,
-            run_name=f"sweep {' '.join(overrides)}"[:250],
-            tags={"jscexp.kind": "sweep", "jscexp.sweep_overrides": " ".join(overrides)},
+            run_name=f"sweep {command}"[:250],
+            tags={"jscexp.kind": "sweep", "jscexp.sweep_overrides": command},
+            reopen=previous,
         )
         os.environ[PARENT_ENV] = self._parent.run_id
+        if previous:
+            os.environ[RESUME_ENV] = "1"
+            print(f"resuming the interrupted sweep {previous}: finished jobs are skipped", file=sys.stderr)
         # The sweeper may raise before on_multirun_end; never leave the parent RUNNING.
-        atexit.register(self._finish, "FAILED")
+        atexit.register(self._finish, None)
 
     def on_job_end(self, config: DictConfig, job_return, **kwargs) -> None:
         from hydra.core.utils import JobStatus
@@ -57,10 +68,17 @@ class MlflowSweepCallback(Callback):
         except Exception as err:  # noqa: BLE001 - the runs themselves are already safely logged
             print(f"warning: could not attach the sweep table to its parent run: {err}", file=sys.stderr)
 
-    def _finish(self, status: str) -> None:
+    def _finish(self, status: str | None) -> None:
+        """Ends the parent run; ``None`` (at exit, without on_multirun_end) means it broke off."""
+        from jscexp.errors import interrupted
+        from jscexp.tracking.resume import RESUME_ENV
+
         if self._parent is None:
             return
+        if status is None:
+            status = "KILLED" if interrupted() else "FAILED"
         self._parent.client.set_terminated(self._parent.run_id, status)
         self._parent = None
         os.environ.pop(PARENT_ENV, None)
+        os.environ.pop(RESUME_ENV, None)
         atexit.unregister(self._finish)

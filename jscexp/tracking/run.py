@@ -6,8 +6,8 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from jscexp.errors import Pruned
-from jscexp.tracking.store import client, ensure_experiment
+from jscexp.errors import Pruned, interrupted
+from jscexp.tracking.store import client, ensure_experiment, mask
 
 _MAX_PARAM_LEN = 6000  # MLflow's limit on a param value
 
@@ -27,12 +27,21 @@ def flatten(tree, prefix: str = "") -> dict[str, object]:
 class TrackedRun:
     """Context manager around one MLflow run, writing through explicit run ids in batches."""
 
-    def __init__(self, uri: str, experiment: str, *, run_name: str | None = None, tags: Mapping | None = None):
+    def __init__(
+        self, uri: str, experiment: str, *, run_name: str | None = None, tags: Mapping | None = None,
+        reopen: str | None = None,
+    ):
+        """Creates a run, or with ``reopen=<run id>`` marks an existing one RUNNING again."""
         self.client = client(uri)
         self.experiment_id = ensure_experiment(self.client, experiment)
-        run = self.client.create_run(
-            self.experiment_id, run_name=run_name, tags={k: str(v) for k, v in (tags or {}).items()}
-        )
+        if reopen:
+            self.client.update_run(reopen, status="RUNNING")
+            run = self.client.get_run(reopen)
+        else:
+            run = self.client.create_run(
+                self.experiment_id, run_name=mask(run_name or "") or None,
+                tags={k: mask(str(v)) for k, v in (tags or {}).items()},
+            )
         self.run_id: str = run.info.run_id
         self.artifact_uri: str = run.info.artifact_uri
 
@@ -47,14 +56,14 @@ class TrackedRun:
             self.set_tags({"jscexp.pruned": "true", "jscexp.pruned_at_epoch": exc.epoch})
             self.client.set_terminated(self.run_id, "FINISHED")
             return
-        status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+        status = "KILLED" if isinstance(exc, KeyboardInterrupt) or interrupted() else "FAILED"
         self.client.set_tag(self.run_id, "error", f"{exc_type.__name__}: {exc}"[:5000])
         self.client.set_terminated(self.run_id, status)
 
     def log_params(self, params: Mapping[str, object]) -> None:
         from mlflow.entities import Param
 
-        items = [Param(k, str(v)[:_MAX_PARAM_LEN]) for k, v in params.items()]
+        items = [Param(k, mask(str(v))[:_MAX_PARAM_LEN]) for k, v in params.items()]
         for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
             self.client.log_batch(self.run_id, params=items[i : i + 100])
 
@@ -68,10 +77,10 @@ class TrackedRun:
     def set_tags(self, tags: Mapping[str, object]) -> None:
         from mlflow.entities import RunTag
 
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        self.client.log_batch(self.run_id, tags=[RunTag(k, mask(str(v))) for k, v in tags.items()])
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        self.client.log_text(self.run_id, text, artifact_file)
+        self.client.log_text(self.run_id, mask(text), artifact_file)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 DEFAULT_URI = "sqlite:///mlflow.db"  # embedded store in the directory the user runs from
 PARENT_ENV = "JSCEXP_PARENT_RUN_ID"  # set by the sweep callback, read by every job it launches
@@ -24,7 +25,31 @@ def tracking_uri(configured: str | None = None) -> str:
 def client(uri: str):
     from mlflow.tracking import MlflowClient
 
+    if uri.startswith("sqlite:///"):
+        _create_sqlite_once(uri)
     return MlflowClient(tracking_uri=uri)
+
+
+def _create_sqlite_once(uri: str) -> None:
+    """Two processes opening a fresh SQLite store both run its schema migrations and one
+    fails; the first to take this lock creates the store, the others find it made."""
+    import fcntl
+
+    path = uri[len("sqlite:///") :]
+    if os.path.exists(path) and os.path.getsize(path) > 0 and not os.path.exists(path + ".lock"):
+        return
+    with open(path + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            from mlflow.tracking import MlflowClient
+
+            MlflowClient(tracking_uri=uri).search_experiments(max_results=1)  # creates/migrates the schema
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    try:
+        os.remove(path + ".lock")
+    except FileNotFoundError:
+        pass
 
 
 def ensure_experiment(mlflow_client, name: str) -> str:
@@ -45,3 +70,29 @@ def ensure_experiment(mlflow_client, name: str) -> str:
         if found is None:
             raise
         return found.experiment_id
+
+
+def mask(text: str) -> str:
+    """Hides the password of any ``scheme://user:password@host`` in ``text``."""
+    return _CREDENTIALS.sub(r"\1***@", text)
+
+
+_CREDENTIALS = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")
+
+
+def check_reachable(uri: str) -> None:
+    """Fails fast with one line where MLflow itself would retry for minutes or create junk."""
+    from jscexp.errors import UserError
+
+    if uri.startswith("sqlite:///"):
+        folder = os.path.dirname(uri[len("sqlite:///") :]) or "."
+        if not os.path.isdir(folder):
+            raise UserError(f"MLflow store {uri}: folder {folder} does not exist; fix mlflow.tracking_uri")
+    elif uri.startswith(("http://", "https://")):
+        import urllib.request
+
+        try:
+            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5)
+        except OSError as err:
+            reason = getattr(err, "reason", err)
+            raise UserError(f"MLflow server {mask(uri)} is unreachable ({reason}); start it or fix mlflow.tracking_uri")

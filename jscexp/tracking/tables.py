@@ -65,9 +65,11 @@ def resolve(runs: pd.DataFrame, name: str) -> tuple[str, str | Callable, type, C
         return (name, *LAB[name])
     if name in _OVERRIDE_COLUMN:
         return (_OVERRIDE_COLUMN[name], *LAB[_OVERRIDE_COLUMN[name]])
-    for prefix in ("metrics.", "params.", "tags.", ""):
-        if f"{prefix}{name}" in runs.columns:
-            source = f"{prefix}{name}"
+    # A config group swept by option (optimizer=adam,sgd) shows as its name or target.
+    for prefix, suffix in (("metrics.", ""), ("params.", ""), ("tags.", ""), ("", ""),
+                           ("params.", ".name"), ("params.", "._target_")):
+        if f"{prefix}{name}{suffix}" in runs.columns:
+            source = f"{prefix}{name}{suffix}"
             numeric = prefix == "metrics." or _is_numeric(runs[source])
             return (name, source, float if numeric else str, (lambda v: f"{v:.4g}") if numeric else str)
     known = sorted(c.split(".", 1)[1] for c in runs.columns if c.startswith(("metrics.", "params.")))
@@ -89,8 +91,12 @@ def build(runs: pd.DataFrame, columns: list[str]) -> tuple[pd.DataFrame, dict[st
             if kind is int and values.notna().all():
                 values = values.astype(int)
         table[display], formats[display] = values, fmt
-    if (runs["status"] != "FINISHED").any():
-        table["Status"], formats["Status"] = runs["status"], str
+    status = runs["status"].copy()
+    for tag, word in (("tags.jscexp.diverged", "DIVERGED"), ("tags.jscexp.pruned", "PRUNED")):
+        if tag in runs:
+            status = status.where(runs[tag] != "true", word)
+    if (status != "FINISHED").any():
+        table["Status"], formats["Status"] = status, str
     return table.reset_index(drop=True), formats
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 import pytorch_lightning as pl
@@ -21,6 +22,7 @@ class EpochLogger(pl.Callback):
         self.run = run
         self.epoch_seconds: list[float] = []
         self.history: list[dict[str, float]] = []
+        self.diverged_at: int | None = None
         self._start = 0.0
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
@@ -37,6 +39,10 @@ class EpochLogger(pl.Callback):
         }
         self.history.append({"epoch": trainer.current_epoch, **metrics})
         self.run.log_metrics(metrics, step=trainer.current_epoch)
+        # A NaN/inf loss is a result (the lab's lr=1.0 row), not a crash: stop here.
+        if not math.isfinite(metrics["train_loss"]):
+            self.diverged_at = trainer.current_epoch
+            trainer.should_stop = True
 
 
 class TrialReporter(pl.Callback):

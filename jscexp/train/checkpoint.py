@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -18,9 +19,14 @@ def load_weights(model: torch.nn.Module, path: Path, model_name: str) -> None:
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist: pass ckpt= a train run's checkpoints/best.ckpt")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about the file it is about to refuse
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError) as err:
-        raise UserError(f"checkpoint {path} is not a readable PyTorch checkpoint ({err.__class__.__name__})") from err
+        raise UserError(
+            f"checkpoint {path} is not a readable PyTorch checkpoint of tensors ({err.__class__.__name__}); "
+            "nothing in it was run"
+        ) from err
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise UserError(f"checkpoint {path} has no state_dict: it was not written by a jscexp train run")
     saved = (ckpt.get("jscexp") or {}).get("model", {}).get("name")

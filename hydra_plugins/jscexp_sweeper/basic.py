@@ -1,0 +1,63 @@
+"""``hydra/sweeper=jscexp_basic`` (jscexp's default): Hydra's basic grid sweeper, except that
+one failing job doesn't stop the others; the failures are summarised at the end."""
+
+# No ``from __future__ import annotations``: see config.py.
+import logging
+from dataclasses import dataclass
+from typing import Any, List
+
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper, BasicSweeperConf
+from hydra.core.config_store import ConfigStore
+from hydra.core.utils import JobReturn, JobStatus
+
+
+@dataclass
+class JscexpBasicSweeperConf(BasicSweeperConf):
+    _target_: str = "hydra_plugins.jscexp_sweeper.basic.JscexpBasicSweeper"
+
+
+# Also under Hydra's own name "basic", which is Hydra's default sweeper: every multirun gets
+# this behaviour, and a sweep file may still override hydra/sweeper (a defaults-list override
+# in conf/config.yaml would win over the sweep file's).
+for _name in ("jscexp_basic", "basic"):
+    ConfigStore.instance().store(group="hydra/sweeper", name=_name, node=JscexpBasicSweeperConf, provider="jscexp")
+
+
+log = logging.getLogger(__name__)
+# Failures of the last sweep in this process; ``python -m jscexp`` exits 1 when there are any.
+FAILURES: List[str] = []
+
+
+class _KeepGoing:
+    """Wraps the launcher: a failed job is recorded and handed on as an empty success, so the
+    basic sweeper (which re-raises the first failure) carries on with the rest."""
+
+    def __init__(self, launcher, failures: List[str]):
+        self._launcher, self._failures = launcher, failures
+
+    def launch(self, job_overrides, initial_job_idx: int) -> List[JobReturn]:
+        results = self._launcher.launch(job_overrides, initial_job_idx=initial_job_idx)
+        for idx, ret in enumerate(results):
+            if ret.status == JobStatus.FAILED:
+                err = ret._return_value
+                self._failures.append(f"#{initial_job_idx + idx} ({' '.join(ret.overrides or [])}): "
+                                      f"{type(err).__name__}: {err}")
+                ret.status, ret._return_value = JobStatus.COMPLETED, None
+        return results
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._launcher, name)
+
+
+class JscexpBasicSweeper(BasicSweeper):
+    def setup(self, *, hydra_context, task_function, config) -> None:
+        super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
+        FAILURES.clear()
+        self.launcher = _KeepGoing(self.launcher, FAILURES)
+
+    def sweep(self, arguments: List[str]) -> Any:
+        returns = super().sweep(arguments)
+        if FAILURES:
+            total = sum(len(batch) for batch in returns)
+            log.error(f"{len(FAILURES)} of {total} jobs failed (the others finished):\n  " + "\n  ".join(FAILURES))
+        return returns

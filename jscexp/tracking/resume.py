@@ -1,0 +1,55 @@
+"""Resuming an interrupted sweep: the same command again skips the jobs that finished.
+
+The sweep callback reopens the newest parent run of the same sweep command when that one did
+not finish, and sets ``RESUME_ENV``; each job then looks for a FINISHED child of that parent
+with its own overrides.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from jscexp.tracking.store import PARENT_ENV
+
+RESUME_ENV = "JSCEXP_RESUMING"
+
+
+@dataclass
+class Done:
+    run_id: str
+    metrics: dict
+
+
+def finished_in_resumed_sweep(uri: str, overrides: list[str]) -> Done | None:
+    parent = os.environ.get(PARENT_ENV)
+    if not parent or os.environ.get(RESUME_ENV) != "1":
+        return None
+    from mlflow.tracking import MlflowClient
+
+    from jscexp.tracking.store import mask
+
+    client = MlflowClient(uri)
+    experiment = client.get_run(parent).info.experiment_id
+    wanted = mask(" ".join(overrides)).replace("'", "\\'")
+    found = client.search_runs(
+        [experiment],
+        f"tags.mlflow.parentRunId = '{parent}' and tags.`jscexp.overrides` = '{wanted}' "
+        "and attributes.status = 'FINISHED'",
+        max_results=1,
+    )
+    return Done(found[0].info.run_id, found[0].data.metrics) if found else None
+
+
+def resumable_parent(client, experiment_id: str, sweep_overrides: str) -> str | None:
+    """The newest parent run of this sweep command, if it did not finish."""
+    found = client.search_runs(
+        [experiment_id],
+        "tags.`jscexp.kind` = 'sweep'",
+        order_by=["attributes.start_time DESC"],
+        max_results=50,
+    )
+    same = [r for r in found if r.data.tags.get("jscexp.sweep_overrides") == sweep_overrides]
+    if same and same[0].info.status != "FINISHED":
+        return same[0].info.run_id
+    return None

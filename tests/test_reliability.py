@@ -1,0 +1,140 @@
+"""Bad input, failing and diverging jobs, interrupted sweeps, parallel writers, security."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import FAST, mlflow_client, run_cli, runs_of
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["batch_size=0"], "error: batch_size must be a positive integer, got 0"),
+        (["batch_size=100000"], "error: batch_size 100000 is larger than the 4320 training rows: lower batch_size"),
+        (["max_epochs=0"], "error: max_epochs must be a positive integer, got 0"),
+        (["learning_rate=-1"], "error: learning_rate must be a positive number, got -1"),
+        (["learning_rate=fast"], "error: learning_rate must be a number, got 'fast'"),
+        (["mlflow.tracking_uri=http://127.0.0.1:9"], "error: MLflow server http://127.0.0.1:9 is unreachable"),
+        (["mlflow.tracking_uri=sqlite:////no/such/dir/mlflow.db"], "error: MLflow store sqlite:////no/such/dir"),
+        (["dataset.source=file", "dataset.path=missing.csv"], "error: data file"),
+    ],
+)
+def test_bad_input_on_the_cli_is_one_line_exit_2_and_no_run(workdir, args, message):
+    base = FAST if "dataset.source=file" not in args else ["trainer.progress_bar=false"]
+    result = run_cli([*base, *args], workdir)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.startswith(message) and len(result.stderr.strip().splitlines()) == 1
+    assert runs_of(workdir) == [] and not list(workdir.glob("outputs/*/*/checkpoints/*"))
+
+
+@pytest.mark.parametrize("group, name", [("model", "jsc-huge"), ("optimizer", "lamb"), ("quantisation", "int3"),
+                                         ("sweep", "lab9")])
+def test_unknown_group_options_list_the_valid_names(workdir, group, name):
+    result = run_cli([*FAST, f"+{group}={name}" if group == "sweep" else f"{group}={name}"], workdir)
+    assert result.returncode != 0
+    assert f"Could not find '{group}/{name}'" in result.stderr and f"Available options in '{group}'" in result.stderr
+
+
+def test_a_raising_and_a_diverging_job_do_not_sink_the_sweep(workdir):
+    result = run_cli(["-m", *FAST, "model=mlp", "optimizer=sgd", "max_epochs=3",
+                      "trainer.eval_batch_size=0,4096", "learning_rate=1e3,1e-2"], workdir)
+    assert result.returncode == 1
+    output = result.stdout + result.stderr
+    assert "2 of 4 jobs failed (the others finished)" in output and "ZeroDivisionError" in output
+    runs = runs_of(workdir)
+    parent = next(r for r in runs if r.data.tags.get("jscexp.kind") == "sweep")
+    jobs = [r for r in runs if r is not parent]
+    assert sorted(r.info.status for r in jobs) == ["FAILED", "FAILED", "FINISHED", "FINISHED"]
+    assert all(r.data.tags["error"].startswith("ZeroDivisionError") for r in jobs if r.info.status == "FAILED")
+    diverged = [r for r in jobs if r.data.tags.get("jscexp.diverged") == "true"]
+    assert len(diverged) == 1 and diverged[0].data.params["learning_rate"] == "1000.0"
+    assert parent.info.status == "FAILED" and "trainer.eval_batch_size=0" in parent.data.tags["jscexp.failed_jobs"]
+
+
+def test_sigterm_marks_the_run_killed_and_the_same_command_resumes(workdir):
+    args = ["-m", "dataset=jsc_synth", "dataset.n_rows=20000", "trainer.progress_bar=false", "max_epochs=20",
+            "batch_size=32", "seed=0,1,2"]
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "JSCEXP_PARENT_RUN_ID")}
+    proc = subprocess.Popen([sys.executable, "-m", "jscexp", *args], cwd=workdir, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 400
+    while time.time() < deadline:  # wait until the second job is training
+        time.sleep(1)
+        if list(workdir.glob("multirun/*/*/1")):  # the store exists by the time jobs start
+            running = [r for r in runs_of(workdir) if r.data.tags.get("jscexp.kind") != "sweep"]
+            if any(r.info.status == "FINISHED" for r in running) and len(running) == 2:
+                history = mlflow_client(workdir).get_metric_history(running[-1].info.run_id, "val_acc")
+                if history:
+                    break
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(60)
+    runs = runs_of(workdir)
+    jobs = [r for r in runs if r.data.tags.get("jscexp.kind") != "sweep"]
+    assert [r.info.status for r in jobs] == ["FINISHED", "KILLED"]
+    assert [r.info.status for r in runs if r.data.tags.get("jscexp.kind") == "sweep"] == ["KILLED"]
+    for ckpt in workdir.glob("multirun/*/*/1/checkpoints/*.ckpt"):
+        assert "state_dict" in torch.load(ckpt, weights_only=True)  # whole, not half-written
+    result = run_cli(args, workdir, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "resuming the interrupted sweep" in result.stdout + result.stderr
+    jobs = [r for r in runs_of(workdir) if r.data.tags.get("jscexp.kind") != "sweep"]
+    finished = sorted(r.data.params["seed"] for r in jobs if r.info.status == "FINISHED")
+    assert finished == ["0", "1", "2"]  # seed 0 was not trained again
+    sweeps = [r for r in runs_of(workdir) if r.data.tags.get("jscexp.kind") == "sweep"]
+    assert len(sweeps) == 1 and sweeps[0].info.status == "FINISHED"
+
+
+@pytest.mark.slow
+def test_parallel_jobs_on_one_sqlite_store_lose_nothing(workdir):
+    for attempt in range(2):
+        where = workdir / f"attempt{attempt}"
+        where.mkdir()
+        result = run_cli(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=4", *FAST, "seed=0,1,2,3"], where,
+                         timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "database is locked" not in result.stderr
+        jobs = [r for r in runs_of(where) if r.data.tags.get("jscexp.kind") != "sweep"]
+        assert sorted(r.data.params["seed"] for r in jobs) == ["0", "1", "2", "3"]
+        assert all(r.info.status == "FINISHED" and "test_acc" in r.data.metrics for r in jobs)
+        assert len({r.data.tags["mlflow.parentRunId"] for r in jobs}) == 1
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+def test_a_pickle_payload_checkpoint_is_refused_and_never_runs(workdir):
+    with open(workdir / "evil.ckpt", "wb") as f:
+        pickle.dump({"state_dict": {}, "x": _Payload()}, f)
+    torch.save({"state_dict": {}, "x": _Payload()}, workdir / "evil2.ckpt")
+    for name in ("evil.ckpt", "evil2.ckpt"):
+        result = run_cli([*FAST, "mode=test", f"ckpt={name}"], workdir)
+        assert result.returncode == 2
+        assert result.stderr.startswith(f"error: checkpoint {name} is not a readable PyTorch checkpoint")
+    assert not (workdir / "pwned").exists()
+    assert runs_of(workdir) == []
+
+
+def test_passwords_in_urls_never_reach_mlflow_or_the_terminal(workdir):
+    secret = "postgresql://bob:hunter2@db.example:5432/runs"
+    result = run_cli([*FAST, f"+backend.url={secret}"], workdir)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "hunter2" not in result.stdout + result.stderr
+    (run,) = runs_of(workdir)
+    assert run.data.params["backend.url"] == "postgresql://bob:***@db.example:5432/runs"
+    assert not any("hunter2" in v for v in [*run.data.params.values(), *run.data.tags.values()])
+    config = mlflow_client(workdir).download_artifacts(run.info.run_id, "config.yaml", str(workdir))
+    assert "hunter2" not in open(config).read()
+    from jscexp.tracking.store import mask
+
+    assert mask("x postgresql://a:b@h/d y http://h:1/p") == "x postgresql://a:***@h/d y http://h:1/p"
