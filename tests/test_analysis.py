@@ -10,7 +10,7 @@ import torch
 from conftest import FAST, mlflow_client, run_cli, run_job, runs_of
 from jscexp.analysis import graph_report, node_meta_table, profile
 from jscexp.analysis.profile import batches_of
-from jscexp.analysis.stats import RangeMinMax, RangeQuantile, VariancePrecise, make_stat
+from jscexp.analysis.stats import RangeMinMax, RangeQuantile, VariancePrecise
 from jscexp.errors import UserError
 from jscexp.models import build_model
 

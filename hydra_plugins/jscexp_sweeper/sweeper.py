@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,13 @@ class JscexpOptunaSweeper(Sweeper):
         return objectives, directions
 
     def sweep(self, arguments: list[str]) -> Any:
+        try:
+            return self._sweep(arguments)
+        except UserError as err:  # one line, like the jobs' own errors (Hydra would print a traceback)
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+    def _sweep(self, arguments: list[str]) -> Any:
         import optuna
 
         space, fixed = parse(OmegaConf.to_container(self.o.params) if self.o.params else None, arguments)
