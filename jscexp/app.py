@@ -26,7 +26,7 @@ from jscexp.result import JobResult
 from jscexp.tracking.resume import finished_in_resumed_sweep
 from jscexp.tracking.store import check_reachable
 from jscexp.validate import check_batch_fits, check_knobs
-from jscexp.quant.transform import quantise
+from jscexp.quant.transform import quantise, uses_auto_frac
 from jscexp.tracking import PARENT_ENV, TrackedRun, flatten, tracking_uri
 from jscexp.tracking.plots import training_curves
 from jscexp.train.callbacks import EpochLogger
@@ -53,7 +53,7 @@ def run(cfg: DictConfig, out_dir: Path, overrides: list[str] | None = None) -> f
     model = make_model(cfg.model)
     if cfg.ckpt:
         load_weights(model, Path(cfg.ckpt), cfg.model.name)
-    needs_data = mode != "transform" or "'auto'" in repr(qcfg)
+    needs_data = mode != "transform" or uses_auto_frac(qcfg)
     splits = load_splits(cfg.dataset) if needs_data else None
     if mode in ("train", "qat") or (mode == "ptq" and not cfg.ckpt):
         check_batch_fits(int(cfg.batch_size), len(splits.y_train))

@@ -5,6 +5,12 @@ class UserError(Exception):
     """Bad input from the user: the message says what to change."""
 
 
+def first_line(err: Exception) -> str:
+    """A library error's first line, for quoting inside a one-line UserError."""
+    text = str(err).strip().splitlines()
+    return text[0] if text else err.__class__.__name__
+
+
 class Pruned(Exception):
     """A search pruned this trial after an epoch: a result, not a failure."""
 

@@ -141,18 +141,21 @@ class JscexpOptunaSweeper(Sweeper):
         return f"{self.config.experiment}-{digest.hexdigest()[:8]}"
 
     @staticmethod
-    def _count(study) -> int:
+    def _live_states():
+        """Trial states that count toward n_trials (finished or in someone's hands)."""
         from optuna.trial import TrialState
 
-        states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
-        return len(study.get_trials(deepcopy=False, states=states))
+        return (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+
+    def _count(self, study) -> int:
+        return len(study.get_trials(deepcopy=False, states=self._live_states()))
 
     def _surplus(self, study, trial) -> bool:
         """Several workers may ask at once when one trial is left: the later numbers stand down."""
         from optuna.trial import TrialState
 
-        live = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
-        before = sum(t.number < trial.number for t in study.get_trials(deepcopy=False, states=live))
+        live = study.get_trials(deepcopy=False, states=self._live_states())
+        before = sum(t.number < trial.number for t in live)
         if before < self.o.n_trials:
             return False
         trial.set_user_attr("fail_reason", "surplus: another worker took the last slot of n_trials")

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from jscexp.data.schema import CLASSES, FEATURES
-from jscexp.errors import UserError
+from jscexp.errors import UserError, first_line
 
 H5_KEY = "t_allpar_new"  # the CERNBox file's structured array
 ONE_HOT = tuple(f"j_{c.lower()}" for c in CLASSES)  # j_g, j_q, j_w, j_z, j_t
@@ -38,7 +38,7 @@ def read_raw(path: Path) -> pd.DataFrame:
     except UserError:
         raise
     except Exception as err:  # every parser has its own error types; all mean "bad file"
-        raise UserError(f"data file {path} could not be read as {suffix[1:]}: {_first_line(err)}") from err
+        raise UserError(f"data file {path} could not be read as {suffix[1:]}: {first_line(err)}") from err
     if frame.empty:
         raise UserError(f"data file {path} has no rows")
     return frame
@@ -52,7 +52,7 @@ def to_canonical(raw: pd.DataFrame, source: str) -> pd.DataFrame:
     try:
         features = raw[list(FEATURES)].astype(np.float32)
     except (TypeError, ValueError) as err:
-        raise UserError(f"{source} has non-numeric feature values: {_first_line(err)}") from err
+        raise UserError(f"{source} has non-numeric feature values: {first_line(err)}") from err
     frame = features.reset_index(drop=True)
     frame["label"] = _labels(raw, source)
     return frame
@@ -100,7 +100,7 @@ def _read_h5(path: Path) -> pd.DataFrame:
     except UserError:
         raise
     except (OSError, KeyError, ValueError) as err:
-        raise UserError(f"data file {path} is a damaged or truncated HDF5 file: {_first_line(err)}") from err
+        raise UserError(f"data file {path} is a damaged or truncated HDF5 file: {first_line(err)}") from err
     if table.dtype.names is None:
         raise UserError(f"data file {path}: '{H5_KEY}' is not a structured array with named columns")
     return pd.DataFrame(table)
@@ -116,8 +116,3 @@ def _read_npz(path: Path) -> pd.DataFrame:
             frame["label"] = npz["y"]
             return frame
     raise UserError(f"data file {path}: NPZ needs one array per feature column plus 'label', or 'X' (n×16) and 'y'")
-
-
-def _first_line(err: Exception) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else err.__class__.__name__

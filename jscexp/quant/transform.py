@@ -34,6 +34,11 @@ class NodeChange:
     changed: bool
 
 
+def uses_auto_frac(qcfg: Mapping) -> bool:
+    """Whether any entry asks for ``frac_width: auto`` (and so needs profiled ranges)."""
+    return "'auto'" in repr(qcfg)
+
+
 def auto_frac(width: int, max_abs: float, signed: bool) -> int:
     """Fractional bits that leave enough integer bits for ``max_abs`` (``frac_width: auto``)."""
     int_bits = math.floor(math.log2(max_abs)) + 1 if max_abs > 0 else 0
@@ -110,7 +115,7 @@ def quantise(
                 f"quantisation by name: no node called {', '.join(unknown)}{hint}; "
                 f"the nodes are {', '.join(sorted(names))}"
             )
-    ranges = _ranges(gm, calibration) if "'auto'" in repr(qcfg) else {}
+    ranges = _ranges(gm, calibration) if uses_auto_frac(qcfg) else {}
     default = (qcfg.get("default") or {}).get("config") or {}
     changes: list[NodeChange] = []
     for node in gm.graph.nodes:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from jscexp.errors import UserError
+from jscexp.errors import UserError, first_line
 
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "qmc", "nsgaii")
 PRUNERS = ("none", "median", "hyperband", "successive_halving")
@@ -29,7 +29,7 @@ def make_storage(url: str | None):
     except Exception as err:  # driver missing, server down, bad URL: all mean "fix the storage"
         from jscexp.tracking.store import mask
 
-        raise UserError(f"cannot open Optuna storage {mask(url)}: {mask(str(err).splitlines()[0])}") from err
+        raise UserError(f"cannot open Optuna storage {mask(url)}: {mask(first_line(err))}") from err
 
 
 def storage_url(url: str | None) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from jscexp.errors import UserError
+from jscexp.errors import UserError, first_line
 
 _PREFIX = "model."  # the Classifier holds the network as ``self.model``
 
@@ -36,5 +36,4 @@ def load_weights(model: torch.nn.Module, path: Path, model_name: str) -> None:
     try:
         model.load_state_dict(weights)
     except RuntimeError as err:
-        first = str(err).splitlines()[0]
-        raise UserError(f"checkpoint {path} does not fit model={model_name}: {first}") from err
+        raise UserError(f"checkpoint {path} does not fit model={model_name}: {first_line(err)}") from err
