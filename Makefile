@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 ROWS    ?= 200000   # demo: stand-in rows (the full stand-in has 986806)
 EPOCHS  ?= 5        # demo: epochs per run (the lab used 10)
 
-.PHONY: help install demo test ui clean
+.PHONY: help install demo test bench ui clean
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -27,6 +27,9 @@ demo: install ## the main job: lab-1 batch-size sweep on the synthetic stand-in,
 
 test: install ## run the test suite (slow tests included)
 	$(BIN)/python -m pytest
+
+bench: install ## time the training path against the MASE-style baseline and a raw loop (not a test)
+	$(BIN)/python bench/bench.py
 
 ui: install ## open the MLflow UI on ./mlflow.db at http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from pathlib import Path
 
-import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 import jscexp
-from jscexp.analysis import analyse
+from jscexp.analysis import analyse, check
 from jscexp.data import load_splits
 from jscexp.errors import UserError
 from jscexp.models import count_trainable
@@ -28,10 +26,9 @@ from jscexp.tracking.store import check_reachable
 from jscexp.validate import check_batch_fits, check_knobs
 from jscexp.quant.transform import quantise, uses_auto_frac
 from jscexp.tracking import PARENT_ENV, TrackedRun, flatten, tracking_uri
-from jscexp.tracking.plots import training_curves
-from jscexp.train.callbacks import EpochLogger
-from jscexp.train.checkpoint import load_weights
-from jscexp.train.fit import batches, make_model, make_module, make_trainer
+from jscexp.train import fit
+from jscexp.train.callbacks import log_epoch, report_to_trial
+from jscexp.train.checkpoint import load_weights, save_weights
 
 MODES = ("train", "test", "qat", "ptq", "transform", "analyse")
 _QUANT_MODES = ("qat", "ptq", "transform")
@@ -49,8 +46,8 @@ def run(cfg: DictConfig, out_dir: Path, overrides: list[str] | None = None) -> f
     if (done := finished_in_resumed_sweep(uri, overrides or [])) is not None:
         print(f"already finished in this sweep (run {done.run_id}): skipped")
         return JobResult(done.metrics.get("best_val_acc", float("nan")), done.metrics)
-    pl.seed_everything(int(cfg.seed), verbose=False)
-    model = make_model(cfg.model)
+    _seed(int(cfg.seed))
+    model = fit.make_model(cfg.model)
     if cfg.ckpt:
         load_weights(model, Path(cfg.ckpt), cfg.model.name)
     needs_data = mode != "transform" or uses_auto_frac(qcfg)
@@ -59,7 +56,7 @@ def run(cfg: DictConfig, out_dir: Path, overrides: list[str] | None = None) -> f
         check_batch_fits(int(cfg.batch_size), len(splits.y_train))
     calibration = torch.from_numpy(splits.x_train[: int(spec["num_samples"])]) if splits else None
     quantised = quantise(model, qcfg, calibration) if qcfg["name"] != "none" else None  # validates it too
-    analyse(model, {**spec, "graph": False}, None)  # an unknown node or statistic fails here, not later
+    check(model, spec)
     data_info = splits.info if splits else {"synthetic": bool(cfg.dataset.synthetic)}
     tags = _tags(cfg, data_info, overrides or [])
     name = " ".join([cfg.model.name, *(overrides or [])])[:250]
@@ -142,54 +139,47 @@ def _git_commit() -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+def _seed(seed: int) -> None:
+    from lightning_fabric.utilities.seed import seed_everything
+
+    seed_everything(seed, verbose=False)
+
+
 def _fit(cfg, model, splits, run, out_dir: Path) -> dict[str, float]:
-    """Trains with validation each epoch, tests the best checkpoint; returns the final metrics."""
-    module = make_module(cfg, model)
-    module.checkpoint_meta = {"model": OmegaConf.to_container(cfg.model, resolve=True)}
-    epochs = EpochLogger(run)
-    best = pl.callbacks.ModelCheckpoint(
-        dirpath=out_dir / "checkpoints", filename="best", monitor="val_acc", mode="max"
-    )
-    callbacks = [epochs, best]
+    """Trains with validation each epoch, tests the best epoch's weights; returns the final metrics."""
+    hooks = [log_epoch(run)]
     if cfg.get("optuna") and cfg.optuna.pruner != "none":
         from jscexp.search.study import trial_handle
-        from jscexp.train.callbacks import TrialReporter
 
         o = cfg.optuna
-        callbacks.append(TrialReporter(trial_handle(o.study, o.storage, int(o.trial), o.pruner, o.warmup, o.startup)))
-    trainer = make_trainer(cfg, out_dir, callbacks)
-    train_data = batches(splits, "train", int(cfg.batch_size), seed=int(cfg.seed))
-    eval_bs = int(cfg.trainer.eval_batch_size)
-    start = time.perf_counter()
-    trainer.fit(module, train_data, batches(splits, "val", eval_bs))
-    fit_seconds = time.perf_counter() - start
-    trainer.test(module, batches(splits, "test", eval_bs), ckpt_path=best.best_model_path, verbose=False)
-    if epochs.diverged_at is not None:
-        run.set_tags({"jscexp.diverged": "true", "jscexp.diverged_at_epoch": epochs.diverged_at})
-        print(f"training diverged (non-finite loss) in epoch {epochs.diverged_at}: stopped; best epoch kept")
-    run.log_artifact(best.best_model_path, "checkpoints")
-    run.set_tags({"jscexp.checkpoint": str(Path(best.best_model_path).resolve())})
-    run.log_artifact(training_curves(epochs.history, out_dir / "training_curves.png"))
+        hooks.append(report_to_trial(trial_handle(o.study, o.storage, int(o.trial), o.pruner, o.warmup, o.startup)))
+    result = fit.train(cfg, model, splits, hooks)  # leaves the best epoch's weights in model
+    test = fit.evaluate(cfg, model, splits, "test")
+    if result.diverged_at is not None:
+        run.set_tags({"jscexp.diverged": "true", "jscexp.diverged_at_epoch": result.diverged_at})
+        print(f"training diverged (non-finite loss) in epoch {result.diverged_at}: stopped; best epoch kept")
+    if result.stopped_early_at is not None:
+        run.set_tags({"jscexp.stopped_early_at_epoch": result.stopped_early_at})
+    meta = {"model": OmegaConf.to_container(cfg.model, resolve=True)}
+    best = save_weights(model, out_dir / "checkpoints" / "best.ckpt", meta,
+                        epoch=result.best_epoch, val_acc=result.best_val_acc)
+    run.log_artifact(best, "checkpoints")
+    run.set_tags({"jscexp.checkpoint": str(best.resolve())})
+    from jscexp.tracking.plots import training_curves  # matplotlib: only once a run has curves to draw
+
+    run.log_artifact(training_curves(result.history, out_dir / "training_curves.png"))
     return {
-        "best_val_acc": float(best.best_model_score),
-        "test_acc": module.epoch_metrics["test_acc"],
-        "test_loss": module.epoch_metrics["test_loss"],
-        "fit_seconds": fit_seconds,
-        "epoch_seconds_mean": sum(epochs.epoch_seconds) / len(epochs.epoch_seconds),
-        "train_samples_per_second": len(splits.y_train) * len(epochs.epoch_seconds) / fit_seconds,
+        "best_val_acc": result.best_val_acc,
+        "test_acc": test["acc"],
+        "test_loss": test["loss"],
+        "fit_seconds": result.fit_seconds,
+        "epoch_seconds_mean": sum(result.epoch_seconds) / len(result.epoch_seconds),
+        "train_samples_per_second": len(splits.y_train) * len(result.epoch_seconds) / result.fit_seconds,
     }
 
 
-def evaluate(cfg, model, splits, split: str, out_dir: Path) -> dict[str, float]:
-    """Accuracy and loss of ``model`` on one split."""
-    module = make_module(cfg, model)
-    trainer = make_trainer(cfg, out_dir, [])
-    trainer.test(module, batches(splits, split, int(cfg.trainer.eval_batch_size)), verbose=False)
-    return {"acc": module.epoch_metrics["test_acc"], "loss": module.epoch_metrics["test_loss"]}
-
-
 def _test(cfg, model, splits, run, out_dir: Path) -> float:
-    result = evaluate(cfg, model, splits, "test", out_dir)
+    result = fit.evaluate(cfg, model, splits, "test")
     run.log_metrics({"test_acc": result["acc"], "test_loss": result["loss"]})
     run.set_tags({"jscexp.checkpoint": str(Path(cfg.ckpt).resolve())})
     print(f"test_acc={result['acc']:.4f} test_loss={result['loss']:.4f}")
@@ -199,15 +189,15 @@ def _test(cfg, model, splits, run, out_dir: Path) -> float:
 def _ptq(cfg, model, qcfg, splits, calibration, run, out_dir: Path) -> float:
     """Quantises a trained float model: the one in ckpt=, else one trained here first."""
     if cfg.ckpt:
-        test = evaluate(cfg, model, splits, "test", out_dir)
-        float_metrics = {"best_val_acc": evaluate(cfg, model, splits, "val", out_dir)["acc"],
+        test = fit.evaluate(cfg, model, splits, "test")
+        float_metrics = {"best_val_acc": fit.evaluate(cfg, model, splits, "val")["acc"],
                          "test_acc": test["acc"], "test_loss": test["loss"]}
         step = 0
     else:
         float_metrics = _fit(cfg, model, splits, run, out_dir)  # leaves the best weights in model
         step = int(cfg.max_epochs)
     net, changes = quantise(model, qcfg, calibration)
-    val, test = (evaluate(cfg, net, splits, s, out_dir) for s in ("val", "test"))
+    val, test = (fit.evaluate(cfg, net, splits, s) for s in ("val", "test"))
     final = {
         **{k: v for k, v in float_metrics.items() if k not in ("best_val_acc", "test_acc", "test_loss")},
         "float_val_acc": float_metrics["best_val_acc"],

@@ -25,4 +25,10 @@ def analyse(model: nn.Module, spec: Mapping, calibration: torch.Tensor | None) -
     return texts
 
 
-__all__ = ["analyse", "graph_report", "node_meta_table", "profile"]
+def check(model: nn.Module, spec: Mapping) -> None:
+    """Fails on an unknown node or statistic in ``spec`` now, before a run is created."""
+    if spec.get("profile", True):
+        profile(model, spec, ())
+
+
+__all__ = ["analyse", "check", "graph_report", "node_meta_table", "profile"]

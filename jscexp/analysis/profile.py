@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import torch
 from tabulate import tabulate
 from torch import nn
@@ -19,6 +19,9 @@ from torch import nn
 from jscexp.analysis.graph import node_kind, trace
 from jscexp.analysis.stats import make_stat
 from jscexp.errors import UserError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _KINDS = {"call_module": "module", "call_function": "function", "call_method": "method", "get_attr": "attribute"}
 
@@ -115,6 +118,8 @@ def node_meta_table(meta: dict[str, dict], width: int = 72) -> str:
 
 def to_frame(meta: dict[str, dict]) -> pd.DataFrame:
     """Flat rows: node, op, tensor, statistic, field, value (for CSV and comparisons)."""
+    import pandas as pd  # here: a run pays for pandas after training, not before its first step
+
     rows = [
         (name, m["op"], tensor, stat, field, value)
         for name, m in meta.items()

@@ -19,6 +19,8 @@ class TensorBatches:
     """
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, *, shuffle: bool, seed: int = 0):
+        if batch_size < 1:
+            raise ValueError(f"batch size must be at least 1, got {batch_size}")
         self.x, self.y = x, y
         self.batch_size = batch_size
         self.shuffle = shuffle

@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
-import pandas as pd
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
 from jscexp.quant.layers import LinearQ
 from jscexp.quant.transform import NodeChange
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 FLOAT_BITS = 32
+
+
+def _pandas():
+    import pandas  # imported on use: a training run needs it only after its last step
+
+    return pandas
 
 
 def node_table(changes: list[NodeChange]) -> pd.DataFrame:
     """Ori name | New name | op | Original type | Quantized type | Changed (lab 2 Q4)."""
-    return pd.DataFrame(
+    return _pandas().DataFrame(
         [(c.ori_name, c.new_name, c.op, c.original_type, c.quantized_type, c.changed) for c in changes],
         columns=["Ori name", "New name", "op", "Original type", "Quantized type", "Changed"],
     )
@@ -24,7 +34,7 @@ def histogram(changes: list[NodeChange]) -> pd.DataFrame:
     """Original type | OP | Total | Changed | Unchanged, as MASE's summary prints it."""
     nodes = node_table(changes)
     grouped = nodes.groupby(["Original type", "op"])["Changed"]
-    table = pd.DataFrame({"Total": grouped.size(), "Changed": grouped.sum().astype(int)})
+    table = _pandas().DataFrame({"Total": grouped.size(), "Changed": grouped.sum().astype(int)})
     table["Unchanged"] = table["Total"] - table["Changed"]
     return table.reset_index().rename(columns={"op": "OP"})
 
@@ -44,7 +54,7 @@ def verify(model: nn.Module) -> pd.DataFrame:
             with torch.no_grad():
                 on = int(q.on_grid(values.detach()).sum())
             rows.append((name, role, q.describe(), values.numel(), on, values.numel() - on))
-    return pd.DataFrame(rows, columns=["layer", "tensor", "quantiser", "values", "on grid", "off grid"])
+    return _pandas().DataFrame(rows, columns=["layer", "tensor", "quantiser", "values", "on grid", "off grid"])
 
 
 def _bits(module: nn.Module, param: str) -> int:

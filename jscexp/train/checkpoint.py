@@ -11,7 +11,7 @@ import torch
 
 from jscexp.errors import UserError, first_line
 
-_PREFIX = "model."  # the Classifier holds the network as ``self.model``
+_PREFIX = "model."  # kept from the Lightning-module layout, so older checkpoints still load
 
 
 def load_weights(model: torch.nn.Module, path: Path, model_name: str) -> None:
@@ -37,3 +37,13 @@ def load_weights(model: torch.nn.Module, path: Path, model_name: str) -> None:
         model.load_state_dict(weights)
     except RuntimeError as err:
         raise UserError(f"checkpoint {path} does not fit model={model_name}: {first_line(err)}") from err
+
+
+def save_weights(model: torch.nn.Module, path: Path, meta: dict, **extra) -> Path:
+    """Writes ``model``'s weights in the layout ``load_weights`` reads (tensors only, safe to load)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {_PREFIX + k: v.detach().cpu() for k, v in model.state_dict().items()}
+    tmp = path.with_suffix(".part")
+    torch.save({"state_dict": state, "jscexp": meta, **extra}, tmp)
+    tmp.replace(path)  # a reader never sees half a checkpoint
+    return path

@@ -1,0 +1,159 @@
+"""``make bench``: jscexp's training path against the MASE-style baseline and the raw-loop limit.
+
+In one process, for jsc-tiny and jsc-toy at batch 32 and 256 on the full-size synthetic
+stand-in, times (a) the MASE way, (b) a raw PyTorch loop, (c) jscexp's path; then, in fresh
+processes, the CLI's --help, cold start and between-job overheads. Prints markdown tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import threading
+from functools import partial
+from pathlib import Path
+
+import overheads
+import pandas as pd
+import paths
+import torch
+from hydra import compose, initialize_config_dir
+
+from jscexp.data import load_splits
+from jscexp.train.fit import make_model
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+MODELS, BATCHES = ("jsc-tiny", "jsc-toy"), (32, 256)
+TARGETS = {"a/c": {32: 2.0, 256: 3.0}, "c/b": 1.5}
+LR = 1e-3
+
+
+class PeakMemory:
+    """Peak extra memory while the block runs: CUDA's allocator counter, else sampled RSS."""
+
+    def __init__(self, device: str):
+        self.device, self.peak_mb, self._stop = device, 0.0, threading.Event()
+
+    def _rss(self) -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def __enter__(self):
+        if self.device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+            self._base = torch.cuda.memory_allocated()
+        else:
+            self._base = self._peak = self._rss()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.002):
+            self._peak = max(self._peak, self._rss())
+
+    def __exit__(self, *exc):
+        if self.device == "cuda":
+            self.peak_mb = (torch.cuda.max_memory_allocated() - self._base) / 2**20
+        else:
+            self._stop.set()
+            self._thread.join()
+            self.peak_mb = (max(self._peak, self._rss()) - self._base) / 2**20
+
+
+def config(model: str, batch_size: int, rows: int, device: str):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=[
+            f"model={model}", f"batch_size={batch_size}", f"learning_rate={LR}", "dataset=jsc_synth",
+            f"dataset.n_rows={rows}", f"trainer.accelerator={'gpu' if device == 'cuda' else 'cpu'}",
+        ])
+
+
+def time_paths(args, device: str) -> pd.DataFrame:
+    rows = []
+    splits = load_splits(config(MODELS[0], BATCHES[0], args.rows, device).dataset)
+    x, y = torch.from_numpy(splits.x_train), torch.from_numpy(splits.y_train)
+    for model_name in MODELS:
+        for bs in BATCHES:
+            cfg = config(model_name, bs, args.rows, device)
+            common = {"warmup": args.warmup, "steps": args.steps, "device": device}
+            same_data = {"x": x, "y": y, "batch_size": bs, "lr": LR, **common}
+            runs = {  # each takes the freshly built model
+                "a MASE-style": partial(paths.mase_lightning, **same_data),
+                "b raw loop": partial(paths.raw_loop, **same_data),
+                "c jscexp": partial(paths.jscexp_path, cfg, splits=splits, **common),
+            }
+            # interleaved repeats, median: a busy neighbour slows one repeat, not one path
+            for _ in range(args.repeats):
+                for path, timed in runs.items():
+                    torch.manual_seed(0)
+                    model = make_model(cfg.model)
+                    # progress bars (Lightning draws its own on stdout) go nowhere: the tables are the output
+                    with (PeakMemory(device) as mem, open(os.devnull, "w") as null,
+                          contextlib.redirect_stderr(null), contextlib.redirect_stdout(null)):
+                        seconds = timed(model)
+                    rows.append({"model": model_name, "batch": bs, "path": path,
+                                 "us/step": seconds / args.steps * 1e6, "peak MB": mem.peak_mb})
+    steps = pd.DataFrame(rows).groupby(["model", "batch", "path"], as_index=False).agg(
+        {"us/step": "median", "peak MB": "max"})
+    steps.insert(4, "s/epoch", steps["us/step"] * 1e-6 * -(-len(y) // steps["batch"]))
+    return steps
+
+
+def ratios(steps: pd.DataFrame) -> pd.DataFrame:
+    t = steps.pivot_table(index=["model", "batch"], columns="path", values="us/step")
+    out = pd.DataFrame({
+        "c faster than a": t["a MASE-style"] / t["c jscexp"],
+        "target": [f">= {TARGETS['a/c'][b]:.0f}x" for _, b in t.index],
+        "c / b": t["c jscexp"] / t["b raw loop"],
+        "target ": f"<= {TARGETS['c/b']}x",
+    }).reset_index()
+    out["met"] = [
+        "yes" if r["c faster than a"] >= TARGETS["a/c"][r["batch"]] and r["c / b"] <= TARGETS["c/b"] else "NO"
+        for _, r in out.iterrows()
+    ]
+    return out
+
+
+def overhead_table(o: dict[str, float]) -> pd.DataFrame:
+    rows = [
+        ("python -m jscexp --help", o["help_s"], "<= 1.5 s", o["help_s"] <= 1.5),
+        ("cold start to first step (cached data)", o["cold_start_s"], "<= 6 s", o["cold_start_s"] <= 6),
+        ("between jobs, last step to next first step (max)", o["gap_max_s"], "<= 1 s", o["gap_max_s"] <= 1),
+        ("between jobs (mean)", o["gap_mean_s"], "", None),
+        ("9-job grid wall time", o["grid_wall_s"], "", None),
+        ("9-job grid share not training", o["grid_not_training_share"], "", None),
+    ]
+    return pd.DataFrame(
+        [(what, f"{v:.2f}" if "share" not in what else f"{v:.0%}", target, {True: "yes", False: "NO", None: ""}[met])
+         for what, v, target, met in rows],
+        columns=["overhead", "measured (s)", "target", "met"],
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=1000, help="timed steps per path (default 1000)")
+    p.add_argument("--warmup", type=int, default=50, help="untimed steps before them (default 50)")
+    p.add_argument("--repeats", type=int, default=3, help="timings per path, the median is shown (default 3)")
+    p.add_argument("--rows", type=int, default=986806, help="stand-in rows (default: full JSC size)")
+    p.add_argument("--grid-rows", type=int, default=20000, help="stand-in rows of the 9-job grid")
+    p.add_argument("--grid-epochs", type=int, default=2, help="epochs per job of the 9-job grid")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    args = p.parse_args(argv)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    name = torch.cuda.get_device_name() if device == "cuda" else f"cpu, {torch.get_num_threads()} threads"
+    print(f"# jscexp bench: {name}; median of {args.repeats} x {args.steps} timed steps after {args.warmup} warm-up; "
+          f"synthetic stand-in of {args.rows} rows; torch {torch.__version__}\n")
+    steps = time_paths(args, device)
+    print(steps.to_markdown(index=False, floatfmt=".1f") + "\n")
+    print(ratios(steps).to_markdown(index=False, floatfmt=".2f") + "\n")
+    sys.stdout.flush()
+    print(overhead_table(overheads.measure(args.grid_rows, args.grid_rows, args.grid_epochs)).to_markdown(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""The lean training path (#8): same numbers as the Lightning Trainer path it replaced,
+early stopping, and the benchmark's smoke run."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT, run_job, runs_of
+
+# Recorded from the Lightning Trainer path at commit de5c45b (the last before the Fabric loop)
+# with exactly these overrides: the faster path must give the same numbers, bit for bit.
+TRAINER_PATH = {
+    "tiny": (["max_epochs=3", "batch_size=64"],
+             [0.4229166805744171, 0.4937500059604645, 0.5166666507720947],
+             [1.5536320209503174, 1.429131269454956, 1.3614890575408936],
+             0.5058333277702332, 1.3214783668518066),
+    "toy_sgd": (["model=jsc-toy", "max_epochs=2", "optimizer=sgd", "learning_rate=0.05", "batch_size=32", "seed=3"],
+                [0.49791666865348816, 0.6958333253860474],
+                [1.211412787437439, 1.0355875492095947],
+                0.7066666483879089, 0.8259562253952026),
+    "qat_int8": (["mode=qat", "quantisation=int8", "max_epochs=2", "batch_size=128"],
+                 [0.34166666865348816, 0.375],
+                 [1.5845988988876343, 1.5221976041793823],
+                 0.34833332896232605, 1.526802659034729),
+}
+DATA = ["dataset=jsc_synth", "dataset.n_rows=6000", "trainer.progress_bar=false"]
+
+
+def _history(client, run_id: str, key: str) -> list[float]:
+    return [m.value for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
+
+
+@pytest.mark.parametrize("case", sorted(TRAINER_PATH))
+def test_same_numbers_as_the_lightning_trainer_path(workdir, case):
+    from conftest import mlflow_client
+
+    overrides, val_acc, train_loss, test_acc, test_loss = TRAINER_PATH[case]
+    result = run_job(DATA + overrides, workdir / "out")
+    (run,) = runs_of(workdir)
+    client = mlflow_client(workdir)
+    assert _history(client, run.info.run_id, "val_acc") == val_acc
+    # the epoch loss is now one weighted mean, not a running sum: float reassociation only
+    assert _history(client, run.info.run_id, "train_loss") == pytest.approx(train_loss, rel=1e-6)
+    assert result.metrics["test_acc"] == test_acc
+    assert result.metrics["test_loss"] == pytest.approx(test_loss, rel=1e-6)
+    assert float(result) == max(val_acc)
+
+
+def test_early_stopping_stops_after_patience_epochs_without_improvement(workdir):
+    from conftest import mlflow_client
+
+    # lr 1e-12 leaves the weights alone: only BatchNorm's running stats move val_acc, and not for long
+    run_job(DATA + ["max_epochs=8", "learning_rate=1e-12", "scheduler=none", "trainer.early_stopping_patience=2"],
+            workdir / "out")
+    (run,) = runs_of(workdir)
+    val_acc = _history(mlflow_client(workdir), run.info.run_id, "val_acc")
+    best_epoch = max(range(len(val_acc)), key=lambda e: (val_acc[e], -e))  # the first epoch at the best value
+    assert len(val_acc) < 8, "never stopped early"
+    assert len(val_acc) - 1 - best_epoch == 2
+    assert run.data.tags["jscexp.stopped_early_at_epoch"] == str(len(val_acc) - 1)
+
+
+def _cells(stdout: str) -> list[list[str]]:
+    return [[c.strip() for c in line.strip().strip("|").split("|")] for line in stdout.splitlines() if line.startswith("| ")]
+
+
+def test_bench_smoke_prints_every_row(tmp_path):
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "bench.py"), "--steps", "5", "--warmup", "2", "--repeats", "1", "--rows", "20000",
+         "--grid-rows", "3000", "--grid-epochs", "1"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = _cells(out.stdout)
+    timed = {(r[0], r[1], r[2]): float(r[3]) for r in rows if len(r) == 6 and r[0] != "model"}
+    assert set(timed) == {(m, b, p) for m in ("jsc-tiny", "jsc-toy") for b in ("32", "256")
+                          for p in ("a MASE-style", "b raw loop", "c jscexp")}
+    assert all(us > 0 for us in timed.values())
+    ratios = [r for r in rows if len(r) == 7 and r[0] != "model"]
+    assert len(ratios) == 4 and all(float(r[2]) > 0 and float(r[4]) > 0 and r[6] in ("yes", "NO") for r in ratios)
+    overheads = {r[0]: r[1] for r in rows if len(r) == 4}
+    for what in ("python -m jscexp --help", "cold start to first step (cached data)",
+                 "between jobs, last step to next first step (max)", "9-job grid share not training"):
+        assert float(overheads[what].rstrip("%")) > 0, what
