@@ -4,8 +4,10 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 ROWS    ?= 200000   # demo: stand-in rows (the full stand-in has 986806)
 EPOCHS  ?= 5        # demo: epochs per run (the lab used 10)
+N       ?= 2        # workers: sweeper processes joining one Optuna study
+ARGS    ?=          # workers: the search, e.g. ARGS="+sweep=optuna_lr_bs backend=postgres"
 
-.PHONY: help install demo test bench ui clean
+.PHONY: help install demo test bench workers services ui clean
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -25,8 +27,17 @@ demo: install ## the main job: lab-1 batch-size sweep on the synthetic stand-in,
 	$(BIN)/python -m jscexp -m +sweep=lab1_batch_size dataset=jsc_synth dataset.n_rows=$(strip $(ROWS)) max_epochs=$(strip $(EPOCHS))
 	$(BIN)/python -m jscexp.table --experiment lab1_batch_size
 
-test: install ## run the test suite (slow tests included)
-	$(BIN)/python -m pytest
+test: install ## run the test suite (starts PostgreSQL and an MLflow server for the scale-out tests)
+	@scripts/services.sh up || echo "warning: no PostgreSQL/MLflow server: the scale-out tests will be skipped" >&2
+	@set -a; [ ! -f .services/env ] || . .services/env; set +a; \
+	  $(BIN)/python -m pytest; status=$$?; scripts/services.sh down; exit $$status
+
+workers: install ## N sweeper processes on one Optuna study: make workers N=2 ARGS="+sweep=… backend=postgres"
+	@test -n "$(strip $(ARGS))" || { echo 'error: say which search: make workers N=2 ARGS="+sweep=optuna_lr_bs"' >&2; exit 2; }
+	scripts/workers.sh $(strip $(N)) $(ARGS)
+
+services: install ## start PostgreSQL + an MLflow server on it (scripts/services.sh down stops them)
+	scripts/services.sh up
 
 bench: install ## time the training path against the MASE-style baseline and a raw loop (not a test)
 	$(BIN)/python bench/bench.py

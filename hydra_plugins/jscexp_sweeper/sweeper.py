@@ -19,7 +19,13 @@ from omegaconf import DictConfig, OmegaConf
 from hydra_plugins.jscexp_sweeper.config import JscexpOptunaSweeperConf  # noqa: F401  (registers the config)
 from jscexp.errors import Pruned, UserError
 from jscexp.search.space import override_value, parse
-from jscexp.search.study import STORAGE_ENV, make_pruner, make_sampler, make_storage, storage_url
+from jscexp.search.study import (
+    STORAGE_ENV,
+    make_pruner,
+    make_sampler,
+    make_storage,
+    storage_url,
+)
 from jscexp.tracking.store import mask
 
 log = logging.getLogger(__name__)
@@ -80,12 +86,13 @@ class JscexpOptunaSweeper(Sweeper):
         if len(objectives) > 1 and self.o.pruner != "none":
             raise UserError("pruning needs a single objective (Optuna cannot report intermediate values otherwise)")
         name = self.o.study_name or self._default_study_name(space, fixed, objectives)
-        url = storage_url(self.o.storage)
+        spec = self.o.storage or self.config.get("optuna_storage")  # the sweeper's own, else the backend's
+        url = storage_url(spec)
         if mask(url) != url:  # credentials travel to the jobs by environment, never in overrides or logs
             os.environ[STORAGE_ENV] = url
             url = f"env:{STORAGE_ENV}"
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        storage = make_storage(self.o.storage)
+        storage = make_storage(spec)
         # A resumed study must not replay the suggestions of its first launch: offset the seed
         # by the trials already there (same command, same history -> same suggestions).
         seed = self.o.seed
@@ -101,6 +108,7 @@ class JscexpOptunaSweeper(Sweeper):
             load_if_exists=True,
         )
         study.set_user_attr("objectives", objectives)
+        self._share_parent(name)
         log.info(f"Optuna study '{name}' in {mask(url)}: {self._count(study)}/{self.o.n_trials} trials done")
         failures: list[str] = []
         # Each launch asks at most for what was missing when it started, so trials that keep
@@ -218,14 +226,17 @@ class JscexpOptunaSweeper(Sweeper):
         self._attach_to_parent(path, study.study_name)
         return results
 
-    def _attach_to_parent(self, path: Path, study_name: str) -> None:
-        from jscexp.tracking.store import PARENT_ENV, tracking_uri
+    def _share_parent(self, study_name: str) -> str | None:
+        """Workers on one study log under one MLflow parent run (jscexp.tracking.shared)."""
+        from jscexp.tracking.shared import adopt_study_parent
+        from jscexp.tracking.store import tracking_uri
 
-        parent = os.environ.get(PARENT_ENV)
+        return adopt_study_parent(tracking_uri(self.config.mlflow.tracking_uri), study_name)
+
+    def _attach_to_parent(self, path: Path, study_name: str) -> None:
+        parent = self._share_parent(study_name)  # again: every worker has tagged its parent by now
         if not parent:
             return
-        from mlflow.tracking import MlflowClient
+        from jscexp.tracking.store import client, tracking_uri
 
-        client = MlflowClient(tracking_uri(self.config.mlflow.tracking_uri))
-        client.set_tag(parent, "jscexp.optuna_study", study_name)
-        client.log_artifact(parent, str(path))
+        client(tracking_uri(self.config.mlflow.tracking_uri)).log_artifact(parent, str(path))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from jscexp.errors import UserError, first_line
@@ -16,26 +17,33 @@ STORAGE_ENV = "JSCEXP_OPTUNA_STORAGE"  # how a storage URL with a password reach
 def make_storage(url: str | None):
     """``None`` → the journal file beside the MLflow store; ``*.log`` → a journal file; else an RDB URL."""
     import optuna
+    import sqlalchemy.exc
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    url = url or DEFAULT_JOURNAL
-    if url.startswith("env:"):
-        url = os.environ.get(url[4:], "")
+    from jscexp.tracking.store import from_env
+
+    url = from_env(url, "the Optuna storage") or DEFAULT_JOURNAL
     if "://" not in url:
         return JournalStorage(JournalFileBackend(os.path.abspath(url)))
-    try:
-        return optuna.storages.RDBStorage(url)
-    except Exception as err:  # driver missing, server down, bad URL: all mean "fix the storage"
-        from jscexp.tracking.store import mask
+    for attempt in range(3):
+        try:
+            return optuna.storages.RDBStorage(url)
+        except sqlalchemy.exc.IntegrityError:
+            # Workers opening a fresh database at once race to create its tables; the loser
+            # finds them made on the next try.
+            time.sleep(0.5 * (attempt + 1))
+        except Exception as err:  # driver missing, server down, bad URL: all mean "fix the storage"
+            from jscexp.tracking.store import mask
 
-        raise UserError(f"cannot open Optuna storage {mask(url)}: {mask(first_line(err))}") from err
+            raise UserError(f"cannot open Optuna storage {mask(url)}: {mask(first_line(err))}") from err
+    return optuna.storages.RDBStorage(url)
 
 
 def storage_url(url: str | None) -> str:
     """The storage as the job sees it (absolute, so a job running elsewhere opens the same file)."""
     url = url or DEFAULT_JOURNAL
-    return url if "://" in url else str(Path(url).resolve())
+    return url if "://" in url or url.startswith("env:") else str(Path(url).resolve())
 
 
 def make_sampler(name: str, seed: int | None, space: dict, n_objectives: int):

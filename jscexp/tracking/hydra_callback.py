@@ -21,12 +21,22 @@ class MlflowSweepCallback(Callback):
         self._failed: list[str] = []
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        from jscexp.errors import UserError
         from jscexp.tracking.resume import RESUME_ENV, resumable_parent
         from jscexp.tracking.run import TrackedRun
-        from jscexp.tracking.store import check_reachable, client, ensure_experiment, mask
+        from jscexp.tracking.store import (
+            check_reachable,
+            client,
+            ensure_experiment,
+            mask,
+        )
 
-        uri = tracking_uri(config.mlflow.tracking_uri)
-        check_reachable(uri)
+        try:
+            uri = tracking_uri(config.mlflow.tracking_uri)
+            check_reachable(uri)
+        except UserError as err:  # Hydra would only warn about a callback's error and go on
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
         command = " ".join(OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
         # Create the store and experiment once, here, before any job races to (mlflow #4123).
         mlflow_client = client(uri)
@@ -55,16 +65,20 @@ class MlflowSweepCallback(Callback):
         if self._parent is None:
             return
         if self._failed:
-            self._parent.set_tags({"jscexp.failed_jobs": "; ".join(self._failed)[:5000]})
+            self._parent.client.set_tag(self._parent_id(), "jscexp.failed_jobs", "; ".join(self._failed)[:5000])
         self._publish(config)
         self._finish("FAILED" if self._failed else "FINISHED")
+
+    def _parent_id(self) -> str:
+        """Ours, unless the sweeper moved this sweep under a parent shared with other workers."""
+        return os.environ.get(PARENT_ENV) or self._parent.run_id
 
     def _publish(self, config: DictConfig) -> None:
         """The sweep's table and plot on the parent run; a reporting problem must not fail the sweep."""
         from jscexp.tracking.report import publish_sweep
 
         try:
-            publish_sweep(tracking_uri(config.mlflow.tracking_uri), config.experiment, self._parent.run_id)
+            publish_sweep(tracking_uri(config.mlflow.tracking_uri), config.experiment, self._parent_id())
         except Exception as err:  # noqa: BLE001 - the runs themselves are already safely logged
             print(f"warning: could not attach the sweep table to its parent run: {err}", file=sys.stderr)
 
@@ -77,7 +91,7 @@ class MlflowSweepCallback(Callback):
             return
         if status is None:
             status = "KILLED" if interrupted() else "FAILED"
-        self._parent.client.set_terminated(self._parent.run_id, status)
+        self._parent.client.set_terminated(self._parent_id(), status)
         self._parent = None
         os.environ.pop(PARENT_ENV, None)
         os.environ.pop(RESUME_ENV, None)

@@ -9,13 +9,27 @@ DEFAULT_URI = "sqlite:///mlflow.db"  # embedded store in the directory the user 
 PARENT_ENV = "JSCEXP_PARENT_RUN_ID"  # set by the sweep callback, read by every job it launches
 
 
+def from_env(value: str | None, what: str) -> str | None:
+    """``env:NAME`` stands for the URL in environment variable NAME: URLs with passwords
+    stay out of config files, overrides and MLflow params."""
+    if not value or not value.startswith("env:"):
+        return value
+    name = value[len("env:") :]
+    if not os.environ.get(name):
+        from jscexp.errors import UserError
+
+        raise UserError(f"{what} is read from ${name}, which is not set: export {name}=URL "
+                        "(scripts/services.sh up writes both URLs to .services/env)")
+    return os.environ[name]
+
+
 def tracking_uri(configured: str | None = None) -> str:
-    """Config key first, then ``MLFLOW_TRACKING_URI``, then the embedded SQLite store.
+    """Config key first (``env:NAME`` allowed), then ``MLFLOW_TRACKING_URI``, then the embedded SQLite store.
 
     A relative SQLite path is made absolute: MLflow caches one store per URI string, so a
     relative one would keep writing to the first directory a process ran from.
     """
-    uri = configured or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+    uri = from_env(configured, "mlflow.tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
     prefix = "sqlite:///"
     if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
         uri = prefix + os.path.abspath(uri[len(prefix) :])

@@ -1,0 +1,40 @@
+"""Several sweeper processes (workers) on one Optuna study share one MLflow parent run.
+
+Each worker's sweep callback starts its own parent. Once the study is known, every worker
+tags its parent with the study and adopts the earliest-started parent so tagged (ties by run
+id): the workers agree without talking to each other. A worker checks again before it
+reports, when every worker has tagged its parent, and moves its children to the parent
+all of them chose if an early race had it pick its own.
+"""
+
+from __future__ import annotations
+
+import os
+
+from jscexp.tracking.store import PARENT_ENV, client
+
+STUDY_TAG = "jscexp.optuna_study"
+
+
+def adopt_study_parent(uri: str, study_name: str) -> str | None:
+    """Joins this process's sweep to the study's shared parent run; returns its id."""
+    own = os.environ.get(PARENT_ENV)
+    if not own:
+        return None
+    mlflow_client = client(uri)
+    mlflow_client.set_tag(own, STUDY_TAG, study_name)
+    experiment = mlflow_client.get_run(own).info.experiment_id
+    quoted = study_name.replace("'", "\\'")
+    tagged = mlflow_client.search_runs(
+        [experiment], f"tags.`jscexp.kind` = 'sweep' and tags.`{STUDY_TAG}` = '{quoted}'", max_results=1000
+    )
+    leader = min(tagged, key=lambda r: (r.info.start_time, r.info.run_id)).info
+    if leader.run_id == own:
+        return own
+    for child in mlflow_client.search_runs([experiment], f"tags.mlflow.parentRunId = '{own}'", max_results=10000):
+        mlflow_client.set_tag(child.info.run_id, "mlflow.parentRunId", leader.run_id)
+    mlflow_client.delete_run(own)
+    if leader.status != "RUNNING":
+        mlflow_client.update_run(leader.run_id, status="RUNNING")
+    os.environ[PARENT_ENV] = leader.run_id
+    return leader.run_id
