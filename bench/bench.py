@@ -26,7 +26,8 @@ from jscexp.train.fit import make_model
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 MODELS, BATCHES = ("jsc-tiny", "jsc-toy"), (32, 256)
-TARGETS = {"a/c": {32: 2.0, 256: 3.0}, "c/b": 1.5}
+TARGETS = {"a/c": {32: 2.0, 256: 3.0}, "c/b": 1.5,
+           "stacked": {("jsc-toy", 16, "cpu"): 8, ("jsc-toy", 1024, "cuda"): 300}}
 LR = 1e-3
 
 
@@ -102,6 +103,32 @@ def time_paths(args, device: str) -> pd.DataFrame:
     return steps
 
 
+def time_stacked(args, device: str, steps: pd.DataFrame) -> pd.DataFrame:
+    """Trial throughput of K stacked trials against one trial at a time (path c)."""
+    ks = [1, 4, 16, 64] + ([256, 1024] if device == "cuda" else [])
+    single = steps[steps["path"] == "c jscexp"].set_index(["model", "batch"])["us/step"]
+    rows = []
+    for model_name in MODELS:
+        for bs in BATCHES:
+            cfg = config(model_name, bs, args.rows, device)
+            splits = load_splits(cfg.dataset)
+            for k in ks:
+                times = []
+                for _ in range(args.repeats):
+                    torch.manual_seed(0)
+                    models = [make_model(cfg.model) for _ in range(k)]
+                    times.append(paths.stacked_path(cfg, models, splits=splits, warmup=args.warmup,
+                                                    steps=args.stacked_steps, device=device))
+                us = sorted(times)[len(times) // 2] / args.stacked_steps * 1e6
+                speedup = k * single[(model_name, bs)] / us
+                target = TARGETS["stacked"].get((model_name, k, device))
+                rows.append({"model": model_name, "batch": bs, "K": k, "us/step": us,
+                             "trial-steps/s": k / us * 1e6, "vs one at a time": speedup,
+                             "target": f">= {target}x" if target else "",
+                             "met": ("yes" if speedup >= target else "NO") if target else ""})
+    return pd.DataFrame(rows)
+
+
 def ratios(steps: pd.DataFrame) -> pd.DataFrame:
     t = steps.pivot_table(index=["model", "batch"], columns="path", values="us/step")
     out = pd.DataFrame({
@@ -141,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rows", type=int, default=986806, help="stand-in rows (default: full JSC size)")
     p.add_argument("--grid-rows", type=int, default=20000, help="stand-in rows of the 9-job grid")
     p.add_argument("--grid-epochs", type=int, default=2, help="epochs per job of the 9-job grid")
+    p.add_argument("--stacked-steps", type=int, default=200, help="timed steps per stacked K (default 200)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     args = p.parse_args(argv)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
@@ -150,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     steps = time_paths(args, device)
     print(steps.to_markdown(index=False, floatfmt=".1f") + "\n")
     print(ratios(steps).to_markdown(index=False, floatfmt=".2f") + "\n")
+    print("Vectorised trials (K trials as one stacked model; vs one at a time = K x c's us/step / stacked us/step):\n")
+    print(time_stacked(args, device, steps).to_markdown(index=False, floatfmt=".1f") + "\n")
     sys.stdout.flush()
     print(overhead_table(overheads.measure(args.grid_rows, args.grid_rows, args.grid_epochs)).to_markdown(index=False))
     return 0

@@ -14,7 +14,7 @@ import time
 import torch
 from torch.nn import functional as F
 
-from jscexp.train import fit, loop
+from jscexp.train import fit, loop, stacked
 
 
 def _sync(device: str) -> None:
@@ -103,3 +103,20 @@ def jscexp_path(cfg, model, *, splits, warmup: int, steps: int, device: str) -> 
     seconds = time.perf_counter() - start
     tally.compute("train_")
     return seconds
+
+
+def stacked_path(cfg, models, *, splits, warmup: int, steps: int, device: str) -> float:
+    """K trials in one stacked model (jscexp.group's path), Adam with one learning rate each."""
+    fabric = fit.make_fabric(cfg.trainer)
+    model = stacked.StackedModel([m.to(fabric.device) for m in models])
+    lrs = [{"lr": 1e-3 * (1 + k % 7)} for k in range(len(models))]
+    optimizer = stacked.StackedOptimizer(model.params, "Adam", lrs)
+    data = fit.batches(fabric, splits, "train", int(cfg.batch_size), seed=0)
+    tally = stacked.StackedTally(len(models), fabric.device)
+    active = torch.ones(len(models), dtype=torch.bool, device=fabric.device)
+    stacked.train_epoch(model, optimizer, data, tally, active, max_steps=warmup)
+    _sync(device)
+    start = time.perf_counter()
+    stacked.train_epoch(model, optimizer, data, tally, active, max_steps=steps)
+    _sync(device)
+    return time.perf_counter() - start

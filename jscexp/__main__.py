@@ -19,6 +19,10 @@ from jscexp.errors import UserError, install_interrupt_handlers
 def main(cfg: DictConfig) -> float:
     hc = HydraConfig.get()
     try:
+        if cfg.get("vector_trials"):  # several grid points in one stacked model (jscexp.group)
+            from jscexp.group import run_group
+
+            return run_group(cfg, Path(hc.runtime.output_dir), list(hc.overrides.task))
         from jscexp.app import run
 
         return run(cfg, Path(hc.runtime.output_dir), list(hc.overrides.task))

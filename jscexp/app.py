@@ -57,19 +57,7 @@ def run(cfg: DictConfig, out_dir: Path, overrides: list[str] | None = None) -> f
     calibration = torch.from_numpy(splits.x_train[: int(spec["num_samples"])]) if splits else None
     quantised = quantise(model, qcfg, calibration) if qcfg["name"] != "none" else None  # validates it too
     check(model, spec)
-    data_info = splits.info if splits else {"synthetic": bool(cfg.dataset.synthetic)}
-    tags = _tags(cfg, data_info, overrides or [])
-    name = " ".join([cfg.model.name, *(overrides or [])])[:250]
-    with TrackedRun(uri, cfg.experiment, run_name=name, tags=tags) as run:
-        run.log_params(
-            {
-                **flatten(OmegaConf.to_container(cfg, resolve=True)),
-                "model_name": cfg.model.name,
-                "n_params": count_trainable(model),
-                **{f"data.{k}": v for k, v in data_info.items()},
-            }
-        )
-        run.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+    with open_run(cfg, uri, model, splits, overrides or []) as run:
         if mode == "analyse":
             return _analyse(quantised[0] if quantised else model, spec, calibration, run)
         if mode == "transform":
@@ -79,12 +67,36 @@ def run(cfg: DictConfig, out_dir: Path, overrides: list[str] | None = None) -> f
         if mode == "ptq":
             return _ptq(cfg, model, qcfg, splits, calibration, run, out_dir)
         net = quantised[0] if mode == "qat" else model
-        final = {**_fit(cfg, net, splits, run, out_dir), **qsummary.costs(net)}
-        run.log_metrics(final, step=int(cfg.max_epochs))
-        if quantised:
-            _log_quant_summaries(run, net, quantised[1], out_dir)
-        _log_texts(run, analyse(net, spec, calibration))
-        return JobResult(final["best_val_acc"], final)
+        result = fit.train(cfg, net, splits, _hooks(cfg, run))  # leaves the best epoch's weights in net
+        return finish_training(cfg, net, splits, run, out_dir, result, calibration, quantised)
+
+
+def open_run(cfg, uri: str, model, splits, overrides: list[str], tags: dict | None = None) -> TrackedRun:
+    """The job's MLflow run, with the whole resolved config as params and as config.yaml."""
+    data_info = splits.info if splits else {"synthetic": bool(cfg.dataset.synthetic)}
+    name = " ".join([cfg.model.name, *overrides])[:250]
+    run = TrackedRun(uri, cfg.experiment, run_name=name, tags={**_tags(cfg, data_info, overrides), **(tags or {})})
+    run.log_params(
+        {
+            **flatten(OmegaConf.to_container(cfg, resolve=True)),
+            "model_name": cfg.model.name,
+            "n_params": count_trainable(model),
+            **{f"data.{k}": v for k, v in data_info.items()},
+        }
+    )
+    run.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+    return run
+
+
+def finish_training(cfg, net, splits, run, out_dir: Path, result, calibration, quantised=None) -> JobResult:
+    """After training: test, checkpoint, curves, final metrics, summaries; returns the job's result."""
+    spec = OmegaConf.to_container(cfg.analysis, resolve=True)
+    final = {**_record_fit(cfg, net, splits, run, out_dir, result), **qsummary.costs(net)}
+    run.log_metrics(final, step=int(cfg.max_epochs))
+    if quantised:
+        _log_quant_summaries(run, net, quantised[1], out_dir)
+    _log_texts(run, analyse(net, spec, calibration))
+    return JobResult(final["best_val_acc"], final)
 
 
 def _log_texts(run, texts: dict[str, str]) -> None:
@@ -145,15 +157,24 @@ def _seed(seed: int) -> None:
     seed_everything(seed, verbose=False)
 
 
-def _fit(cfg, model, splits, run, out_dir: Path) -> dict[str, float]:
-    """Trains with validation each epoch, tests the best epoch's weights; returns the final metrics."""
+def _hooks(cfg, run) -> list:
     hooks = [log_epoch(run)]
     if cfg.get("optuna") and cfg.optuna.pruner != "none":
         from jscexp.search.study import trial_handle
 
         o = cfg.optuna
         hooks.append(report_to_trial(trial_handle(o.study, o.storage, int(o.trial), o.pruner, o.warmup, o.startup)))
-    result = fit.train(cfg, model, splits, hooks)  # leaves the best epoch's weights in model
+    return hooks
+
+
+def _fit(cfg, model, splits, run, out_dir: Path) -> dict[str, float]:
+    """Trains with validation each epoch, tests the best epoch's weights; returns the final metrics."""
+    result = fit.train(cfg, model, splits, _hooks(cfg, run))  # leaves the best epoch's weights in model
+    return _record_fit(cfg, model, splits, run, out_dir, result)
+
+
+def _record_fit(cfg, model, splits, run, out_dir: Path, result) -> dict[str, float]:
+    """Tests the trained (best-epoch) model and logs what a training run leaves behind."""
     test = fit.evaluate(cfg, model, splits, "test")
     if result.diverged_at is not None:
         run.set_tags({"jscexp.diverged": "true", "jscexp.diverged_at_epoch": result.diverged_at})

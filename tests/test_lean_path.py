@@ -68,7 +68,7 @@ def _cells(stdout: str) -> list[list[str]]:
 
 def test_bench_smoke_prints_every_row(tmp_path):
     out = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "bench.py"), "--steps", "5", "--warmup", "2", "--repeats", "1", "--rows", "20000",
+        [sys.executable, str(ROOT / "bench" / "bench.py"), "--steps", "5", "--warmup", "2", "--repeats", "1", "--stacked-steps", "3", "--rows", "20000",
          "--grid-rows", "3000", "--grid-epochs", "1"],
         cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False,
     )
@@ -79,6 +79,10 @@ def test_bench_smoke_prints_every_row(tmp_path):
                           for p in ("a MASE-style", "b raw loop", "c jscexp")}
     assert all(us > 0 for us in timed.values())
     ratios = [r for r in rows if len(r) == 7 and r[0] != "model"]
+    stacked = {(r[0], r[1], r[2]): float(r[5]) for r in rows if len(r) == 8 and r[0] != "model"}
+    assert set(stacked) == {(m, b, k) for m in ("jsc-tiny", "jsc-toy") for b in ("32", "256")
+                            for k in ("1", "4", "16", "64")}
+    assert all(speedup > 0 for speedup in stacked.values())
     assert len(ratios) == 4 and all(float(r[2]) > 0 and float(r[4]) > 0 and r[6] in ("yes", "NO") for r in ratios)
     overheads = {r[0]: r[1] for r in rows if len(r) == 4}
     for what in ("python -m jscexp --help", "cold start to first step (cached data)",

@@ -49,11 +49,31 @@ class _KeepGoing:
         return getattr(self._launcher, name)
 
 
+class _Vectorise:
+    """Wraps the launcher: jobs that differ only in knobs a stacked model can vary per trial
+    go out as one job (``jscexp.group``)."""
+
+    def __init__(self, launcher, size: int):
+        self._launcher, self._size = launcher, size
+
+    def launch(self, job_overrides, initial_job_idx: int) -> List[JobReturn]:
+        from jscexp.group import group_jobs
+
+        jobs = [list(j) for j in job_overrides]
+        return self._launcher.launch(group_jobs(jobs, self._size) if self._size > 1 else jobs, initial_job_idx)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._launcher, name)
+
+
 class JscexpBasicSweeper(BasicSweeper):
     def setup(self, *, hydra_context, task_function, config) -> None:
+        from jscexp.group import group_size
+
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
         FAILURES.clear()
-        self.launcher = _KeepGoing(self.launcher, FAILURES)
+        vectorise = _Vectorise(self.launcher, group_size(config.trainer.get("vectorize")))
+        self.launcher = _KeepGoing(vectorise, FAILURES)
 
     def sweep(self, arguments: List[str]) -> Any:
         returns = super().sweep(arguments)

@@ -79,7 +79,7 @@ def prepare(cfg: DictConfig, model: torch.nn.Module, splits: Splits) -> Training
     wrapped, optimizer = fabric.setup(model, optimizer)
     return Training(
         fabric, wrapped, optimizer, scheduler,
-        batches(fabric, splits, "train", int(cfg.batch_size), seed=int(cfg.seed)),
+        batches(fabric, splits, "train", int(cfg.batch_size), seed=int(cfg.data_seed)),
         batches(fabric, splits, "val", int(cfg.trainer.eval_batch_size)),
     )
 

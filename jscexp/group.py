@@ -1,0 +1,150 @@
+"""A vector group: one job that trains several grid points of one architecture at once.
+
+The grid sweeper (``trainer.vectorize``) turns jobs that differ only in ``VECTOR_KEYS`` into
+one job carrying ``+vector_trials=[...]``. Each trial is composed exactly as its own job
+would be, trained in one stacked model (``jscexp.train.stacked``), and recorded as its own
+MLflow run — same params, metrics, artifacts and tags as a single run, plus
+``jscexp.vector_group``. Trials that cannot share a model run one after another instead.
+"""
+
+from __future__ import annotations
+
+import uuid
+from contextlib import ExitStack
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from jscexp.result import JobResult
+
+# Knobs that can differ between the trials of one stacked model.
+VECTOR_KEYS = ("learning_rate", "seed", "data_seed", "optimizer.lr", "optimizer.weight_decay", "optimizer.betas",
+               "optimizer.momentum", "optimizer.eps", "optimizer.nesterov")
+GROUP_KEY = "vector_trials"
+
+
+def override_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def group_jobs(job_overrides: list[list[str]], size: int) -> list[list[str]]:
+    """Jobs equal but for VECTOR_KEYS become one job of up to ``size`` trials."""
+    groups: dict[tuple[str, ...], list[list[str]]] = {}
+    for overrides in job_overrides:
+        fixed = tuple(o for o in overrides if override_key(o) not in VECTOR_KEYS)
+        groups.setdefault(fixed, []).append([o for o in overrides if override_key(o) in VECTOR_KEYS])
+    jobs = []
+    for fixed, trials in groups.items():
+        for start in range(0, len(trials), size):
+            chunk = trials[start : start + size]
+            if len(chunk) == 1:
+                jobs.append([*fixed, *chunk[0]])
+            else:
+                jobs.append([*fixed, f"+{GROUP_KEY}=[" + ",".join(f"'{' '.join(t)}'" for t in chunk) + "]"])
+    return jobs
+
+
+def group_size(setting) -> int:
+    """``trainer.vectorize``: off → 1, auto → 64, or a number."""
+    if setting in (None, False, "off"):
+        return 1
+    return 64 if setting == "auto" else max(1, int(setting))
+
+
+def run_group(cfg: DictConfig, out_dir: Path, overrides: list[str]) -> list[JobResult]:
+    from hydra import compose
+
+    from jscexp.app import run
+
+    common = [o for o in overrides if override_key(o) != GROUP_KEY]
+    trials = [[*common, *t.split()] for t in cfg[GROUP_KEY]]
+    cfgs = [compose("config", overrides=t) for t in trials]
+    if not _stackable(cfgs):
+        return [run(c, out_dir / f"trial_{i}", t) for i, (c, t) in enumerate(zip(cfgs, trials))]
+    return _train_stacked(cfgs, trials, out_dir)
+
+
+def _stackable(cfgs: list[DictConfig]) -> bool:
+    from jscexp.train.stacked import StackedOptimizer
+
+    def shared(c: DictConfig) -> dict:
+        from jscexp.tracking import flatten
+
+        flat = flatten(OmegaConf.to_container(c, resolve=True))
+        return {k: v for k, v in flat.items() if k not in VECTOR_KEYS}
+
+    first = cfgs[0]
+    return (
+        first.mode == "train" and first.quantisation.name == "none" and not first.get("optuna")
+        and first.optimizer._target_.rsplit(".", 1)[-1] in StackedOptimizer.KINDS
+        and first.trainer.get("early_stopping_patience") is None
+        and all(shared(c) == shared(first) for c in cfgs[1:])
+    )
+
+
+def _train_stacked(cfgs: list[DictConfig], trials: list[list[str]], out_dir: Path) -> list[JobResult]:
+    from jscexp.app import _seed, finish_training, open_run
+    from jscexp.data import load_splits
+    from jscexp.tracking import tracking_uri
+    from jscexp.tracking.resume import finished_in_resumed_sweep
+    from jscexp.tracking.store import check_reachable
+    from jscexp.train import fit
+    from jscexp.train.stacked import StackedModel, StackedOptimizer, fit_stacked
+    from jscexp.validate import check_batch_fits, check_knobs
+
+    first = cfgs[0]
+    for c in cfgs:
+        check_knobs(c)
+        OmegaConf.update(c, "data_seed", int(first.data_seed))  # stacked trials share one batch order
+    uri = tracking_uri(first.mlflow.tracking_uri)
+    check_reachable(uri)
+    done = [finished_in_resumed_sweep(uri, t) for t in trials]
+    todo = [i for i, d in enumerate(done) if d is None]
+    results: list[JobResult | None] = [
+        None if d is None else JobResult(d.metrics.get("best_val_acc", float("nan")), d.metrics) for d in done
+    ]
+    splits = load_splits(first.dataset)
+    check_batch_fits(int(first.batch_size), len(splits.y_train))
+    fabric = fit.make_fabric(first.trainer)
+    models = []
+    for i in todo:
+        _seed(int(cfgs[i].seed))
+        models.append(fit.make_model(cfgs[i].model).to(fabric.device))
+    group = uuid.uuid4().hex[:12]
+    calibration = torch.from_numpy(splits.x_train[: int(first.analysis.num_samples)])
+    with ExitStack() as stack:
+        runs = [stack.enter_context(open_run(cfgs[i], uri, m, splits, trials[i], {"jscexp.vector_group": group}))
+                for i, m in zip(todo, models)]
+        stacked = StackedModel(models)
+        hparams = [OmegaConf.to_container(cfgs[i].optimizer, resolve=True) for i in todo]
+        optimizer = StackedOptimizer(stacked.params, first.optimizer._target_.rsplit(".", 1)[-1], hparams)
+        fits = fit_stacked(
+            stacked, optimizer, _lr_schedule(first, [h["lr"] for h in hparams]),
+            fit.batches(fabric, splits, "train", int(first.batch_size), seed=int(first.data_seed)),
+            fit.batches(fabric, splits, "val", int(first.trainer.eval_batch_size)),
+            max_epochs=int(first.max_epochs), hook=lambda k, epoch, metrics: runs[k].log_metrics(metrics, step=epoch),
+        )
+        for k, i in enumerate(todo):
+            net = fit.make_model(cfgs[i].model)
+            net.load_state_dict(fits[k].best_state)
+            results[i] = finish_training(cfgs[i], net, splits, runs[k], out_dir / f"trial_{i}", fits[k], calibration)
+    return results
+
+
+def _lr_schedule(cfg: DictConfig, lrs: list[float]):
+    """Each trial's learning rate per epoch, from torch's own scheduler over one group per trial."""
+    holder = torch.optim.SGD([{"params": [torch.zeros(1)], "lr": lr} for lr in lrs])
+    scheduler = instantiate(cfg.scheduler)(holder) if cfg.scheduler.get("_target_") else None
+    epochs_done = 0
+
+    def lr_at(epoch: int) -> list[float]:
+        nonlocal epochs_done
+        while scheduler is not None and epochs_done < epoch:
+            holder.step()  # torch warns about a scheduler stepped before its optimizer
+            scheduler.step()
+            epochs_done += 1
+        return [g["lr"] for g in holder.param_groups]
+
+    return lr_at

@@ -1,0 +1,239 @@
+"""Vectorised trials: K configs of one architecture trained together as one stacked model.
+
+``torch.func.stack_module_state`` stacks the K models' parameters and buffers along a new
+leading trial dimension and ``vmap(functional_call)`` runs them as one batched model, each
+trial with its own BatchNorm statistics. ``StackedOptimizer`` is torch's Adam / AdamW / SGD
+written over that dimension, with a [K] tensor per hyperparameter. All trials see the same
+batches; the step costs about as much for K trials as for one, since a tiny model's step is
+framework overhead, not arithmetic.
+
+A trial whose loss turns non-finite is masked: its slice stops changing and stops being
+reported, and no other trial's numbers depend on it.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Sequence
+
+import torch
+from torch.func import functional_call, stack_module_state, vmap
+from torch.nn import functional as F
+
+from jscexp.train.loop import NUM_CLASSES, FitResult, _mark
+
+TrialHook = Callable[[int, int, dict[str, float]], None]  # (trial, epoch, metrics)
+
+
+class StackedModel:
+    """K copies of one architecture as stacked tensors; ``forward`` gives [K, batch, classes]."""
+
+    def __init__(self, models: Sequence[torch.nn.Module]):
+        params, buffers = stack_module_state(list(models))
+        self.params = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
+        self.buffers = {k: v.detach().clone() for k, v in buffers.items()}
+        self.base = copy.deepcopy(models[0]).to("meta")
+        self.k = len(models)
+        self._forward = vmap(self._one, in_dims=(0, 0, None))
+
+    def _one(self, params, buffers, x):
+        return functional_call(self.base, (params, buffers), (x,))
+
+    def train(self, mode: bool = True) -> None:
+        self.base.train(mode)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self._forward(self.params, self.buffers, x)
+
+    def state_dict(self, trial: int) -> dict[str, torch.Tensor]:
+        """Trial ``trial``'s weights under the single model's keys."""
+        return {k: v[trial].detach().clone() for k, v in {**self.params, **self.buffers}.items()}
+
+
+def _over(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A [K] hyperparameter viewed to broadcast over a stacked [K, ...] tensor."""
+    return values.view(-1, *([1] * (like.dim() - 1)))
+
+
+class StackedOptimizer:
+    """torch.optim.Adam / AdamW / SGD over the trial dimension, one hyperparameter value per trial.
+
+    The update formulas follow torch's single-tensor implementations step for step, so a
+    trial trained here matches the same config trained alone up to float reassociation.
+    Per-trial values are [K] tensors made once (the bias corrections once per step), so a
+    step's cost does not grow with K.
+    """
+
+    KINDS = ("Adam", "AdamW", "SGD")
+
+    def __init__(self, params: dict[str, torch.Tensor], kind: str, hparams: list[dict]):
+        if kind not in self.KINDS:
+            raise ValueError(f"no stacked {kind}: vectorised trials support {', '.join(self.KINDS)}")
+        self.params, self.kind, self.hparams = params, kind, hparams
+        self.device = next(iter(params.values())).device
+        betas = [tuple(h.get("betas", (0.9, 0.999))) for h in hparams]
+        self._beta1, self._beta2 = [b[0] for b in betas], [b[1] for b in betas]
+        self._k = {key: self._tensor([float(h.get(key, default)) for h in hparams])
+                   for key, default in (("weight_decay", 0.0), ("eps", 1e-8), ("momentum", 0.0), ("dampening", 0.0),
+                                        ("nesterov", 0.0))}
+        self._k["beta1"], self._k["beta2"] = self._tensor(self._beta1), self._tensor(self._beta2)
+        self.state = {name: {} for name in params}
+        self.steps = 0
+        self.lr = [h["lr"] for h in hparams]
+
+    def _tensor(self, values) -> torch.Tensor:
+        return torch.tensor(values, dtype=torch.float32, device=self.device)
+
+    @property
+    def lr(self) -> list[float]:
+        return self._lr
+
+    @lr.setter
+    def lr(self, values: list[float]) -> None:
+        self._lr = list(values)
+        self._k["lr"] = self._tensor(self._lr)
+
+    @torch.no_grad()
+    def step(self, active: torch.Tensor) -> None:
+        """One update of every active trial; masked trials keep their values exactly."""
+        self.steps += 1
+        if self.kind != "SGD":  # the bias corrections in double, as torch computes them from Python floats
+            t = self.steps
+            self._k["bc2_sqrt"] = self._tensor([math.sqrt(1 - b**t) for b in self._beta2])
+            self._k["step_size"] = self._tensor([lr / (1 - b**t) for lr, b in zip(self._lr, self._beta1)])
+        for name, p in self.params.items():
+            if p.grad is None:
+                continue
+            h = {key: _over(v, p) for key, v in self._k.items()}
+            new = self._sgd(name, p, h) if self.kind == "SGD" else self._adam(name, p, h)
+            p.copy_(torch.where(_over(active, p), new, p))
+            p.grad = None
+
+    def _adam(self, name: str, p: torch.Tensor, h: dict[str, torch.Tensor]) -> torch.Tensor:
+        grad, param = p.grad, p.clone()
+        if self.kind == "AdamW":
+            param.mul_(1 - h["lr"] * h["weight_decay"])
+        else:
+            grad = grad + h["weight_decay"] * param
+        st = self.state[name]
+        if not st:
+            st["exp_avg"], st["exp_avg_sq"] = torch.zeros_like(p), torch.zeros_like(p)
+        st["exp_avg"].lerp_(grad, 1 - h["beta1"])
+        st["exp_avg_sq"].mul_(h["beta2"]).add_(grad * grad * (1 - h["beta2"]))
+        denom = (st["exp_avg_sq"].sqrt() / h["bc2_sqrt"]).add_(h["eps"])
+        return param - h["step_size"] * (st["exp_avg"] / denom)
+
+    def _sgd(self, name: str, p: torch.Tensor, h: dict[str, torch.Tensor]) -> torch.Tensor:
+        grad = p.grad + h["weight_decay"] * p
+        st = self.state[name]
+        if "buf" not in st:
+            st["buf"] = grad.clone()
+        else:
+            st["buf"].mul_(h["momentum"]).add_(grad * (1 - h["dampening"]))
+        with_momentum = torch.where(h["nesterov"] != 0, grad + h["momentum"] * st["buf"], st["buf"])
+        return p - h["lr"] * torch.where(h["momentum"] != 0, with_momentum, grad)
+
+
+class StackedTally:
+    """Per-trial accuracy and mean loss over an epoch, by torchmetrics at the epoch's end."""
+
+    def __init__(self, k: int, device: torch.device):
+        from torchmetrics import MeanMetric
+        from torchmetrics.classification import MulticlassAccuracy
+
+        self.k = k
+        self.acc = MulticlassAccuracy(NUM_CLASSES, average="micro").to(device)
+        self.loss = MeanMetric().to(device)
+        self._preds, self._targets, self._losses, self._sizes = [], [], [], []
+
+    def update(self, logits: torch.Tensor, y: torch.Tensor, losses: torch.Tensor) -> None:
+        self._preds.append(logits.detach().argmax(dim=-1))  # [K, batch]
+        self._targets.append(y)
+        self._losses.append(losses.detach())  # [K]
+        self._sizes.append(len(y))
+
+    def compute(self, prefix: str) -> list[dict[str, float]]:
+        preds, targets = torch.cat(self._preds, dim=1), torch.cat(self._targets)
+        losses, sizes = torch.stack(self._losses, dim=1), torch.tensor(self._sizes, dtype=torch.float32)
+        out = []
+        for k in range(self.k):
+            self.acc.update(preds[k], targets)
+            self.loss.update(losses[k], weight=sizes.to(losses.device))
+            out.append({f"{prefix}acc": float(self.acc.compute()), f"{prefix}loss": float(self.loss.compute())})
+            self.acc.reset()
+            self.loss.reset()
+        self._preds, self._targets, self._losses, self._sizes = [], [], [], []
+        return out
+
+
+def trial_losses(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Each trial's mean cross-entropy over the batch: [K]."""
+    k, b, c = logits.shape
+    return F.cross_entropy(logits.reshape(k * b, c), y.repeat(k), reduction="none").view(k, b).mean(dim=1)
+
+
+def train_epoch(model: StackedModel, optimizer: StackedOptimizer, batches, tally: StackedTally,
+                active: torch.Tensor, max_steps: int | None = None) -> int:
+    """One pass of stacked steps over ``batches``; returns the number of steps taken."""
+    model.train(True)
+    steps = 0
+    for steps, (x, y) in enumerate(batches, start=1):
+        logits = model(x)
+        losses = trial_losses(logits, y)
+        # masked trials' losses may be NaN: keep them out of the sum that is differentiated
+        torch.where(active, losses, torch.zeros_like(losses)).sum().backward()
+        optimizer.step(active)
+        tally.update(logits, y, losses)
+        if steps == max_steps:
+            break
+    return steps
+
+
+def fit_stacked(model: StackedModel, optimizer: StackedOptimizer, lr_schedule, train, val, *, max_epochs: int,
+                hook: TrialHook | None = None) -> list[FitResult]:
+    """Trains every trial ``max_epochs`` epochs on the same batches; one result per trial.
+
+    ``lr_schedule(epoch)`` gives each trial's learning rate for that epoch. A trial's
+    ``fit_seconds`` is the group's: the trials trained together.
+    """
+    device = next(iter(model.params.values())).device
+    results = [FitResult() for _ in range(model.k)]
+    active = torch.ones(model.k, dtype=torch.bool, device=device)
+    tally = StackedTally(model.k, device)
+    start = time.perf_counter()
+    _mark("first_step", time.time())
+    last_step = 0.0
+    for epoch in range(max_epochs):
+        if not bool(active.any()):
+            break
+        epoch_start = time.perf_counter()
+        optimizer.lr = lr_schedule(epoch)
+        train_epoch(model, optimizer, train, tally, active)
+        last_step = time.time()
+        train_metrics = tally.compute("train_")
+        model.train(False)
+        with torch.no_grad():
+            for x, y in val:
+                logits = model(x)
+                tally.update(logits, y, trial_losses(logits, y))
+        val_metrics = tally.compute("val_")
+        seconds = time.perf_counter() - epoch_start
+        for k, result in enumerate(results):
+            if not bool(active[k]):
+                continue
+            metrics = {**train_metrics[k], **val_metrics[k], "epoch_seconds": seconds, "lr": optimizer.lr[k]}
+            result.history.append({"epoch": epoch, **metrics})
+            if metrics["val_acc"] > result.best_val_acc:
+                result.best_val_acc, result.best_epoch = metrics["val_acc"], epoch
+                result.best_state = model.state_dict(k)
+            if hook is not None:
+                hook(k, epoch, metrics)
+            if not math.isfinite(metrics["train_loss"]):
+                result.diverged_at = epoch
+                active[k] = False
+    _mark("last_step", last_step)
+    for result in results:
+        result.fit_seconds = time.perf_counter() - start
+    return results
