@@ -110,7 +110,7 @@ def stacked_path(cfg, models, *, splits, warmup: int, steps: int, device: str) -
     fabric = fit.make_fabric(cfg.trainer)
     model = stacked.StackedModel([m.to(fabric.device) for m in models])
     lrs = [{"lr": 1e-3 * (1 + k % 7)} for k in range(len(models))]
-    optimizer = stacked.StackedOptimizer(model.params, "Adam", lrs)
+    optimizer = stacked.StackedOptimizer({"flat": model.flat}, "Adam", lrs)
     data = fit.batches(fabric, splits, "train", int(cfg.batch_size), seed=0)
     tally = stacked.StackedTally(len(models), fabric.device)
     active = torch.ones(len(models), dtype=torch.bool, device=fabric.device)

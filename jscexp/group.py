@@ -80,6 +80,7 @@ def _stackable(cfgs: list[DictConfig]) -> bool:
         first.mode == "train" and first.quantisation.name == "none" and not first.get("optuna")
         and first.optimizer._target_.rsplit(".", 1)[-1] in StackedOptimizer.KINDS
         and first.trainer.get("early_stopping_patience") is None
+        and not first.model.get("dropout")  # per-trial dropout masks would not match the trials run alone
         and all(shared(c) == shared(first) for c in cfgs[1:])
     )
 
@@ -119,7 +120,7 @@ def _train_stacked(cfgs: list[DictConfig], trials: list[list[str]], out_dir: Pat
                 for i, m in zip(todo, models)]
         stacked = StackedModel(models)
         hparams = [OmegaConf.to_container(cfgs[i].optimizer, resolve=True) for i in todo]
-        optimizer = StackedOptimizer(stacked.params, first.optimizer._target_.rsplit(".", 1)[-1], hparams)
+        optimizer = StackedOptimizer({"flat": stacked.flat}, first.optimizer._target_.rsplit(".", 1)[-1], hparams)
         fits = fit_stacked(
             stacked, optimizer, _lr_schedule(first, [h["lr"] for h in hparams]),
             fit.batches(fabric, splits, "train", int(first.batch_size), seed=int(first.data_seed)),

@@ -4,7 +4,6 @@ one stacked model, each still its own MLflow run with the numbers it would have 
 from __future__ import annotations
 
 import pytest
-
 from conftest import mlflow_client, run_cli, runs_of
 
 GRID = ["-m", "dataset=jsc_synth", "dataset.n_rows=6000", "max_epochs=2", "trainer.progress_bar=false",
