@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     print("Vectorised trials (K trials as one stacked model; vs one at a time = K x c's us/step / stacked us/step):\n")
     print(time_stacked(args, device, steps).to_markdown(index=False, floatfmt=".1f") + "\n")
     sys.stdout.flush()
-    print(overhead_table(overheads.measure(args.grid_rows, args.grid_rows, args.grid_epochs)).to_markdown(index=False))
+    print(overhead_table(overheads.measure(args.grid_rows, args.grid_rows, args.grid_epochs, args.repeats)).to_markdown(index=False))
     return 0
 
 

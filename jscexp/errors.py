@@ -23,7 +23,7 @@ _INTERRUPTED = False
 
 
 def interrupted() -> bool:
-    """Whether Ctrl-C or SIGTERM reached this process (Lightning turns them into SystemExit)."""
+    """Whether Ctrl-C or SIGTERM reached this process (code may have turned it into another exception)."""
     return _INTERRUPTED
 
 
