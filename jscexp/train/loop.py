@@ -135,7 +135,7 @@ def fit(fabric, model, optimizer, scheduler, train, val, *, max_epochs: int, hoo
     """
     result, tally = FitResult(), Tally(fabric.device)
     start = time.perf_counter()
-    _mark("first_step", time.time())
+    mark("first_step", time.time())
     last_step = 0.0
     for epoch in range(max_epochs):
         epoch_start = time.perf_counter()
@@ -161,12 +161,13 @@ def fit(fabric, model, optimizer, scheduler, train, val, *, max_epochs: int, hoo
         if patience is not None and epoch - result.best_epoch >= patience and epoch < max_epochs - 1:
             result.stopped_early_at = epoch
             break
-    _mark("last_step", last_step)
+    mark("last_step", last_step)
     result.fit_seconds = time.perf_counter() - start
     return result
 
 
-def _mark(what: str, when: float) -> None:
+def mark(what: str, when: float) -> None:
+    """Appends a step mark for ``make bench`` when $JSCEXP_STEP_MARKS names a file."""
     if path := os.environ.get(MARKS_ENV):
         with open(path, "a") as f:
             f.write(f"{what} {when:.6f}\n")

@@ -1,11 +1,11 @@
 """Vectorised trials: K configs of one architecture trained together as one stacked model.
 
-``torch.func.stack_module_state`` stacks the K models' parameters and buffers along a new
-leading trial dimension and ``vmap(functional_call)`` runs them as one batched model, each
-trial with its own BatchNorm statistics. ``StackedOptimizer`` is torch's Adam / AdamW / SGD
-written over that dimension, with a [K] tensor per hyperparameter. All trials see the same
-batches; the step costs about as much for K trials as for one, since a tiny model's step is
-framework overhead, not arithmetic.
+The K models' parameters are stacked along a new leading trial dimension into one [K, P]
+tensor, their buffers into [K, ...] tensors (each trial keeps its own BatchNorm statistics),
+and the layers run batched over K (``vmap(functional_call)`` for layers without a batched
+form). ``StackedOptimizer`` is torch's Adam / AdamW / SGD written over that dimension, with
+a [K] tensor per hyperparameter. All trials see the same batches; a step costs little more
+for K trials than for one, since a tiny model's step is framework overhead, not arithmetic.
 
 A trial whose loss turns non-finite is masked: its slice stops changing and stops being
 reported, and no other trial's numbers depend on it.
@@ -23,7 +23,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 from torch.nn import functional as F
 
-from jscexp.train.loop import NUM_CLASSES, FitResult, _mark
+from jscexp.train.loop import NUM_CLASSES, FitResult, mark
 
 TrialHook = Callable[[int, int, dict[str, float]], None]  # (trial, epoch, metrics)
 
@@ -262,7 +262,7 @@ def fit_stacked(model: StackedModel, optimizer: StackedOptimizer, lr_schedule, t
     active = torch.ones(model.k, dtype=torch.bool, device=device)
     tally = StackedTally(model.k, device)
     start = time.perf_counter()
-    _mark("first_step", time.time())
+    mark("first_step", time.time())
     last_step = 0.0
     for epoch in range(max_epochs):
         if not bool(active.any()):
@@ -292,7 +292,7 @@ def fit_stacked(model: StackedModel, optimizer: StackedOptimizer, lr_schedule, t
             if not math.isfinite(metrics["train_loss"]):
                 result.diverged_at = epoch
                 active[k] = False
-    _mark("last_step", last_step)
+    mark("last_step", last_step)
     for result in results:
         result.fit_seconds = time.perf_counter() - start
     return results
