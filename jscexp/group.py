@@ -10,18 +10,18 @@ MLflow run — same params, metrics, artifacts and tags as a single run, plus
 from __future__ import annotations
 
 import uuid
-from contextlib import ExitStack
 from pathlib import Path
 
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from jscexp.errors import Pruned
 from jscexp.result import JobResult
 
 # Knobs that can differ between the trials of one stacked model.
 VECTOR_KEYS = ("learning_rate", "seed", "data_seed", "optimizer.lr", "optimizer.weight_decay", "optimizer.betas",
-               "optimizer.momentum", "optimizer.eps", "optimizer.nesterov")
+               "optimizer.momentum", "optimizer.eps", "optimizer.nesterov", "optuna.trial")
 GROUP_KEY = "vector_trials"
 
 
@@ -31,19 +31,42 @@ def override_key(override: str) -> str:
 
 def group_jobs(job_overrides: list[list[str]], size: int) -> list[list[str]]:
     """Jobs equal but for VECTOR_KEYS become one job of up to ``size`` trials."""
-    groups: dict[tuple[str, ...], list[list[str]]] = {}
-    for overrides in job_overrides:
+    return grouped_jobs(job_overrides, size)[0]
+
+
+def grouped_jobs(job_overrides: list[list[str]], size: int) -> tuple[list[list[str]], list[list[int]]]:
+    """``group_jobs`` and, per job it returns, the indices of the jobs it stands for."""
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for i, overrides in enumerate(job_overrides):
         fixed = tuple(o for o in overrides if override_key(o) not in VECTOR_KEYS)
-        groups.setdefault(fixed, []).append([o for o in overrides if override_key(o) in VECTOR_KEYS])
-    jobs = []
-    for fixed, trials in groups.items():
-        for start in range(0, len(trials), size):
-            chunk = trials[start : start + size]
+        groups.setdefault(fixed, []).append(i)
+    jobs, members = [], []
+    for fixed, indices in groups.items():
+        for start in range(0, len(indices), size):
+            chunk = indices[start : start + size]
+            trials = [[o for o in job_overrides[i] if override_key(o) in VECTOR_KEYS] for i in chunk]
             if len(chunk) == 1:
-                jobs.append([*fixed, *chunk[0]])
+                jobs.append([*fixed, *trials[0]])
             else:
-                jobs.append([*fixed, f"+{GROUP_KEY}=[" + ",".join(f"'{' '.join(t)}'" for t in chunk) + "]"])
-    return jobs
+                jobs.append([*fixed, f"+{GROUP_KEY}=[" + ",".join(f"'{' '.join(t)}'" for t in trials) + "]"])
+            members.append(chunk)
+    return jobs, members
+
+
+def per_job_returns(returns: list, members: list[list[int]], n_jobs: int) -> list:
+    """A group job's return split back into one JobReturn per original job, in their order."""
+    from hydra.core.utils import JobReturn, JobStatus
+
+    out: list = [None] * n_jobs
+    for ret, indices in zip(returns, members):
+        if len(indices) == 1:
+            out[indices[0]] = ret
+            continue
+        values = ret._return_value if ret.status == JobStatus.COMPLETED else [ret._return_value] * len(indices)
+        for i, value in zip(indices, values):
+            failed = ret.status != JobStatus.COMPLETED or isinstance(value, BaseException)
+            out[i] = JobReturn(status=JobStatus.FAILED if failed else JobStatus.COMPLETED, _return_value=value)
+    return out
 
 
 def group_size(setting) -> int:
@@ -77,7 +100,7 @@ def _stackable(cfgs: list[DictConfig]) -> bool:
 
     first = cfgs[0]
     return (
-        first.mode == "train" and first.quantisation.name == "none" and not first.get("optuna")
+        first.mode == "train" and first.quantisation.name == "none"
         and first.optimizer._target_.rsplit(".", 1)[-1] in StackedOptimizer.KINDS
         and first.trainer.get("early_stopping_patience") is None
         and not first.model.get("dropout")  # per-trial dropout masks would not match the trials run alone
@@ -115,9 +138,27 @@ def _train_stacked(cfgs: list[DictConfig], trials: list[list[str]], out_dir: Pat
         models.append(fit.make_model(cfgs[i].model).to(fabric.device))
     group = uuid.uuid4().hex[:12]
     calibration = torch.from_numpy(splits.x_train[: int(first.analysis.num_samples)])
-    with ExitStack() as stack:
-        runs = [stack.enter_context(open_run(cfgs[i], uri, m, splits, trials[i], {"jscexp.vector_group": group}))
-                for i, m in zip(todo, models)]
+    runs = [open_run(cfgs[i], uri, m, splits, trials[i], {"jscexp.vector_group": group}) for i, m in zip(todo, models)]
+    open_runs = set(range(len(runs)))
+
+    def close(k: int, exc: BaseException | None) -> None:
+        runs[k].__exit__(type(exc) if exc else None, exc, None)
+        open_runs.discard(k)
+
+    try:
+        reporters = [_reporter(cfgs[i]) for i in todo]
+        pruned: dict[int, Pruned] = {}
+
+        def hook(k: int, epoch: int, metrics: dict) -> bool:
+            runs[k].log_metrics(metrics, step=epoch)
+            try:
+                if reporters[k] is not None:
+                    reporters[k](epoch, metrics)
+            except Pruned as stop:  # this trial's slice stops; the others go on
+                pruned[k] = stop
+                return True
+            return False
+
         stacked = StackedModel(models)
         hparams = [OmegaConf.to_container(cfgs[i].optimizer, resolve=True) for i in todo]
         optimizer = StackedOptimizer({"flat": stacked.flat}, first.optimizer._target_.rsplit(".", 1)[-1], hparams)
@@ -125,13 +166,33 @@ def _train_stacked(cfgs: list[DictConfig], trials: list[list[str]], out_dir: Pat
             stacked, optimizer, _lr_schedule(first, [h["lr"] for h in hparams]),
             fit.batches(fabric, splits, "train", int(first.batch_size), seed=int(first.data_seed)),
             fit.batches(fabric, splits, "val", int(first.trainer.eval_batch_size)),
-            max_epochs=int(first.max_epochs), hook=lambda k, epoch, metrics: runs[k].log_metrics(metrics, step=epoch),
+            max_epochs=int(first.max_epochs), hook=hook,
         )
         for k, i in enumerate(todo):
+            if k in pruned:
+                results[i] = pruned[k]
+                close(k, pruned[k])
+                continue
             net = fit.make_model(cfgs[i].model)
             net.load_state_dict(fits[k].best_state)
             results[i] = finish_training(cfgs[i], net, splits, runs[k], out_dir / f"trial_{i}", fits[k], calibration)
+            close(k, None)
+    except BaseException as err:
+        for k in sorted(open_runs):
+            close(k, err)
+        raise
     return results
+
+
+def _reporter(cfg: DictConfig):
+    """The Optuna trial's pruning hook for a search trial with a pruner, else None."""
+    if not cfg.get("optuna") or cfg.optuna.pruner == "none":
+        return None
+    from jscexp.search.study import trial_handle
+    from jscexp.train.callbacks import report_to_trial
+
+    o = cfg.optuna
+    return report_to_trial(trial_handle(o.study, o.storage, int(o.trial), o.pruner, o.warmup, o.startup))
 
 
 def _lr_schedule(cfg: DictConfig, lrs: list[float]):

@@ -73,3 +73,36 @@ def test_grouping_keeps_other_knobs_apart_and_respects_the_size():
         ["batch_size=64", "learning_rate=0.1"],
     ]
     assert (group_size("off"), group_size(False), group_size("auto"), group_size(16)) == (1, 1, 64, 16)
+
+
+@pytest.mark.slow
+def test_an_optuna_search_asks_k_trials_at_once_and_prunes_single_slices(workdir):
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    result = run_cli(["-m", "hydra/sweeper=jscexp_optuna", "dataset=jsc_synth", "dataset.n_rows=6000", "max_epochs=4",
+                      "trainer.progress_bar=false", "model=jsc-toy", "experiment=vsearch", "trainer.vectorize=auto",
+                      "hydra.sweeper.study_name=v", "hydra.sweeper.n_trials=8", "hydra.sweeper.n_jobs=4",
+                      "hydra.sweeper.sampler=random", "hydra.sweeper.seed=0", "hydra.sweeper.pruner=median",
+                      "hydra.sweeper.pruner_warmup_epochs=1", "hydra.sweeper.pruner_startup_trials=2",
+                      "learning_rate=tag(log,interval(1e-5,1e-1))"], workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(list(workdir.glob("multirun/*/*/[0-9]*"))) == 2  # 8 trials, 2 launched jobs of 4
+    storage = JournalStorage(JournalFileBackend(str(workdir / "optuna-journal.log")))
+    trials = optuna.load_study(study_name="v", storage=storage).trials
+    states = {t.number: t.state.name for t in trials}
+    assert sorted(states) == list(range(8)) and set(states.values()) <= {"COMPLETE", "PRUNED"}
+    assert "PRUNED" in states.values() and "COMPLETE" in states.values()
+    runs = {r.data.tags["jscexp.optuna_trial"]: r for r in runs_of(workdir, "vsearch")
+            if r.data.tags.get("jscexp.kind") != "sweep"}
+    assert sorted(int(n) for n in runs) == list(range(8))
+    client = mlflow_client(workdir)
+    for number, state in states.items():
+        run = runs[str(number)]
+        epochs = len(client.get_metric_history(run.info.run_id, "val_acc"))
+        assert run.info.status == "FINISHED" and "jscexp.vector_group" in run.data.tags
+        if state == "PRUNED":  # its slice stopped; its group mates trained on
+            assert run.data.tags["jscexp.pruned"] == "true" and epochs < 4
+        else:
+            assert epochs == 4 and "test_acc" in run.data.metrics

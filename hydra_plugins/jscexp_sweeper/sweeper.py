@@ -79,6 +79,8 @@ class JscexpOptunaSweeper(Sweeper):
     def _sweep(self, arguments: list[str]) -> Any:
         import optuna
 
+        from jscexp.group import group_size, grouped_jobs, per_job_returns  # torch: not for --help
+
         space, fixed = parse(OmegaConf.to_container(self.o.params) if self.o.params else None, arguments)
         if not space:
             raise UserError("nothing to search: give hydra.sweeper.params or sweep syntax such as lr=interval(1e-4,1e-1)")
@@ -128,8 +130,10 @@ class JscexpOptunaSweeper(Sweeper):
                  f"+optuna.warmup={self.o.pruner_warmup_epochs}", f"+optuna.startup={self.o.pruner_startup_trials}"]
                 for t in to_run
             ]
-            returns = self.launcher.launch(jobs, initial_job_idx=self.job_idx)
-            self.job_idx += len(jobs)
+            # with trainer.vectorize, trials that can share a stacked model go out as one job
+            launched, members = grouped_jobs(jobs, group_size(self.config.trainer.get("vectorize")))
+            returns = per_job_returns(self.launcher.launch(launched, initial_job_idx=self.job_idx), members, len(jobs))
+            self.job_idx += len(launched)
             for trial, ret in zip(to_run, returns):
                 failures += self._tell(study, trial, ret, objectives)
         return self._report(study, objectives, failures)

@@ -25,7 +25,7 @@ from torch.nn import functional as F
 
 from jscexp.train.loop import NUM_CLASSES, FitResult, mark
 
-TrialHook = Callable[[int, int, dict[str, float]], None]  # (trial, epoch, metrics)
+TrialHook = Callable[[int, int, dict[str, float]], bool]  # (trial, epoch, metrics) -> stop this trial
 
 
 class StackedModel:
@@ -287,9 +287,9 @@ def fit_stacked(model: StackedModel, optimizer: StackedOptimizer, lr_schedule, t
             if metrics["val_acc"] > result.best_val_acc:
                 result.best_val_acc, result.best_epoch = metrics["val_acc"], epoch
                 result.best_state = model.state_dict(k)
-            if hook is not None:
-                hook(k, epoch, metrics)
-            if not math.isfinite(metrics["train_loss"]):
+            if hook is not None and hook(k, epoch, metrics):  # pruned by the search
+                active[k] = False
+            elif not math.isfinite(metrics["train_loss"]):
                 result.diverged_at = epoch
                 active[k] = False
     mark("last_step", last_step)
