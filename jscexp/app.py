@@ -158,13 +158,18 @@ def _seed(seed: int) -> None:
 
 
 def _hooks(cfg, run) -> list:
-    hooks = [log_epoch(run)]
-    if cfg.get("optuna") and cfg.optuna.pruner != "none":
-        from jscexp.search.study import trial_handle
+    reporter = trial_reporter(cfg)
+    return [log_epoch(run)] if reporter is None else [log_epoch(run), reporter]
 
-        o = cfg.optuna
-        hooks.append(report_to_trial(trial_handle(o.study, o.storage, int(o.trial), o.pruner, o.warmup, o.startup)))
-    return hooks
+
+def trial_reporter(cfg):
+    """The Optuna trial's pruning hook for a search trial with a pruner, else None."""
+    if not cfg.get("optuna") or cfg.optuna.pruner == "none":
+        return None
+    from jscexp.search.study import trial_handle
+
+    o = cfg.optuna
+    return report_to_trial(trial_handle(o.study, o.storage, int(o.trial), o.pruner, o.warmup, o.startup))
 
 
 def _fit(cfg, model, splits, run, out_dir: Path) -> dict[str, float]:

@@ -109,7 +109,7 @@ def _stackable(cfgs: list[DictConfig]) -> bool:
 
 
 def _train_stacked(cfgs: list[DictConfig], trials: list[list[str]], out_dir: Path) -> list[JobResult]:
-    from jscexp.app import _seed, finish_training, open_run
+    from jscexp.app import _seed, finish_training, open_run, trial_reporter
     from jscexp.data import load_splits
     from jscexp.tracking import tracking_uri
     from jscexp.tracking.resume import finished_in_resumed_sweep
@@ -146,7 +146,7 @@ def _train_stacked(cfgs: list[DictConfig], trials: list[list[str]], out_dir: Pat
         open_runs.discard(k)
 
     try:
-        reporters = [_reporter(cfgs[i]) for i in todo]
+        reporters = [trial_reporter(cfgs[i]) for i in todo]
         pruned: dict[int, Pruned] = {}
 
         def hook(k: int, epoch: int, metrics: dict) -> bool:
@@ -183,16 +183,6 @@ def _train_stacked(cfgs: list[DictConfig], trials: list[list[str]], out_dir: Pat
         raise
     return results
 
-
-def _reporter(cfg: DictConfig):
-    """The Optuna trial's pruning hook for a search trial with a pruner, else None."""
-    if not cfg.get("optuna") or cfg.optuna.pruner == "none":
-        return None
-    from jscexp.search.study import trial_handle
-    from jscexp.train.callbacks import report_to_trial
-
-    o = cfg.optuna
-    return report_to_trial(trial_handle(o.study, o.storage, int(o.trial), o.pruner, o.warmup, o.startup))
 
 
 def _lr_schedule(cfg: DictConfig, lrs: list[float]):

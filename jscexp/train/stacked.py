@@ -130,7 +130,7 @@ class StackedOptimizer:
     def __init__(self, params: dict[str, torch.Tensor], kind: str, hparams: list[dict]):
         if kind not in self.KINDS:
             raise ValueError(f"no stacked {kind}: vectorised trials support {', '.join(self.KINDS)}")
-        self.params, self.kind, self.hparams = params, kind, hparams
+        self.params, self.kind = params, kind
         self.device = next(iter(params.values())).device
         betas = [tuple(h.get("betas", (0.9, 0.999))) for h in hparams]
         self._beta1, self._beta2 = [b[0] for b in betas], [b[1] for b in betas]
@@ -257,7 +257,7 @@ def fit_stacked(model: StackedModel, optimizer: StackedOptimizer, lr_schedule, t
     ``lr_schedule(epoch)`` gives each trial's learning rate for that epoch. A trial's
     ``fit_seconds`` is the group's: the trials trained together.
     """
-    device = next(iter(model.params.values())).device
+    device = model.flat.device
     results = [FitResult() for _ in range(model.k)]
     active = torch.ones(model.k, dtype=torch.bool, device=device)
     tally = StackedTally(model.k, device)
