@@ -10,6 +10,13 @@ DIR="$PWD/.services"
 PG_PORT="${JSCEXP_PG_PORT:-55432}"
 MLFLOW_PORT="${JSCEXP_MLFLOW_PORT:-55000}"
 PY="${PY:-$PWD/.venv/bin/python}"
+# PostgreSQL's files: under .services, except as root, where the server runs as the postgres
+# user and may not reach into the checkout (a mktemp -d clone is mode 700).
+if [ "$(id -u)" = 0 ]; then
+  PGROOT="/tmp/jscexp-pg-$(printf %s "$PWD" | md5sum | cut -c1-12)"
+else
+  PGROOT="$DIR"
+fi
 
 pg_bin() {  # Debian keeps the server binaries out of PATH
   local found
@@ -19,20 +26,18 @@ pg_bin() {  # Debian keeps the server binaries out of PATH
 }
 
 as_db_user() {  # PostgreSQL refuses to run as root
-  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+  if [ "$(id -u)" = 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi  # it may not enter the checkout
 }
 
 up() {
-  mkdir -p "$DIR"
-  if [ ! -f "$DIR/pg/PG_VERSION" ]; then
-    mkdir -p "$DIR/pg"
-    [ "$(id -u)" = 0 ] && chown postgres "$DIR/pg"
-    as_db_user "$(pg_bin initdb)" -D "$DIR/pg" -U jscexp --auth=trust >"$DIR/initdb.log"
+  mkdir -p "$DIR" "$PGROOT/pg"
+  [ "$(id -u)" = 0 ] && chown postgres "$PGROOT" "$PGROOT/pg"
+  if [ ! -f "$PGROOT/pg/PG_VERSION" ]; then
+    as_db_user "$(pg_bin initdb)" -D "$PGROOT/pg" -U jscexp --auth=trust >"$DIR/initdb.log"
   fi
-  [ "$(id -u)" = 0 ] && chown postgres "$DIR"
-  if ! as_db_user "$(pg_bin pg_ctl)" -D "$DIR/pg" status >/dev/null 2>&1; then
-    as_db_user "$(pg_bin pg_ctl)" -D "$DIR/pg" -l "$DIR/pg.log" -w \
-      -o "-h 127.0.0.1 -p $PG_PORT -k $DIR" start >/dev/null
+  if ! as_db_user "$(pg_bin pg_ctl)" -D "$PGROOT/pg" status >/dev/null 2>&1; then
+    as_db_user "$(pg_bin pg_ctl)" -D "$PGROOT/pg" -l "$PGROOT/pg.log" -w \
+      -o "-h 127.0.0.1 -p $PG_PORT -k $PGROOT" start >/dev/null
   fi
   for db in mlflow optuna; do
     psql -h 127.0.0.1 -p "$PG_PORT" -U jscexp -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname='$db'" \
@@ -43,7 +48,7 @@ up() {
     echo "already up — source .services/env"
     return
   fi
-  nohup "$PY" -m mlflow server --backend-store-uri "$pg/mlflow" --artifacts-destination "$DIR/mlartifacts" \
+  setsid nohup "$PY" -m mlflow server --backend-store-uri "$pg/mlflow" --artifacts-destination "$DIR/mlartifacts" \
     --host 127.0.0.1 --port "$MLFLOW_PORT" --workers 2 >"$DIR/mlflow.log" 2>&1 &
   echo $! >"$DIR/mlflow.pid"
   for _ in $(seq 120); do
@@ -62,12 +67,13 @@ up() {
 
 down() {
   if [ -f "$DIR/mlflow.pid" ]; then
-    pkill -TERM -P "$(cat "$DIR/mlflow.pid")" 2>/dev/null || true
-    kill "$(cat "$DIR/mlflow.pid")" 2>/dev/null || true
+    # its own session (setsid): the whole group goes, workers and job consumers included
+    kill -TERM -- "-$(cat "$DIR/mlflow.pid")" 2>/dev/null || true
+    for _ in $(seq 40); do kill -0 -- "-$(cat "$DIR/mlflow.pid")" 2>/dev/null || break; sleep 0.25; done
     rm -f "$DIR/mlflow.pid"
   fi
-  if [ -f "$DIR/pg/postmaster.pid" ]; then
-    as_db_user "$(pg_bin pg_ctl)" -D "$DIR/pg" -m fast -w stop >/dev/null
+  if [ -f "$PGROOT/pg/postmaster.pid" ]; then
+    as_db_user "$(pg_bin pg_ctl)" -D "$PGROOT/pg" -m fast -w stop >/dev/null
   fi
   rm -f "$DIR/env"
 }
