@@ -20,15 +20,15 @@ from jscexp.data import load_splits
 from jscexp.errors import UserError
 from jscexp.models import count_trainable
 from jscexp.quant import summary as qsummary
+from jscexp.quant.transform import quantise, uses_auto_frac
 from jscexp.result import JobResult
+from jscexp.tracking import PARENT_ENV, TrackedRun, flatten, tracking_uri
 from jscexp.tracking.resume import finished_in_resumed_sweep
 from jscexp.tracking.store import check_reachable
-from jscexp.validate import check_batch_fits, check_knobs
-from jscexp.quant.transform import quantise, uses_auto_frac
-from jscexp.tracking import PARENT_ENV, TrackedRun, flatten, tracking_uri
 from jscexp.train import fit
 from jscexp.train.callbacks import log_epoch, report_to_trial
 from jscexp.train.checkpoint import load_weights, save_weights
+from jscexp.validate import check_batch_fits, check_knobs
 
 MODES = ("train", "test", "qat", "ptq", "transform", "analyse")
 _QUANT_MODES = ("qat", "ptq", "transform")
@@ -46,10 +46,7 @@ def run(cfg: DictConfig, out_dir: Path, overrides: list[str] | None = None) -> f
     if (done := finished_in_resumed_sweep(uri, overrides or [])) is not None:
         print(f"already finished in this sweep (run {done.run_id}): skipped")
         return JobResult(done.metrics.get("best_val_acc", float("nan")), done.metrics)
-    _seed(int(cfg.seed))
-    model = fit.make_model(cfg.model)
-    if cfg.ckpt:
-        load_weights(model, Path(cfg.ckpt), cfg.model.name)
+    model = initial_model(cfg)
     needs_data = mode != "transform" or uses_auto_frac(qcfg)
     splits = load_splits(cfg.dataset) if needs_data else None
     if mode in ("train", "qat") or (mode == "ptq" and not cfg.ckpt):
@@ -69,6 +66,15 @@ def run(cfg: DictConfig, out_dir: Path, overrides: list[str] | None = None) -> f
         net = quantised[0] if mode == "qat" else model
         result = fit.train(cfg, net, splits, _hooks(cfg, run))  # leaves the best epoch's weights in net
         return finish_training(cfg, net, splits, run, out_dir, result, calibration, quantised)
+
+
+def initial_model(cfg: DictConfig) -> torch.nn.Module:
+    """The run's float model before training: seeded init, or the weights of ckpt=."""
+    _seed(int(cfg.seed))
+    model = fit.make_model(cfg.model)
+    if cfg.ckpt:
+        load_weights(model, Path(cfg.ckpt), cfg.model.name)
+    return model
 
 
 def open_run(cfg, uri: str, model, splits, overrides: list[str], tags: dict | None = None) -> TrackedRun:
@@ -191,7 +197,9 @@ def _record_fit(cfg, model, splits, run, out_dir: Path, result) -> dict[str, flo
                         epoch=result.best_epoch, val_acc=result.best_val_acc)
     run.log_artifact(best, "checkpoints")
     run.set_tags({"jscexp.checkpoint": str(best.resolve())})
-    from jscexp.tracking.plots import training_curves  # matplotlib: only once a run has curves to draw
+    from jscexp.tracking.plots import (
+        training_curves,  # matplotlib: only once a run has curves to draw
+    )
 
     run.log_artifact(training_curves(result.history, out_dir / "training_curves.png"))
     return {

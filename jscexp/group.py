@@ -1,7 +1,7 @@
 """A vector group: one job that trains several grid points of one architecture at once.
 
-The grid sweeper (``trainer.vectorize``) turns jobs that differ only in ``VECTOR_KEYS`` into
-one job carrying ``+vector_trials=[...]``. Each trial is composed exactly as its own job
+The grid sweeper (``trainer.vectorize``) turns jobs that differ only in vector knobs
+(``VECTOR_KEYS`` and the quantiser widths) into one job carrying ``+vector_trials=[...]``. Each trial is composed exactly as its own job
 would be, trained in one stacked model (``jscexp.train.stacked``), and recorded as its own
 MLflow run — same params, metrics, artifacts and tags as a single run, plus
 ``jscexp.vector_group``. Trials that cannot share a model run one after another instead.
@@ -29,6 +29,12 @@ def override_key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
+def is_vector_key(key: str) -> bool:
+    """A knob that may differ between stacked trials: VECTOR_KEYS, and any quantiser width
+    (``quantisation.weight_width``, ``…frac_width``: per-trial integer quantisers)."""
+    return key in VECTOR_KEYS or (key.startswith("quantisation.") and key.endswith("width"))
+
+
 def group_jobs(job_overrides: list[list[str]], size: int) -> list[list[str]]:
     """Jobs equal but for VECTOR_KEYS become one job of up to ``size`` trials."""
     return grouped_jobs(job_overrides, size)[0]
@@ -38,13 +44,13 @@ def grouped_jobs(job_overrides: list[list[str]], size: int) -> tuple[list[list[s
     """``group_jobs`` and, per job it returns, the indices of the jobs it stands for."""
     groups: dict[tuple[str, ...], list[int]] = {}
     for i, overrides in enumerate(job_overrides):
-        fixed = tuple(o for o in overrides if override_key(o) not in VECTOR_KEYS)
+        fixed = tuple(o for o in overrides if not is_vector_key(override_key(o)))
         groups.setdefault(fixed, []).append(i)
     jobs, members = [], []
     for fixed, indices in groups.items():
         for start in range(0, len(indices), size):
             chunk = indices[start : start + size]
-            trials = [[o for o in job_overrides[i] if override_key(o) in VECTOR_KEYS] for i in chunk]
+            trials = [[o for o in job_overrides[i] if is_vector_key(override_key(o))] for i in chunk]
             if len(chunk) == 1:
                 jobs.append([*fixed, *trials[0]])
             else:
@@ -96,11 +102,11 @@ def _stackable(cfgs: list[DictConfig]) -> bool:
         from jscexp.tracking import flatten
 
         flat = flatten(OmegaConf.to_container(c, resolve=True))
-        return {k: v for k, v in flat.items() if k not in VECTOR_KEYS}
+        return {k: v for k, v in flat.items() if not is_vector_key(k)}
 
     first = cfgs[0]
     return (
-        first.mode == "train" and first.quantisation.name == "none"
+        (first.mode == "train" or (first.mode == "qat" and _integer_only(first.quantisation)))
         and first.optimizer._target_.rsplit(".", 1)[-1] in StackedOptimizer.KINDS
         and first.trainer.get("early_stopping_patience") is None
         and not first.model.get("dropout")  # per-trial dropout masks would not match the trials run alone
@@ -108,9 +114,18 @@ def _stackable(cfgs: list[DictConfig]) -> bool:
     )
 
 
+def _integer_only(qcfg: DictConfig) -> bool:
+    """Whether every quantiser the config names is ``integer`` (the one with a stacked form)."""
+    from jscexp.tracking import flatten
+
+    flat = flatten(OmegaConf.to_container(qcfg, resolve=True))
+    return all(v in (None, "integer") for k, v in flat.items() if ".config." in k and k.endswith("name"))
+
+
 def _train_stacked(cfgs: list[DictConfig], trials: list[list[str]], out_dir: Path) -> list[JobResult]:
-    from jscexp.app import _seed, finish_training, open_run, trial_reporter
+    from jscexp.app import finish_training, initial_model, open_run, trial_reporter
     from jscexp.data import load_splits
+    from jscexp.quant.transform import quantise
     from jscexp.tracking import tracking_uri
     from jscexp.tracking.resume import finished_in_resumed_sweep
     from jscexp.tracking.store import check_reachable
@@ -132,12 +147,12 @@ def _train_stacked(cfgs: list[DictConfig], trials: list[list[str]], out_dir: Pat
     splits = load_splits(first.dataset)
     check_batch_fits(int(first.batch_size), len(splits.y_train))
     fabric = fit.make_fabric(first.trainer)
-    models = []
-    for i in todo:
-        _seed(int(cfgs[i].seed))
-        models.append(fit.make_model(cfgs[i].model).to(fabric.device))
-    group = uuid.uuid4().hex[:12]
     calibration = torch.from_numpy(splits.x_train[: int(first.analysis.num_samples)])
+    models = [initial_model(cfgs[i]) for i in todo]
+    quantised = [quantise(m, OmegaConf.to_container(cfgs[i].quantisation, resolve=True), calibration)
+                 if first.mode == "qat" else None for i, m in zip(todo, models)]  # each trial's own widths
+    nets = [(q[0] if q else m).to(fabric.device) for m, q in zip(models, quantised)]
+    group = uuid.uuid4().hex[:12]
     runs = [open_run(cfgs[i], uri, m, splits, trials[i], {"jscexp.vector_group": group}) for i, m in zip(todo, models)]
     open_runs = set(range(len(runs)))
 
@@ -159,7 +174,7 @@ def _train_stacked(cfgs: list[DictConfig], trials: list[list[str]], out_dir: Pat
                 return True
             return False
 
-        stacked = StackedModel(models)
+        stacked = StackedModel(nets)
         hparams = [OmegaConf.to_container(cfgs[i].optimizer, resolve=True) for i in todo]
         optimizer = StackedOptimizer({"flat": stacked.flat}, first.optimizer._target_.rsplit(".", 1)[-1], hparams)
         fits = fit_stacked(
@@ -173,9 +188,9 @@ def _train_stacked(cfgs: list[DictConfig], trials: list[list[str]], out_dir: Pat
                 results[i] = pruned[k]
                 close(k, pruned[k])
                 continue
-            net = fit.make_model(cfgs[i].model)
-            net.load_state_dict(fits[k].best_state)
-            results[i] = finish_training(cfgs[i], net, splits, runs[k], out_dir / f"trial_{i}", fits[k], calibration)
+            nets[k].load_state_dict(fits[k].best_state)
+            results[i] = finish_training(cfgs[i], nets[k], splits, runs[k], out_dir / f"trial_{i}", fits[k],
+                                         calibration, quantised[k])
             close(k, None)
     except BaseException as err:
         for k in sorted(open_runs):

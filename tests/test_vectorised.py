@@ -4,21 +4,21 @@ one stacked model, each still its own MLflow run with the numbers it would have 
 from __future__ import annotations
 
 import pytest
-from conftest import mlflow_client, run_cli, runs_of
+from conftest import CONF, mlflow_client, run_cli, run_job, runs_of
 
 GRID = ["-m", "dataset=jsc_synth", "dataset.n_rows=6000", "max_epochs=2", "trainer.progress_bar=false",
         "model=jsc-toy", "optimizer=sgd", "data_seed=0"]
 
 
-def histories(workdir, experiment: str) -> dict[tuple[str, str], dict]:
-    """Per (learning_rate, seed): val_acc per epoch, final metrics, tags, params, artifacts."""
+def histories(workdir, experiment: str, keys=("learning_rate", "seed")) -> dict[tuple[str, ...], dict]:
+    """Per (learning_rate, seed) or other ``keys``: val_acc per epoch, final metrics, tags, params, artifacts."""
     client = mlflow_client(workdir)
     out = {}
     for r in runs_of(workdir, experiment):
         if r.data.tags.get("jscexp.kind") == "sweep":
             continue
         hist = sorted(client.get_metric_history(r.info.run_id, "val_acc"), key=lambda m: m.step)
-        out[(r.data.params["learning_rate"], r.data.params["seed"])] = {
+        out[tuple(r.data.params[k] for k in keys)] = {
             "val_acc": [m.value for m in hist], "metrics": r.data.metrics, "tags": r.data.tags,
             "params": r.data.params, "status": r.info.status,
             "artifacts": sorted(a.path for a in client.list_artifacts(r.info.run_id)),
@@ -61,6 +61,39 @@ def test_a_diverging_trial_leaves_the_others_untouched(workdir):
     assert len({v["tags"]["jscexp.vector_group"] for v in mixed.values()}) == 1
 
 
+def test_quantised_trials_with_their_own_widths_match_their_runs_alone(workdir):
+    """QAT with integer quantisers of different widths per trial (int4 also quantises the ReLUs'
+    inputs, unsigned): the stacked group gives each trial its lone run's numbers, in-process."""
+    from hydra import initialize_config_dir
+
+    from jscexp.group import run_group
+
+    common = ["dataset=jsc_synth", "dataset.n_rows=6000", "max_epochs=2", "trainer.progress_bar=false",
+              "model=jsc-toy", "optimizer=sgd", "learning_rate=5e-2", "mode=qat", "quantisation=int4", "seed=0"]
+    widths = {"wq": [2, 3, 5, 8], "xq": [4, 6, 8, 3]}
+    trials = [[f"quantisation.weight_width={w}", f"quantisation.weight_frac_width={w - 1}",
+               f"quantisation.data_in_width={x}", f"quantisation.data_in_frac_width={x - 2}"]
+              for w, x in zip(widths["wq"], widths["xq"])]
+    for i, t in enumerate(trials):
+        run_job([*common, "experiment=alone", *t], workdir / f"alone_{i}")
+    group = [*common, "experiment=stacked", "+vector_trials=[" + ",".join(f"'{' '.join(t)}'" for t in trials) + "]"]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        from hydra import compose
+
+        run_group(compose("config", overrides=group), workdir / "group", group)
+    keys = ("quantisation.weight_width", "quantisation.data_in_width")
+    alone, stacked = histories(workdir, "alone", keys), histories(workdir, "stacked", keys)
+    assert set(alone) == set(stacked) and len(stacked) == 4
+    assert len({one["metrics"]["test_acc"] for one in alone.values()}) > 1  # the widths matter
+    for key, one in alone.items():
+        vec = stacked[key]
+        assert vec["val_acc"] == one["val_acc"], key
+        assert vec["metrics"]["test_acc"] == one["metrics"]["test_acc"], key
+        assert vec["metrics"]["quant_offgrid_values"] == 0 and vec["tags"]["jscexp.quant_check"] == "passed"
+        assert vec["metrics"]["model_size_bits"] == one["metrics"]["model_size_bits"]
+        assert vec["artifacts"] == one["artifacts"] and "jscexp.vector_group" in vec["tags"]
+
+
 def test_grouping_keeps_other_knobs_apart_and_respects_the_size():
     from jscexp.group import group_jobs, group_size
 
@@ -73,6 +106,20 @@ def test_grouping_keeps_other_knobs_apart_and_respects_the_size():
         ["batch_size=64", "learning_rate=0.1"],
     ]
     assert (group_size("off"), group_size(False), group_size("auto"), group_size(16)) == (1, 1, 64, 16)
+    bits = [[f"quantisation.weight_width={w}", f"quantisation.weight_frac_width={w - 1}"] for w in (2, 4)]
+    assert group_jobs([["mode=qat", *b] for b in bits], 4) == [
+        ["mode=qat", ("+vector_trials=['quantisation.weight_width=2 quantisation.weight_frac_width=1',"
+                      "'quantisation.weight_width=4 quantisation.weight_frac_width=3']")]]
+
+
+@pytest.mark.parametrize(("quantisation", "stackable"), [("int8", True), ("int4", True), ("minifloat8", False)])
+def test_only_integer_quantisers_stack(quantisation, stackable):
+    from conftest import compose_cfg
+
+    from jscexp.group import _stackable
+
+    cfgs = [compose_cfg(["mode=qat", f"quantisation={quantisation}", f"seed={s}"]) for s in (0, 1)]
+    assert _stackable(cfgs) is stackable
 
 
 @pytest.mark.slow

@@ -46,3 +46,46 @@ class IntegerQuantiser(Quantiser):
         low, high = self.levels
         steps = x.double() * 2.0**self.frac_width
         return (steps == steps.round()) & (steps >= low) & (steps <= high)
+
+
+class _FakeQuantise(torch.autograd.Function):
+    """``fake_quantize_per_tensor_affine``'s arithmetic and gradient with tensor scale and levels."""
+
+    @staticmethod
+    def forward(ctx, x, inv_scale, scale, low, high):
+        steps = torch.round(x * inv_scale)  # exact: the scales are powers of two; round half to even
+        inside = (steps >= low) & (steps <= high)
+        ctx.save_for_backward(inside)
+        return torch.minimum(torch.maximum(steps, low), high) * scale
+
+    @staticmethod
+    def backward(ctx, grad):
+        (inside,) = ctx.saved_tensors
+        return grad * inside, None, None, None, None
+
+
+class StackedInteger:
+    """K integer quantisers, one per trial, applied to a stacked [K, ...] tensor.
+
+    Trial k's slice gets exactly what ``quantisers[k]`` gives it alone (same values, same
+    straight-through gradient), so trials with different widths share one stacked model.
+    """
+
+    def __init__(self, quantisers: list[IntegerQuantiser], device: torch.device):
+        def tensor(values) -> torch.Tensor:
+            return torch.tensor(values, dtype=torch.float32, device=device)
+
+        self.inv_scale = tensor([2.0**q.frac_width for q in quantisers])
+        self.scale = tensor([2.0**-q.frac_width for q in quantisers])
+        self.low, self.high = (tensor(v) for v in zip(*(q.levels for q in quantisers)))
+
+    @classmethod
+    def of(cls, quantisers: list, device: torch.device) -> StackedInteger | None:
+        """The stacked form of one role's quantisers, or None unless every trial's is an integer one."""
+        if not all(isinstance(q, IntegerQuantiser) for q in quantisers):
+            return None
+        return cls(quantisers, device)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        shape = (-1, *([1] * (x.dim() - 1)))
+        return _FakeQuantise.apply(x, *(t.view(shape) for t in (self.inv_scale, self.scale, self.low, self.high)))

@@ -20,9 +20,11 @@ from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
-from torch.func import functional_call, stack_module_state, vmap
+from torch.func import functional_call, vmap
 from torch.nn import functional as F
 
+from jscexp.quant.integer import StackedInteger
+from jscexp.quant.layers import LinearQ, ReLUQ
 from jscexp.train.loop import NUM_CLASSES, FitResult, mark
 
 TrialHook = Callable[[int, int, dict[str, float]], bool]  # (trial, epoch, metrics) -> stop this trial
@@ -33,11 +35,16 @@ class StackedModel:
 
     A chain of Linear / BatchNorm1d / ReLU (every registry model) runs as batched matmuls
     and one batch norm over K x channels: measured 3x faster than vmap(functional_call),
-    which runs anything else.
+    which runs anything else. The chain may be quantised (QAT's LinearQ / ReLUQ) with
+    integer quantisers whose widths differ per trial.
     """
 
     def __init__(self, models: Sequence[torch.nn.Module]):
-        params, buffers = stack_module_state(list(models))
+        # QAT models are fx GraphModules, each of its own class: stack by name, not by class
+        params, buffers = (
+            {name: torch.stack([dict(named(m))[name].detach() for m in models]) for name, _ in named(models[0])}
+            for named in (nn.Module.named_parameters, nn.Module.named_buffers)
+        )
         self.k = len(models)
         # One [K, P] leaf holds every parameter: the optimizer's step is a dozen tensor ops
         # whatever the number of layers; the layers read views of it.
@@ -46,6 +53,11 @@ class StackedModel:
         self.buffers = {k: v.detach().clone() for k, v in buffers.items()}
         self.base = copy.deepcopy(models[0]).to("meta")
         self._chain = _linear_chain(self.base)
+        self._quantisers = _stacked_quantisers(models, self._chain, self.flat.device) if self._chain else None
+        if self._quantisers is None:
+            self._chain = None
+            if any(isinstance(m, (LinearQ, ReLUQ)) for m in self.base.modules()):
+                raise ValueError("stacked quantised models need a Linear/BatchNorm1d/ReLU chain with integer quantisers")
         self._forward = vmap(self._one, in_dims=(0, 0, None))
 
     def _one(self, params, buffers, x):
@@ -70,13 +82,19 @@ class StackedModel:
         h = x.expand(self.k, *x.shape)
         for name, layer in self._chain:
             if isinstance(layer, nn.Linear):
-                w, b = params[f"{name}.weight"], params[f"{name}.bias"]
+                h = self._quantised(name, "data_in", h)
+                w = self._quantised(name, "weight", params[f"{name}.weight"])
+                b = self._quantised(name, "bias", params[f"{name}.bias"])
                 h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
             elif isinstance(layer, nn.BatchNorm1d):
                 h = self._batch_norm(name, layer, h, params)
             else:
-                h = torch.relu(h)
+                h = torch.relu(self._quantised(name, "data_in", h))
         return h
+
+    def _quantised(self, name: str, role: str, x: torch.Tensor) -> torch.Tensor:
+        quantiser = self._quantisers.get((name, role))
+        return x if quantiser is None else quantiser(x)
 
     def _batch_norm(self, name: str, layer: nn.BatchNorm1d, h: torch.Tensor, params) -> torch.Tensor:
         """Trial k's channel c is channel k*C+c of one batch norm: same statistics, one call."""
@@ -98,17 +116,48 @@ class StackedModel:
 
 
 def _linear_chain(model: nn.Module) -> list[tuple[str, nn.Module]] | None:
-    """The model's layers in order when it is one Sequential of Linear / BatchNorm1d / ReLU."""
-    children = list(model.named_children())
-    if len(children) != 1 or not isinstance(children[0][1], nn.Sequential):
+    """The model's layers in order when its graph is one chain of Linear / BatchNorm1d / ReLU
+    modules (float, or QAT's LinearQ / ReLUQ), each feeding the next; else None."""
+    import torch.fx
+
+    try:
+        gm = model if isinstance(model, torch.fx.GraphModule) else torch.fx.symbolic_trace(model)
+    except Exception:  # noqa: BLE001 — any model code fx cannot trace: vmap runs it instead
         return None
-    prefix, seq = children[0]
-    chain = [(f"{prefix}.{i}", layer) for i, layer in enumerate(seq)]
+    chain, previous = [], None
+    for node in gm.graph.nodes:
+        if node.op == "placeholder" and previous is None:
+            previous = node
+        elif node.op == "call_module" and node.args == (previous,) and not node.kwargs:
+            chain.append((node.target, gm.get_submodule(node.target)))
+            previous = node
+        elif not (node.op == "output" and node.args == (previous,)):
+            return None
     plain_bn = all(m.affine and m.track_running_stats and m.momentum is not None
                    for _, m in chain if isinstance(m, nn.BatchNorm1d))
-    if not plain_bn or not all(type(m) in (nn.Linear, nn.BatchNorm1d, nn.ReLU) for _, m in chain):
+    if not chain or not plain_bn or not all(type(m) in _CHAIN_TYPES for _, m in chain):
         return None
     return chain
+
+
+_CHAIN_TYPES = (nn.Linear, nn.BatchNorm1d, nn.ReLU, LinearQ, ReLUQ)
+
+
+_ROLES = {"data_in": "x_quantiser", "weight": "w_quantiser", "bias": "b_quantiser"}
+
+
+def _stacked_quantisers(models, chain, device) -> dict[tuple[str, str], StackedInteger] | None:
+    """Per (layer, role), the trials' quantisers stacked; None when one cannot be stacked."""
+    out = {}
+    for name, _ in chain:
+        for role, attr in _ROLES.items():
+            quantisers = [getattr(m.get_submodule(name), attr, None) for m in models]
+            if all(q is None for q in quantisers):
+                continue
+            if (stacked := StackedInteger.of(quantisers, device)) is None:
+                return None
+            out[(name, role)] = stacked
+    return out
 
 
 def _over(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
