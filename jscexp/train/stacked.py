@@ -168,28 +168,50 @@ def _over(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 class StackedOptimizer:
     """torch.optim.Adam / AdamW / SGD over the trial dimension, one hyperparameter value per trial.
 
-    The update formulas follow torch's single-tensor implementations step for step, so a
-    trial trained here matches the same config trained alone up to float reassociation.
+    The update formulas follow torch's single-tensor (CPU) implementations op for op, with
+    the same roundings: torch's ``add(x, alpha=a)`` and ``addcmul`` are fused multiply-adds,
+    so they are written as ``addcmul`` here; ``1 - beta`` and the bias corrections are made
+    in double from Python floats, as torch makes them. On the CPU a trial's parameters then
+    stay bit-identical to the same config trained alone (tests/test_stacked_optimizer.py).
     Per-trial values are [K] tensors made once (the bias corrections once per step), so a
     step's cost does not grow with K.
     """
 
     KINDS = ("Adam", "AdamW", "SGD")
+    # the options followed per trial; any other must keep torch's default
+    HANDLED = frozenset({"lr", "betas", "eps", "weight_decay", "momentum", "dampening", "nesterov", "foreach"})
 
     def __init__(self, params: dict[str, torch.Tensor], kind: str, hparams: list[dict]):
-        if kind not in self.KINDS:
-            raise ValueError(f"no stacked {kind}: vectorised trials support {', '.join(self.KINDS)}")
+        if (reason := self.unsupported(kind, hparams)) is not None:
+            raise ValueError(f"no stacked optimizer for {reason}")
         self.params, self.kind = params, kind
         self.device = next(iter(params.values())).device
-        betas = [tuple(h.get("betas", (0.9, 0.999))) for h in hparams]
-        self._beta1, self._beta2 = [b[0] for b in betas], [b[1] for b in betas]
-        self._k = {key: self._tensor([float(h.get(key, default)) for h in hparams])
-                   for key, default in (("weight_decay", 0.0), ("eps", 1e-8), ("momentum", 0.0), ("dampening", 0.0),
-                                        ("nesterov", 0.0))}
-        self._k["beta1"], self._k["beta2"] = self._tensor(self._beta1), self._tensor(self._beta2)
+        defaults = {"betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0, "momentum": 0.0, "dampening": 0.0,
+                    "nesterov": False, **_torch_defaults(kind)}
+        opts = [{key: h.get(key, default) for key, default in defaults.items()} for h in hparams]
+        self._beta1, self._beta2 = [o["betas"][0] for o in opts], [o["betas"][1] for o in opts]
+        self._weight_decay = [float(o["weight_decay"]) for o in opts]
+        self._k = {key: self._tensor([float(o[key]) for o in opts])
+                   for key in ("weight_decay", "eps", "momentum", "nesterov")}
+        self._k["beta2"] = self._tensor(self._beta2)
+        # 1 - x in double, then float32: torch computes these from Python floats
+        self._k["1-beta1"], self._k["1-beta2"] = (self._tensor([1 - b for b in bs]) for bs in (self._beta1, self._beta2))
+        self._k["1-dampening"] = self._tensor([1 - float(o["dampening"]) for o in opts])
         self.state = {name: {} for name in params}
         self.steps = 0
         self.lr = [h["lr"] for h in hparams]
+
+    @classmethod
+    def unsupported(cls, kind: str, hparams: list[dict]) -> str | None:
+        """What keeps these trials' optimizers from being stacked, or None."""
+        if kind not in cls.KINDS:
+            return f"{kind}: vectorised trials support {', '.join(cls.KINDS)}"
+        defaults = _torch_defaults(kind)
+        for h in hparams:
+            for key, value in h.items():
+                if not key.startswith("_") and key not in cls.HANDLED and value != defaults.get(key, value):
+                    return f"{kind}({key}={value})"
+        return None
 
     def _tensor(self, values) -> torch.Tensor:
         return torch.tensor(values, dtype=torch.float32, device=self.device)
@@ -202,6 +224,7 @@ class StackedOptimizer:
     def lr(self, values: list[float]) -> None:
         self._lr = list(values)
         self._k["lr"] = self._tensor(self._lr)
+        self._k["decay"] = self._tensor([1 - lr * wd for lr, wd in zip(self._lr, self._weight_decay)])  # AdamW
 
     @torch.no_grad()
     def step(self, active: torch.Tensor) -> None:
@@ -209,7 +232,7 @@ class StackedOptimizer:
         self.steps += 1
         if self.kind != "SGD":  # the bias corrections in double, as torch computes them from Python floats
             t = self.steps
-            self._k["bc2_sqrt"] = self._tensor([math.sqrt(1 - b**t) for b in self._beta2])
+            self._k["bc2_sqrt"] = self._tensor([(1 - b**t) ** 0.5 for b in self._beta2])
             self._k["step_size"] = self._tensor([lr / (1 - b**t) for lr, b in zip(self._lr, self._beta1)])
         for name, p in self.params.items():
             if p.grad is None:
@@ -222,26 +245,34 @@ class StackedOptimizer:
     def _adam(self, name: str, p: torch.Tensor, h: dict[str, torch.Tensor]) -> torch.Tensor:
         grad, param = p.grad, p.clone()
         if self.kind == "AdamW":
-            param.mul_(1 - h["lr"] * h["weight_decay"])
+            param.mul_(h["decay"])
         else:
-            grad = grad + h["weight_decay"] * param
+            grad = torch.addcmul(grad, h["weight_decay"], param)
         st = self.state[name]
         if not st:
             st["exp_avg"], st["exp_avg_sq"] = torch.zeros_like(p), torch.zeros_like(p)
-        st["exp_avg"].lerp_(grad, 1 - h["beta1"])
-        st["exp_avg_sq"].mul_(h["beta2"]).add_(grad * grad * (1 - h["beta2"]))
+        st["exp_avg"].lerp_(grad, h["1-beta1"])
+        # torch's addcmul_(grad, grad, value=v) rounds as addcmul_(v * grad, grad) does (fused), not as v*g*g
+        st["exp_avg_sq"].mul_(h["beta2"]).addcmul_(h["1-beta2"] * grad, grad)
         denom = (st["exp_avg_sq"].sqrt() / h["bc2_sqrt"]).add_(h["eps"])
-        return param - h["step_size"] * (st["exp_avg"] / denom)
+        return param - h["step_size"] * st["exp_avg"] / denom
 
     def _sgd(self, name: str, p: torch.Tensor, h: dict[str, torch.Tensor]) -> torch.Tensor:
-        grad = p.grad + h["weight_decay"] * p
+        grad = torch.addcmul(p.grad, h["weight_decay"], p)
         st = self.state[name]
         if "buf" not in st:
             st["buf"] = grad.clone()
         else:
-            st["buf"].mul_(h["momentum"]).add_(grad * (1 - h["dampening"]))
-        with_momentum = torch.where(h["nesterov"] != 0, grad + h["momentum"] * st["buf"], st["buf"])
-        return p - h["lr"] * torch.where(h["momentum"] != 0, with_momentum, grad)
+            st["buf"].mul_(h["momentum"]).addcmul_(h["1-dampening"], grad)
+        with_momentum = torch.where(h["nesterov"] != 0, torch.addcmul(grad, h["momentum"], st["buf"]), st["buf"])
+        return torch.addcmul(p, -h["lr"], torch.where(h["momentum"] != 0, with_momentum, grad))
+
+
+def _torch_defaults(kind: str) -> dict:
+    import inspect
+
+    params = inspect.signature(getattr(torch.optim, kind)).parameters
+    return {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
 
 
 class StackedTally:
