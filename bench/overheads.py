@@ -52,7 +52,8 @@ def measure(rows: int, grid_rows: int, grid_epochs: int, repeats: int = 3) -> di
             cold.append(dict(_read(marks))["first_step"] - started)
         marks = work / "grid.marks"
         grid = ["-m", "dataset=jsc_synth", f"dataset.n_rows={grid_rows}", f"max_epochs={grid_epochs}",
-                "trainer.progress_bar=false", "batch_size=64,128,256", "learning_rate=1e-3,1e-2,1e-1"]
+                "trainer.progress_bar=false", "batch_size=64,128,256", "learning_rate=1e-3,1e-2,1e-1",
+                "trainer.vectorize=off"]  # job by job: the overheads between single runs
         started = _jscexp(grid, work, marks)
         wall = time.time() - started
         events = _read(marks)

@@ -21,7 +21,7 @@ from jscexp.result import JobResult
 
 # Knobs that can differ between the trials of one stacked model.
 VECTOR_KEYS = ("learning_rate", "seed", "data_seed", "optimizer.lr", "optimizer.weight_decay", "optimizer.betas",
-               "optimizer.momentum", "optimizer.eps", "optimizer.nesterov", "optuna.trial")
+               "optimizer.momentum", "optimizer.dampening", "optimizer.eps", "optimizer.nesterov", "optuna.trial")
 GROUP_KEY = "vector_trials"
 
 
@@ -35,35 +35,80 @@ def is_vector_key(key: str) -> bool:
     return key in VECTOR_KEYS or (key.startswith("quantisation.") and key.endswith("width"))
 
 
-def group_jobs(job_overrides: list[list[str]], size: int) -> list[list[str]]:
-    """Jobs equal but for VECTOR_KEYS become one job of up to ``size`` trials."""
-    return grouped_jobs(job_overrides, size)[0]
+def group_jobs(job_overrides: list[list[str]], size: int, compose=None) -> list[list[str]]:
+    """Jobs equal but for vector knobs become one job of up to ``size`` trials."""
+    return grouped_jobs(job_overrides, size, compose)[0]
 
 
-def grouped_jobs(job_overrides: list[list[str]], size: int) -> tuple[list[list[str]], list[list[int]]]:
-    """``group_jobs`` and, per job it returns, the indices of the jobs it stands for."""
-    groups: dict[tuple[str, ...], list[int]] = {}
-    for i, overrides in enumerate(job_overrides):
-        fixed = tuple(o for o in overrides if not is_vector_key(override_key(o)))
-        groups.setdefault(fixed, []).append(i)
+def grouped_jobs(job_overrides: list[list[str]], size: int, compose=None) -> tuple[list[list[str]], list[list[int]]]:
+    """``group_jobs`` and, per job it returns, the indices of the jobs it stands for.
+
+    ``compose(overrides)`` gives a job's config. With it, a job that cannot be a stacked trial
+    (``stack_blocker``) stays alone, and trials are only grouped when they share a
+    ``data_seed``: stacked trials see one batch order, so each keeps the numbers of its own run.
+    """
+    keys: list[tuple] = [tuple(o for o in overrides if not is_vector_key(override_key(o))) for overrides in job_overrides]
+    if compose is not None:
+        counts = {k: keys.count(k) for k in set(keys)}
+        for i, overrides in enumerate(job_overrides):
+            if counts[keys[i]] > 1:
+                keys[i] = (keys[i], _stack_key(compose, overrides, i))
+    groups: dict[tuple, list[int]] = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
     jobs, members = [], []
-    for fixed, indices in groups.items():
+    for indices in groups.values():
         for start in range(0, len(indices), size):
             chunk = indices[start : start + size]
+            fixed = [o for o in job_overrides[chunk[0]] if not is_vector_key(override_key(o))]
             trials = [[o for o in job_overrides[i] if is_vector_key(override_key(o))] for i in chunk]
             if len(chunk) == 1:
-                jobs.append([*fixed, *trials[0]])
+                jobs.append(list(job_overrides[chunk[0]]))
             else:
                 jobs.append([*fixed, f"+{GROUP_KEY}=[" + ",".join(f"'{' '.join(t)}'" for t in trials) + "]"])
             members.append(chunk)
     return jobs, members
 
 
-def per_job_returns(returns: list, members: list[list[int]], n_jobs: int) -> list:
+def job_composer(hydra_context, config: DictConfig):
+    """``compose`` for ``grouped_jobs`` inside a sweeper: a job's config as its launcher will build it."""
+    return lambda overrides: hydra_context.config_loader.load_sweep_config(config, list(overrides))
+
+
+def _stack_key(compose, overrides: list[str], index: int):
+    """What a job must share with its group mates: its data order; a job that cannot stack, nothing."""
+    try:
+        cfg = compose(overrides)
+        return ("data_seed", int(cfg.data_seed)) if stack_blocker(cfg) is None else ("alone", index)
+    except Exception:  # noqa: BLE001 — a job whose config does not compose fails on its own, with its own message
+        return ("alone", index)
+
+
+def stack_blocker(cfg: DictConfig) -> str | None:
+    """Why a job cannot be a trial of a stacked model, or None when it can."""
+    from jscexp.train.stacked import StackedOptimizer
+
+    if cfg.mode not in ("train", "qat"):
+        return f"mode={cfg.mode}"
+    if cfg.mode == "qat" and not _integer_only(cfg.quantisation):
+        return "a quantiser other than integer"
+    if cfg.mode == "train" and cfg.quantisation.name != "none":
+        return "quantisation with mode=train"
+    options = OmegaConf.to_container(cfg.optimizer, resolve=True)
+    if (reason := StackedOptimizer.unsupported(cfg.optimizer._target_.rsplit(".", 1)[-1], [options])) is not None:
+        return f"optimizer {reason}"
+    if cfg.trainer.get("early_stopping_patience") is not None:
+        return "early stopping"
+    if cfg.model.get("dropout"):
+        return "dropout"  # per-trial dropout masks would not match the trials run alone
+    return None
+
+
+def per_job_returns(returns: list, members: list[list[int]], jobs: list[list[str]]) -> list:
     """A group job's return split back into one JobReturn per original job, in their order."""
     from hydra.core.utils import JobReturn, JobStatus
 
-    out: list = [None] * n_jobs
+    out: list = [None] * len(jobs)
     for ret, indices in zip(returns, members):
         if len(indices) == 1:
             out[indices[0]] = ret
@@ -71,7 +116,9 @@ def per_job_returns(returns: list, members: list[list[int]], n_jobs: int) -> lis
         values = ret._return_value if ret.status == JobStatus.COMPLETED else [ret._return_value] * len(indices)
         for i, value in zip(indices, values):
             failed = ret.status != JobStatus.COMPLETED or isinstance(value, BaseException)
-            out[i] = JobReturn(status=JobStatus.FAILED if failed else JobStatus.COMPLETED, _return_value=value)
+            out[i] = JobReturn(overrides=jobs[i], cfg=ret.cfg, hydra_cfg=ret.hydra_cfg, working_dir=ret.working_dir,
+                               task_name=ret.task_name, status=JobStatus.FAILED if failed else JobStatus.COMPLETED,
+                               _return_value=value)
     return out
 
 
@@ -88,7 +135,8 @@ def run_group(cfg: DictConfig, out_dir: Path, overrides: list[str]) -> list[JobR
     from jscexp.app import run
 
     common = [o for o in overrides if override_key(o) != GROUP_KEY]
-    trials = [[*common, *t.split()] for t in cfg[GROUP_KEY]]
+    # unresolved: a trial override may hold an interpolation meant for its own config (${sub:…})
+    trials = [[*common, *t.split()] for t in OmegaConf.to_container(cfg[GROUP_KEY], resolve=False)]
     cfgs = [compose("config", overrides=t) for t in trials]
     if not _stackable(cfgs):
         return [run(c, out_dir / f"trial_{i}", t) for i, (c, t) in enumerate(zip(cfgs, trials))]
@@ -96,22 +144,16 @@ def run_group(cfg: DictConfig, out_dir: Path, overrides: list[str]) -> list[JobR
 
 
 def _stackable(cfgs: list[DictConfig]) -> bool:
-    from jscexp.train.stacked import StackedOptimizer
+    """Whether the trials can share one stacked model: each can, and they differ only in
+    vector knobs (not in ``data_seed``: they would have to share a batch order)."""
 
     def shared(c: DictConfig) -> dict:
         from jscexp.tracking import flatten
 
         flat = flatten(OmegaConf.to_container(c, resolve=True))
-        return {k: v for k, v in flat.items() if not is_vector_key(k)}
+        return {k: v for k, v in flat.items() if k == "data_seed" or not is_vector_key(k)}
 
-    first = cfgs[0]
-    return (
-        (first.mode == "train" or (first.mode == "qat" and _integer_only(first.quantisation)))
-        and first.optimizer._target_.rsplit(".", 1)[-1] in StackedOptimizer.KINDS
-        and first.trainer.get("early_stopping_patience") is None
-        and not first.model.get("dropout")  # per-trial dropout masks would not match the trials run alone
-        and all(shared(c) == shared(first) for c in cfgs[1:])
-    )
+    return all(stack_blocker(c) is None for c in cfgs) and all(shared(c) == shared(cfgs[0]) for c in cfgs[1:])
 
 
 def _integer_only(qcfg: DictConfig) -> bool:
@@ -136,7 +178,6 @@ def _train_stacked(cfgs: list[DictConfig], trials: list[list[str]], out_dir: Pat
     first = cfgs[0]
     for c in cfgs:
         check_knobs(c)
-        OmegaConf.update(c, "data_seed", int(first.data_seed))  # stacked trials share one batch order
     uri = tracking_uri(first.mlflow.tracking_uri)
     check_reachable(uri)
     done = [finished_in_resumed_sweep(uri, t) for t in trials]

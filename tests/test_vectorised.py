@@ -33,32 +33,23 @@ def grid(workdir, experiment: str, *args: str) -> dict:
 
 
 @pytest.mark.slow
-def test_a_vectorised_grid_gives_every_trial_the_numbers_and_run_it_has_alone(workdir):
-    sweep = ["learning_rate=1e-2,5e-2", "seed=0,1"]
-    alone = grid(workdir, "alone", *sweep)
-    stacked = grid(workdir, "stacked", *sweep, "trainer.vectorize=auto")
-    assert set(alone) == set(stacked) and len(stacked) == 4
+def test_a_vectorised_grid_gives_every_trial_its_own_numbers_and_a_diverging_trial_changes_none(workdir):
+    setup = ["model=mlp", "max_epochs=3", "seed=0,1"]  # lr 1e3 blows the MLP up
+    alone = grid(workdir, "alone", "learning_rate=1e-2,5e-2", *setup, "trainer.vectorize=off")
+    stacked = grid(workdir, "stacked", "learning_rate=1e-2,5e-2,1e3", *setup)  # trainer.vectorize=auto: the default
+    assert set(alone) < set(stacked) and len(stacked) == 6
     for key, one in alone.items():
         vec = stacked[key]
         assert vec["val_acc"] == one["val_acc"], key  # per epoch, SGD: bit for bit here
         assert vec["metrics"]["test_acc"] == one["metrics"]["test_acc"]
         assert vec["status"] == "FINISHED" and vec["artifacts"] == one["artifacts"]
         assert set(vec["params"]) == set(one["params"])
+    for seed in ("0", "1"):
+        wild = stacked[("1000.0", seed)]
+        assert wild["status"] == "FINISHED" and wild["tags"]["jscexp.diverged"] == "true"
     groups = {v["tags"]["jscexp.vector_group"] for v in stacked.values()}
     assert len(groups) == 1 and not any("jscexp.vector_group" in v["tags"] for v in alone.values())
     assert {v["tags"]["mlflow.parentRunId"] for v in stacked.values()} != {None}
-
-
-@pytest.mark.slow
-def test_a_diverging_trial_leaves_the_others_untouched(workdir):
-    setup = ["model=mlp", "max_epochs=3", "seed=0", "trainer.vectorize=auto"]  # lr 1e3 blows the MLP up
-    calm = grid(workdir, "calm", "learning_rate=1e-2,5e-2", *setup)
-    mixed = grid(workdir, "mixed", "learning_rate=1e-2,5e-2,1e3", *setup)
-    for key, one in calm.items():
-        assert mixed[key]["val_acc"] == one["val_acc"] and mixed[key]["metrics"]["test_acc"] == one["metrics"]["test_acc"]
-    wild = mixed[("1000.0", "0")]
-    assert wild["status"] == "FINISHED" and wild["tags"]["jscexp.diverged"] == "true"
-    assert len({v["tags"]["jscexp.vector_group"] for v in mixed.values()}) == 1
 
 
 def test_quantised_trials_with_their_own_widths_match_their_runs_alone(workdir):
@@ -71,7 +62,8 @@ def test_quantised_trials_with_their_own_widths_match_their_runs_alone(workdir):
     common = ["dataset=jsc_synth", "dataset.n_rows=6000", "max_epochs=2", "trainer.progress_bar=false",
               "model=jsc-toy", "optimizer=sgd", "learning_rate=5e-2", "mode=qat", "quantisation=int4", "seed=0"]
     widths = {"wq": [2, 3, 5, 8], "xq": [4, 6, 8, 3]}
-    trials = [[f"quantisation.weight_width={w}", f"quantisation.weight_frac_width={w - 1}",
+    # the README's bit-width sweep: each trial's frac width interpolated from its own width
+    trials = [[f"quantisation.weight_width={w}", 'quantisation.weight_frac_width="${sub:${quantisation.weight_width},1}"',
                f"quantisation.data_in_width={x}", f"quantisation.data_in_frac_width={x - 2}"]
               for w, x in zip(widths["wq"], widths["xq"])]
     for i, t in enumerate(trials):
@@ -92,6 +84,7 @@ def test_quantised_trials_with_their_own_widths_match_their_runs_alone(workdir):
         assert vec["metrics"]["quant_offgrid_values"] == 0 and vec["tags"]["jscexp.quant_check"] == "passed"
         assert vec["metrics"]["model_size_bits"] == one["metrics"]["model_size_bits"]
         assert vec["artifacts"] == one["artifacts"] and "jscexp.vector_group" in vec["tags"]
+        assert int(vec["params"]["quantisation.weight_frac_width"]) == int(key[0]) - 1
 
 
 def test_grouping_keeps_other_knobs_apart_and_respects_the_size():
@@ -112,13 +105,34 @@ def test_grouping_keeps_other_knobs_apart_and_respects_the_size():
                       "'quantisation.weight_width=4 quantisation.weight_frac_width=3']")]]
 
 
+def test_auto_groups_only_jobs_that_keep_their_own_numbers():
+    """Given each job's config, grouping never changes a trial's result: different data
+    orders (seed grids without a fixed data_seed) and unstackable jobs stay apart."""
+    from conftest import compose_cfg
+
+    from jscexp.group import group_jobs
+
+    def grouped(*jobs: list[str]) -> list[list[str]]:
+        return group_jobs([list(j) for j in jobs], 64, compose_cfg)
+
+    assert len(grouped(["seed=0"], ["seed=1"])) == 2  # data_seed follows seed: two batch orders
+    assert grouped(["data_seed=0", "seed=0"], ["data_seed=0", "seed=1"]) == [
+        ["+vector_trials=['data_seed=0 seed=0','data_seed=0 seed=1']"]]
+    assert len(grouped(["learning_rate=0.1"], ["learning_rate=0.2"])) == 1
+    stopping = ["trainer.early_stopping_patience=2"]
+    assert grouped([*stopping, "learning_rate=0.1"], [*stopping, "learning_rate=0.2"]) == [
+        [*stopping, "learning_rate=0.1"], [*stopping, "learning_rate=0.2"]]
+    assert len(grouped(["optimizer=adam", "learning_rate=0.1"], ["optimizer=sgd", "learning_rate=0.1"])) == 2
+    assert len(grouped(["+optimizer.amsgrad=true", "learning_rate=0.1"], ["+optimizer.amsgrad=true", "learning_rate=0.2"])) == 2
+
+
 @pytest.mark.parametrize(("quantisation", "stackable"), [("int8", True), ("int4", True), ("minifloat8", False)])
 def test_only_integer_quantisers_stack(quantisation, stackable):
     from conftest import compose_cfg
 
     from jscexp.group import _stackable
 
-    cfgs = [compose_cfg(["mode=qat", f"quantisation={quantisation}", f"seed={s}"]) for s in (0, 1)]
+    cfgs = [compose_cfg(["mode=qat", f"quantisation={quantisation}", "data_seed=0", f"seed={s}"]) for s in (0, 1)]
     assert _stackable(cfgs) is stackable
 
 

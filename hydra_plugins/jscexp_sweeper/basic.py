@@ -53,14 +53,19 @@ class _Vectorise:
     """Wraps the launcher: jobs that differ only in knobs a stacked model can vary per trial
     go out as one job (``jscexp.group``)."""
 
-    def __init__(self, launcher, size: int):
-        self._launcher, self._size = launcher, size
+    def __init__(self, launcher, size: int, compose):
+        self._launcher, self._size, self._compose = launcher, size, compose
 
     def launch(self, job_overrides, initial_job_idx: int) -> List[JobReturn]:
-        from jscexp.group import group_jobs
+        from jscexp.group import grouped_jobs, per_job_returns
 
         jobs = [list(j) for j in job_overrides]
-        return self._launcher.launch(group_jobs(jobs, self._size) if self._size > 1 else jobs, initial_job_idx)
+        if self._size == 1:
+            return self._launcher.launch(jobs, initial_job_idx)
+        launched, members = grouped_jobs(jobs, self._size, self._compose)
+        if len(launched) < len(jobs):
+            log.info(f"trainer.vectorize: {len(jobs)} jobs go out as {len(launched)} (stacked trials share a job)")
+        return per_job_returns(self._launcher.launch(launched, initial_job_idx), members, jobs)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._launcher, name)
@@ -68,11 +73,12 @@ class _Vectorise:
 
 class JscexpBasicSweeper(BasicSweeper):
     def setup(self, *, hydra_context, task_function, config) -> None:
-        from jscexp.group import group_size
+        from jscexp.group import group_size, job_composer
 
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
         FAILURES.clear()
-        vectorise = _Vectorise(self.launcher, group_size(config.trainer.get("vectorize")))
+        size = group_size(config.trainer.get("vectorize"))
+        vectorise = _Vectorise(self.launcher, size, job_composer(hydra_context, config))
         self.launcher = _KeepGoing(vectorise, FAILURES)
 
     def sweep(self, arguments: List[str]) -> Any:

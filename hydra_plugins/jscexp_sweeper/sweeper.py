@@ -51,7 +51,7 @@ class JscexpOptunaSweeper(Sweeper):
         self.job_idx = 0
 
     def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
-        self.config = config
+        self.config, self.hydra_context = config, hydra_context
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config
         )
@@ -79,7 +79,7 @@ class JscexpOptunaSweeper(Sweeper):
     def _sweep(self, arguments: list[str]) -> Any:
         import optuna
 
-        from jscexp.group import group_size, grouped_jobs, per_job_returns  # torch: not for --help
+        from jscexp.group import group_size, grouped_jobs, job_composer, per_job_returns  # torch: not for --help
 
         space, fixed = parse(OmegaConf.to_container(self.o.params) if self.o.params else None, arguments)
         if not space:
@@ -131,8 +131,9 @@ class JscexpOptunaSweeper(Sweeper):
                 for t in to_run
             ]
             # with trainer.vectorize, trials that can share a stacked model go out as one job
-            launched, members = grouped_jobs(jobs, group_size(self.config.trainer.get("vectorize")))
-            returns = per_job_returns(self.launcher.launch(launched, initial_job_idx=self.job_idx), members, len(jobs))
+            launched, members = grouped_jobs(jobs, group_size(self.config.trainer.get("vectorize")),
+                                             job_composer(self.hydra_context, self.config))
+            returns = per_job_returns(self.launcher.launch(launched, initial_job_idx=self.job_idx), members, jobs)
             self.job_idx += len(launched)
             for trial, ret in zip(to_run, returns):
                 failures += self._tell(study, trial, ret, objectives)

@@ -51,7 +51,8 @@ def _quantisers(entry: Mapping, op: str, where: str, ranges: Mapping[str, float]
     unsigned = UNSIGNED_ROLES.get(op, set())
     made = {}
     for role in ROLES:
-        opts = {k[len(role) + 1 :]: v for k, v in entry.items() if k.startswith(f"{role}_") and k not in _META_KEYS}
+        opts = {k[len(role) + 1 :]: _integer_text(v) for k, v in entry.items()
+                if k.startswith(f"{role}_") and k not in _META_KEYS}
         role_name = entry.get(f"{role}_name", name)
         if not opts and f"{role}_name" not in entry:
             continue
@@ -65,6 +66,11 @@ def _quantisers(entry: Mapping, op: str, where: str, ranges: Mapping[str, float]
     if not made:
         raise UserError(f"quantisation {where}: config names '{name}' but gives no data_in_/weight_/bias_ options")
     return made
+
+
+def _integer_text(value):
+    """'7' → 7: a quoted CLI interpolation (``'…frac_width="${sub:${…width},1}"'``) arrives as text."""
+    return int(value) if isinstance(value, str) and value.lstrip("-").isdigit() else value
 
 
 def _ranges(gm: torch.fx.GraphModule, calibration: torch.Tensor | None) -> dict[str, dict[str, float]]:
