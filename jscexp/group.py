@@ -21,7 +21,8 @@ from jscexp.result import JobResult
 
 # Knobs that can differ between the trials of one stacked model.
 VECTOR_KEYS = ("learning_rate", "seed", "data_seed", "optimizer.lr", "optimizer.weight_decay", "optimizer.betas",
-               "optimizer.momentum", "optimizer.dampening", "optimizer.eps", "optimizer.nesterov", "optuna.trial")
+               "optimizer.momentum", "optimizer.dampening", "optimizer.eps", "optimizer.nesterov", "model.dropout",
+               "optuna.trial")
 GROUP_KEY = "vector_trials"
 
 
@@ -79,7 +80,7 @@ def _stack_key(compose, overrides: list[str], index: int):
     """What a job must share with its group mates: its data order; a job that cannot stack, nothing."""
     try:
         cfg = compose(overrides)
-        return ("data_seed", int(cfg.data_seed)) if stack_blocker(cfg) is None else ("alone", index)
+        return ("data_seed", int(cfg.data_seed), _has_dropout(cfg)) if stack_blocker(cfg) is None else ("alone", index)
     except Exception:  # noqa: BLE001 — a job whose config does not compose fails on its own, with its own message
         return ("alone", index)
 
@@ -99,9 +100,12 @@ def stack_blocker(cfg: DictConfig) -> str | None:
         return f"optimizer {reason}"
     if cfg.trainer.get("early_stopping_patience") is not None:
         return "early stopping"
-    if cfg.model.get("dropout"):
-        return "dropout"  # per-trial dropout masks would not match the trials run alone
     return None
+
+
+def _has_dropout(cfg: DictConfig) -> bool:
+    """Whether the model has Dropout layers (they exist only for p > 0): trials share an architecture."""
+    return bool(cfg.model.get("dropout"))
 
 
 def per_job_returns(returns: list, members: list[list[int]], jobs: list[list[str]]) -> list:
@@ -151,7 +155,7 @@ def _stackable(cfgs: list[DictConfig]) -> bool:
         from jscexp.tracking import flatten
 
         flat = flatten(OmegaConf.to_container(c, resolve=True))
-        return {k: v for k, v in flat.items() if k == "data_seed" or not is_vector_key(k)}
+        return {**{k: v for k, v in flat.items() if k == "data_seed" or not is_vector_key(k)}, "dropout": _has_dropout(c)}
 
     return all(stack_blocker(c) is None for c in cfgs) and all(shared(c) == shared(cfgs[0]) for c in cfgs[1:])
 
@@ -189,7 +193,10 @@ def _train_stacked(cfgs: list[DictConfig], trials: list[list[str]], out_dir: Pat
     check_batch_fits(int(first.batch_size), len(splits.y_train))
     fabric = fit.make_fabric(first.trainer)
     calibration = torch.from_numpy(splits.x_train[: int(first.analysis.num_samples)])
-    models = [initial_model(cfgs[i]) for i in todo]
+    models, generators = [], []
+    for i in todo:
+        models.append(initial_model(cfgs[i]))
+        generators.append(_dropout_generator(fabric.device, int(cfgs[i].seed)))
     quantised = [quantise(m, OmegaConf.to_container(cfgs[i].quantisation, resolve=True), calibration)
                  if first.mode == "qat" else None for i, m in zip(todo, models)]  # each trial's own widths
     nets = [(q[0] if q else m).to(fabric.device) for m, q in zip(models, quantised)]
@@ -215,7 +222,7 @@ def _train_stacked(cfgs: list[DictConfig], trials: list[list[str]], out_dir: Pat
                 return True
             return False
 
-        stacked = StackedModel(nets)
+        stacked = StackedModel(nets, generators)
         hparams = [OmegaConf.to_container(cfgs[i].optimizer, resolve=True) for i in todo]
         optimizer = StackedOptimizer({"flat": stacked.flat}, first.optimizer._target_.rsplit(".", 1)[-1], hparams)
         fits = fit_stacked(
@@ -239,6 +246,13 @@ def _train_stacked(cfgs: list[DictConfig], trials: list[list[str]], out_dir: Pat
         raise
     return results
 
+
+
+def _dropout_generator(device: torch.device, seed: int) -> torch.Generator:
+    """A trial's dropout RNG: on the CPU the global generator's state right after its model's
+    init, where its lone run's first dropout mask is drawn from; elsewhere seeded by its seed."""
+    generator = torch.Generator(device=device)
+    return generator.set_state(torch.get_rng_state()) if device.type == "cpu" else generator.manual_seed(seed)
 
 
 def _lr_schedule(cfg: DictConfig, lrs: list[float]):

@@ -52,39 +52,49 @@ def test_a_vectorised_grid_gives_every_trial_its_own_numbers_and_a_diverging_tri
     assert {v["tags"]["mlflow.parentRunId"] for v in stacked.values()} != {None}
 
 
-def test_quantised_trials_with_their_own_widths_match_their_runs_alone(workdir):
-    """QAT with integer quantisers of different widths per trial (int4 also quantises the ReLUs'
-    inputs, unsigned): the stacked group gives each trial its lone run's numbers, in-process."""
-    from hydra import initialize_config_dir
+def alone_and_stacked(workdir, common: list[str], trials: list[list[str]], keys: tuple[str, ...]):
+    """Each trial run alone, then all of them as one group job, in-process: their histories."""
+    from hydra import compose, initialize_config_dir
 
     from jscexp.group import run_group
 
-    common = ["dataset=jsc_synth", "dataset.n_rows=6000", "max_epochs=2", "trainer.progress_bar=false",
-              "model=jsc-toy", "optimizer=sgd", "learning_rate=5e-2", "mode=qat", "quantisation=int4", "seed=0"]
-    widths = {"wq": [2, 3, 5, 8], "xq": [4, 6, 8, 3]}
-    # the README's bit-width sweep: each trial's frac width interpolated from its own width
-    trials = [[f"quantisation.weight_width={w}", 'quantisation.weight_frac_width="${sub:${quantisation.weight_width},1}"',
-               f"quantisation.data_in_width={x}", f"quantisation.data_in_frac_width={x - 2}"]
-              for w, x in zip(widths["wq"], widths["xq"])]
     for i, t in enumerate(trials):
         run_job([*common, "experiment=alone", *t], workdir / f"alone_{i}")
     group = [*common, "experiment=stacked", "+vector_trials=[" + ",".join(f"'{' '.join(t)}'" for t in trials) + "]"]
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        from hydra import compose
-
         run_group(compose("config", overrides=group), workdir / "group", group)
-    keys = ("quantisation.weight_width", "quantisation.data_in_width")
     alone, stacked = histories(workdir, "alone", keys), histories(workdir, "stacked", keys)
-    assert set(alone) == set(stacked) and len(stacked) == 4
-    assert len({one["metrics"]["test_acc"] for one in alone.values()}) > 1  # the widths matter
+    assert set(alone) == set(stacked) and len(stacked) == len(trials)
+    assert len({one["metrics"]["test_acc"] for one in alone.values()}) > 1  # the knobs matter
     for key, one in alone.items():
         vec = stacked[key]
-        assert vec["val_acc"] == one["val_acc"], key
+        assert vec["val_acc"] == one["val_acc"], key  # per epoch
         assert vec["metrics"]["test_acc"] == one["metrics"]["test_acc"], key
-        assert vec["metrics"]["quant_offgrid_values"] == 0 and vec["tags"]["jscexp.quant_check"] == "passed"
-        assert vec["metrics"]["model_size_bits"] == one["metrics"]["model_size_bits"]
         assert vec["artifacts"] == one["artifacts"] and "jscexp.vector_group" in vec["tags"]
+    return alone, stacked
+
+
+SMALL = ["dataset=jsc_synth", "dataset.n_rows=6000", "max_epochs=2", "trainer.progress_bar=false", "seed=0", "data_seed=0"]
+
+
+def test_quantised_trials_with_their_own_widths_match_their_runs_alone(workdir):
+    """QAT with integer quantisers of different widths per trial (int4 also quantises the ReLUs'
+    inputs, unsigned): the stacked group gives each trial its lone run's numbers."""
+    common = [*SMALL, "model=jsc-toy", "optimizer=sgd", "learning_rate=5e-2", "mode=qat", "quantisation=int4"]
+    # the README's bit-width sweep: each trial's frac width interpolated from its own width
+    trials = [[f"quantisation.weight_width={w}", 'quantisation.weight_frac_width="${sub:${quantisation.weight_width},1}"',
+               f"quantisation.data_in_width={x}", f"quantisation.data_in_frac_width={x - 2}"]
+              for w, x in ((2, 4), (3, 6), (5, 8), (8, 3))]
+    _, stacked = alone_and_stacked(workdir, common, trials, ("quantisation.weight_width", "quantisation.data_in_width"))
+    for key, vec in stacked.items():
+        assert vec["metrics"]["quant_offgrid_values"] == 0 and vec["tags"]["jscexp.quant_check"] == "passed"
         assert int(vec["params"]["quantisation.weight_frac_width"]) == int(key[0]) - 1
+
+
+def test_dropout_trials_with_their_own_p_draw_their_lone_runs_masks(workdir):
+    common = [*SMALL, "model=mlp", "optimizer=sgd", "learning_rate=5e-2"]
+    trials = [[f"model.dropout={p}", f"seed={seed}"] for p, seed in ((0.1, 0), (0.3, 0), (0.5, 1))]
+    alone_and_stacked(workdir, common, trials, ("model.dropout", "seed"))
 
 
 def test_grouping_keeps_other_knobs_apart_and_respects_the_size():
@@ -123,6 +133,8 @@ def test_auto_groups_only_jobs_that_keep_their_own_numbers():
     assert grouped([*stopping, "learning_rate=0.1"], [*stopping, "learning_rate=0.2"]) == [
         [*stopping, "learning_rate=0.1"], [*stopping, "learning_rate=0.2"]]
     assert len(grouped(["optimizer=adam", "learning_rate=0.1"], ["optimizer=sgd", "learning_rate=0.1"])) == 2
+    assert len(grouped(["model=mlp", "model.dropout=0.1"], ["model=mlp", "model.dropout=0.3"])) == 1
+    assert len(grouped(["model=mlp", "model.dropout=0"], ["model=mlp", "model.dropout=0.3"])) == 2  # no Dropout layer
     assert len(grouped(["+optimizer.amsgrad=true", "learning_rate=0.1"], ["+optimizer.amsgrad=true", "learning_rate=0.2"])) == 2
 
 

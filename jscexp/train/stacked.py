@@ -36,10 +36,12 @@ class StackedModel:
     A chain of Linear / BatchNorm1d / ReLU (every registry model) runs as batched matmuls
     and one batch norm over K x channels: measured 3x faster than vmap(functional_call),
     which runs anything else. The chain may be quantised (QAT's LinearQ / ReLUQ) with
-    integer quantisers whose widths differ per trial.
+    integer quantisers whose widths differ per trial, and hold Dropout layers whose p differs
+    per trial: trial k draws its masks from ``generators[k]`` as F.dropout would from the
+    global generator, so a CPU trial started from its lone run's RNG state draws its masks.
     """
 
-    def __init__(self, models: Sequence[torch.nn.Module]):
+    def __init__(self, models: Sequence[torch.nn.Module], generators: Sequence[torch.Generator] | None = None):
         # QAT models are fx GraphModules, each of its own class: stack by name, not by class
         params, buffers = (
             {name: torch.stack([dict(named(m))[name].detach() for m in models]) for name, _ in named(models[0])}
@@ -56,8 +58,14 @@ class StackedModel:
         self._quantisers = _stacked_quantisers(models, self._chain, self.flat.device) if self._chain else None
         if self._quantisers is None:
             self._chain = None
-            if any(isinstance(m, (LinearQ, ReLUQ)) for m in self.base.modules()):
-                raise ValueError("stacked quantised models need a Linear/BatchNorm1d/ReLU chain with integer quantisers")
+            if any(isinstance(m, (LinearQ, ReLUQ, nn.Dropout)) for m in self.base.modules()):
+                raise ValueError("stacked quantised or dropout models need a Linear/BatchNorm1d/ReLU/Dropout chain "
+                                 "with integer quantisers")
+        self._dropout_p = {name: [float(m.get_submodule(name).p) for m in models]
+                           for name, layer in self._chain or [] if isinstance(layer, nn.Dropout)}
+        if self._dropout_p and (generators is None or len(generators) != self.k):
+            raise ValueError("stacked dropout needs one torch.Generator per trial")
+        self.generators = list(generators or [])
         self._forward = vmap(self._one, in_dims=(0, 0, None))
 
     def _one(self, params, buffers, x):
@@ -88,9 +96,22 @@ class StackedModel:
                 h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
             elif isinstance(layer, nn.BatchNorm1d):
                 h = self._batch_norm(name, layer, h, params)
+            elif isinstance(layer, nn.Dropout):
+                h = self._dropout(name, h) if self.base.training else h
             else:
                 h = torch.relu(self._quantised(name, "data_in", h))
         return h
+
+    def _dropout(self, name: str, h: torch.Tensor) -> torch.Tensor:
+        """F.dropout's own arithmetic per trial: noise = bernoulli(1 - p) / (1 - p); h * noise."""
+        noise = []
+        for p, generator in zip(self._dropout_p[name], self.generators):
+            if p in (0, 1):  # F.dropout draws nothing: its input untouched, or zeros
+                noise.append(torch.full(h.shape[1:], 1.0 - p, device=h.device))
+                continue
+            keep = torch.empty(h.shape[1:], device=h.device).bernoulli_(1 - p, generator=generator)
+            noise.append(keep.div_(1 - p))
+        return h * torch.stack(noise)
 
     def _quantised(self, name: str, role: str, x: torch.Tensor) -> torch.Tensor:
         quantiser = self._quantisers.get((name, role))
@@ -140,7 +161,7 @@ def _linear_chain(model: nn.Module) -> list[tuple[str, nn.Module]] | None:
     return chain
 
 
-_CHAIN_TYPES = (nn.Linear, nn.BatchNorm1d, nn.ReLU, LinearQ, ReLUQ)
+_CHAIN_TYPES = (nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Dropout, LinearQ, ReLUQ)
 
 
 _ROLES = {"data_in": "x_quantiser", "weight": "w_quantiser", "bias": "b_quantiser"}
