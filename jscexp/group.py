@@ -1,10 +1,11 @@
 """A vector group: one job that trains several grid points of one architecture at once.
 
-The grid sweeper (``trainer.vectorize``) turns jobs that differ only in vector knobs
-(``VECTOR_KEYS`` and the quantiser widths) into one job carrying ``+vector_trials=[...]``. Each trial is composed exactly as its own job
-would be, trained in one stacked model (``jscexp.train.stacked``), and recorded as its own
-MLflow run — same params, metrics, artifacts and tags as a single run, plus
-``jscexp.vector_group``. Trials that cannot share a model run one after another instead.
+The sweepers (``trainer.vectorize``) turn jobs that differ only in vector knobs
+(``VECTOR_KEYS`` and the quantiser widths) and can share a stacked model into one job
+carrying ``+vector_trials=[...]``. Each trial is composed exactly as its own job would be,
+trained in one stacked model (``jscexp.train.stacked``), and recorded as its own MLflow run —
+same params, metrics, artifacts and tags as a single run, plus ``jscexp.vector_group``.
+Trials that cannot share a model (a hand-made group, say) run one after another instead.
 """
 
 from __future__ import annotations
@@ -124,13 +125,6 @@ def per_job_returns(returns: list, members: list[list[int]], jobs: list[list[str
                                task_name=ret.task_name, status=JobStatus.FAILED if failed else JobStatus.COMPLETED,
                                _return_value=value)
     return out
-
-
-def group_size(setting) -> int:
-    """``trainer.vectorize``: off → 1, auto → 64, or a number."""
-    if setting in (None, False, "off"):
-        return 1
-    return 64 if setting == "auto" else max(1, int(setting))
 
 
 def run_group(cfg: DictConfig, out_dir: Path, overrides: list[str]) -> list[JobResult]:

@@ -18,7 +18,8 @@ def _number(cfg, key: str) -> float:
 
 
 def check_knobs(cfg) -> None:
-    """batch_size and max_epochs positive integers, learning_rate a positive finite number."""
+    """batch_size and max_epochs positive integers, learning_rate a positive finite number,
+    trainer.vectorize off / auto / a positive integer."""
     for key in ("batch_size", "max_epochs"):
         value = cfg[key]
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -26,6 +27,18 @@ def check_knobs(cfg) -> None:
     lr = _number(cfg, "learning_rate")
     if not math.isfinite(lr) or lr <= 0:
         raise UserError(f"learning_rate must be a positive number, got {cfg.learning_rate!r}")
+    group_size(cfg.trainer.get("vectorize"))  # a bad value fails single runs too, not only sweeps
+
+
+def group_size(setting) -> int:
+    """``trainer.vectorize``: off → 1, auto → 64, or a positive number (trials per stacked model)."""
+    if setting is None or setting is False or setting == "off":  # not `in`: 0 == False
+        return 1
+    if setting == "auto":
+        return 64
+    if isinstance(setting, bool) or not isinstance(setting, int) or setting < 1:
+        raise UserError(f"trainer.vectorize must be off, auto or a group size of 1 or more, got {setting!r}")
+    return setting
 
 
 def check_batch_fits(batch_size: int, train_rows: int) -> None:

@@ -26,6 +26,8 @@ from conftest import FAST, mlflow_client, run_cli, runs_of
         (["mlflow.tracking_uri=http://127.0.0.1:9"], "error: MLflow server http://127.0.0.1:9 is unreachable"),
         (["mlflow.tracking_uri=sqlite:////no/such/dir/mlflow.db"], "error: MLflow store sqlite:////no/such/dir"),
         (["dataset.source=file", "dataset.path=missing.csv"], "error: data file"),
+        (["trainer.vectorize=fast"], "error: trainer.vectorize must be off, auto or a group size of 1 or more, got 'fast'"),
+        (["hydra.mode=MULTIRUN", "seed=0,1", "trainer.vectorize=0"], "error: trainer.vectorize must be off, auto or"),
     ],
 )
 def test_bad_input_on_the_cli_is_one_line_exit_2_and_no_run(workdir, args, message):

@@ -98,7 +98,9 @@ def test_dropout_trials_with_their_own_p_draw_their_lone_runs_masks(workdir):
 
 
 def test_grouping_keeps_other_knobs_apart_and_respects_the_size():
-    from jscexp.group import group_jobs, group_size
+    from jscexp.errors import UserError
+    from jscexp.group import group_jobs
+    from jscexp.validate import group_size
 
     jobs = [[f"batch_size={b}", f"learning_rate={lr}"] for b in (32, 64) for lr in (1e-3, 1e-2, 1e-1)]
     grouped = group_jobs(jobs, 2)
@@ -109,6 +111,9 @@ def test_grouping_keeps_other_knobs_apart_and_respects_the_size():
         ["batch_size=64", "learning_rate=0.1"],
     ]
     assert (group_size("off"), group_size(False), group_size("auto"), group_size(16)) == (1, 1, 64, 16)
+    for bad in (0, -2, "yes", True, 2.5):
+        with pytest.raises(UserError, match="trainer.vectorize must be off, auto or a group size"):
+            group_size(bad)
     bits = [[f"quantisation.weight_width={w}", f"quantisation.weight_frac_width={w - 1}"] for w in (2, 4)]
     assert group_jobs([["mode=qat", *b] for b in bits], 4) == [
         ["mode=qat", ("+vector_trials=['quantisation.weight_width=2 quantisation.weight_frac_width=1',"

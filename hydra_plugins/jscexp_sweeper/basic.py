@@ -73,11 +73,12 @@ class _Vectorise:
 
 class JscexpBasicSweeper(BasicSweeper):
     def setup(self, *, hydra_context, task_function, config) -> None:
-        from jscexp.group import group_size, job_composer
+        from jscexp.group import job_composer
+        from jscexp.validate import group_size
 
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
         FAILURES.clear()
-        size = group_size(config.trainer.get("vectorize"))
+        size = group_size(config.trainer.get("vectorize"))  # the jscexp callback checked it (one-line error)
         vectorise = _Vectorise(self.launcher, size, job_composer(hydra_context, config))
         self.launcher = _KeepGoing(vectorise, FAILURES)
 

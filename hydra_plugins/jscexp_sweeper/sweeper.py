@@ -79,7 +79,8 @@ class JscexpOptunaSweeper(Sweeper):
     def _sweep(self, arguments: list[str]) -> Any:
         import optuna
 
-        from jscexp.group import group_size, grouped_jobs, job_composer, per_job_returns  # torch: not for --help
+        from jscexp.group import grouped_jobs, job_composer, per_job_returns  # torch: not for --help
+        from jscexp.validate import group_size
 
         space, fixed = parse(OmegaConf.to_container(self.o.params) if self.o.params else None, arguments)
         if not space:

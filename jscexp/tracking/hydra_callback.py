@@ -31,7 +31,10 @@ class MlflowSweepCallback(Callback):
             mask,
         )
 
+        from jscexp.validate import group_size
+
         try:
+            group_size(config.trainer.get("vectorize"))  # before the sweep's parent run exists
             uri = tracking_uri(config.mlflow.tracking_uri)
             check_reachable(uri)
         except UserError as err:  # Hydra would only warn about a callback's error and go on
