@@ -30,7 +30,6 @@ class MlflowSweepCallback(Callback):
             ensure_experiment,
             mask,
         )
-
         from jscexp.validate import group_size
 
         try:
