@@ -67,9 +67,17 @@ def grouped_jobs(job_overrides: list[list[str]], size: int, compose=None) -> tup
             if len(chunk) == 1:
                 jobs.append(list(job_overrides[chunk[0]]))
             else:
-                jobs.append([*fixed, f"+{GROUP_KEY}=[" + ",".join(f"'{' '.join(t)}'" for t in trials) + "]"])
+                jobs.append([*fixed, group_override(trials)])
             members.append(chunk)
     return jobs, members
+
+
+def group_override(trials: list[list[str]]) -> str:
+    """``+vector_trials=[['lr=0.1','seed=0'],…]``: each trial's overrides, quoted for Hydra's grammar."""
+    def quoted(o: str) -> str:
+        return "'" + o.replace("'", "\\'") + "'"
+
+    return f"+{GROUP_KEY}=[" + ",".join("[" + ",".join(quoted(o) for o in t) + "]" for t in trials) + "]"
 
 
 def job_composer(hydra_context, config: DictConfig):
@@ -134,7 +142,7 @@ def run_group(cfg: DictConfig, out_dir: Path, overrides: list[str]) -> list[JobR
 
     common = [o for o in overrides if override_key(o) != GROUP_KEY]
     # unresolved: a trial override may hold an interpolation meant for its own config (${sub:…})
-    trials = [[*common, *t.split()] for t in OmegaConf.to_container(cfg[GROUP_KEY], resolve=False)]
+    trials = [[*common, *t] for t in OmegaConf.to_container(cfg[GROUP_KEY], resolve=False)]
     cfgs = [compose("config", overrides=t) for t in trials]
     if not _stackable(cfgs):
         return [run(c, out_dir / f"trial_{i}", t) for i, (c, t) in enumerate(zip(cfgs, trials))]

@@ -56,11 +56,11 @@ def alone_and_stacked(workdir, common: list[str], trials: list[list[str]], keys:
     """Each trial run alone, then all of them as one group job, in-process: their histories."""
     from hydra import compose, initialize_config_dir
 
-    from jscexp.group import run_group
+    from jscexp.group import group_override, run_group
 
     for i, t in enumerate(trials):
         run_job([*common, "experiment=alone", *t], workdir / f"alone_{i}")
-    group = [*common, "experiment=stacked", "+vector_trials=[" + ",".join(f"'{' '.join(t)}'" for t in trials) + "]"]
+    group = [*common, "experiment=stacked", group_override(trials)]
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         run_group(compose("config", overrides=group), workdir / "group", group)
     alone, stacked = histories(workdir, "alone", keys), histories(workdir, "stacked", keys)
@@ -105,9 +105,9 @@ def test_grouping_keeps_other_knobs_apart_and_respects_the_size():
     jobs = [[f"batch_size={b}", f"learning_rate={lr}"] for b in (32, 64) for lr in (1e-3, 1e-2, 1e-1)]
     grouped = group_jobs(jobs, 2)
     assert grouped == [
-        ["batch_size=32", "+vector_trials=['learning_rate=0.001','learning_rate=0.01']"],
+        ["batch_size=32", "+vector_trials=[['learning_rate=0.001'],['learning_rate=0.01']]"],
         ["batch_size=32", "learning_rate=0.1"],
-        ["batch_size=64", "+vector_trials=['learning_rate=0.001','learning_rate=0.01']"],
+        ["batch_size=64", "+vector_trials=[['learning_rate=0.001'],['learning_rate=0.01']]"],
         ["batch_size=64", "learning_rate=0.1"],
     ]
     assert (group_size("off"), group_size(False), group_size("auto"), group_size(16)) == (1, 1, 64, 16)
@@ -116,8 +116,18 @@ def test_grouping_keeps_other_knobs_apart_and_respects_the_size():
             group_size(bad)
     bits = [[f"quantisation.weight_width={w}", f"quantisation.weight_frac_width={w - 1}"] for w in (2, 4)]
     assert group_jobs([["mode=qat", *b] for b in bits], 4) == [
-        ["mode=qat", ("+vector_trials=['quantisation.weight_width=2 quantisation.weight_frac_width=1',"
-                      "'quantisation.weight_width=4 quantisation.weight_frac_width=3']")]]
+        ["mode=qat", ("+vector_trials=[['quantisation.weight_width=2','quantisation.weight_frac_width=1'],"
+                      "['quantisation.weight_width=4','quantisation.weight_frac_width=3']]")]]
+
+
+def test_a_group_override_carries_each_trials_overrides_verbatim():
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from jscexp.group import group_override
+
+    trials = [["learning_rate=0.1", "seed=0"],
+              ['quantisation.weight_frac_width="${sub:${quantisation.weight_width}, 1}"', "experiment=it's"]]
+    assert OverridesParser.create().parse_overrides([group_override(trials)])[0].value() == trials
 
 
 def test_auto_groups_only_jobs_that_keep_their_own_numbers():
@@ -132,7 +142,7 @@ def test_auto_groups_only_jobs_that_keep_their_own_numbers():
 
     assert len(grouped(["seed=0"], ["seed=1"])) == 2  # data_seed follows seed: two batch orders
     assert grouped(["data_seed=0", "seed=0"], ["data_seed=0", "seed=1"]) == [
-        ["+vector_trials=['data_seed=0 seed=0','data_seed=0 seed=1']"]]
+        ["+vector_trials=[['data_seed=0','seed=0'],['data_seed=0','seed=1']]"]]
     assert len(grouped(["learning_rate=0.1"], ["learning_rate=0.2"])) == 1
     stopping = ["trainer.early_stopping_patience=2"]
     assert grouped([*stopping, "learning_rate=0.1"], [*stopping, "learning_rate=0.2"]) == [
