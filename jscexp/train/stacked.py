@@ -3,8 +3,9 @@
 The K models' parameters are stacked along a new leading trial dimension into one [K, P]
 tensor, their buffers into [K, ...] tensors (each trial keeps its own BatchNorm statistics),
 and the layers run batched over K (``vmap(functional_call)`` for layers without a batched
-form). ``StackedOptimizer`` is torch's Adam / AdamW / SGD written over that dimension, with
-a [K] tensor per hyperparameter. All trials see the same batches; a step costs little more
+form), QAT's integer quantisers and Dropout with per-trial widths and p. ``StackedOptimizer``
+is torch's Adam / AdamW / SGD written over that dimension, with a [K] tensor per
+hyperparameter. All trials see the same batches; a step costs little more
 for K trials than for one, since a tiny model's step is framework overhead, not arithmetic.
 
 A trial whose loss turns non-finite is masked: its slice stops changing and stops being
