@@ -10,6 +10,7 @@ Trials that cannot share a model (a hand-made group, say) run one after another 
 
 from __future__ import annotations
 
+import sys
 import uuid
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from jscexp.errors import Pruned
+from jscexp.errors import Pruned, UserError
 from jscexp.result import JobResult
 
 # Knobs that can differ between the trials of one stacked model.
@@ -182,25 +183,40 @@ def _train_stacked(cfgs: list[DictConfig], trials: list[list[str]], out_dir: Pat
     from jscexp.validate import check_batch_fits, check_knobs
 
     first = cfgs[0]
-    for c in cfgs:
-        check_knobs(c)
+    failed: dict[int, UserError] = {}  # a trial's own bad knob fails that trial only, as its job alone would
+    for i, c in enumerate(cfgs):
+        try:
+            check_knobs(c)
+        except UserError as err:
+            failed[i] = err
     uri = tracking_uri(first.mlflow.tracking_uri)
     check_reachable(uri)
     done = [finished_in_resumed_sweep(uri, t) for t in trials]
-    todo = [i for i, d in enumerate(done) if d is None]
-    results: list[JobResult | None] = [
+    results: list = [
         None if d is None else JobResult(d.metrics.get("best_val_acc", float("nan")), d.metrics) for d in done
     ]
     splits = load_splits(first.dataset)
     check_batch_fits(int(first.batch_size), len(splits.y_train))
     fabric = fit.make_fabric(first.trainer)
     calibration = torch.from_numpy(splits.x_train[: int(first.analysis.num_samples)])
-    models, generators = [], []
-    for i in todo:
-        models.append(initial_model(cfgs[i]))
-        generators.append(_dropout_generator(fabric.device, int(cfgs[i].seed)))
-    quantised = [quantise(m, OmegaConf.to_container(cfgs[i].quantisation, resolve=True), calibration)
-                 if first.mode == "qat" else None for i, m in zip(todo, models)]  # each trial's own widths
+    todo, models, generators, quantised = [], [], [], []
+    for i in (i for i, d in enumerate(done) if d is None and i not in failed):
+        try:
+            model = initial_model(cfgs[i])
+            generator = _dropout_generator(fabric.device, int(cfgs[i].seed))
+            qcfg = OmegaConf.to_container(cfgs[i].quantisation, resolve=True)
+            quantised.append(quantise(model, qcfg, calibration) if first.mode == "qat" else None)  # its own widths
+        except UserError as err:
+            failed[i] = err
+            continue
+        todo.append(i)
+        models.append(model)
+        generators.append(generator)
+    for i, err in sorted(failed.items()):
+        print(f"error: {err}", file=sys.stderr)
+        results[i] = err
+    if not todo:
+        return results
     nets = [(q[0] if q else m).to(fabric.device) for m, q in zip(models, quantised)]
     group = uuid.uuid4().hex[:12]
     runs = [open_run(cfgs[i], uri, m, splits, trials[i], {"jscexp.vector_group": group}) for i, m in zip(todo, models)]

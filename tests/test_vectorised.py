@@ -97,6 +97,25 @@ def test_dropout_trials_with_their_own_p_draw_their_lone_runs_masks(workdir):
     alone_and_stacked(workdir, common, trials, ("model.dropout", "seed"))
 
 
+def test_a_trial_with_a_bad_width_fails_alone_and_its_mates_train(workdir, capsys):
+    from hydra import compose, initialize_config_dir
+
+    from jscexp.errors import UserError
+    from jscexp.group import group_override, run_group
+    from jscexp.result import JobResult
+
+    group = [*SMALL, "max_epochs=1", "model=jsc-toy", "mode=qat", "quantisation=int8", "experiment=mixed",
+             "quantisation.weight_frac_width=3", group_override([[f"quantisation.weight_width={w}"] for w in (2, 4, 8)])]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        results = run_group(compose("config", overrides=group), workdir / "group", group)
+    assert isinstance(results[0], UserError) and "frac_width 3 is larger than width 2" in str(results[0])
+    assert "error: quantisation linear weight: frac_width 3 is larger than width 2" in capsys.readouterr().err
+    assert all(isinstance(r, JobResult) and r > 0 for r in results[1:])
+    runs = runs_of(workdir, "mixed")
+    assert sorted(r.data.params["quantisation.weight_width"] for r in runs) == ["4", "8"]
+    assert all(r.info.status == "FINISHED" and "jscexp.vector_group" in r.data.tags for r in runs)
+
+
 def test_grouping_keeps_other_knobs_apart_and_respects_the_size():
     from jscexp.errors import UserError
     from jscexp.group import group_jobs
