@@ -136,14 +136,19 @@ def per_job_returns(returns: list, members: list[list[int]], jobs: list[list[str
     return out
 
 
+def trial_overrides(cfg: DictConfig, overrides: list[str]) -> list[list[str]]:
+    """Each trial's overrides in a group job: the job's own, less the group, plus the trial's."""
+    common = [o for o in overrides if override_key(o) != GROUP_KEY]
+    # unresolved: a trial override may hold an interpolation meant for its own config (${sub:…})
+    return [[*common, *t] for t in OmegaConf.to_container(cfg[GROUP_KEY], resolve=False)]
+
+
 def run_group(cfg: DictConfig, out_dir: Path, overrides: list[str]) -> list[JobResult]:
     from hydra import compose
 
     from jscexp.app import run
 
-    common = [o for o in overrides if override_key(o) != GROUP_KEY]
-    # unresolved: a trial override may hold an interpolation meant for its own config (${sub:…})
-    trials = [[*common, *t] for t in OmegaConf.to_container(cfg[GROUP_KEY], resolve=False)]
+    trials = trial_overrides(cfg, overrides)
     cfgs = [compose("config", overrides=t) for t in trials]
     if not _stackable(cfgs):
         return [run(c, out_dir / f"trial_{i}", t) for i, (c, t) in enumerate(zip(cfgs, trials))]

@@ -47,11 +47,14 @@ def test_unknown_group_options_list_the_valid_names(workdir, group, name):
 
 
 def test_a_raising_and_a_diverging_job_do_not_sink_the_sweep(workdir):
+    # eval_batch_size=0 raises inside training (a whole stacked group fails); learning_rate=-1 is
+    # a trial's own bad knob (it fails alone, no run; its group mates train)
     result = run_cli(["-m", *FAST, "model=mlp", "optimizer=sgd", "max_epochs=3",
-                      "trainer.eval_batch_size=0,4096", "learning_rate=1e3,1e-2"], workdir)
+                      "trainer.eval_batch_size=0,4096", "learning_rate=1e3,1e-2,-1"], workdir)
     assert result.returncode == 1
     output = result.stdout + result.stderr
-    assert "2 of 4 jobs failed (the others finished)" in output and "ValueError" in output
+    assert "4 of 6 jobs failed (the others finished)" in output and "ValueError" in output
+    assert "UserError: learning_rate must be a positive number, got -1" in output
     runs = runs_of(workdir)
     parent = next(r for r in runs if r.data.tags.get("jscexp.kind") == "sweep")
     jobs = [r for r in runs if r is not parent]
@@ -59,7 +62,9 @@ def test_a_raising_and_a_diverging_job_do_not_sink_the_sweep(workdir):
     assert all(r.data.tags["error"].startswith("ValueError") for r in jobs if r.info.status == "FAILED")
     diverged = [r for r in jobs if r.data.tags.get("jscexp.diverged") == "true"]
     assert len(diverged) == 1 and diverged[0].data.params["learning_rate"] == "1000.0"
-    assert parent.info.status == "FAILED" and "trainer.eval_batch_size=0" in parent.data.tags["jscexp.failed_jobs"]
+    failed = parent.data.tags["jscexp.failed_jobs"].split("; ")
+    assert parent.info.status == "FAILED" and len(failed) == 4
+    assert sum("trainer.eval_batch_size=0 " in f for f in failed) == 3 and sum("learning_rate=-1" in f for f in failed) == 2
 
 
 def test_sigterm_marks_the_run_killed_and_the_same_command_resumes(workdir):

@@ -60,8 +60,19 @@ class MlflowSweepCallback(Callback):
     def on_job_end(self, config: DictConfig, job_return, **kwargs) -> None:
         from hydra.core.utils import JobStatus
 
-        if self._parent is not None and job_return.status == JobStatus.FAILED:
-            self._failed.append(" ".join(job_return.overrides or []))
+        if self._parent is None:
+            return
+        ok, overrides = job_return.status != JobStatus.FAILED, job_return.overrides or []
+        if not config.get("vector_trials"):
+            if not ok:
+                self._failed.append(" ".join(overrides))
+            return
+        # a vector group: each of its failed trials
+        from jscexp.group import trial_overrides
+
+        trials = trial_overrides(config, overrides)
+        values = job_return._return_value if ok else [None] * len(trials)
+        self._failed += [" ".join(t) for t, v in zip(trials, values) if not ok or isinstance(v, BaseException)]
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         if self._parent is None:
