@@ -203,6 +203,8 @@ def test_an_optuna_search_asks_k_trials_at_once_and_prunes_single_slices(workdir
     assert "PRUNED" in states.values() and "COMPLETE" in states.values()
     runs = {r.data.tags["jscexp.optuna_trial"]: r for r in runs_of(workdir, "vsearch")
             if r.data.tags.get("jscexp.kind") != "sweep"}
+    parents = [r for r in runs_of(workdir, "vsearch") if r.data.tags.get("jscexp.kind") == "sweep"]
+    assert [p.info.status for p in parents] == ["FINISHED"]  # a pruned trial is not a failure
     assert sorted(int(n) for n in runs) == list(range(8))
     client = mlflow_client(workdir)
     for number, state in states.items():

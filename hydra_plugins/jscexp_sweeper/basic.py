@@ -26,6 +26,10 @@ for _name in ("jscexp_basic", "basic"):
 log = logging.getLogger(__name__)
 # Failures of the last sweep in this process; ``python -m jscexp`` exits 1 when there are any.
 FAILURES: List[str] = []
+# The overrides of the last sweep's failed jobs (or search trials), recorded here in the sweeper's
+# process whatever the launcher (on_job_end runs in the job's own process, a joblib or submitit
+# worker): the jscexp callback marks the sweep's parent run FAILED with them.
+FAILED_JOBS: List[str] = []
 
 
 class _KeepGoing:
@@ -42,6 +46,7 @@ class _KeepGoing:
                 err = ret._return_value
                 self._failures.append(f"#{initial_job_idx + idx} ({' '.join(ret.overrides or [])}): "
                                       f"{type(err).__name__}: {err}")
+                FAILED_JOBS.append(" ".join(ret.overrides or []))
                 ret.status, ret._return_value = JobStatus.COMPLETED, None
         return results
 
@@ -78,6 +83,7 @@ class JscexpBasicSweeper(BasicSweeper):
 
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
         FAILURES.clear()
+        FAILED_JOBS.clear()
         size = group_size(config.trainer.get("vectorize"))  # the jscexp callback checked it (one-line error)
         vectorise = _Vectorise(self.launcher, size, job_composer(hydra_context, config))
         self.launcher = _KeepGoing(vectorise, FAILURES)

@@ -16,6 +16,7 @@ from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig, OmegaConf
 
+from hydra_plugins.jscexp_sweeper.basic import FAILED_JOBS
 from hydra_plugins.jscexp_sweeper.config import JscexpOptunaSweeperConf  # noqa: F401  (registers the config)
 from jscexp.errors import Pruned, UserError
 from jscexp.search.space import override_value, parse
@@ -52,6 +53,7 @@ class JscexpOptunaSweeper(Sweeper):
 
     def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
         self.config, self.hydra_context = config, hydra_context
+        FAILED_JOBS.clear()
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config
         )
@@ -79,7 +81,8 @@ class JscexpOptunaSweeper(Sweeper):
     def _sweep(self, arguments: list[str]) -> Any:
         import optuna
 
-        from jscexp.group import grouped_jobs, job_composer, per_job_returns  # torch: not for --help
+        # torch: not for --help
+        from jscexp.group import grouped_jobs, job_composer, per_job_returns
         from jscexp.validate import group_size
 
         space, fixed = parse(OmegaConf.to_container(self.o.params) if self.o.params else None, arguments)
@@ -136,8 +139,10 @@ class JscexpOptunaSweeper(Sweeper):
                                              job_composer(self.hydra_context, self.config))
             returns = per_job_returns(self.launcher.launch(launched, initial_job_idx=self.job_idx), members, jobs)
             self.job_idx += len(launched)
-            for trial, ret in zip(to_run, returns):
-                failures += self._tell(study, trial, ret, objectives)
+            for trial, job, ret in zip(to_run, jobs, returns):
+                if failed := self._tell(study, trial, ret, objectives):
+                    failures += failed
+                    FAILED_JOBS.append(" ".join(job))
         return self._report(study, objectives, failures)
 
     @staticmethod

@@ -18,7 +18,6 @@ from jscexp.tracking.store import PARENT_ENV, tracking_uri
 class MlflowSweepCallback(Callback):
     def __init__(self) -> None:
         self._parent = None
-        self._failed: list[str] = []
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         from jscexp.errors import UserError
@@ -57,30 +56,16 @@ class MlflowSweepCallback(Callback):
         # The sweeper may raise before on_multirun_end; never leave the parent RUNNING.
         atexit.register(self._finish, None)
 
-    def on_job_end(self, config: DictConfig, job_return, **kwargs) -> None:
-        from hydra.core.utils import JobStatus
-
-        if self._parent is None:
-            return
-        ok, overrides = job_return.status != JobStatus.FAILED, job_return.overrides or []
-        if not config.get("vector_trials"):
-            if not ok:
-                self._failed.append(" ".join(overrides))
-            return
-        # a vector group: each of its failed trials
-        from jscexp.group import trial_overrides
-
-        trials = trial_overrides(config, overrides)
-        values = job_return._return_value if ok else [None] * len(trials)
-        self._failed += [" ".join(t) for t, v in zip(trials, values) if not ok or isinstance(v, BaseException)]
-
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        # each failed job or search trial, recorded by the sweeper whatever the launcher
+        from hydra_plugins.jscexp_sweeper.basic import FAILED_JOBS
+
         if self._parent is None:
             return
-        if self._failed:
-            self._parent.client.set_tag(self._parent_id(), "jscexp.failed_jobs", "; ".join(self._failed)[:5000])
+        if FAILED_JOBS:
+            self._parent.client.set_tag(self._parent_id(), "jscexp.failed_jobs", "; ".join(FAILED_JOBS)[:5000])
         self._publish(config)
-        self._finish("FAILED" if self._failed else "FINISHED")
+        self._finish("FAILED" if FAILED_JOBS else "FINISHED")
 
     def _parent_id(self) -> str:
         """Ours, unless the sweeper moved this sweep under a parent shared with other workers."""
