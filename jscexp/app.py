@@ -64,7 +64,7 @@ def run(cfg: DictConfig, out_dir: Path, overrides: list[str] | None = None) -> f
         if mode == "ptq":
             return _ptq(cfg, model, qcfg, splits, calibration, run, out_dir)
         net = quantised[0] if mode == "qat" else model
-        result = fit.train(cfg, net, splits, _hooks(cfg, run))  # leaves the best epoch's weights in net
+        result = fit.train(cfg, net, splits, epoch_hooks(cfg, run))  # leaves the best epoch's weights in net
         return finish_training(cfg, net, splits, run, out_dir, result, calibration, quantised)
 
 
@@ -163,12 +163,13 @@ def _seed(seed: int) -> None:
     seed_everything(seed, verbose=False)
 
 
-def _hooks(cfg, run) -> list:
-    reporter = trial_reporter(cfg)
+def epoch_hooks(cfg, run) -> list:
+    """What a run does after each epoch: log its metrics; in a search with a pruner, report to the trial."""
+    reporter = _trial_reporter(cfg)
     return [log_epoch(run)] if reporter is None else [log_epoch(run), reporter]
 
 
-def trial_reporter(cfg):
+def _trial_reporter(cfg):
     """The Optuna trial's pruning hook for a search trial with a pruner, else None."""
     if not cfg.get("optuna") or cfg.optuna.pruner == "none":
         return None
@@ -180,7 +181,7 @@ def trial_reporter(cfg):
 
 def _fit(cfg, model, splits, run, out_dir: Path) -> dict[str, float]:
     """Trains with validation each epoch, tests the best epoch's weights; returns the final metrics."""
-    result = fit.train(cfg, model, splits, _hooks(cfg, run))  # leaves the best epoch's weights in model
+    result = fit.train(cfg, model, splits, epoch_hooks(cfg, run))  # leaves the best epoch's weights in model
     return _record_fit(cfg, model, splits, run, out_dir, result)
 
 
@@ -197,9 +198,8 @@ def _record_fit(cfg, model, splits, run, out_dir: Path, result) -> dict[str, flo
                         epoch=result.best_epoch, val_acc=result.best_val_acc)
     run.log_artifact(best, "checkpoints")
     run.set_tags({"jscexp.checkpoint": str(best.resolve())})
-    from jscexp.tracking.plots import (
-        training_curves,  # matplotlib: only once a run has curves to draw
-    )
+    # matplotlib: only once a run has curves to draw
+    from jscexp.tracking.plots import training_curves
 
     run.log_artifact(training_curves(result.history, out_dir / "training_curves.png"))
     return {

@@ -106,11 +106,16 @@ def stack_blocker(cfg: DictConfig) -> str | None:
     if cfg.mode == "train" and cfg.quantisation.name != "none":
         return "quantisation with mode=train"
     options = OmegaConf.to_container(cfg.optimizer, resolve=True)
-    if (reason := StackedOptimizer.unsupported(cfg.optimizer._target_.rsplit(".", 1)[-1], [options])) is not None:
+    if (reason := StackedOptimizer.unsupported(_optimizer_kind(cfg), [options])) is not None:
         return f"optimizer {reason}"
     if cfg.trainer.get("early_stopping_patience") is not None:
         return "early stopping"
     return None
+
+
+def _optimizer_kind(cfg: DictConfig) -> str:
+    """``torch.optim.AdamW`` → ``AdamW``."""
+    return cfg.optimizer._target_.rsplit(".", 1)[-1]
 
 
 def _has_dropout(cfg: DictConfig) -> bool:
@@ -177,7 +182,7 @@ def _integer_only(qcfg: DictConfig) -> bool:
 
 
 def _train_stacked(cfgs: list[DictConfig], trials: list[list[str]], out_dir: Path) -> list[JobResult]:
-    from jscexp.app import finish_training, initial_model, open_run, trial_reporter
+    from jscexp.app import epoch_hooks, finish_training, initial_model, open_run
     from jscexp.data import load_splits
     from jscexp.quant.transform import quantise
     from jscexp.tracking import tracking_uri
@@ -232,14 +237,13 @@ def _train_stacked(cfgs: list[DictConfig], trials: list[list[str]], out_dir: Pat
         open_runs.discard(k)
 
     try:
-        reporters = [trial_reporter(cfgs[i]) for i in todo]
+        hooks = [epoch_hooks(cfgs[i], run) for i, run in zip(todo, runs)]  # each trial's, as its run alone
         pruned: dict[int, Pruned] = {}
 
         def hook(k: int, epoch: int, metrics: dict) -> bool:
-            runs[k].log_metrics(metrics, step=epoch)
             try:
-                if reporters[k] is not None:
-                    reporters[k](epoch, metrics)
+                for each in hooks[k]:
+                    each(epoch, metrics)
             except Pruned as stop:  # this trial's slice stops; the others go on
                 pruned[k] = stop
                 return True
@@ -247,7 +251,7 @@ def _train_stacked(cfgs: list[DictConfig], trials: list[list[str]], out_dir: Pat
 
         stacked = StackedModel(nets, generators)
         hparams = [OmegaConf.to_container(cfgs[i].optimizer, resolve=True) for i in todo]
-        optimizer = StackedOptimizer({"flat": stacked.flat}, first.optimizer._target_.rsplit(".", 1)[-1], hparams)
+        optimizer = StackedOptimizer({"flat": stacked.flat}, _optimizer_kind(first), hparams)
         fits = fit_stacked(
             stacked, optimizer, _lr_schedule(first, [h["lr"] for h in hparams]),
             fit.batches(fabric, splits, "train", int(first.batch_size), seed=int(first.data_seed)),
@@ -268,7 +272,6 @@ def _train_stacked(cfgs: list[DictConfig], trials: list[list[str]], out_dir: Pat
             close(k, err)
         raise
     return results
-
 
 
 def _dropout_generator(device: torch.device, seed: int) -> torch.Generator:

@@ -44,10 +44,11 @@ class StackedModel:
 
     def __init__(self, models: Sequence[torch.nn.Module], generators: Sequence[torch.Generator] | None = None):
         # QAT models are fx GraphModules, each of its own class: stack by name, not by class
-        params, buffers = (
-            {name: torch.stack([dict(named(m))[name].detach() for m in models]) for name, _ in named(models[0])}
-            for named in (nn.Module.named_parameters, nn.Module.named_buffers)
-        )
+        def stacked(named) -> dict[str, torch.Tensor]:
+            per_model = [dict(named(m)) for m in models]
+            return {name: torch.stack([d[name].detach() for d in per_model]) for name in per_model[0]}
+
+        params, buffers = stacked(nn.Module.named_parameters), stacked(nn.Module.named_buffers)
         self.k = len(models)
         # One [K, P] leaf holds every parameter: the optimizer's step is a dozen tensor ops
         # whatever the number of layers; the layers read views of it.
@@ -77,7 +78,7 @@ class StackedModel:
         """Each parameter as a [K, ...] view of the flat leaf (made anew per step for autograd).
 
         One split, not a slice per parameter: its backward is one cat into the flat gradient,
-        where slices each zero-fill and add a [K, P] tensor (a tenth of a K=16 step)."""
+        where slices each zero-fill and add a [K, P] tensor."""
         parts = self.flat.split([n for _, _, n in self._layout], dim=1)
         return {name: part.view(self.k, *shape) for (name, shape, _), part in zip(self._layout, parts)}
 
