@@ -1,4 +1,4 @@
-"""``python -m jscexp``: the Hydra entry point. One job = one run.
+"""``python -m jscexp``: the Hydra entry point. One job = one run (or one stacked group of runs).
 
 Only Hydra is imported here; the job imports torch and friends when it starts.
 """
@@ -10,30 +10,42 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from jscexp.errors import UserError, install_interrupt_handlers
+from jscexp.sweep import Outcome, trial_overrides, verdict
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> float:
+def main(cfg: DictConfig) -> Outcome | list[Outcome]:
+    """A job's outcome (a group job's, one per trial). Alone, its verdict is the exit code; in
+    a sweep, bad input fails this job only and the sweeper carries on."""
     hc = HydraConfig.get()
+    overrides = list(hc.overrides.task)
     try:
-        if cfg.get("vector_trials"):  # several grid points in one stacked model (jscexp.group)
-            from jscexp.group import run_group
-
-            return run_group(cfg, Path(hc.runtime.output_dir), list(hc.overrides.task))
-        from jscexp.app import run
-
-        return run(cfg, Path(hc.runtime.output_dir), list(hc.overrides.task))
+        outcome = _job(cfg, Path(hc.runtime.output_dir), overrides)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
+        if hc.mode == RunMode.MULTIRUN:
+            return [Outcome.failed(str(err)) for _ in trial_overrides(cfg, overrides)] \
+                if cfg.get("vector_trials") else Outcome.failed(str(err))
         raise SystemExit(2) from None
+    if hc.mode != RunMode.MULTIRUN and (code := verdict(outcome if isinstance(outcome, list) else [outcome]).exit_code):
+        raise SystemExit(code)
+    return outcome
+
+
+def _job(cfg: DictConfig, out_dir: Path, overrides: list[str]) -> Outcome | list[Outcome]:
+    if cfg.get("vector_trials"):  # several grid points in one stacked model (jscexp.group)
+        from jscexp.group import run_group
+
+        return run_group(cfg, out_dir, overrides)
+    from jscexp.app import run
+
+    return run(cfg, out_dir, overrides)
 
 
 if __name__ == "__main__":
     install_interrupt_handlers()
     main()
-    from hydra_plugins.jscexp_sweeper.basic import FAILURES
-
-    sys.exit(1 if FAILURES else 0)

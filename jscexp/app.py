@@ -17,11 +17,11 @@ from omegaconf import DictConfig, OmegaConf
 import jscexp
 from jscexp.analysis import analyse, check
 from jscexp.data import load_splits
-from jscexp.errors import UserError
+from jscexp.errors import Pruned, UserError
 from jscexp.models import count_trainable
 from jscexp.quant import summary as qsummary
 from jscexp.quant.transform import quantise, uses_auto_frac
-from jscexp.result import JobResult
+from jscexp.sweep import Outcome
 from jscexp.tracking import PARENT_ENV, TrackedRun, flatten, tracking_uri
 from jscexp.tracking.resume import finished_in_resumed_sweep
 from jscexp.tracking.store import check_reachable
@@ -35,8 +35,8 @@ _QUANT_MODES = ("qat", "ptq", "transform")
 _NEEDS_CKPT = ("test", "transform")
 
 
-def run(cfg: DictConfig, out_dir: Path, overrides: list[str] | None = None) -> float | None:
-    """Runs the job ``cfg.mode`` describes and returns the metric a sweeper optimises."""
+def run(cfg: DictConfig, out_dir: Path, overrides: list[str] | None = None) -> Outcome:
+    """Runs the job ``cfg.mode`` describes; returns its outcome and final metrics."""
     mode, qcfg = cfg.mode, OmegaConf.to_container(cfg.quantisation, resolve=True)
     spec = OmegaConf.to_container(cfg.analysis, resolve=True)
     _check_mode(mode, qcfg["name"], cfg.ckpt)
@@ -45,7 +45,7 @@ def run(cfg: DictConfig, out_dir: Path, overrides: list[str] | None = None) -> f
     check_reachable(uri)
     if (done := finished_in_resumed_sweep(uri, overrides or [])) is not None:
         print(f"already finished in this sweep (run {done.run_id}): skipped")
-        return JobResult(done.metrics.get("best_val_acc", float("nan")), done.metrics)
+        return Outcome.finished(done.metrics, done.run_id)
     model = initial_model(cfg)
     needs_data = mode != "transform" or uses_auto_frac(qcfg)
     splits = load_splits(cfg.dataset) if needs_data else None
@@ -54,18 +54,27 @@ def run(cfg: DictConfig, out_dir: Path, overrides: list[str] | None = None) -> f
     calibration = torch.from_numpy(splits.x_train[: int(spec["num_samples"])]) if splits else None
     quantised = quantise(model, qcfg, calibration) if qcfg["name"] != "none" else None  # validates it too
     check(model, spec)
-    with open_run(cfg, uri, model, splits, overrides or []) as run:
-        if mode == "analyse":
-            return _analyse(quantised[0] if quantised else model, spec, calibration, run)
-        if mode == "transform":
-            return _transform(cfg, quantised, run, out_dir)
-        if mode == "test":
-            return _test(cfg, quantised[0] if quantised else model, splits, run, out_dir)
-        if mode == "ptq":
-            return _ptq(cfg, model, qcfg, splits, calibration, run, out_dir)
-        net = quantised[0] if mode == "qat" else model
-        result = fit.train(cfg, net, splits, epoch_hooks(cfg, run))  # leaves the best epoch's weights in net
-        return finish_training(cfg, net, splits, run, out_dir, result, calibration, quantised)
+    try:
+        with open_run(cfg, uri, model, splits, overrides or []) as run:
+            metrics = _run_mode(cfg, mode, model, quantised, qcfg, spec, splits, calibration, run, out_dir)
+    except Pruned as stop:  # its run ended FINISHED with the epochs it had: a result, not a failure
+        return Outcome.of_exception(stop)
+    return metrics if isinstance(metrics, Outcome) else Outcome.finished(metrics, run.run_id)
+
+
+def _run_mode(cfg, mode, model, quantised, qcfg, spec, splits, calibration, run, out_dir: Path):
+    """The mode's own work inside the job's open run; returns its final metrics (or outcome)."""
+    if mode == "analyse":
+        return _analyse(quantised[0] if quantised else model, spec, calibration, run)
+    if mode == "transform":
+        return _transform(cfg, quantised, run, out_dir)
+    if mode == "test":
+        return _test(cfg, quantised[0] if quantised else model, splits, run, out_dir)
+    if mode == "ptq":
+        return _ptq(cfg, model, qcfg, splits, calibration, run, out_dir)
+    net = quantised[0] if mode == "qat" else model
+    result = fit.train(cfg, net, splits, epoch_hooks(cfg, run))  # leaves the best epoch's weights in net
+    return finish_training(cfg, net, splits, run, out_dir, result, calibration, quantised)
 
 
 def initial_model(cfg: DictConfig) -> torch.nn.Module:
@@ -94,7 +103,7 @@ def open_run(cfg, uri: str, model, splits, overrides: list[str], tags: dict | No
     return run
 
 
-def finish_training(cfg, net, splits, run, out_dir: Path, result, calibration, quantised=None) -> JobResult:
+def finish_training(cfg, net, splits, run, out_dir: Path, result, calibration, quantised=None) -> Outcome:
     """After training: test, checkpoint, curves, final metrics, summaries; returns the job's result."""
     spec = OmegaConf.to_container(cfg.analysis, resolve=True)
     final = {**_record_fit(cfg, net, splits, run, out_dir, result), **qsummary.costs(net)}
@@ -102,7 +111,7 @@ def finish_training(cfg, net, splits, run, out_dir: Path, result, calibration, q
     if quantised:
         _log_quant_summaries(run, net, quantised[1], out_dir)
     _log_texts(run, analyse(net, spec, calibration))
-    return JobResult(final["best_val_acc"], final)
+    return Outcome.finished(final, run.run_id, diverged=result.diverged_at is not None)
 
 
 def _log_texts(run, texts: dict[str, str]) -> None:
@@ -110,12 +119,13 @@ def _log_texts(run, texts: dict[str, str]) -> None:
         run.log_text(text, artifact)
 
 
-def _analyse(model, spec, calibration, run) -> None:
+def _analyse(model, spec, calibration, run) -> dict[str, float]:
     """mode=analyse: prints the graph report and the node-meta table, keeps all as artifacts."""
     texts = analyse(model, {**spec, "graph": True, "profile": True}, calibration)
     print(texts["analysis/graph.txt"])
     print(texts["analysis/node_meta.txt"])
     _log_texts(run, texts)
+    return {}  # a report, no metric: a search over it fails its trials with that reason
 
 
 def _check_mode(mode: str, quant_name: str, ckpt) -> None:
@@ -171,12 +181,12 @@ def epoch_hooks(cfg, run) -> list:
 
 def _trial_reporter(cfg):
     """The Optuna trial's pruning hook for a search trial with a pruner, else None."""
-    if not cfg.get("optuna") or cfg.optuna.pruner == "none":
+    if not cfg.get("optuna") or not cfg.optuna.get("pruner"):
         return None
     from jscexp.search.study import trial_handle
 
     o = cfg.optuna
-    return report_to_trial(trial_handle(o.study, o.storage, int(o.trial), o.pruner, o.warmup, o.startup))
+    return report_to_trial(trial_handle(o.study, o.storage, int(o.trial), OmegaConf.to_container(o.pruner)))
 
 
 def _fit(cfg, model, splits, run, out_dir: Path) -> dict[str, float]:
@@ -202,7 +212,10 @@ def _record_fit(cfg, model, splits, run, out_dir: Path, result) -> dict[str, flo
     from jscexp.tracking.plots import training_curves
 
     run.log_artifact(training_curves(result.history, out_dir / "training_curves.png"))
+    best_epoch = next(h for h in result.history if h["epoch"] == result.best_epoch)
     return {
+        "best_epoch": result.best_epoch,
+        "best_train_acc": best_epoch["train_acc"],
         "best_val_acc": result.best_val_acc,
         "test_acc": test["acc"],
         "test_loss": test["loss"],
@@ -212,15 +225,15 @@ def _record_fit(cfg, model, splits, run, out_dir: Path, result) -> dict[str, flo
     }
 
 
-def _test(cfg, model, splits, run, out_dir: Path) -> float:
+def _test(cfg, model, splits, run, out_dir: Path) -> dict[str, float]:
     result = fit.evaluate(cfg, model, splits, "test")
     run.log_metrics({"test_acc": result["acc"], "test_loss": result["loss"]})
     run.set_tags({"jscexp.checkpoint": str(Path(cfg.ckpt).resolve())})
     print(f"test_acc={result['acc']:.4f} test_loss={result['loss']:.4f}")
-    return result["acc"]
+    return {"test_acc": result["acc"], "test_loss": result["loss"]}
 
 
-def _ptq(cfg, model, qcfg, splits, calibration, run, out_dir: Path) -> float:
+def _ptq(cfg, model, qcfg, splits, calibration, run, out_dir: Path) -> dict[str, float]:
     """Quantises a trained float model: the one in ckpt=, else one trained here first."""
     if cfg.ckpt:
         test = fit.evaluate(cfg, model, splits, "test")
@@ -233,7 +246,9 @@ def _ptq(cfg, model, qcfg, splits, calibration, run, out_dir: Path) -> float:
     net, changes = quantise(model, qcfg, calibration)
     val, test = (fit.evaluate(cfg, net, splits, s) for s in ("val", "test"))
     final = {
-        **{k: v for k, v in float_metrics.items() if k not in ("best_val_acc", "test_acc", "test_loss")},
+        # the float model's numbers under float_* names; the quantised model's under the plain ones
+        **{k: v for k, v in float_metrics.items() if k not in ("best_val_acc", "test_acc", "test_loss", "best_train_acc")},
+        **({"float_train_acc": float_metrics["best_train_acc"]} if "best_train_acc" in float_metrics else {}),
         "float_val_acc": float_metrics["best_val_acc"],
         "float_test_acc": float_metrics["test_acc"],
         "float_test_loss": float_metrics["test_loss"],
@@ -247,10 +262,10 @@ def _ptq(cfg, model, qcfg, splits, calibration, run, out_dir: Path) -> float:
     _log_quant_summaries(run, net, changes, out_dir)
     _log_texts(run, analyse(net, OmegaConf.to_container(cfg.analysis, resolve=True), calibration))
     print(f"float test_acc={float_metrics['test_acc']:.4f}  quantised test_acc={test['acc']:.4f}")
-    return JobResult(val["acc"], final)
+    return final
 
 
-def _transform(cfg, quantised, run, out_dir: Path) -> None:
+def _transform(cfg, quantised, run, out_dir: Path) -> dict[str, float]:
     """Writes the quantised model of ckpt= and its summaries (lab 2 Q7)."""
     net, changes = quantised
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -267,9 +282,11 @@ def _transform(cfg, quantised, run, out_dir: Path) -> None:
         path,
     )
     run.log_artifact(path, "quantised")
-    run.log_metrics(qsummary.costs(net))
+    costs = qsummary.costs(net)
+    run.log_metrics(costs)
     _log_quant_summaries(run, net, changes, out_dir)
     print(f"quantised model written to {path}")
+    return costs
 
 
 def _log_quant_summaries(run, net, changes, out_dir: Path) -> None:

@@ -19,81 +19,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from jscexp.errors import Pruned, UserError
-from jscexp.result import JobResult
-
-# Knobs that can differ between the trials of one stacked model.
-VECTOR_KEYS = ("learning_rate", "seed", "data_seed", "optimizer.lr", "optimizer.weight_decay", "optimizer.betas",
-               "optimizer.momentum", "optimizer.dampening", "optimizer.eps", "optimizer.nesterov", "model.dropout",
-               "optuna.trial")
-GROUP_KEY = "vector_trials"
-
-
-def override_key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
-
-
-def is_vector_key(key: str) -> bool:
-    """A knob that may differ between stacked trials: VECTOR_KEYS, and any quantiser width
-    (``quantisation.weight_width``, ``…frac_width``: per-trial integer quantisers)."""
-    return key in VECTOR_KEYS or (key.startswith("quantisation.") and key.endswith("width"))
-
-
-def group_jobs(job_overrides: list[list[str]], size: int, compose=None) -> list[list[str]]:
-    """Jobs equal but for vector knobs become one job of up to ``size`` trials."""
-    return grouped_jobs(job_overrides, size, compose)[0]
-
-
-def grouped_jobs(job_overrides: list[list[str]], size: int, compose=None) -> tuple[list[list[str]], list[list[int]]]:
-    """``group_jobs`` and, per job it returns, the indices of the jobs it stands for.
-
-    ``compose(overrides)`` gives a job's config. With it, a job that cannot be a stacked trial
-    (``stack_blocker``) stays alone, and trials are only grouped when they share a
-    ``data_seed``: stacked trials see one batch order, so each keeps the numbers of its own run.
-    """
-    keys: list[tuple] = [tuple(o for o in overrides if not is_vector_key(override_key(o))) for overrides in job_overrides]
-    if compose is not None:
-        counts = {k: keys.count(k) for k in set(keys)}
-        for i, overrides in enumerate(job_overrides):
-            if counts[keys[i]] > 1:
-                keys[i] = (keys[i], _stack_key(compose, overrides, i))
-    groups: dict[tuple, list[int]] = {}
-    for i, key in enumerate(keys):
-        groups.setdefault(key, []).append(i)
-    jobs, members = [], []
-    for indices in groups.values():
-        for start in range(0, len(indices), size):
-            chunk = indices[start : start + size]
-            fixed = [o for o in job_overrides[chunk[0]] if not is_vector_key(override_key(o))]
-            trials = [[o for o in job_overrides[i] if is_vector_key(override_key(o))] for i in chunk]
-            if len(chunk) == 1:
-                jobs.append(list(job_overrides[chunk[0]]))
-            else:
-                jobs.append([*fixed, group_override(trials)])
-            members.append(chunk)
-    return jobs, members
-
-
-def group_override(trials: list[list[str]]) -> str:
-    """``+vector_trials=[['lr=0.1','seed=0'],…]``: each trial's overrides, quoted for Hydra's grammar."""
-    def quoted(o: str) -> str:
-        return "'" + o.replace("'", "\\'") + "'"
-
-    return f"+{GROUP_KEY}=[" + ",".join("[" + ",".join(quoted(o) for o in t) + "]" for t in trials) + "]"
-
-
-def job_composer(hydra_context, config: DictConfig):
-    """``compose`` for ``grouped_jobs`` inside a sweeper: a job's config as its launcher will build it."""
-    return lambda overrides: hydra_context.config_loader.load_sweep_config(config, list(overrides))
-
-
-def _stack_key(compose, overrides: list[str], index: int):
-    """What a job must share with its group mates: its data order; a job that cannot stack, nothing."""
-    try:
-        cfg = compose(overrides)
-        return ("data_seed", int(cfg.data_seed), _has_dropout(cfg)) if stack_blocker(cfg) is None else ("alone", index)
-    except Exception:  # noqa: BLE001 — a job whose config does not compose fails on its own, with its own message
-        return ("alone", index)
-
+from jscexp.sweep import Outcome, trial_overrides
+from jscexp.sweep.overrides import is_vector_key
 
 def stack_blocker(cfg: DictConfig) -> str | None:
     """Why a job cannot be a trial of a stacked model, or None when it can."""
@@ -123,32 +50,7 @@ def _has_dropout(cfg: DictConfig) -> bool:
     return bool(cfg.model.get("dropout"))
 
 
-def per_job_returns(returns: list, members: list[list[int]], jobs: list[list[str]]) -> list:
-    """A group job's return split back into one JobReturn per original job, in their order."""
-    from hydra.core.utils import JobReturn, JobStatus
-
-    out: list = [None] * len(jobs)
-    for ret, indices in zip(returns, members):
-        if len(indices) == 1:
-            out[indices[0]] = ret
-            continue
-        values = ret._return_value if ret.status == JobStatus.COMPLETED else [ret._return_value] * len(indices)
-        for i, value in zip(indices, values):
-            failed = ret.status != JobStatus.COMPLETED or isinstance(value, BaseException)
-            out[i] = JobReturn(overrides=jobs[i], cfg=ret.cfg, hydra_cfg=ret.hydra_cfg, working_dir=ret.working_dir,
-                               task_name=ret.task_name, status=JobStatus.FAILED if failed else JobStatus.COMPLETED,
-                               _return_value=value)
-    return out
-
-
-def trial_overrides(cfg: DictConfig, overrides: list[str]) -> list[list[str]]:
-    """Each trial's overrides in a group job: the job's own, less the group, plus the trial's."""
-    common = [o for o in overrides if override_key(o) != GROUP_KEY]
-    # unresolved: a trial override may hold an interpolation meant for its own config (${sub:…})
-    return [[*common, *t] for t in OmegaConf.to_container(cfg[GROUP_KEY], resolve=False)]
-
-
-def run_group(cfg: DictConfig, out_dir: Path, overrides: list[str]) -> list[JobResult]:
+def run_group(cfg: DictConfig, out_dir: Path, overrides: list[str]) -> list[Outcome]:
     from hydra import compose
 
     from jscexp.app import run
@@ -181,7 +83,7 @@ def _integer_only(qcfg: DictConfig) -> bool:
     return all(v in (None, "integer") for k, v in flat.items() if ".config." in k and k.endswith("name"))
 
 
-def _train_stacked(cfgs: list[DictConfig], trials: list[list[str]], out_dir: Path) -> list[JobResult]:
+def _train_stacked(cfgs: list[DictConfig], trials: list[list[str]], out_dir: Path) -> list[Outcome]:
     from jscexp.app import epoch_hooks, finish_training, initial_model, open_run
     from jscexp.data import load_splits
     from jscexp.quant.transform import quantise
@@ -202,9 +104,7 @@ def _train_stacked(cfgs: list[DictConfig], trials: list[list[str]], out_dir: Pat
     uri = tracking_uri(first.mlflow.tracking_uri)
     check_reachable(uri)
     done = [finished_in_resumed_sweep(uri, t) for t in trials]
-    results: list = [
-        None if d is None else JobResult(d.metrics.get("best_val_acc", float("nan")), d.metrics) for d in done
-    ]
+    results: list = [None if d is None else Outcome.finished(d.metrics, d.run_id) for d in done]
     splits = load_splits(first.dataset)
     check_batch_fits(int(first.batch_size), len(splits.y_train))
     fabric = fit.make_fabric(first.trainer)
@@ -224,7 +124,7 @@ def _train_stacked(cfgs: list[DictConfig], trials: list[list[str]], out_dir: Pat
         generators.append(generator)
     for i, err in sorted(failed.items()):
         print(f"error: {err}", file=sys.stderr)
-        results[i] = err
+        results[i] = Outcome.failed(str(err))
     if not todo:
         return results
     nets = [(q[0] if q else m).to(fabric.device) for m, q in zip(models, quantised)]
@@ -260,7 +160,7 @@ def _train_stacked(cfgs: list[DictConfig], trials: list[list[str]], out_dir: Pat
         )
         for k, i in enumerate(todo):
             if k in pruned:
-                results[i] = pruned[k]
+                results[i] = Outcome.of_exception(pruned[k])
                 close(k, pruned[k])
                 continue
             nets[k].load_state_dict(fits[k].best_state)

@@ -38,7 +38,7 @@ def compose_cfg(overrides: list[str]):
         return compose("config", overrides=overrides)
 
 
-def run_job(overrides: list[str], out_dir: Path) -> float:
+def run_job(overrides: list[str], out_dir: Path):
     """Runs one job in this process, as ``python -m jscexp <overrides>`` would."""
     from jscexp.app import run
 

@@ -45,7 +45,7 @@ def test_same_numbers_as_the_lightning_trainer_path(workdir, case):
     assert _history(client, run.info.run_id, "train_loss") == pytest.approx(train_loss, rel=1e-6)
     assert result.metrics["test_acc"] == test_acc
     assert result.metrics["test_loss"] == pytest.approx(test_loss, rel=1e-6)
-    assert float(result) == max(val_acc)
+    assert result.metrics["best_val_acc"] == max(val_acc)
 
 
 def test_early_stopping_stops_after_patience_epochs_without_improvement(workdir):

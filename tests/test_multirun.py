@@ -67,11 +67,3 @@ def test_lab_sweep_files_reproduce_the_lab_settings(sweep, experiment, knob, val
     assert str(cfg.hydra.sweeper.params[knob]) == values
     assert {k: cfg[k] for k in fixed} == fixed
     assert cfg.model.name == "jsc-tiny"
-
-
-def test_the_default_sweeper_keeps_going_past_failures():
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", return_hydra_config=True)
-    assert cfg.hydra.sweeper._target_ == "hydra_plugins.jscexp_sweeper.basic.JscexpBasicSweeper"

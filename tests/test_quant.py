@@ -63,7 +63,33 @@ def test_minifloat_e4m3_values_denormals_and_saturation():
     out = q(torch.tensor([1.0, 1.06, 1.07, 0.1, 2.0**-9, 2.0**-10 * 1.5, 1e6, -1e6, 0.0]))
     assert out.tolist() == [1.0, 1.0, 1.125, 0.1015625, 2.0**-9, 2.0**-9, 480.0, -480.0, 0.0]
     grid = q(torch.randn(1000) * 50)
-    assert q.on_grid(grid).all() and not q.on_grid(torch.tensor([1.01])).any()
+    assert q.on_grid(grid, None).all()
+    off = torch.tensor([1.01, 1.0 + 2**-4, 496.0, 2.0**-10 * 1.5, 2.0**-11])  # mantissa, range, denormal spacing
+    assert not q.on_grid(off, None).any()
+
+
+def _ulp_off(values: torch.Tensor, index: int = 0) -> torch.Tensor:
+    out = values.clone()
+    out[index] = torch.nextafter(out[index], torch.tensor(1e9))
+    return out
+
+
+@pytest.mark.parametrize("name, opts", [("binary", {}), ("ternary", {"threshold": 0.7}),
+                                        ("integer", {"width": 4, "frac_width": 2}),
+                                        ("minifloat", {"width": 8, "exponent_width": 4})])
+def test_each_format_check_catches_a_value_the_format_cannot_hold(name, opts):
+    """The verification reads the format's definition, so it fails for a value one ulp off,
+    a level too many, or a value beyond the range — whatever the quantiser produced."""
+    w = torch.randn(128, generator=torch.Generator().manual_seed(1))
+    q = make_quantiser(name, **opts)
+    out = q(w).detach()
+    assert q.on_grid(out, w).all()
+    assert not q.on_grid(_ulp_off(out), w)[0]
+    assert not q.on_grid(out * 1.5, w).all()  # another scale: other levels, or past the range
+    if name in ("binary", "ternary"):  # exactly two / three values, from the float weights
+        assert not q.on_grid(out, w * 2)[out != 0].any()
+    if name == "integer":
+        assert not q.on_grid(torch.tensor([2.0, -2.25, 0.125]), None).any()  # past 7/4, past -8/4, finer than 1/4
 
 
 def test_binary_and_ternary_values():
@@ -134,12 +160,21 @@ def test_verification_passes_and_catches_an_off_grid_weight():
 
 def test_costs_of_jsc_tiny_by_hand():
     float_costs = costs(build_model("jsc-tiny"))
-    assert float_costs == {"model_size_bits": 117 * 32, "avg_weight_bits": 32.0, "linear_bitops": 16 * 5 * 32 * 32}
+    assert float_costs == {"avg_weight_bits": 32.0, "model_size_bits": 117 * 32, "avg_param_bits": 32.0,
+                           "linear_bitops": 16 * 5 * 32 * 32}
     gm, _ = quantise(build_model("jsc-tiny"), integer_cfg())
     # Linear weight 80 and bias 5 at 8 bits, BatchNorm's 32 parameters stay float.
-    assert costs(gm) == {"model_size_bits": 80 * 8 + 5 * 8 + 32 * 32,
-                         "avg_weight_bits": (80 * 8 + 5 * 8 + 32 * 32) / 117,
-                         "linear_bitops": 16 * 5 * 8 * 8}
+    assert costs(gm) == {"avg_weight_bits": 8.0, "model_size_bits": 80 * 8 + 5 * 8 + 32 * 32,
+                         "avg_param_bits": (80 * 8 + 5 * 8 + 32 * 32) / 117, "linear_bitops": 16 * 5 * 8 * 8}
+
+
+def test_avg_weight_bits_tells_the_bit_widths_apart():
+    """Binary, int4 and int8 jsc-toy differ by their weights' bits, not drowned by BatchNorm's floats."""
+    bits = {name: costs(quantise(build_model("jsc-toy"), cfg)[0])["avg_weight_bits"]
+            for name, cfg in (("binary", {"name": "binary", "by": "type", "default": {"config": {"name": None}},
+                                          "linear": {"config": {"name": "binary", "weight_scaling": True}}}),
+                              ("int4", integer_cfg(4, 2)), ("int8", integer_cfg()))}
+    assert bits == {"binary": 1.0, "int4": 4.0, "int8": 8.0}
 
 
 @pytest.mark.parametrize(
@@ -174,7 +209,7 @@ def test_qat_run_logs_costs_summaries_and_a_passed_check(workdir):
     m = run.data.metrics
     assert run.info.status == "FINISHED" and run.data.tags["jscexp.quant_check"] == "passed"
     assert m["quant_offgrid_values"] == 0 and m["quant_checked_values"] == 253
-    assert m["avg_weight_bits"] == pytest.approx((253 * 8 + 74 * 32) / 327)
+    assert m["avg_weight_bits"] == 8.0 and m["avg_param_bits"] == pytest.approx((253 * 8 + 74 * 32) / 327)
     client = mlflow_client(workdir)
     assert {a.path for a in client.list_artifacts(run.info.run_id, "quant")} == {
         "quant/histogram.md", "quant/nodes.csv", "quant/verification.csv"}
@@ -214,3 +249,16 @@ def test_bit_width_sweep_file_sets_frac_from_width():
     assert cfg.quantisation.linear.config.weight_width == 3
     assert cfg.quantisation.linear.config.weight_frac_width == 2 and cfg.quantisation.bias_frac_width == 2
     assert cfg.model.name == "jsc-toy" and cfg.experiment == "quant_bits"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["qat", "ptq"])  # ptq without ckpt=: trains the float model first
+@pytest.mark.parametrize("preset", ["int8", "int4", "minifloat8", "ternary", "binary"])
+def test_every_preset_runs_and_passes_its_own_format_check(workdir, preset, mode):
+    outcome = run_job([*FAST, f"mode={mode}", f"quantisation={preset}", "model=jsc-toy"], workdir / "out")
+    (run,) = runs_of(workdir)
+    assert outcome.status.value == "finished" and run.info.status == "FINISHED"
+    assert run.data.tags["jscexp.quant_check"] == "passed" and run.data.metrics["quant_offgrid_values"] == 0
+    assert run.data.metrics["quant_checked_values"] > 0
+    assert run.data.metrics["avg_weight_bits"] == {"int8": 8, "int4": 4, "minifloat8": 8, "ternary": 2, "binary": 1}[preset]
+    assert 0 < outcome.metrics["test_acc"] <= 1

@@ -54,7 +54,7 @@ def test_a_raising_and_a_diverging_job_do_not_sink_the_sweep(workdir):
     assert result.returncode == 1
     output = result.stdout + result.stderr
     assert "4 of 6 jobs failed (the others finished)" in output and "ValueError" in output
-    assert "UserError: learning_rate must be a positive number, got -1" in output
+    assert "learning_rate=-1: failed: learning_rate must be a positive number, got -1" in output
     runs = runs_of(workdir)
     parent = next(r for r in runs if r.data.tags.get("jscexp.kind") == "sweep")
     jobs = [r for r in runs if r is not parent]

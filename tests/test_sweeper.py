@@ -12,7 +12,7 @@ import pytest
 
 from conftest import FAST, run_cli, runs_of
 
-SWEEP = ["-m", "hydra/sweeper=jscexp_optuna", *FAST, "experiment=search"]
+SWEEP = ["-m", "sweeper=optuna", *FAST, "experiment=search"]
 
 
 def study(workdir, name):
@@ -90,8 +90,8 @@ def test_a_tpe_search_resumes_and_counts_the_study_total(workdir):
 
 
 def test_median_pruner_stops_a_bad_trial_early(workdir):
-    common = ["hydra.sweeper.study_name=prune", "hydra.sweeper.pruner=median", "hydra.sweeper.sampler=random",
-              "hydra.sweeper.pruner_warmup_epochs=1", "hydra.sweeper.pruner_startup_trials=2", "max_epochs=4"]
+    common = ["hydra.sweeper.study_name=prune", "hydra/sweeper/pruner=median", "hydra/sweeper/sampler=random",
+              "hydra.sweeper.pruner.n_warmup_steps=1", "hydra.sweeper.pruner.n_startup_trials=2", "max_epochs=4"]
     sweep(workdir, *common, "hydra.sweeper.n_trials=2", "learning_rate=interval(0.005,0.02)")
     # the same study, now asked for an obviously bad learning rate
     sweep(workdir, *common, "hydra.sweeper.n_trials=3", "learning_rate=interval(1e-9,2e-9)")
@@ -106,7 +106,7 @@ def test_median_pruner_stops_a_bad_trial_early(workdir):
 
 
 def test_multi_objective_gives_a_pareto_front(workdir):
-    result = sweep(workdir, "hydra.sweeper.study_name=pareto", "hydra.sweeper.sampler=nsgaii",
+    result = sweep(workdir, "hydra.sweeper.study_name=pareto", "hydra/sweeper/sampler=nsgaii",
                    "hydra.sweeper.seed=0", "hydra.sweeper.n_trials=4",
                    "hydra.sweeper.objectives=[best_val_acc,avg_weight_bits]",
                    "hydra.sweeper.direction=[maximize,minimize]", "mode=qat", "quantisation=int8",
@@ -125,8 +125,9 @@ def test_multi_objective_gives_a_pareto_front(workdir):
 
 
 def test_dedup_reuses_an_identical_config_and_a_failing_trial_does_not_end_the_sweep(workdir):
-    sweep(workdir, "hydra.sweeper.study_name=dup", "hydra.sweeper.n_trials=3", "hydra.sweeper.sampler=grid",
-          "batch_size=choice(64)", "trainer.eval_batch_size=choice(4096,0)")
+    failed = sweep(workdir, "hydra.sweeper.study_name=dup", "hydra.sweeper.n_trials=3", "hydra/sweeper/sampler=grid",
+                   "batch_size=choice(64)", "trainer.eval_batch_size=choice(4096,0)", check=False)
+    assert failed.returncode == 1 and "Traceback" not in failed.stderr
     st = study(workdir, "dup")
     first = {}
     for t in st.trials:
@@ -152,7 +153,7 @@ def test_two_workers_on_one_storage_finish_n_distinct_trials(workdir):
 
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "JSCEXP_PARENT_RUN_ID")}
     cmd = [sys.executable, "-m", "jscexp", *SWEEP, "hydra.sweeper.study_name=shared", "hydra.sweeper.n_trials=5",
-           "learning_rate=interval(1e-3,1e-2)", "hydra.sweeper.sampler=random"]
+           "learning_rate=interval(1e-3,1e-2)", "hydra/sweeper/sampler=random"]
     workers = [subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
                for _ in range(2)]
     for w in workers:
@@ -167,10 +168,15 @@ def test_two_workers_on_one_storage_finish_n_distinct_trials(workdir):
 
 
 def test_bad_search_settings_are_one_line(workdir):
-    result = sweep(workdir, "hydra.sweeper.sampler=bayes", "learning_rate=interval(1e-3,1e-2)", check=False)
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith("error: unknown sampler 'bayes': choose one of tpe")
-    assert "Traceback" not in result.stderr
+    result = sweep(workdir, "+hydra.sweeper.sampler.n_startup=3", "learning_rate=interval(1e-3,1e-2)", check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "error: TPESampler has no option n_startup: it takes consider_prior, ")
+    result = sweep(workdir, "hydra/sweeper/pruner=successive_halving", "hydra.sweeper.pruner.reduction_factor=1",
+                   "learning_rate=interval(1e-3,1e-2)", check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "error: pruner SuccessiveHalvingPruner: The value of `reduction_factor` is 1, but must be")
     unreachable = sweep(workdir, "hydra.sweeper.storage=postgresql://bob:hunter2@127.0.0.1:1/optuna",
                         "learning_rate=interval(1e-3,1e-2)", check=False)
     assert unreachable.returncode == 2 and "hunter2" not in unreachable.stdout + unreachable.stderr
@@ -202,3 +208,59 @@ def test_search_sweep_files_select_our_sweeper(name, objectives):
     assert list(cfg.hydra.sweeper.objectives) == objectives and cfg.experiment == name
     space, _ = parse(dict(cfg.hydra.sweeper.params), [])
     assert len(space) == 2
+
+
+def test_an_invalid_sample_fails_its_trial_and_the_search_goes_on(workdir):
+    """A bit-width search samples a frac width larger than the width: that trial FAILs with
+    the reason, nothing stays RUNNING, the valid point completes, the sweep exits 1."""
+    result = sweep(workdir, "hydra.sweeper.study_name=bits", "hydra/sweeper/sampler=grid", "hydra.sweeper.n_trials=2",
+                   "mode=qat", "quantisation=int8", "quantisation.weight_frac_width=choice(3,10)", check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    trials = {t.params["quantisation.weight_frac_width"]: t for t in study(workdir, "bits").trials}
+    assert trials[3].state.name == "COMPLETE"
+    assert trials[10].state.name == "FAIL"
+    assert "frac_width 10 is larger than width 8" in trials[10].user_attrs["fail_reason"]
+    (parent,) = [r for r in runs_of(workdir, "search") if r.data.tags.get("jscexp.kind") == "sweep"]
+    assert parent.info.status == "FAILED" and "frac_width 10" in parent.data.tags["jscexp.failed_jobs"]
+    assert [r.info.status for r in children(workdir)] == ["FINISHED"]  # the bad sample made no run
+
+
+def test_a_job_without_the_objective_fails_its_trial_and_max_failure_rate_stops_the_search(workdir):
+    result = sweep(workdir, "hydra.sweeper.study_name=report", "hydra.sweeper.n_trials=3", "mode=analyse",
+                   "hydra.sweeper.max_failure_rate=0.5", "batch_size=choice(32,64,128)", check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    (trial,) = study(workdir, "report").trials  # 1 of 1 failed > 0.5: no second ask
+    assert trial.state.name == "FAIL"
+    assert trial.user_attrs["fail_reason"] == "the job did not return best_val_acc (it returned no metrics)"
+    assert "stopping the search: 1 of 1 trials failed" in result.stdout
+
+
+@pytest.mark.parametrize("sampler, pruner", [("cmaes", "hyperband"), ("qmc", "successive_halving")])
+def test_every_sampler_and_pruner_runs_a_search(workdir, sampler, pruner):
+    sweep(workdir, "hydra.sweeper.study_name=s", f"hydra/sweeper/sampler={sampler}", f"hydra/sweeper/pruner={pruner}",
+          "hydra.sweeper.n_trials=3", "hydra.sweeper.seed=0", "max_epochs=2", "learning_rate=interval(1e-3,1e-2)")
+    trials = study(workdir, "s").trials
+    assert len(trials) == 3 and {t.state.name for t in trials} <= {"COMPLETE", "PRUNED"}
+    assert len({t.params["learning_rate"] for t in trials}) == 3
+
+
+def test_sampler_and_pruner_configs_expose_every_optuna_keyword():
+    """Each conf/hydra/sweeper/{sampler,pruner} file names Optuna's class and every keyword it
+    takes (the seed comes from hydra.sweeper.seed, GridSampler's space from the search)."""
+    import inspect
+
+    from hydra.utils import get_class
+    from omegaconf import OmegaConf
+
+    from conftest import CONF
+
+    files = sorted((CONF / "hydra" / "sweeper").glob("*/*.yaml"))
+    assert {f.stem for f in files} >= {"tpe", "random", "grid", "cmaes", "qmc", "nsgaii", "none", "median",
+                                       "hyperband", "successive_halving"}
+    for f in files:
+        cfg = OmegaConf.to_container(OmegaConf.load(f))
+        params = inspect.signature(get_class(cfg.pop("_target_"))).parameters
+        assert set(cfg) == set(params) - {"seed", "search_space"}, f.name
+        defaults = {k: p.default for k, p in params.items()}
+        changed = {k for k, v in cfg.items() if v != defaults[k]}
+        assert changed <= ({"n_startup_trials", "n_warmup_steps"} if f.stem == "median" else set()), f.name

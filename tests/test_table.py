@@ -74,7 +74,7 @@ def test_lab_table_of_a_sweep_has_the_lab_columns_and_the_runs_numbers(store, ca
     for row in rows:
         m = runs[row[5]].data.metrics
         assert row[:5] == ["jsc (synthetic)", "jsc-tiny", "117", "1.00E-05", "1"]
-        assert row[6:9] == [f"{m['train_acc']:.3f}", f"{m['best_val_acc']:.3f}", f"{m['test_acc']:.3f}"]
+        assert row[6:9] == [f"{m['best_train_acc']:.3f}", f"{m['best_val_acc']:.3f}", f"{m['test_acc']:.3f}"]
         assert row[9] == "00:%02d" % round(m["fit_seconds"])
 
 

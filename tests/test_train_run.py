@@ -25,7 +25,7 @@ def test_run_logs_params_metrics_tags_and_artifacts(workdir, trained):
     assert params["data.rows_train"] == "4320" and params["data.rows_test"] == "1200"
     for key in ("train_acc", "val_acc", "test_acc", "train_loss", "val_loss", "test_loss", "best_val_acc"):
         assert 0 <= metrics[key] < (1.0001 if key.endswith("acc") else 10), key
-    assert math.isclose(best, metrics["best_val_acc"])
+    assert best.metrics["best_val_acc"] == metrics["best_val_acc"]
     for key in ("fit_seconds", "epoch_seconds_mean", "train_samples_per_second"):
         assert metrics[key] > 0
     assert tags["jscexp.synthetic"] == "true" and tags["jscexp.dataset"] == "jsc_synth"
@@ -35,6 +35,11 @@ def test_run_logs_params_metrics_tags_and_artifacts(workdir, trained):
     client = mlflow_client(workdir)
     history = client.get_metric_history(run.info.run_id, "val_acc")
     assert sorted(m.step for m in history) == [0, 1]  # one write per epoch
+    # the table's training, validation and test accuracy all come from the best epoch
+    best_epoch = int(metrics["best_epoch"])
+    assert max(history, key=lambda m: (m.value, -m.step)).step == best_epoch
+    train = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "train_acc")}
+    assert metrics["best_train_acc"] == train[best_epoch]
     top = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.yaml", "training_curves.png", "checkpoints"} <= top
     assert [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")] == ["checkpoints/best.ckpt"]
@@ -59,7 +64,7 @@ def test_other_seed_other_numbers(workdir, trained):
 def test_test_mode_reproduces_the_logged_test_accuracy(workdir, trained):
     _, run = trained
     ckpt = run.data.tags["jscexp.checkpoint"]
-    acc = run_job([*FAST, "mode=test", f"ckpt={ckpt}"], workdir / "out3")
+    acc = run_job([*FAST, "mode=test", f"ckpt={ckpt}"], workdir / "out3").metrics["test_acc"]
     assert acc == pytest.approx(run.data.metrics["test_acc"], abs=1e-7)
     tested = runs_of(workdir)[-1]
     assert tested.data.tags["jscexp.mode"] == "test" and tested.info.status == "FINISHED"

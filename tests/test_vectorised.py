@@ -56,7 +56,8 @@ def alone_and_stacked(workdir, common: list[str], trials: list[list[str]], keys:
     """Each trial run alone, then all of them as one group job, in-process: their histories."""
     from hydra import compose, initialize_config_dir
 
-    from jscexp.group import group_override, run_group
+    from jscexp.group import run_group
+    from jscexp.sweep import group_override
 
     for i, t in enumerate(trials):
         run_job([*common, "experiment=alone", *t], workdir / f"alone_{i}")
@@ -100,17 +101,16 @@ def test_dropout_trials_with_their_own_p_draw_their_lone_runs_masks(workdir):
 def test_a_trial_with_a_bad_width_fails_alone_and_its_mates_train(workdir, capsys):
     from hydra import compose, initialize_config_dir
 
-    from jscexp.errors import UserError
-    from jscexp.group import group_override, run_group
-    from jscexp.result import JobResult
+    from jscexp.group import run_group
+    from jscexp.sweep import Status, group_override
 
     group = [*SMALL, "max_epochs=1", "model=jsc-toy", "mode=qat", "quantisation=int8", "experiment=mixed",
              "quantisation.weight_frac_width=3", group_override([[f"quantisation.weight_width={w}"] for w in (2, 4, 8)])]
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         results = run_group(compose("config", overrides=group), workdir / "group", group)
-    assert isinstance(results[0], UserError) and "frac_width 3 is larger than width 2" in str(results[0])
+    assert results[0].status == Status.FAILED and "frac_width 3 is larger than width 2" in results[0].reason
     assert "error: quantisation linear weight: frac_width 3 is larger than width 2" in capsys.readouterr().err
-    assert all(isinstance(r, JobResult) and r > 0 for r in results[1:])
+    assert all(r.status == Status.FINISHED and r.metrics["best_val_acc"] > 0 for r in results[1:])
     runs = runs_of(workdir, "mixed")
     assert sorted(r.data.params["quantisation.weight_width"] for r in runs) == ["4", "8"]
     assert all(r.info.status == "FINISHED" and "jscexp.vector_group" in r.data.tags for r in runs)
@@ -118,8 +118,11 @@ def test_a_trial_with_a_bad_width_fails_alone_and_its_mates_train(workdir, capsy
 
 def test_grouping_keeps_other_knobs_apart_and_respects_the_size():
     from jscexp.errors import UserError
-    from jscexp.group import group_jobs
+    from jscexp.sweep import grouped_jobs
     from jscexp.validate import group_size
+
+    def group_jobs(jobs, size):
+        return grouped_jobs(jobs, size)[0]
 
     jobs = [[f"batch_size={b}", f"learning_rate={lr}"] for b in (32, 64) for lr in (1e-3, 1e-2, 1e-1)]
     grouped = group_jobs(jobs, 2)
@@ -142,7 +145,7 @@ def test_grouping_keeps_other_knobs_apart_and_respects_the_size():
 def test_a_group_override_carries_each_trials_overrides_verbatim():
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from jscexp.group import group_override
+    from jscexp.sweep import group_override
 
     trials = [["learning_rate=0.1", "seed=0"],
               ['quantisation.weight_frac_width="${sub:${quantisation.weight_width}, 1}"', "experiment=it's"]]
@@ -154,10 +157,11 @@ def test_auto_groups_only_jobs_that_keep_their_own_numbers():
     orders (seed grids without a fixed data_seed) and unstackable jobs stay apart."""
     from conftest import compose_cfg
 
-    from jscexp.group import group_jobs
+    from jscexp.group import stack_blocker
+    from jscexp.sweep import grouped_jobs
 
     def grouped(*jobs: list[str]) -> list[list[str]]:
-        return group_jobs([list(j) for j in jobs], 64, compose_cfg)
+        return grouped_jobs([list(j) for j in jobs], 64, compose_cfg, stack_blocker)[0]
 
     assert len(grouped(["seed=0"], ["seed=1"])) == 2  # data_seed follows seed: two batch orders
     assert grouped(["data_seed=0", "seed=0"], ["data_seed=0", "seed=1"]) == [
@@ -188,11 +192,11 @@ def test_an_optuna_search_asks_k_trials_at_once_and_prunes_single_slices(workdir
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    result = run_cli(["-m", "hydra/sweeper=jscexp_optuna", "dataset=jsc_synth", "dataset.n_rows=6000", "max_epochs=4",
+    result = run_cli(["-m", "sweeper=optuna", "dataset=jsc_synth", "dataset.n_rows=6000", "max_epochs=4",
                       "trainer.progress_bar=false", "model=jsc-toy", "experiment=vsearch", "trainer.vectorize=auto",
                       "hydra.sweeper.study_name=v", "hydra.sweeper.n_trials=8", "hydra.sweeper.n_jobs=4",
-                      "hydra.sweeper.sampler=random", "hydra.sweeper.seed=0", "hydra.sweeper.pruner=median",
-                      "hydra.sweeper.pruner_warmup_epochs=1", "hydra.sweeper.pruner_startup_trials=2",
+                      "hydra/sweeper/sampler=random", "hydra.sweeper.seed=0", "hydra/sweeper/pruner=median",
+                      "hydra.sweeper.pruner.n_warmup_steps=1", "hydra.sweeper.pruner.n_startup_trials=2",
                       "learning_rate=tag(log,interval(1e-5,1e-1))"], workdir)
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(list(workdir.glob("multirun/*/*/[0-9]*"))) == 2  # 8 trials, 2 launched jobs of 4

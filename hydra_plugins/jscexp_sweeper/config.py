@@ -1,30 +1,34 @@
-"""The sweeper's config, registered as ``hydra/sweeper=jscexp_optuna``.
+"""The sweeper's config, registered as ``hydra/sweeper=jscexp_optuna`` (``sweeper=optuna``).
 
-Named so it cannot collide with the official ``optuna`` sweeper.
+Named so it cannot collide with the official ``optuna`` sweeper. Samplers and pruners are
+``_target_`` config groups (``conf/hydra/sweeper/{sampler,pruner}``), as in the official
+plugin: ``hydra/sweeper/sampler=random``, ``hydra.sweeper.sampler.n_startup_trials=5``.
 """
 
 # No ``from __future__ import annotations``: Hydra's plugin scan executes this module
 # outside sys.modules, where dataclasses cannot resolve string annotations.
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
 
 
 @dataclass
 class JscexpOptunaSweeperConf:
     _target_: str = "hydra_plugins.jscexp_sweeper.sweeper.JscexpOptunaSweeper"
-    sampler: str = "tpe"  # tpe | random | grid | cmaes | qmc | nsgaii
-    seed: Optional[int] = None  # sampler seed: same seed, same suggestions
+    _recursive_: bool = False  # the sweeper builds sampler and pruner itself (seed offset, grid space)
+    defaults: List[Any] = field(default_factory=lambda: [{"sampler": "tpe"}, {"pruner": "none"}])
+    sampler: Any = MISSING  # hydra/sweeper/sampler: tpe | random | grid | cmaes | qmc | nsgaii
+    pruner: Any = MISSING  # hydra/sweeper/pruner: none | median | hyperband | successive_halving
+    seed: Optional[int] = None  # the sampler's seed: same seed, same suggestions
     direction: Any = "maximize"  # or a list, one per objective
     objectives: Any = field(default_factory=lambda: ["best_val_acc"])  # metric names the job returns
     study_name: Optional[str] = None  # default: <experiment>-<hash of the search>
     storage: Optional[str] = None  # default: optuna-journal.log beside mlflow.db; or an RDB URL
     n_trials: int = 20  # the study's total: a rerun runs only what is missing
     n_jobs: int = 1  # trials handed to the launcher at once
-    pruner: str = "none"  # none | median | hyperband | successive_halving (single objective)
-    pruner_warmup_epochs: int = 1  # epochs before a trial may be pruned (median)
-    pruner_startup_trials: int = 2  # trials that always run to the end first (median)
+    max_failure_rate: float = 1.0  # stop asking once more than this share of this launch's trials failed
     dedup: bool = True  # a config already completed in the study is not trained again
     params: Optional[Dict[str, Any]] = None  # key: Hydra sweep syntax, e.g. learning_rate: tag(log, interval(1e-4, 1e-1))
 

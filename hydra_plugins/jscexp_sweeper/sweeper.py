@@ -16,17 +16,11 @@ from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig, OmegaConf
 
-from hydra_plugins.jscexp_sweeper.basic import FAILED_JOBS
 from hydra_plugins.jscexp_sweeper.config import JscexpOptunaSweeperConf  # noqa: F401  (registers the config)
-from jscexp.errors import Pruned, UserError
-from jscexp.search.space import override_value, parse
-from jscexp.search.study import (
-    STORAGE_ENV,
-    make_pruner,
-    make_sampler,
-    make_storage,
-    storage_url,
-)
+from jscexp.errors import UserError
+from jscexp.search.space import parse
+from jscexp.search.study import STORAGE_ENV, make_pruner, make_sampler, make_storage, prunes, storage_url
+from jscexp.sweep.overrides import override_value
 from jscexp.tracking.store import mask
 
 log = logging.getLogger(__name__)
@@ -52,12 +46,15 @@ class JscexpOptunaSweeper(Sweeper):
         self.job_idx = 0
 
     def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
+        from jscexp.sweep import OutcomeLog
+
         self.config, self.hydra_context = config, hydra_context
-        FAILED_JOBS.clear()
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config
         )
         self.sweep_dir = Path(config.hydra.sweep.dir)
+        self.outcomes = OutcomeLog(self.sweep_dir)
+        self.outcomes.start()
 
     def _objectives(self) -> tuple[list[str], list[str]]:
         objectives = list(self.o.objectives) if OmegaConf.is_list(self.o.objectives) else [self.o.objectives]
@@ -79,18 +76,26 @@ class JscexpOptunaSweeper(Sweeper):
             raise SystemExit(2) from None
 
     def _sweep(self, arguments: list[str]) -> Any:
-        import optuna
-
-        # torch: not for --help
-        from jscexp.group import grouped_jobs, job_composer, per_job_returns
-        from jscexp.validate import group_size
-
         space, fixed = parse(OmegaConf.to_container(self.o.params) if self.o.params else None, arguments)
         if not space:
             raise UserError("nothing to search: give hydra.sweeper.params or sweep syntax such as lr=interval(1e-4,1e-1)")
         objectives, directions = self._objectives()
-        if len(objectives) > 1 and self.o.pruner != "none":
+        if len(objectives) > 1 and prunes(self._pruner_cfg()):
             raise UserError("pruning needs a single objective (Optuna cannot report intermediate values otherwise)")
+        if not 0 <= self.o.max_failure_rate <= 1:
+            raise UserError(f"hydra.sweeper.max_failure_rate must be between 0 and 1, got {self.o.max_failure_rate}")
+        study, url = self._open_study(space, fixed, objectives, directions)
+        self._share_parent(study.study_name)
+        log.info(f"Optuna study '{study.study_name}' in {mask(url)}: {self._count(study)}/{self.o.n_trials} trials done")
+        self._run_trials(study, space, (fixed, self._plumbing(study.study_name, url)), objectives)
+        return self._report(study, objectives)
+
+    def _pruner_cfg(self) -> dict:
+        return OmegaConf.to_container(self.o.pruner, resolve=True)
+
+    def _open_study(self, space, fixed, objectives, directions):
+        import optuna
+
         name = self.o.study_name or self._default_study_name(space, fixed, objectives)
         spec = self.o.storage or self.config.get("optuna_storage")  # the sweeper's own, else the backend's
         url = storage_url(spec)
@@ -105,45 +110,63 @@ class JscexpOptunaSweeper(Sweeper):
         if seed is not None and name in optuna.get_all_study_names(storage):
             seed += len(optuna.load_study(study_name=name, storage=storage).trials)
         study = optuna.create_study(
-            study_name=name,
-            storage=storage,
-            sampler=make_sampler(self.o.sampler, seed, space, len(objectives)),
-            pruner=make_pruner(self.o.pruner, warmup_epochs=self.o.pruner_warmup_epochs,
-                               startup_trials=self.o.pruner_startup_trials),
-            directions=directions,
-            load_if_exists=True,
+            study_name=name, storage=storage, directions=directions, load_if_exists=True,
+            sampler=make_sampler(OmegaConf.to_container(self.o.sampler, resolve=True), seed, space, len(objectives)),
+            pruner=make_pruner(self._pruner_cfg()),
         )
         study.set_user_attr("objectives", objectives)
-        self._share_parent(name)
-        log.info(f"Optuna study '{name}' in {mask(url)}: {self._count(study)}/{self.o.n_trials} trials done")
-        failures: list[str] = []
+        return study, url
+
+    def _plumbing(self, name: str, url: str) -> list[str]:
+        """What every trial's job needs to find its study (and its pruner) again."""
+        extra = [f"+optuna.pruner={override_value(self._pruner_cfg())}"] if prunes(self._pruner_cfg()) else []
+        return [f"+optuna.study={override_value(name)}", f"+optuna.storage={override_value(url)}", *extra]
+
+    def _run_trials(self, study, space, common: tuple[list[str], list[str]], objectives: list[str]) -> None:
         # Each launch asks at most for what was missing when it started, so trials that keep
         # failing end the sweep instead of looping; the next launch retries them.
         budget = self.o.n_trials - self._count(study)
+        told: list = []
         while budget > 0 and (left := self.o.n_trials - self._count(study)) > 0:
             trials = [self._ask(study, space) for _ in range(min(self.o.n_jobs, left, budget))]
             budget -= len(trials)
             trials = [t for t in trials if not self._surplus(study, t)]
             to_run = [t for t in trials if not self._reuse_duplicate(study, t)]
-            if not to_run:
-                continue
-            jobs = [
-                [*fixed, *(f"{k}={override_value(v)}" for k, v in t.params.items()),
-                 f"+optuna.study={override_value(name)}", f"+optuna.storage={override_value(url)}",
-                 f"+optuna.trial={t.number}", f"+optuna.pruner={self.o.pruner}",
-                 f"+optuna.warmup={self.o.pruner_warmup_epochs}", f"+optuna.startup={self.o.pruner_startup_trials}"]
-                for t in to_run
-            ]
-            # with trainer.vectorize, trials that can share a stacked model go out as one job
-            launched, members = grouped_jobs(jobs, group_size(self.config.trainer.get("vectorize")),
-                                             job_composer(self.hydra_context, self.config))
-            returns = per_job_returns(self.launcher.launch(launched, initial_job_idx=self.job_idx), members, jobs)
-            self.job_idx += len(launched)
-            for trial, job, ret in zip(to_run, jobs, returns):
-                if failed := self._tell(study, trial, ret, objectives):
-                    failures += failed
-                    FAILED_JOBS.append(" ".join(job))
-        return self._report(study, objectives, failures)
+            if to_run:
+                told += self._launch(study, to_run, common, objectives)
+            failed = sum(not o.ok for o in told)
+            if told and failed / len(told) > self.o.max_failure_rate:
+                log.error(f"stopping the search: {failed} of {len(told)} trials failed, more than "
+                          f"hydra.sweeper.max_failure_rate={self.o.max_failure_rate}")
+                break
+
+    def _launch(self, study, trials: list, common: tuple[list[str], list[str]], objectives: list[str]) -> list:
+        """Runs ``trials`` as jobs (stacked where they can share a model) and tells the study
+        each one's outcome; should the launch itself break off, its trials are told FAIL."""
+        from optuna.trial import TrialState
+
+        from jscexp.group import stack_blocker
+        from jscexp.sweep import job_composer, launch
+        from jscexp.validate import group_size
+
+        fixed, plumbing = common
+        jobs = [[*fixed, *self._trial_overrides(t), *plumbing, f"+optuna.trial={t.number}"] for t in trials]
+        try:
+            outcomes, launched = launch(self.launcher, jobs, self.job_idx, group_size(self.config.trainer.get("vectorize")),
+                                        job_composer(self.hydra_context, self.config), stack_blocker)
+        except BaseException as err:
+            for trial in trials:
+                trial.set_user_attr("fail_reason", f"the launch broke off: {type(err).__name__}: {err}"[:1000])
+                tell(study, trial, state=TrialState.FAIL)
+            raise
+        self.job_idx += launched
+        outcomes = [self._tell(study, trial, outcome, objectives) for trial, outcome in zip(trials, outcomes)]
+        self.outcomes.add(outcomes)
+        return outcomes
+
+    @staticmethod
+    def _trial_overrides(trial) -> list[str]:
+        return [f"{k}={override_value(v)}" for k, v in trial.params.items()]
 
     @staticmethod
     def _ask(study, space):
@@ -195,29 +218,28 @@ class JscexpOptunaSweeper(Sweeper):
         return False
 
     @staticmethod
-    def _tell(study, trial, ret, objectives: list[str]) -> list[str]:
-        from hydra.core.utils import JobStatus
+    def _tell(study, trial, outcome, objectives: list[str]):
+        """Tells the study how ``trial`` ended; returns its outcome (FAILED when its job did not
+        return every objective: never a made-up value)."""
         from optuna.trial import TrialState
 
-        value = ret._return_value
-        if ret.status == JobStatus.COMPLETED:
-            metrics = getattr(value, "metrics", {objectives[0]: value} if len(objectives) == 1 else {})
-            missing = [o for o in objectives if o not in metrics]
-            if not missing:
-                tell(study, trial, [float(metrics[o]) for o in objectives])
-                return []
-            reason = f"the job did not return {', '.join(missing)} (it returned {', '.join(sorted(metrics))})"
-        elif isinstance(value, Pruned):
-            tell(study, trial, state=TrialState.PRUNED)
-            return []
-        else:
-            reason = f"{type(value).__name__}: {value}"
-        trial.set_user_attr("fail_reason", reason[:1000])
-        tell(study, trial, state=TrialState.FAIL)
-        log.warning(f"trial {trial.number} failed: {reason}")
-        return [f"trial {trial.number}: {reason}"]
+        from jscexp.sweep import Outcome, Status
 
-    def _report(self, study, objectives: list[str], failures: list[str]):
+        if outcome.status == Status.PRUNED:
+            tell(study, trial, state=TrialState.PRUNED)
+            return outcome
+        if outcome.ok:
+            try:
+                tell(study, trial, outcome.objective(objectives))
+                return outcome
+            except KeyError as err:
+                outcome = Outcome(Status.FAILED, err.args[0], outcome.metrics, outcome.overrides, outcome.run_id)
+        trial.set_user_attr("fail_reason", outcome.reason)
+        tell(study, trial, state=TrialState.FAIL)
+        log.warning(f"trial {trial.number} failed: {outcome.reason}")
+        return outcome
+
+    def _report(self, study, objectives: list[str]):
         from optuna.trial import TrialState
 
         complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -228,7 +250,7 @@ class JscexpOptunaSweeper(Sweeper):
         elif complete:
             results["pareto_front"] = [{"number": t.number, "params": t.params, "values": t.values}
                                        for t in study.best_trials]
-        if failures:
+        if failures := [o.line() for o in self.outcomes.read() if not o.ok]:
             results["failed"] = failures
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         path = self.sweep_dir / "optimization_results.yaml"

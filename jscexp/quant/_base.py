@@ -12,8 +12,8 @@ from jscexp.errors import UserError
 class Quantiser(abc.ABC):
     """Maps a float tensor onto the quantiser's grid, still as floats (fake quantisation).
 
-    Subclasses set ``name`` and implement ``quantise`` and ``bits``; the gradient must pass
-    straight through (``ste`` helps where torch has no fused op).
+    Subclasses set ``name`` and implement ``quantise``, ``bits`` and ``on_grid``; the gradient
+    must pass straight through (``ste`` helps where torch has no fused op).
     """
 
     name: str = ""
@@ -29,9 +29,11 @@ class Quantiser(abc.ABC):
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.quantise(x)
 
-    def on_grid(self, x: torch.Tensor) -> torch.Tensor:
-        """Which values the quantiser represents exactly: by default, those it leaves unchanged."""
-        return self.quantise(x) == x
+    @abc.abstractmethod
+    def on_grid(self, x: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+        """Which of the quantised values ``x`` the format can hold, from the format's definition,
+        never by calling ``quantise`` (a check by the code under test cannot fail); ``source``
+        is the float tensor they came from, for formats whose levels depend on it."""
 
     def describe(self) -> str:
         fields = ", ".join(f"{k}={v}" for k, v in vars(self).items() if not k.startswith("_"))
@@ -39,8 +41,11 @@ class Quantiser(abc.ABC):
 
 
 def ste(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """``q`` forward, identity gradient backward."""
-    return x + (q - x).detach()
+    """``q`` forward, exactly, and identity gradient backward.
+
+    Not ``x + (q - x).detach()``: that rounds twice and lands an ulp off ``q`` for most values.
+    """
+    return q.detach() + (x - x.detach())
 
 
 def positive_int(name: str, value, what: str) -> int:

@@ -21,12 +21,16 @@ class BinaryQuantiser(Quantiser):
         return 1
 
     def quantise(self, x: torch.Tensor) -> torch.Tensor:
-        alpha = x.detach().abs().mean() if self.scaling else torch.ones((), dtype=x.dtype)
+        alpha = self._alpha(x.detach())
         return ste(x, torch.where(x.detach() >= 0, alpha, -alpha))
 
-    def on_grid(self, x: torch.Tensor) -> torch.Tensor:
-        """One magnitude for every value (α is recomputed per tensor, so exact equality)."""
-        return x.abs() == x.abs().max()
+    def _alpha(self, x: torch.Tensor) -> torch.Tensor:
+        return x.abs().mean() if self.scaling else torch.ones((), dtype=x.dtype)
+
+    def on_grid(self, x: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+        """Exactly +α or −α, α = mean |float weights| (1 without scaling)."""
+        alpha = self._alpha(source.detach())
+        return (x == alpha) | (x == -alpha)
 
 
 class TernaryQuantiser(Quantiser):
@@ -49,9 +53,13 @@ class TernaryQuantiser(Quantiser):
     def quantise(self, x: torch.Tensor) -> torch.Tensor:
         mag = x.detach().abs()
         keep = mag > self.threshold * mag.mean()
-        alpha = mag[keep].mean() if keep.any() else torch.zeros((), dtype=x.dtype)
-        return ste(x, torch.sign(x.detach()) * alpha * keep)
+        return ste(x, torch.sign(x.detach()) * self._alpha(mag) * keep)
 
-    def on_grid(self, x: torch.Tensor) -> torch.Tensor:
-        """Zero or the one nonzero magnitude α."""
-        return (x == 0) | (x.abs() == x.abs().max())
+    def _alpha(self, mag: torch.Tensor) -> torch.Tensor:
+        keep = mag > self.threshold * mag.mean()
+        return mag[keep].mean() if keep.any() else torch.zeros((), dtype=mag.dtype)
+
+    def on_grid(self, x: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+        """Exactly 0, +α or −α, α = mean |float weight| above Δ (three values at most)."""
+        alpha = self._alpha(source.detach().abs())
+        return (x == 0) | (x == alpha) | (x == -alpha)

@@ -42,7 +42,8 @@ class IntegerQuantiser(Quantiser):
         low, high = self.levels
         return torch.fake_quantize_per_tensor_affine(x, 2.0**-self.frac_width, 0, low, high)
 
-    def on_grid(self, x: torch.Tensor) -> torch.Tensor:
+    def on_grid(self, x: torch.Tensor, source: torch.Tensor | None = None) -> torch.Tensor:
+        """A multiple of 2^-f whose step count lies inside the clamp range."""
         low, high = self.levels
         steps = x.double() * 2.0**self.frac_width
         return (steps == steps.round()) & (steps >= low) & (steps <= high)

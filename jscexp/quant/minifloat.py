@@ -45,3 +45,14 @@ class MinifloatQuantiser(Quantiser):
         q = torch.round(x.detach() / spacing) * spacing
         q = q.clamp(-self.max_value, self.max_value)
         return ste(x, q)
+
+    def on_grid(self, x: torch.Tensor, source: torch.Tensor | None = None) -> torch.Tensor:
+        """Decodes each value: zero, or ±mantissa·2^(e−m) with an integer mantissa of m+1 bits
+        (m bits for denormals), e within the exponent range, magnitude at most the maximum."""
+        m, min_exp = self.mantissa_width, 1 - self.exponent_bias
+        max_exp = 2**self.exponent_width - 1 - self.exponent_bias
+        mag = x.double().abs()
+        exponent = torch.floor(torch.log2(mag.clamp_min(2.0**-1074))).clamp_min(min_exp)
+        mantissa = mag / torch.exp2(exponent - m)
+        fits = (mantissa == mantissa.round()) & (mantissa < 2 ** (m + 1)) & (exponent <= max_exp)
+        return (mag == 0) | fits

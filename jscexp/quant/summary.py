@@ -40,19 +40,20 @@ def histogram(changes: list[NodeChange]) -> pd.DataFrame:
 
 
 def verify(model: nn.Module) -> pd.DataFrame:
-    """Per quantised Linear: how many effective weights and biases lie on the quantiser's grid."""
+    """Per quantised Linear: how many effective weights and biases the quantiser's format can
+    hold, checked from the format's definition (``Quantiser.on_grid``), not by re-quantising."""
     rows = []
     for name, module in model.named_modules():
         if not isinstance(module, LinearQ):
             continue
-        for role, values, q in (
-            ("weight", module.effective_weight(), module.w_quantiser),
-            ("bias", module.effective_bias(), module.b_quantiser),
+        for role, values, source, q in (
+            ("weight", module.effective_weight(), module.weight, module.w_quantiser),
+            ("bias", module.effective_bias(), module.bias, module.b_quantiser),
         ):
             if q is None or values is None:
                 continue
             with torch.no_grad():
-                on = int(q.on_grid(values.detach()).sum())
+                on = int(q.on_grid(values.detach(), source.detach()).sum())
             rows.append((name, role, q.describe(), values.numel(), on, values.numel() - on))
     return _pandas().DataFrame(rows, columns=["layer", "tensor", "quantiser", "values", "on grid", "off grid"])
 
@@ -68,19 +69,23 @@ def _bits(module: nn.Module, param: str) -> int:
 def costs(model: nn.Module) -> dict[str, float]:
     """Bit costs for searches.
 
-    ``model_size_bits``: every trainable parameter at its stored width (float ones at 32);
-    ``avg_weight_bits``: that divided by the parameter count; ``linear_bitops``: per sample,
-    Σ over Linear layers of MACs × input bits × weight bits.
+    ``avg_weight_bits``: the Linear layers' weights at their quantised width (float ones at
+    32), per weight — what MASE's bit-width search trades accuracy against;
+    ``model_size_bits`` and ``avg_param_bits``: every trainable parameter, BatchNorm's float
+    ones included, in all and per parameter; ``linear_bitops``: per sample, Σ over Linear
+    layers of MACs × input bits × weight bits.
     """
-    size = count = 0
-    bitops = 0
+    size = count = weight_bits = weights = bitops = 0
     for module in model.modules():
         for pname, p in module.named_parameters(recurse=False):
             if p.requires_grad:
                 size += p.numel() * _bits(module, pname)
                 count += p.numel()
         if isinstance(module, nn.Linear):
+            weight_bits += module.weight.numel() * _bits(module, "weight")
+            weights += module.weight.numel()
             x_q = module.x_quantiser if isinstance(module, LinearQ) else None
             x_bits = x_q.bits if x_q is not None else FLOAT_BITS
             bitops += module.in_features * module.out_features * x_bits * _bits(module, "weight")
-    return {"model_size_bits": float(size), "avg_weight_bits": size / count, "linear_bitops": float(bitops)}
+    return {"avg_weight_bits": weight_bits / weights, "model_size_bits": float(size), "avg_param_bits": size / count,
+            "linear_bitops": float(bitops)}

@@ -67,10 +67,3 @@ def parse(params: Mapping[str, str] | None, arguments: list[str]) -> tuple[dict,
         else:
             fixed[key] = o.input_line
     return space, list(fixed.values())
-
-
-def override_value(value) -> str:
-    """A sampled value as Hydra override text (strings quoted so commas/spaces stay literal)."""
-    if isinstance(value, str):
-        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-    return repr(value) if isinstance(value, float) else str(value)

@@ -8,8 +8,6 @@ from pathlib import Path
 
 from jscexp.errors import UserError, first_line
 
-SAMPLERS = ("tpe", "random", "grid", "cmaes", "qmc", "nsgaii")
-PRUNERS = ("none", "median", "hyperband", "successive_halving")
 DEFAULT_JOURNAL = "optuna-journal.log"  # beside mlflow.db: safe for several processes on one host
 STORAGE_ENV = "JSCEXP_OPTUNA_STORAGE"  # how a storage URL with a password reaches the jobs
 
@@ -46,52 +44,63 @@ def storage_url(url: str | None) -> str:
     return url if "://" in url or url.startswith("env:") else str(Path(url).resolve())
 
 
-def make_sampler(name: str, seed: int | None, space: dict, n_objectives: int):
-    import optuna
+def _instantiate(what: str, cfg: dict, **extra):
+    """An Optuna sampler or pruner from its ``_target_`` config; a bad keyword is one line."""
+    import inspect
 
-    if name not in SAMPLERS:
-        raise UserError(f"unknown sampler '{name}': choose one of {', '.join(SAMPLERS)}")
-    if name == "grid":
-        grid = {}
-        for key, dist in space.items():
-            if isinstance(dist, optuna.distributions.CategoricalDistribution):
-                grid[key] = list(dist.choices)
-            elif isinstance(dist, optuna.distributions.IntDistribution) and not dist.log:
-                grid[key] = list(range(dist.low, dist.high + 1, dist.step))
-            else:
-                raise UserError(f"sampler grid needs choice/range values, not an interval for {key}")
-        return optuna.samplers.GridSampler(grid, seed=seed)
-    if name == "cmaes" and n_objectives > 1:
+    from hydra.utils import get_class, instantiate
+
+    target = cfg.get("_target_", "")
+    try:
+        cls = get_class(target)
+    except Exception:  # noqa: BLE001 — any unimportable target means "fix the config"
+        raise UserError(f"{what} _target_ '{target}' is not an Optuna class: pick one of hydra/sweeper/{what}") from None
+    accepted = inspect.signature(cls).parameters
+    unknown = sorted(set(cfg) - {"_target_"} - set(accepted))
+    if unknown:
+        raise UserError(f"{cls.__name__} has no option {', '.join(unknown)}: it takes {', '.join(accepted) or 'none'}")
+    try:
+        return instantiate(cfg, **{k: v for k, v in extra.items() if k in accepted}, _convert_="all")
+    except Exception as err:  # noqa: BLE001 — Optuna's own check of a value, e.g. a negative reduction_factor
+        raise UserError(f"{what} {cls.__name__}: {first_line(err.__cause__ or err)}") from None
+
+
+def make_sampler(cfg: dict, seed: int | None, space: dict, n_objectives: int):
+    """The sampler of ``hydra/sweeper/sampler`` (its config), seeded; GridSampler gets the search's grid."""
+    name = cfg.get("_target_", "").rsplit(".", 1)[-1]
+    if name == "CmaEsSampler" and n_objectives > 1:
         raise UserError("sampler cmaes is single-objective: use nsgaii or tpe for several objectives")
-    return {
-        "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
-        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
-        "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed),
-        "qmc": lambda: optuna.samplers.QMCSampler(seed=seed),
-        "nsgaii": lambda: optuna.samplers.NSGAIISampler(seed=seed),
-    }[name]()
+    return _instantiate("sampler", cfg, seed=seed, search_space=_grid(space) if name == "GridSampler" else None)
 
 
-def make_pruner(name: str, *, warmup_epochs: int = 1, startup_trials: int = 2):
+def _grid(space: dict) -> dict:
     import optuna
 
-    if name not in PRUNERS:
-        raise UserError(f"unknown pruner '{name}': choose one of {', '.join(PRUNERS)}")
-    return {
-        "none": lambda: optuna.pruners.NopPruner(),
-        "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=warmup_epochs),
-        "hyperband": lambda: optuna.pruners.HyperbandPruner(),
-        "successive_halving": lambda: optuna.pruners.SuccessiveHalvingPruner(),
-    }[name]()
+    grid = {}
+    for key, dist in space.items():
+        if isinstance(dist, optuna.distributions.CategoricalDistribution):
+            grid[key] = list(dist.choices)
+        elif isinstance(dist, optuna.distributions.IntDistribution) and not dist.log:
+            grid[key] = list(range(dist.low, dist.high + 1, dist.step))
+        else:
+            raise UserError(f"sampler grid needs choice/range values, not an interval for {key}")
+    return grid
 
 
-def trial_handle(study_name: str, storage: str, number: int, pruner: str, warmup: int, startup: int):
+def make_pruner(cfg: dict):
+    """The pruner of ``hydra/sweeper/pruner`` (its config)."""
+    return _instantiate("pruner", cfg)
+
+
+def prunes(cfg: dict) -> bool:
+    return not cfg.get("_target_", "").endswith("NopPruner")
+
+
+def trial_handle(study_name: str, storage: str, number: int, pruner: dict):
     """The ``optuna.trial.Trial`` a job reports to, looked up in the shared storage."""
     import optuna
 
     store = make_storage(storage)
-    study = optuna.load_study(
-        study_name=study_name, storage=store, pruner=make_pruner(pruner, warmup_epochs=warmup, startup_trials=startup)
-    )
+    study = optuna.load_study(study_name=study_name, storage=store, pruner=make_pruner(pruner))
     trial_id = store.get_trial_id_from_study_id_trial_number(store.get_study_id_from_name(study_name), number)
     return optuna.trial.Trial(study, trial_id)

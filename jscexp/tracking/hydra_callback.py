@@ -57,15 +57,20 @@ class MlflowSweepCallback(Callback):
         atexit.register(self._finish, None)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        # each failed job or search trial, recorded by the sweeper whatever the launcher
-        from hydra_plugins.jscexp_sweeper.basic import FAILED_JOBS
+        """Reads the sweep's outcomes (written by the sweeper, whatever the launcher): their
+        verdict is the parent run's status and the process's exit code."""
+        from jscexp.sweep import OutcomeLog, verdict
 
-        if self._parent is None:
-            return
-        if FAILED_JOBS:
-            self._parent.client.set_tag(self._parent_id(), "jscexp.failed_jobs", "; ".join(FAILED_JOBS)[:5000])
-        self._publish(config)
-        self._finish("FAILED" if FAILED_JOBS else "FINISHED")
+        result = verdict(OutcomeLog(config.hydra.sweep.dir).read())
+        if summary := result.summary():
+            print(f"error: {summary}", file=sys.stderr)
+        if self._parent is not None:
+            if result.failures:
+                self._parent.client.set_tag(self._parent_id(), "jscexp.failed_jobs", "; ".join(result.failures)[:5000])
+            self._publish(config)
+            self._finish(result.parent_status)
+        if result.exit_code:
+            raise SystemExit(result.exit_code)
 
     def _parent_id(self) -> str:
         """Ours, unless the sweeper moved this sweep under a parent shared with other workers."""

@@ -42,7 +42,8 @@ LAB: dict[str, tuple[str | Callable, type, Callable]] = {
     "Learning-Rate": ("params.learning_rate", float, lambda v: f"{v:.2E}"),
     "Max-Epochs": ("params.max_epochs", int, str),
     "Batch-Size": ("params.batch_size", int, str),
-    "Training Accuracy": ("metrics.train_acc", float, _acc),
+    # the best epoch's, as are validation and test (the test runs the best epoch's weights)
+    "Training Accuracy": ("metrics.best_train_acc", float, _acc),
     "Validation Accuracy": ("metrics.best_val_acc", float, _acc),
     "Test Accuracy": ("metrics.test_acc", float, _acc),
     "time": ("metrics.fit_seconds", float, _mmss),

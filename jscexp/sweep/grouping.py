@@ -1,0 +1,93 @@
+"""Which jobs of a sweep go out together as one stacked group job, and how its outcomes come back."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from omegaconf import DictConfig
+
+from jscexp.sweep.outcomes import Outcome
+from jscexp.sweep.overrides import group_override, is_vector_key, override_key
+
+Compose = Callable[[list[str]], DictConfig]
+Blocker = Callable[[DictConfig], "str | None"]  # why a job cannot be a stacked trial, or None
+
+
+def grouped_jobs(job_overrides: list[list[str]], size: int, compose: Compose | None = None,
+                 blocker: Blocker | None = None) -> tuple[list[list[str]], list[list[int]]]:
+    """Jobs equal but for vector knobs become one job of up to ``size`` trials; returns the
+    jobs to launch and, per launched job, the indices of the jobs it stands for.
+
+    With ``compose`` (a job's config) and ``blocker``, a job that cannot be a stacked trial
+    stays alone, and trials are only grouped when they share a ``data_seed``: stacked trials
+    see one batch order, so each keeps the numbers of its own run.
+    """
+    keys: list[tuple] = [_fixed(overrides) for overrides in job_overrides]
+    if compose is not None and blocker is not None and size > 1:
+        counts = {k: keys.count(k) for k in set(keys)}
+        keys = [(k, _stack_key(compose, blocker, o, i)) if counts[k] > 1 else k
+                for i, (k, o) in enumerate(zip(keys, job_overrides))]
+    groups: dict[tuple, list[int]] = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
+    jobs, members = [], []
+    for indices in groups.values():
+        for start in range(0, len(indices), max(1, size)):
+            chunk = indices[start : start + max(1, size)]
+            jobs.append(list(job_overrides[chunk[0]]) if len(chunk) == 1 else _group_job(job_overrides, chunk))
+            members.append(chunk)
+    return jobs, members
+
+
+def _fixed(overrides: list[str]) -> tuple:
+    return tuple(o for o in overrides if not is_vector_key(override_key(o)))
+
+
+def _group_job(job_overrides: list[list[str]], chunk: list[int]) -> list[str]:
+    trials = [[o for o in job_overrides[i] if is_vector_key(override_key(o))] for i in chunk]
+    return [*_fixed(job_overrides[chunk[0]]), group_override(trials)]
+
+
+def _stack_key(compose: Compose, blocker: Blocker, overrides: list[str], index: int):
+    """What a job must share with its group mates: its data order; a job that cannot stack, nothing."""
+    try:
+        cfg = compose(overrides)
+        return ("data_seed", int(cfg.data_seed), bool(cfg.model.get("dropout"))) if blocker(cfg) is None \
+            else ("alone", index)
+    except Exception:  # noqa: BLE001 — a job whose config does not compose fails on its own, with its own message
+        return ("alone", index)
+
+
+def job_outcomes(returns: list, members: list[list[int]], jobs: list[list[str]]) -> list[Outcome]:
+    """The launched jobs' Hydra returns as one Outcome per original job, in their order: a
+    group job's outcomes split per trial; a job that raised, FAILED with its one-line reason."""
+    from hydra.core.utils import JobStatus
+
+    out: list[Outcome | None] = [None] * len(jobs)
+    for ret, indices in zip(returns, members):
+        value = ret._return_value
+        if ret.status != JobStatus.COMPLETED:
+            values = [Outcome.of_exception(value)] * len(indices)
+        elif isinstance(value, Outcome):
+            values = [value]
+        elif isinstance(value, list) and len(value) == len(indices) and all(isinstance(v, Outcome) for v in value):
+            values = value
+        else:
+            values = [Outcome.failed(f"the job returned {type(value).__name__}, not an outcome")] * len(indices)
+        for i, outcome in zip(indices, values):
+            out[i] = Outcome(outcome.status, outcome.reason, dict(outcome.metrics), list(jobs[i]), outcome.run_id)
+    return [o for o in out if o is not None]
+
+
+def launch(launcher, jobs: list[list[str]], initial_job_idx: int, size: int, compose: Compose | None = None,
+           blocker: Blocker | None = None) -> tuple[list[Outcome], int]:
+    """Launches ``jobs`` (stackable ones grouped); returns one Outcome per job and how many
+    jobs went out."""
+    launched, members = grouped_jobs(jobs, size, compose, blocker)
+    returns = launcher.launch(launched, initial_job_idx=initial_job_idx)
+    return job_outcomes(returns, members, jobs), len(launched)
+
+
+def job_composer(hydra_context, config: DictConfig) -> Compose:
+    """``compose`` inside a sweeper: a job's config as its launcher will build it."""
+    return lambda overrides: hydra_context.config_loader.load_sweep_config(config, list(overrides))

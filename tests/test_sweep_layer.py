@@ -1,0 +1,69 @@
+"""The torch-free sweep layer: typed outcomes, their verdict, and the layering rules."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import ROOT
+
+
+def test_outcomes_round_trip_through_the_log_and_give_one_verdict(tmp_path):
+    from jscexp.sweep import Outcome, OutcomeLog, Status, verdict
+
+    log = OutcomeLog(tmp_path)
+    log.start()
+    log.add([Outcome.finished({"best_val_acc": 0.7}, "r1"), Outcome.finished({"best_val_acc": 0.2}, diverged=True)])
+    assert verdict(log.read()).exit_code == 0 and verdict(log.read()).parent_status == "FINISHED"
+    log.add([Outcome(Status.PRUNED, "pruned by the search after epoch 1")])
+    failed = Outcome.failed("frac_width 10 is larger than width 8\nsecond line")
+    failed.overrides = ["quantisation.weight_frac_width=10"]
+    log.add([failed])
+    read = log.read()
+    assert [o.status for o in read] == [Status.FINISHED, Status.DIVERGED, Status.PRUNED, Status.FAILED]
+    assert read[0].metrics == {"best_val_acc": 0.7} and read[0].run_id == "r1"
+    result = verdict(read)
+    assert (result.exit_code, result.parent_status) == (1, "FAILED")
+    assert result.failures == ["quantisation.weight_frac_width=10: failed: frac_width 10 is larger than width 8"]
+    assert result.summary().startswith("1 of 4 jobs failed")
+    log.add([Outcome.of_exception(KeyboardInterrupt())])
+    assert (verdict(log.read()).exit_code, verdict(log.read()).parent_status) == (130, "KILLED")
+    log.start()  # a new sweep in the same process starts from nothing
+    assert log.read() == []
+
+
+def test_a_missing_objective_is_a_reason_never_a_value():
+    import pytest
+
+    from jscexp.sweep import Outcome
+
+    done = Outcome.finished({"test_acc": 0.5})
+    assert done.objective(["test_acc"]) == [0.5]
+    with pytest.raises(KeyError, match="did not return best_val_acc \\(it returned test_acc\\)"):
+        done.objective(["best_val_acc", "test_acc"])
+
+
+def test_a_group_jobs_return_splits_per_trial_and_a_raised_job_fails_each_of_its_trials():
+    from hydra.core.utils import JobReturn, JobStatus
+
+    from jscexp.sweep import Outcome, Status, job_outcomes
+
+    jobs = [["lr=0.1"], ["lr=0.2"], ["lr=0.3"]]
+    group = JobReturn(status=JobStatus.COMPLETED,
+                      _return_value=[Outcome.finished({"a": 1}), Outcome.failed("bad knob")])
+    raised = JobReturn(status=JobStatus.FAILED, _return_value=ValueError("eval_batch_size must be positive"))
+    out = job_outcomes([group, raised], [[0, 2], [1]], jobs)
+    assert [(o.overrides, o.status) for o in out] == [
+        (["lr=0.1"], Status.FINISHED), (["lr=0.2"], Status.FAILED), (["lr=0.3"], Status.FAILED)]
+    assert out[1].reason == "ValueError: eval_batch_size must be positive" and out[2].reason == "bad knob"
+
+
+def test_lower_layers_never_import_the_sweeper_plugins_and_the_sweep_layer_is_torch_free():
+    offenders = [str(p.relative_to(ROOT)) for p in (ROOT / "jscexp").rglob("*.py") if "hydra_plugins" in p.read_text()
+                 and any(line.lstrip().startswith(("import hydra_plugins", "from hydra_plugins"))
+                         for line in p.read_text().splitlines())]
+    assert offenders == []
+    code = "import sys, jscexp.sweep; print(sorted(m for m in ('torch', 'mlflow', 'optuna') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=Path(ROOT))
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr
