@@ -7,7 +7,7 @@ EPOCHS  ?= 5        # demo: epochs per run (the lab used 10)
 N       ?= 2        # workers: sweeper processes joining one Optuna study
 ARGS    ?=          # workers: the search, e.g. ARGS="+sweep=optuna_lr_bs backend=postgres"
 
-.PHONY: help install demo test bench workers services ui clean
+.PHONY: help install demo test quick lint bench workers services ui clean
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -31,6 +31,13 @@ test: install ## run the test suite (starts PostgreSQL and an MLflow server for 
 	@scripts/services.sh up || echo "warning: no PostgreSQL/MLflow server: the scale-out tests will be skipped" >&2
 	@set -a; [ ! -f .services/env ] || . .services/env; set +a; \
 	  $(BIN)/python -m pytest; status=$$?; scripts/services.sh down; exit $$status
+
+quick: install ## the tests without the slow ones (no services needed), while you work
+	$(BIN)/python -m pytest -m "not slow"
+
+lint: install ## ruff (configured in pyproject.toml) and mypy on jscexp/
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 workers: install ## N sweeper processes on one Optuna study: make workers N=2 ARGS="+sweep=… backend=postgres"
 	@test -n "$(strip $(ARGS))" || { echo 'error: say which search: make workers N=2 ARGS="+sweep=optuna_lr_bs"' >&2; exit 2; }

@@ -3,7 +3,7 @@
 (a) the MASE way: a LightningModule that logs loss and accuracy every step, fed by a
     DataLoader over a TensorDataset, driven by the Lightning Trainer — the reference;
 (b) a plain PyTorch loop over pre-shuffled in-memory slices: the eager limit;
-(c) jscexp's own path, built by ``jscexp.train.fit.prepare`` exactly as a run builds it.
+(c) jscexp's own path, built by ``jscexp.train.fit.plain_engine`` exactly as a run builds it.
 Each returns the seconds its ``steps`` timed steps took (after ``warmup`` untimed ones).
 """
 
@@ -91,14 +91,15 @@ def raw_loop(model, x, y, batch_size: int, lr: float, warmup: int, steps: int, d
 
 
 def jscexp_path(cfg, model, *, splits, warmup: int, steps: int, device: str) -> float:
-    t = fit.prepare(cfg, model, splits)
-    tally = loop.Tally(t.fabric.device)
+    t = fit.plain_engine(cfg, model)
+    data = fit.batches(t.device, splits, "train", int(cfg.batch_size), seed=int(cfg.data_seed))
+    tally = loop.Tally(1, t.device)
     progress = loop.Progress(bool(cfg.trainer.progress_bar), int(cfg.trainer.progress_refresh))
-    progress.start(0, len(t.train))
-    loop.train_epoch(t.fabric, t.model, t.optimizer, t.train, tally, progress, max_steps=warmup)
+    progress.start(0, len(data))
+    loop.train_epoch(t.fabric, t.model, t.optimizer, data, tally, progress, max_steps=warmup)
     _sync(device)
     start = time.perf_counter()
-    loop.train_epoch(t.fabric, t.model, t.optimizer, t.train, tally, progress, max_steps=steps)
+    loop.train_epoch(t.fabric, t.model, t.optimizer, data, tally, progress, max_steps=steps)
     _sync(device)
     seconds = time.perf_counter() - start
     tally.compute("train_")
@@ -106,13 +107,13 @@ def jscexp_path(cfg, model, *, splits, warmup: int, steps: int, device: str) -> 
 
 
 def stacked_path(cfg, models, *, splits, warmup: int, steps: int, device: str) -> float:
-    """K trials in one stacked model (jscexp.group's path), Adam with one learning rate each."""
+    """K trials in one stacked model (jscexp.group.engine_for's), Adam with one learning rate each."""
     fabric = fit.make_fabric(cfg.trainer)
     model = stacked.StackedModel([m.to(fabric.device) for m in models])
     lrs = [{"lr": 1e-3 * (1 + k % 7)} for k in range(len(models))]
     optimizer = stacked.StackedOptimizer({"flat": model.flat}, "Adam", lrs)
-    data = fit.batches(fabric, splits, "train", int(cfg.batch_size), seed=0)
-    tally = stacked.StackedTally(len(models), fabric.device)
+    data = fit.batches(fabric.device, splits, "train", int(cfg.batch_size), seed=0)
+    tally = loop.Tally(len(models), fabric.device)
     active = torch.ones(len(models), dtype=torch.bool, device=fabric.device)
     stacked.train_epoch(model, optimizer, data, tally, active, max_steps=warmup)
     _sync(device)

@@ -37,11 +37,7 @@ def main(cfg: DictConfig) -> Outcome | list[Outcome]:
 
 
 def _job(cfg: DictConfig, out_dir: Path, overrides: list[str]) -> Outcome | list[Outcome]:
-    if cfg.get("vector_trials"):  # several grid points in one stacked model (jscexp.group)
-        from jscexp.group import run_group
-
-        return run_group(cfg, out_dir, overrides)
-    from jscexp.app import run
+    from jscexp.job import run  # torch and friends: only once a job runs
 
     return run(cfg, out_dir, overrides)
 

@@ -1,8 +1,8 @@
-"""One job = one run: the modes behind ``python -m jscexp``.
+"""What each mode does inside a trial's MLflow run, and what a run records.
 
 Heavy imports (torch, Lightning, MLflow) live here, not in ``__main__``, so that
-``--help`` and config errors answer without paying for them. Everything a user can get
-wrong is checked before the MLflow run is created, so bad input leaves no run behind.
+``--help`` and config errors answer without paying for them. ``jscexp.job`` checks
+everything a user can get wrong before it opens a run, so bad input leaves no run behind.
 """
 
 from __future__ import annotations
@@ -15,75 +15,55 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import jscexp
-from jscexp.analysis import analyse, check
-from jscexp.data import load_splits
-from jscexp.errors import Pruned, UserError
+from jscexp.analysis import analyse
+from jscexp.config import plain
+from jscexp.errors import UserError
 from jscexp.models import count_trainable
 from jscexp.quant import summary as qsummary
-from jscexp.quant.transform import quantise, uses_auto_frac
+from jscexp.quant.transform import quantise
 from jscexp.sweep import Outcome
-from jscexp.tracking import PARENT_ENV, TrackedRun, flatten, tracking_uri
-from jscexp.tracking.resume import finished_in_resumed_sweep
-from jscexp.tracking.store import check_reachable
+from jscexp.tracking import PARENT_ENV, TrackedRun, flatten
 from jscexp.train import fit
 from jscexp.train.callbacks import log_epoch, report_to_trial
 from jscexp.train.checkpoint import load_weights, save_weights
-from jscexp.validate import check_batch_fits, check_knobs
+from jscexp.validate import check_knobs
 
 MODES = ("train", "test", "qat", "ptq", "transform", "analyse")
 _QUANT_MODES = ("qat", "ptq", "transform")
 _NEEDS_CKPT = ("test", "transform")
 
 
-def run(cfg: DictConfig, out_dir: Path, overrides: list[str] | None = None) -> Outcome:
-    """Runs the job ``cfg.mode`` describes; returns its outcome and final metrics."""
-    mode, qcfg = cfg.mode, OmegaConf.to_container(cfg.quantisation, resolve=True)
-    spec = OmegaConf.to_container(cfg.analysis, resolve=True)
-    _check_mode(mode, qcfg["name"], cfg.ckpt)
+def check_job(cfg: DictConfig) -> None:
+    """The mode, its checkpoint and quantisation, and the top-level knobs: one line if wrong."""
+    _check_mode(cfg.mode, cfg.quantisation.name, cfg.ckpt)
     check_knobs(cfg)
-    uri = tracking_uri(cfg.mlflow.tracking_uri)
-    check_reachable(uri)
-    if (done := finished_in_resumed_sweep(uri, overrides or [])) is not None:
-        print(f"already finished in this sweep (run {done.run_id}): skipped")
-        return Outcome.finished(done.metrics, done.run_id)
-    model = initial_model(cfg)
-    needs_data = mode != "transform" or uses_auto_frac(qcfg)
-    splits = load_splits(cfg.dataset) if needs_data else None
-    if mode in ("train", "qat") or (mode == "ptq" and not cfg.ckpt):
-        check_batch_fits(int(cfg.batch_size), len(splits.y_train))
-    calibration = torch.from_numpy(splits.x_train[: int(spec["num_samples"])]) if splits else None
-    quantised = quantise(model, qcfg, calibration) if qcfg["name"] != "none" else None  # validates it too
-    check(model, spec)
-    try:
-        with open_run(cfg, uri, model, splits, overrides or []) as run:
-            metrics = _run_mode(cfg, mode, model, quantised, qcfg, spec, splits, calibration, run, out_dir)
-    except Pruned as stop:  # its run ended FINISHED with the epochs it had: a result, not a failure
-        return Outcome.of_exception(stop)
-    return metrics if isinstance(metrics, Outcome) else Outcome.finished(metrics, run.run_id)
 
 
-def _run_mode(cfg, mode, model, quantised, qcfg, spec, splits, calibration, run, out_dir: Path):
-    """The mode's own work inside the job's open run; returns its final metrics (or outcome)."""
-    if mode == "analyse":
-        return _analyse(quantised[0] if quantised else model, spec, calibration, run)
-    if mode == "transform":
-        return _transform(cfg, quantised, run, out_dir)
-    if mode == "test":
-        return _test(cfg, quantised[0] if quantised else model, splits, run, out_dir)
-    if mode == "ptq":
-        return _ptq(cfg, model, qcfg, splits, calibration, run, out_dir)
-    net = quantised[0] if mode == "qat" else model
-    result = fit.train(cfg, net, splits, epoch_hooks(cfg, run))  # leaves the best epoch's weights in net
-    return finish_training(cfg, net, splits, run, out_dir, result, calibration, quantised)
+def run_mode(cfg, model, quantised, splits, calibration, run, out_dir: Path, fit_one) -> Outcome:
+    """A mode that is not training (test, ptq, transform, analyse) inside the job's open run;
+    ``fit_one(model)`` trains a float model first where the mode needs one (PTQ without ckpt=)."""
+    spec = plain(cfg.analysis)
+    if cfg.mode == "analyse":
+        metrics = _analyse(quantised[0] if quantised else model, spec, calibration, run)
+    elif cfg.mode == "transform":
+        metrics = _transform(cfg, quantised, run, out_dir)
+    elif cfg.mode == "test":
+        metrics = _test(cfg, quantised[0] if quantised else model, splits, run, out_dir)
+    else:
+        metrics = _ptq(cfg, model, plain(cfg.quantisation), splits, calibration, run,
+                       out_dir, fit_one)
+    return Outcome.finished(metrics, run.run_id)
 
 
-def initial_model(cfg: DictConfig) -> torch.nn.Module:
-    """The run's float model before training: seeded init, or the weights of ckpt=."""
+def initial_model(cfg: DictConfig) -> tuple[torch.nn.Module, dict]:
+    """The run's float model before training (seeded init, or the weights of ckpt=) and the
+    RNG state right after its init, where its training (dropout) draws from."""
     _seed(int(cfg.seed))
     model = fit.make_model(cfg.model)
     if cfg.ckpt:
         load_weights(model, Path(cfg.ckpt), cfg.model.name)
-    return model
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    return model, {"cpu": torch.get_rng_state(), "cuda": cuda}
 
 
 def open_run(cfg, uri: str, model, splits, overrides: list[str], tags: dict | None = None) -> TrackedRun:
@@ -93,7 +73,7 @@ def open_run(cfg, uri: str, model, splits, overrides: list[str], tags: dict | No
     run = TrackedRun(uri, cfg.experiment, run_name=name, tags={**_tags(cfg, data_info, overrides), **(tags or {})})
     run.log_params(
         {
-            **flatten(OmegaConf.to_container(cfg, resolve=True)),
+            **flatten(plain(cfg)),
             "model_name": cfg.model.name,
             "n_params": count_trainable(model),
             **{f"data.{k}": v for k, v in data_info.items()},
@@ -105,7 +85,7 @@ def open_run(cfg, uri: str, model, splits, overrides: list[str], tags: dict | No
 
 def finish_training(cfg, net, splits, run, out_dir: Path, result, calibration, quantised=None) -> Outcome:
     """After training: test, checkpoint, curves, final metrics, summaries; returns the job's result."""
-    spec = OmegaConf.to_container(cfg.analysis, resolve=True)
+    spec = plain(cfg.analysis)
     final = {**_record_fit(cfg, net, splits, run, out_dir, result), **qsummary.costs(net)}
     run.log_metrics(final, step=int(cfg.max_epochs))
     if quantised:
@@ -174,7 +154,8 @@ def _seed(seed: int) -> None:
 
 
 def epoch_hooks(cfg, run) -> list:
-    """What a run does after each epoch: log its metrics; in a search with a pruner, report to the trial."""
+    """What a run does after each epoch: log its metrics; in a search with a pruner, report to
+    the trial. Each returns whether the run stops there (pruned)."""
     reporter = _trial_reporter(cfg)
     return [log_epoch(run)] if reporter is None else [log_epoch(run), reporter]
 
@@ -186,13 +167,7 @@ def _trial_reporter(cfg):
     from jscexp.search.study import trial_handle
 
     o = cfg.optuna
-    return report_to_trial(trial_handle(o.study, o.storage, int(o.trial), OmegaConf.to_container(o.pruner)))
-
-
-def _fit(cfg, model, splits, run, out_dir: Path) -> dict[str, float]:
-    """Trains with validation each epoch, tests the best epoch's weights; returns the final metrics."""
-    result = fit.train(cfg, model, splits, epoch_hooks(cfg, run))  # leaves the best epoch's weights in model
-    return _record_fit(cfg, model, splits, run, out_dir, result)
+    return report_to_trial(trial_handle(o.study, o.storage, int(o.trial), plain(o.pruner)))
 
 
 def _record_fit(cfg, model, splits, run, out_dir: Path, result) -> dict[str, float]:
@@ -203,7 +178,7 @@ def _record_fit(cfg, model, splits, run, out_dir: Path, result) -> dict[str, flo
         print(f"training diverged (non-finite loss) in epoch {result.diverged_at}: stopped; best epoch kept")
     if result.stopped_early_at is not None:
         run.set_tags({"jscexp.stopped_early_at_epoch": result.stopped_early_at})
-    meta = {"model": OmegaConf.to_container(cfg.model, resolve=True)}
+    meta = {"model": plain(cfg.model)}
     best = save_weights(model, out_dir / "checkpoints" / "best.ckpt", meta,
                         epoch=result.best_epoch, val_acc=result.best_val_acc)
     run.log_artifact(best, "checkpoints")
@@ -233,7 +208,7 @@ def _test(cfg, model, splits, run, out_dir: Path) -> dict[str, float]:
     return {"test_acc": result["acc"], "test_loss": result["loss"]}
 
 
-def _ptq(cfg, model, qcfg, splits, calibration, run, out_dir: Path) -> dict[str, float]:
+def _ptq(cfg, model, qcfg, splits, calibration, run, out_dir: Path, fit_one) -> dict[str, float]:
     """Quantises a trained float model: the one in ckpt=, else one trained here first."""
     if cfg.ckpt:
         test = fit.evaluate(cfg, model, splits, "test")
@@ -241,7 +216,7 @@ def _ptq(cfg, model, qcfg, splits, calibration, run, out_dir: Path) -> dict[str,
                          "test_acc": test["acc"], "test_loss": test["loss"]}
         step = 0
     else:
-        float_metrics = _fit(cfg, model, splits, run, out_dir)  # leaves the best weights in model
+        float_metrics = _record_fit(cfg, model, splits, run, out_dir, fit_one(model))  # best weights in model
         step = int(cfg.max_epochs)
     net, changes = quantise(model, qcfg, calibration)
     val, test = (fit.evaluate(cfg, net, splits, s) for s in ("val", "test"))
@@ -260,7 +235,7 @@ def _ptq(cfg, model, qcfg, splits, calibration, run, out_dir: Path) -> dict[str,
     }
     run.log_metrics(final, step=step)
     _log_quant_summaries(run, net, changes, out_dir)
-    _log_texts(run, analyse(net, OmegaConf.to_container(cfg.analysis, resolve=True), calibration))
+    _log_texts(run, analyse(net, plain(cfg.analysis), calibration))
     print(f"float test_acc={float_metrics['test_acc']:.4f}  quantised test_acc={test['acc']:.4f}")
     return final
 
@@ -274,8 +249,8 @@ def _transform(cfg, quantised, run, out_dir: Path) -> dict[str, float]:
         {
             "state_dict": net.state_dict(),
             "jscexp": {
-                "model": OmegaConf.to_container(cfg.model, resolve=True),
-                "quantisation": OmegaConf.to_container(cfg.quantisation, resolve=True),
+                "model": plain(cfg.model),
+                "quantisation": plain(cfg.quantisation),
                 "source_checkpoint": str(Path(cfg.ckpt).resolve()),
             },
         },

@@ -5,18 +5,10 @@ class UserError(Exception):
     """Bad input from the user: the message says what to change."""
 
 
-def first_line(err: Exception) -> str:
+def first_line(err: BaseException) -> str:
     """A library error's first line, for quoting inside a one-line UserError."""
     text = str(err).strip().splitlines()
     return text[0] if text else err.__class__.__name__
-
-
-class Pruned(Exception):
-    """A search pruned this trial after an epoch: a result, not a failure."""
-
-    def __init__(self, epoch: int):
-        super().__init__(f"pruned by the search after epoch {epoch}")
-        self.epoch = epoch
 
 
 _INTERRUPTED = False

@@ -40,7 +40,7 @@ def compose_cfg(overrides: list[str]):
 
 def run_job(overrides: list[str], out_dir: Path):
     """Runs one job in this process, as ``python -m jscexp <overrides>`` would."""
-    from jscexp.app import run
+    from jscexp.job import run
 
     return run(compose_cfg(overrides), out_dir, overrides)
 

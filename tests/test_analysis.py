@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -134,8 +135,8 @@ def test_every_training_run_keeps_its_analysis_in_mlflow(workdir):
     client = mlflow_client(workdir)
     paths = {a.path for a in client.list_artifacts(with_analysis.info.run_id, "analysis")}
     assert paths == {"analysis/graph.txt", "analysis/node_meta.txt", "analysis/profile.json", "analysis/profile.csv"}
-    profile_json = json.load(open(client.download_artifacts(with_analysis.info.run_id, "analysis/profile.json",
-                                                            str(workdir))))
+    profile_json = json.loads(Path(client.download_artifacts(with_analysis.info.run_id, "analysis/profile.json",
+                                                             str(workdir))).read_text())
     assert profile_json["seq_blocks_2"]["args"]["weight"]["variance_precise"]["count"] == 80
     assert profile_json["seq_blocks_1"]["args"]["data_in_0"]["range_quantile"]["count"] == 256 * 16
     assert client.list_artifacts(without.info.run_id, "analysis") == []

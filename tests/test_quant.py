@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -213,7 +214,7 @@ def test_qat_run_logs_costs_summaries_and_a_passed_check(workdir):
     client = mlflow_client(workdir)
     assert {a.path for a in client.list_artifacts(run.info.run_id, "quant")} == {
         "quant/histogram.md", "quant/nodes.csv", "quant/verification.csv"}
-    hist = open(client.download_artifacts(run.info.run_id, "quant/histogram.md", str(workdir))).read()
+    hist = Path(client.download_artifacts(run.info.run_id, "quant/histogram.md", str(workdir))).read_text()
     assert "| Linear          | linear       |       3 |         3 |           0 |" in hist
 
 

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -122,10 +123,13 @@ def test_a_pickle_payload_checkpoint_is_refused_and_never_runs(workdir):
     with open(workdir / "evil.ckpt", "wb") as f:
         pickle.dump({"state_dict": {}, "x": _Payload()}, f)
     torch.save({"state_dict": {}, "x": _Payload()}, workdir / "evil2.ckpt")
-    for name in ("evil.ckpt", "evil2.ckpt"):
+    (workdir / "notes.ckpt").write_text("hello world\n")  # not a checkpoint at all
+    (workdir / "empty.ckpt").write_bytes(b"")
+    for name in ("evil.ckpt", "evil2.ckpt", "notes.ckpt", "empty.ckpt"):
         result = run_cli([*FAST, "mode=test", f"ckpt={name}"], workdir)
         assert result.returncode == 2
         assert result.stderr.startswith(f"error: checkpoint {name} is not a readable PyTorch checkpoint")
+        assert len(result.stderr.strip().splitlines()) == 1
     assert not (workdir / "pwned").exists()
     assert runs_of(workdir) == []
 
@@ -139,7 +143,7 @@ def test_passwords_in_urls_never_reach_mlflow_or_the_terminal(workdir):
     assert run.data.params["backend.url"] == "postgresql://bob:***@db.example:5432/runs"
     assert not any("hunter2" in v for v in [*run.data.params.values(), *run.data.tags.values()])
     config = mlflow_client(workdir).download_artifacts(run.info.run_id, "config.yaml", str(workdir))
-    assert "hunter2" not in open(config).read()
+    assert "hunter2" not in Path(config).read_text()
     from jscexp.tracking.store import mask
 
     assert mask("x postgresql://a:b@h/d y http://h:1/p") == "x postgresql://a:***@h/d y http://h:1/p"

@@ -15,6 +15,7 @@ from itertools import pairwise
 
 import pytest
 import requests
+
 from conftest import FAST, compose_cfg, run_cli
 
 POSTGRES = [*FAST, "backend=postgres"]

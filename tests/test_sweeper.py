@@ -197,9 +197,9 @@ def test_plugin_is_discovered_from_outside_the_repo(workdir):
 @pytest.mark.parametrize("name, objectives", [("optuna_lr_bs", ["best_val_acc"]),
                                               ("optuna_bits_pareto", ["best_val_acc", "avg_weight_bits"])])
 def test_search_sweep_files_select_our_sweeper(name, objectives):
-    from conftest import CONF
     from hydra import compose, initialize_config_dir
 
+    from conftest import CONF
     from jscexp.search.space import parse
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):

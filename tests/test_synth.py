@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 
 from jscexp.data.schema import CLASSES, FEATURES
-from jscexp.data.synth import FULL_ROWS, generate
+from jscexp.data.synth import generate
 
 
 def test_columns_and_balance():
@@ -11,10 +11,6 @@ def test_columns_and_balance():
     share = np.bincount(frame["label"], minlength=5) / len(frame)
     assert np.all(np.abs(share - 0.2) <= 0.01)
     assert frame[list(FEATURES)].notna().all().all()
-
-
-def test_full_size_default_matches_the_deduplicated_cernbox_file():
-    assert FULL_ROWS == 986_806
 
 
 def test_same_seed_same_rows_other_seed_other_rows():

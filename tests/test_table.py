@@ -36,11 +36,10 @@ def store(tmp_path_factory):
     first_sweep = _sweep_id(root, "lab1_batch_size")
     with TrackedRun(uri, "lab1_batch_size", tags={"jscexp.kind": "sweep"}) as newer:
         pass
-    with pytest.raises(RuntimeError):
-        with TrackedRun(uri, "lab1_batch_size", tags={"mlflow.parentRunId": newer.run_id,
-                                                     "jscexp.overrides": "batch_size=8"}) as failed:
-            failed.log_params({"batch_size": 8, "model_name": "jsc-tiny", "learning_rate": 1e-5})
-            raise RuntimeError("out of memory")
+    with pytest.raises(RuntimeError), TrackedRun(uri, "lab1_batch_size", tags={"mlflow.parentRunId": newer.run_id,
+                                                 "jscexp.overrides": "batch_size=8"}) as failed:
+        failed.log_params({"batch_size": 8, "model_name": "jsc-tiny", "learning_rate": 1e-5})
+        raise RuntimeError("out of memory")
     return root, first_sweep, newer.run_id
 
 
@@ -75,7 +74,7 @@ def test_lab_table_of_a_sweep_has_the_lab_columns_and_the_runs_numbers(store, ca
         m = runs[row[5]].data.metrics
         assert row[:5] == ["jsc (synthetic)", "jsc-tiny", "117", "1.00E-05", "1"]
         assert row[6:9] == [f"{m['best_train_acc']:.3f}", f"{m['best_val_acc']:.3f}", f"{m['test_acc']:.3f}"]
-        assert row[9] == "00:%02d" % round(m["fit_seconds"])
+        assert row[9] == f"00:{round(m['fit_seconds']):02d}"
 
 
 def test_latest_sweep_is_the_default_and_failed_runs_are_marked(store, capsys):

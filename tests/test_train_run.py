@@ -1,6 +1,5 @@
 """A training run end to end: what lands in MLflow, reproducibility, and test mode."""
 
-import math
 from pathlib import Path
 
 import pytest

@@ -4,6 +4,7 @@ one stacked model, each still its own MLflow run with the numbers it would have 
 from __future__ import annotations
 
 import pytest
+
 from conftest import CONF, mlflow_client, run_cli, run_job, runs_of
 
 GRID = ["-m", "dataset=jsc_synth", "dataset.n_rows=6000", "max_epochs=2", "trainer.progress_bar=false",
@@ -56,14 +57,14 @@ def alone_and_stacked(workdir, common: list[str], trials: list[list[str]], keys:
     """Each trial run alone, then all of them as one group job, in-process: their histories."""
     from hydra import compose, initialize_config_dir
 
-    from jscexp.group import run_group
+    from jscexp.job import run
     from jscexp.sweep import group_override
 
     for i, t in enumerate(trials):
         run_job([*common, "experiment=alone", *t], workdir / f"alone_{i}")
     group = [*common, "experiment=stacked", group_override(trials)]
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        run_group(compose("config", overrides=group), workdir / "group", group)
+        run(compose("config", overrides=group), workdir / "group", group)
     alone, stacked = histories(workdir, "alone", keys), histories(workdir, "stacked", keys)
     assert set(alone) == set(stacked) and len(stacked) == len(trials)
     assert len({one["metrics"]["test_acc"] for one in alone.values()}) > 1  # the knobs matter
@@ -101,13 +102,13 @@ def test_dropout_trials_with_their_own_p_draw_their_lone_runs_masks(workdir):
 def test_a_trial_with_a_bad_width_fails_alone_and_its_mates_train(workdir, capsys):
     from hydra import compose, initialize_config_dir
 
-    from jscexp.group import run_group
+    from jscexp.job import run
     from jscexp.sweep import Status, group_override
 
     group = [*SMALL, "max_epochs=1", "model=jsc-toy", "mode=qat", "quantisation=int8", "experiment=mixed",
              "quantisation.weight_frac_width=3", group_override([[f"quantisation.weight_width={w}"] for w in (2, 4, 8)])]
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        results = run_group(compose("config", overrides=group), workdir / "group", group)
+        results = run(compose("config", overrides=group), workdir / "group", group)
     assert results[0].status == Status.FAILED and "frac_width 3 is larger than width 2" in results[0].reason
     assert "error: quantisation linear weight: frac_width 3 is larger than width 2" in capsys.readouterr().err
     assert all(r.status == Status.FINISHED and r.metrics["best_val_acc"] > 0 for r in results[1:])
@@ -156,7 +157,6 @@ def test_auto_groups_only_jobs_that_keep_their_own_numbers():
     """Given each job's config, grouping never changes a trial's result: different data
     orders (seed grids without a fixed data_seed) and unstackable jobs stay apart."""
     from conftest import compose_cfg
-
     from jscexp.group import stack_blocker
     from jscexp.sweep import grouped_jobs
 
@@ -176,14 +176,13 @@ def test_auto_groups_only_jobs_that_keep_their_own_numbers():
     assert len(grouped(["+optimizer.amsgrad=true", "learning_rate=0.1"], ["+optimizer.amsgrad=true", "learning_rate=0.2"])) == 2
 
 
-@pytest.mark.parametrize(("quantisation", "stackable"), [("int8", True), ("int4", True), ("minifloat8", False)])
-def test_only_integer_quantisers_stack(quantisation, stackable):
+@pytest.mark.parametrize(("quantisation", "expected"), [("int8", True), ("int4", True), ("minifloat8", False)])
+def test_only_integer_quantisers_stack(quantisation, expected):
     from conftest import compose_cfg
-
-    from jscexp.group import _stackable
+    from jscexp.group import stackable
 
     cfgs = [compose_cfg(["mode=qat", f"quantisation={quantisation}", "data_seed=0", f"seed={s}"]) for s in (0, 1)]
-    assert _stackable(cfgs) is stackable
+    assert stackable(cfgs) is expected
 
 
 @pytest.mark.slow

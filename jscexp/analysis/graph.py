@@ -24,7 +24,7 @@ def op_name(module: nn.Module) -> str:
 def node_kind(gm: torch.fx.GraphModule, node: torch.fx.Node) -> tuple[str, str]:
     """(op, type name) of a node, with the lab's spelling for placeholders and outputs."""
     if node.op == "call_module":
-        module = gm.get_submodule(node.target)
+        module = gm.get_submodule(str(node.target))
         return op_name(module), type(module).__name__
     if node.op == "placeholder":
         return "placeholder", str(node.target)

@@ -54,7 +54,7 @@ def profile(model: nn.Module, spec: Mapping, inputs: Iterable[torch.Tensor] = ()
         op, _ = node_kind(gm, node)
         meta[node.name] = {"op": op, "kind": _KINDS.get(node.op, node.op), "fx_op": node.op, "args": {}}
     for node in weight_nodes:
-        for pname, param in gm.get_submodule(node.target).named_parameters(recurse=False):
+        for pname, param in gm.get_submodule(str(node.target)).named_parameters(recurse=False):
             collected = {}
             for name, opts in w_stats.items():
                 stat = make_stat(name, opts, "profile")

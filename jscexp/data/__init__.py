@@ -48,11 +48,13 @@ def load_splits(cfg) -> Splits:
     """Loads the dataset the ``dataset`` config group describes, through the processed cache."""
     source, path = resolve_source(cfg)
     recipe = {"test_size": float(cfg.test_size), "val_size": float(cfg.val_size), "dedup": cfg.drop_duplicates}
+    identity: dict[str, object] | None
     if source == "synthetic":
         identity = {"n_rows": int(cfg.n_rows), "generator_seed": int(cfg.generator_seed)}
     elif source == "openml":
         identity = {"openml": 42468}
     else:
+        assert path is not None  # a file source always names its path
         identity = {"path": str(path), **_stat(path)} if path.is_file() else None
     cache_dir = Path(cfg.cache_dir).expanduser()
     key = cache.cache_key({"source": source, **(identity or {}), **recipe}) if identity else None
@@ -61,6 +63,7 @@ def load_splits(cfg) -> Splits:
     splits = _build(cfg, source, path, recipe)
     if cfg.use_cache:
         if key is None:  # the file was just downloaded: key it by what is now on disk
+            assert path is not None
             key = cache.cache_key({"source": source, "path": str(path), **_stat(path), **recipe})
         cache.store(cache_dir, key, splits)
     return splits
@@ -83,6 +86,7 @@ def _build(cfg, source: str, path: Path | None, recipe: dict) -> Splits:
         raw = download.fetch_openml_frame(Path(cfg.cache_dir).expanduser())
         raw_hash, label = download.frame_sha256(raw), f"OpenML dataset {download.OPENML_ID}"
     else:
+        assert path is not None
         if source == "cernbox" and not path.is_file():
             download.download(cfg.cernbox_url, path, timeout=float(cfg.download_timeout))
         raw, raw_hash, label = files.read_raw(path), download.file_sha256(path), f"data file {path}"

@@ -7,7 +7,6 @@ validation split carved from train → StandardScaler fit on the train rows only
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-
 from typing import TYPE_CHECKING
 
 import numpy as np

@@ -19,7 +19,7 @@ def make_quantiser(name: str, what: str = "quantiser", **kwargs) -> Quantiser:
     if name not in QUANTISERS:
         raise UserError(f"{what}: unknown quantiser '{name}': choose one of {', '.join(QUANTISERS)}")
     try:
-        return QUANTISERS[name](what=what, **kwargs)
+        return QUANTISERS[name](what=what, **kwargs)  # type: ignore[call-arg]  # every subclass takes what=
     except TypeError as err:  # an option the quantiser doesn't take, or a missing one
         raise UserError(f"{what}: bad options {sorted(kwargs)} for '{name}' ({err})") from None
 

@@ -26,7 +26,7 @@ class LinearQ(nn.Linear):
         self.x_quantiser, self.w_quantiser, self.b_quantiser = data_in, weight, bias
 
     def effective_weight(self) -> torch.Tensor:
-        return _apply(self.w_quantiser, self.weight)
+        return self.weight if self.w_quantiser is None else self.w_quantiser(self.weight)
 
     def effective_bias(self) -> torch.Tensor | None:
         return _apply(self.b_quantiser, self.bias)

@@ -17,11 +17,12 @@ from jscexp.errors import UserError
 
 
 def _range_values(sweep: RangeSweep) -> list:
-    values, v = [], sweep.start
-    step = sweep.step
-    if step == 0 or (step > 0) != (sweep.stop > sweep.start):
-        raise UserError(f"range({sweep.start}, {sweep.stop}, {step}) is empty")
-    while (v < sweep.stop) if step > 0 else (v > sweep.stop):
+    start, stop, step = sweep.start, sweep.stop, sweep.step  # Hydra's grammar fills all three
+    assert start is not None and stop is not None and step is not None
+    if step == 0 or (step > 0) != (stop > start):
+        raise UserError(f"range({start}, {stop}, {step}) is empty")
+    values, v = [], start
+    while (v < stop) if step > 0 else (v > stop):
         values.append(round(v, 12) if isinstance(v, float) else v)
         v += step
     return values
@@ -34,21 +35,24 @@ def to_distribution(override: Override):
     name = override.get_key_element()
     log = "log" in (getattr(value, "tags", None) or set())
     if isinstance(value, ChoiceSweep):
-        return d.CategoricalDistribution(list(value.list))
+        return d.CategoricalDistribution(list(value.list))  # type: ignore[arg-type]  # plain values only
     if isinstance(value, RangeSweep):
         values = _range_values(value)
         if all(isinstance(v, int) for v in values):
-            return d.IntDistribution(values[0], values[-1], step=abs(value.step), log=log) if value.step > 0 \
+            step = int(value.step or 1)
+            return d.IntDistribution(values[0], values[-1], step=abs(step), log=log) if step > 0 \
                 else d.CategoricalDistribution(values)
         return d.CategoricalDistribution(values)
     if isinstance(value, IntervalSweep):
-        if value.start >= value.end:
-            raise UserError(f"{name}: interval({value.start}, {value.end}) is empty")
-        if log and value.start <= 0:
-            raise UserError(f"{name}: a log interval must start above 0, got {value.start}")
-        if isinstance(value.start, int) and isinstance(value.end, int):
-            return d.IntDistribution(value.start, value.end, log=log)
-        return d.FloatDistribution(float(value.start), float(value.end), log=log)
+        start, end = value.start, value.end
+        assert start is not None and end is not None  # Hydra's grammar needs both
+        if start >= end:
+            raise UserError(f"{name}: interval({start}, {end}) is empty")
+        if log and start <= 0:
+            raise UserError(f"{name}: a log interval must start above 0, got {start}")
+        if isinstance(start, int) and isinstance(end, int):
+            return d.IntDistribution(start, end, log=log)
+        return d.FloatDistribution(float(start), float(end), log=log)
     raise UserError(f"{name}: cannot search over {override.input_line}")
 
 
@@ -57,7 +61,8 @@ def parse(params: Mapping[str, str] | None, arguments: list[str]) -> tuple[dict,
     parser = OverridesParser.create()
     lines = [f"{k}={v}" for k, v in (params or {}).items()]
     overrides = parser.parse_overrides(lines) + parser.parse_overrides(list(arguments))
-    space, fixed = {}, {}
+    space: dict[str, object] = {}
+    fixed: dict[str, str] = {}
     for o in overrides:
         key = o.get_key_element()
         space.pop(key, None)
@@ -65,5 +70,5 @@ def parse(params: Mapping[str, str] | None, arguments: list[str]) -> tuple[dict,
         if o.is_sweep_override():
             space[key] = to_distribution(o)
         else:
-            fixed[key] = o.input_line
+            fixed[key] = str(o.input_line)
     return space, list(fixed.values())

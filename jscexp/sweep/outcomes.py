@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass, field
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 
-class Status(str, Enum):
+class Status(StrEnum):
     FINISHED = "finished"
     DIVERGED = "diverged"  # a result (the lab's lr=1.0 row): its epochs before the NaN count
     PRUNED = "pruned"  # stopped by the search after an epoch: a result, not a failure
@@ -47,11 +47,13 @@ class Outcome:
         return cls(Status.FAILED, one_line(reason), run_id=run_id)
 
     @classmethod
-    def of_exception(cls, err: BaseException) -> Outcome:
-        from jscexp.errors import Pruned, UserError
+    def pruned(cls, epoch: int, run_id: str | None = None) -> Outcome:
+        return cls(Status.PRUNED, f"pruned by the search after epoch {epoch}", run_id=run_id)
 
-        if isinstance(err, Pruned):
-            return cls(Status.PRUNED, str(err))
+    @classmethod
+    def of_exception(cls, err: BaseException) -> Outcome:
+        from jscexp.errors import UserError
+
         if isinstance(err, KeyboardInterrupt):
             return cls(Status.INTERRUPTED, "interrupted")
         return cls.failed(str(err) if isinstance(err, UserError) else f"{type(err).__name__}: {err}")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
+
+from jscexp.config import plain_list
 
 # Knobs that can differ between the trials of one stacked model.
 VECTOR_KEYS = ("learning_rate", "seed", "data_seed", "optimizer.lr", "optimizer.weight_decay", "optimizer.betas",
@@ -51,4 +53,4 @@ def trial_overrides(cfg: DictConfig, overrides: list[str]) -> list[list[str]]:
         return [list(overrides)]
     common = [o for o in overrides if override_key(o) != GROUP_KEY]
     # unresolved: a trial override may hold an interpolation meant for its own config (${sub:…})
-    return [[*common, *t] for t in OmegaConf.to_container(cfg[GROUP_KEY], resolve=False)]
+    return [[*common, *t] for t in plain_list(cfg[GROUP_KEY], resolve=False)]

@@ -8,16 +8,21 @@ from __future__ import annotations
 import atexit
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from jscexp.config import plain_list
+
+if TYPE_CHECKING:
+    from jscexp.tracking.run import TrackedRun
 from jscexp.tracking.store import PARENT_ENV, tracking_uri
 
 
 class MlflowSweepCallback(Callback):
     def __init__(self) -> None:
-        self._parent = None
+        self._parent: TrackedRun | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         from jscexp.errors import UserError
@@ -38,7 +43,7 @@ class MlflowSweepCallback(Callback):
         except UserError as err:  # Hydra would only warn about a callback's error and go on
             print(f"error: {err}", file=sys.stderr)
             raise SystemExit(2) from None
-        command = " ".join(OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
+        command = " ".join(plain_list(config.hydra.overrides.task, resolve=False))
         # Create the store and experiment once, here, before any job races to (mlflow #4123).
         mlflow_client = client(uri)
         previous = resumable_parent(mlflow_client, ensure_experiment(mlflow_client, config.experiment), mask(command))
@@ -74,6 +79,7 @@ class MlflowSweepCallback(Callback):
 
     def _parent_id(self) -> str:
         """Ours, unless the sweeper moved this sweep under a parent shared with other workers."""
+        assert self._parent is not None
         return os.environ.get(PARENT_ENV) or self._parent.run_id
 
     def _publish(self, config: DictConfig) -> None:

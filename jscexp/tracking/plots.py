@@ -48,7 +48,7 @@ def metric_vs_param(
         part = part.sort_values(x)
         key = key if isinstance(key, tuple) else (key,)
         label = ", ".join(f"{g}={k}" for g, k in zip(groups, key)) or None
-        std = part[f"{metric} std"] if f"{metric} std" in part else None
+        std = part.get(f"{metric} std")
         ax.errorbar(part[x], part[metric], yerr=std, marker="o", capsize=3, label=label)
     if log_x:
         ax.set_xscale("log")

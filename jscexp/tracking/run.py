@@ -6,7 +6,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from jscexp.errors import Pruned, interrupted
+from jscexp.errors import interrupted
 from jscexp.tracking.store import client, ensure_experiment, mask
 
 _MAX_PARAM_LEN = 6000  # MLflow's limit on a param value
@@ -45,15 +45,11 @@ class TrackedRun:
         self.run_id: str = run.info.run_id
         self.artifact_uri: str = run.info.artifact_uri
 
-    def __enter__(self) -> "TrackedRun":
+    def __enter__(self) -> TrackedRun:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc is None:
-            self.client.set_terminated(self.run_id, "FINISHED")
-            return
-        if isinstance(exc, Pruned):  # stopped early by the search: its epochs so far are the result
-            self.set_tags({"jscexp.pruned": "true", "jscexp.pruned_at_epoch": exc.epoch})
             self.client.set_terminated(self.run_id, "FINISHED")
             return
         status = "KILLED" if isinstance(exc, KeyboardInterrupt) or interrupted() else "FAILED"

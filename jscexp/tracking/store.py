@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 
@@ -60,10 +61,8 @@ def _create_sqlite_once(uri: str) -> None:
             MlflowClient(tracking_uri=uri).search_experiments(max_results=1)  # creates/migrates the schema
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.remove(path + ".lock")
-    except FileNotFoundError:
-        pass
 
 
 def ensure_experiment(mlflow_client, name: str) -> str:
@@ -109,4 +108,6 @@ def check_reachable(uri: str) -> None:
             urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5)
         except OSError as err:
             reason = getattr(err, "reason", err)
-            raise UserError(f"MLflow server {mask(uri)} is unreachable ({reason}); start it or fix mlflow.tracking_uri")
+            raise UserError(
+                f"MLflow server {mask(uri)} is unreachable ({reason}); start it or fix mlflow.tracking_uri"
+            ) from None

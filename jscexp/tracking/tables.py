@@ -157,9 +157,9 @@ def as_text(table: pd.DataFrame, formats: dict[str, Callable]) -> pd.DataFrame:
         if c.endswith(" std"):
             continue
         fmt = formats.get(c, str)
-        cell = table[c].map(lambda v: "" if _missing(v) else fmt(v))
+        cell = table[c].map(lambda v, fmt=fmt: "" if _missing(v) else fmt(v))
         if f"{c} std" in table:
-            std = table[f"{c} std"].map(lambda v: "" if _missing(v) else f" ± {fmt(v)}")
+            std = table[f"{c} std"].map(lambda v, fmt=fmt: "" if _missing(v) else f" ± {fmt(v)}")
             cell = cell + std
         text[c] = cell
     return text

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 import torch
 from hydra.utils import instantiate
@@ -51,55 +50,47 @@ def pinned_devices(t: DictConfig, job_num: int):
 def _job_num() -> int:
     from hydra.core.hydra_config import HydraConfig
 
-    return int(HydraConfig.get().job.get("num") or 0) if HydraConfig.initialized() else 0
+    # .get: a single run's job.num is MISSING, which attribute access would raise on
+    return int(HydraConfig.get().job.get("num") or 0) if HydraConfig.initialized() else 0  # type: ignore[attr-defined]
 
 
-def batches(fabric, splits: Splits, split: str, batch_size: int, *, seed: int = 0) -> TensorBatches:
+def batches(device: torch.device, splits: Splits, split: str, batch_size: int, *, seed: int = 0) -> TensorBatches:
     """A split as tensors on the run's device: each epoch is one permutation, batches are slices."""
-    x, y = (fabric.to_device(torch.from_numpy(a)) for a in splits.split(split))
+    x, y = (torch.from_numpy(a).to(device) for a in splits.split(split))
     return TensorBatches(x, y, batch_size, shuffle=split == "train", seed=seed)
 
 
-@dataclass
-class Training:
-    """Everything one run trains with, placed on its device."""
-
-    fabric: object
-    model: torch.nn.Module  # the Fabric-wrapped model
-    optimizer: torch.optim.Optimizer
-    scheduler: object | None
-    train: TensorBatches
-    val: TensorBatches
-
-
-def prepare(cfg: DictConfig, model: torch.nn.Module, splits: Splits) -> Training:
+def plain_engine(cfg: DictConfig, model: torch.nn.Module, rng: dict | None = None) -> loop.PlainEngine:
+    """One model with torch's own optimizer and scheduler, placed by Fabric; ``rng``, the state
+    right after the model's init, is where its training draws from (dropout)."""
     fabric = make_fabric(cfg.trainer)
     optimizer = instantiate(cfg.optimizer)(model.parameters())
     scheduler = instantiate(cfg.scheduler)(optimizer) if cfg.scheduler.get("_target_") else None
     wrapped, optimizer = fabric.setup(model, optimizer)
-    return Training(
-        fabric, wrapped, optimizer, scheduler,
-        batches(fabric, splits, "train", int(cfg.batch_size), seed=int(cfg.data_seed)),
-        batches(fabric, splits, "val", int(cfg.trainer.eval_batch_size)),
-    )
+    if rng:
+        torch.set_rng_state(rng["cpu"])
+        if rng.get("cuda") is not None:
+            torch.cuda.set_rng_state_all(rng["cuda"])
+    return loop.PlainEngine(fabric, wrapped, optimizer, scheduler)
 
 
-def train(cfg: DictConfig, model: torch.nn.Module, splits: Splits, hooks: list[loop.EpochHook]) -> loop.FitResult:
-    """Trains ``model`` as the run's config says and leaves the best epoch's weights in it."""
-    t = prepare(cfg, model, splits)
-    progress = loop.Progress(bool(cfg.trainer.progress_bar), int(cfg.trainer.progress_refresh))
+def train(cfg: DictConfig, engine: loop.Engine, splits: Splits, hook: loop.TrialHook) -> list[loop.FitResult]:
+    """Trains the engine's trials as ``cfg`` says (their shared knobs: data, batch size,
+    epochs, trainer): one result per trial."""
     patience = cfg.trainer.get("early_stopping_patience")
-    result = loop.fit(
-        t.fabric, t.model, t.optimizer, t.scheduler, t.train, t.val, max_epochs=int(cfg.max_epochs),
-        hooks=hooks, patience=None if patience is None else int(patience), progress=progress,
+    progress = loop.Progress(bool(cfg.trainer.progress_bar), int(cfg.trainer.progress_refresh)) if engine.k == 1 else None
+    return loop.fit(
+        engine,
+        batches(engine.device, splits, "train", int(cfg.batch_size), seed=int(cfg.data_seed)),
+        batches(engine.device, splits, "val", int(cfg.trainer.eval_batch_size)),
+        max_epochs=int(cfg.max_epochs), hook=hook, patience=None if patience is None else int(patience),
+        progress=progress,
     )
-    model.load_state_dict(result.best_state)
-    return result
 
 
 def evaluate(cfg: DictConfig, model: torch.nn.Module, splits: Splits, split: str) -> dict[str, float]:
     """Accuracy and loss of ``model`` on one split, on the run's device."""
     fabric = make_fabric(cfg.trainer)
     wrapped = fabric.setup_module(model)
-    data = batches(fabric, splits, split, int(cfg.trainer.eval_batch_size))
-    return loop.evaluate(wrapped, data, loop.Tally(fabric.device))
+    data = batches(fabric.device, splits, split, int(cfg.trainer.eval_batch_size))
+    return loop.evaluate(wrapped, data, loop.Tally(1, fabric.device))

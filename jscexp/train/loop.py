@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 from torch.nn import functional as F
@@ -22,38 +23,52 @@ from torchmetrics.classification import MulticlassAccuracy
 NUM_CLASSES = 5
 MARKS_ENV = "JSCEXP_STEP_MARKS"  # file that gets "first_step <t>" / "last_step <t>" lines (make bench)
 
-EpochHook = Callable[[int, dict[str, float]], None]
+EpochHook = Callable[[int, dict[str, float]], bool]  # (epoch, metrics) -> stop this run
 
 
 class Tally:
-    """Accuracy and mean loss over an epoch, computed once at its end by torchmetrics.
+    """Per-trial accuracy and mean loss over an epoch, computed once at its end by torchmetrics.
 
-    A step only keeps its predicted labels and its loss (still on the device): updating
-    torchmetrics every step costs more than a tiny model's whole step.
+    A step only keeps its predicted labels ([K, batch]) and its per-trial losses ([K]), still on
+    the device: updating torchmetrics every step costs more than a tiny model's whole step.
+    A single run is a tally of one trial.
     """
 
-    def __init__(self, device: torch.device):
-        self.device = device
+    def __init__(self, k: int, device: torch.device):
+        self.k, self.device = k, device
         self.acc = MulticlassAccuracy(NUM_CLASSES, average="micro").to(device)
         self.loss = MeanMetric().to(device)
-        self._preds, self._targets, self._losses, self._sizes = [], [], [], []
+        self._reset()
 
-    def update(self, logits: torch.Tensor, y: torch.Tensor, loss: torch.Tensor) -> None:
-        self._preds.append(logits.detach().argmax(dim=1))
+    def _reset(self) -> None:
+        self._preds: list[torch.Tensor] = []
+        self._targets: list[torch.Tensor] = []
+        self._losses: list[torch.Tensor] = []
+        self._sizes: list[int] = []
+
+    def update(self, logits: torch.Tensor, y: torch.Tensor, losses: torch.Tensor) -> None:
+        """``logits`` [K, batch, classes], ``losses`` [K]."""
+        self._preds.append(logits.detach().argmax(dim=-1))
         self._targets.append(y)
-        self._losses.append(loss.detach())
+        self._losses.append(losses.detach())
         self._sizes.append(len(y))
 
-    def compute(self, prefix: str) -> dict[str, float]:
-        if self._preds:
-            self.acc.update(torch.cat(self._preds), torch.cat(self._targets))
-            sizes = torch.tensor(self._sizes, dtype=torch.float32, device=self.device)
-            self.loss.update(torch.stack(self._losses), weight=sizes)
-        values = {f"{prefix}acc": float(self.acc.compute()), f"{prefix}loss": float(self.loss.compute())}
-        self.acc.reset()
-        self.loss.reset()
-        self._preds, self._targets, self._losses, self._sizes = [], [], [], []
-        return values
+    def compute(self, prefix: str) -> list[dict[str, float]]:
+        """One ``{prefix}acc``, ``{prefix}loss`` dict per trial; starts the next epoch afresh."""
+        if not self._preds:
+            raise ValueError("an epoch without batches: nothing to measure")
+        preds, targets = torch.cat(self._preds, dim=1), torch.cat(self._targets)
+        losses = torch.stack(self._losses, dim=1)
+        sizes = torch.tensor(self._sizes, dtype=torch.float32, device=self.device)
+        out = []
+        for k in range(self.k):
+            self.acc.update(preds[k], targets)
+            self.loss.update(losses[k], weight=sizes)
+            out.append({f"{prefix}acc": float(self.acc.compute()), f"{prefix}loss": float(self.loss.compute())})
+            self.acc.reset()
+            self.loss.reset()
+        self._reset()
+        return out
 
 
 class Progress:
@@ -93,7 +108,7 @@ def train_epoch(fabric, model, optimizer, batches: Iterable, tally: Tally, progr
         loss = F.cross_entropy(logits, y)
         fabric.backward(loss)
         optimizer.step()
-        tally.update(logits, y, loss)
+        tally.update(logits.unsqueeze(0), y, loss.unsqueeze(0))
         if progress is not None:
             progress.step(steps - 1, loss)
         if steps == max_steps:
@@ -102,23 +117,86 @@ def train_epoch(fabric, model, optimizer, batches: Iterable, tally: Tally, progr
 
 
 @torch.no_grad()  # not inference_mode: the tally is reused by training steps
-def evaluate(model, batches: Iterable, tally: Tally, prefix: str = "") -> dict[str, float]:
-    """Accuracy and cross-entropy of ``model`` over ``batches``."""
+def measure(model, batches: Iterable, tally: Tally) -> None:
+    """Adds one ``model``'s predictions and cross-entropy over ``batches`` to ``tally``."""
     model.eval()
     for x, y in batches:
         logits = model(x)
-        tally.update(logits, y, F.cross_entropy(logits, y))
-    return tally.compute(prefix)
+        tally.update(logits.unsqueeze(0), y, F.cross_entropy(logits, y).unsqueeze(0))
+
+
+def evaluate(model, batches: Iterable, tally: Tally, prefix: str = "") -> dict[str, float]:
+    """Accuracy and cross-entropy of one ``model`` over ``batches``."""
+    measure(model, batches, tally)
+    return tally.compute(prefix)[0]
+
+
+class Engine(Protocol):
+    """How K trials take their steps; ``fit`` does the epoch bookkeeping for any of them."""
+
+    k: int
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def start_epoch(self, epoch: int) -> None: ...
+
+    def train_epoch(self, batches: Iterable, tally: Tally, active: torch.Tensor, progress: Progress | None) -> None: ...
+
+    def evaluate(self, batches: Iterable, tally: Tally) -> None: ...
+
+    def lrs(self) -> list[float]: ...
+
+    def end_epoch(self) -> None: ...
+
+    def state_dict(self, trial: int) -> dict[str, torch.Tensor]: ...
+
+
+@dataclass
+class PlainEngine:
+    """One model stepped by torch's own optimizer and scheduler, placed by Lightning Fabric."""
+
+    fabric: object
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object | None
+    k: int = 1
+
+    @property
+    def device(self) -> torch.device:
+        return self.fabric.device  # type: ignore[attr-defined]
+
+    def start_epoch(self, epoch: int) -> None:
+        pass
+
+    def train_epoch(self, batches, tally, active, progress) -> None:
+        train_epoch(self.fabric, self.model, self.optimizer, batches, tally, progress)
+
+    def evaluate(self, batches, tally) -> None:
+        measure(self.model, batches, tally)
+
+    def lrs(self) -> list[float]:
+        return [self.optimizer.param_groups[0]["lr"]]
+
+    def end_epoch(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.step()  # type: ignore[attr-defined]
+
+    def state_dict(self, trial: int) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
 
 @dataclass
 class FitResult:
+    """One trial's training: its per-epoch history, best epoch and why it stopped early, if it did."""
+
     history: list[dict[str, float]] = field(default_factory=list)
     best_val_acc: float = -math.inf
     best_epoch: int = -1
     best_state: dict[str, torch.Tensor] = field(default_factory=dict)
     diverged_at: int | None = None
     stopped_early_at: int | None = None
+    pruned_at: int | None = None
     fit_seconds: float = 0.0
 
     @property
@@ -126,45 +204,82 @@ class FitResult:
         return [h["epoch_seconds"] for h in self.history]
 
 
-def fit(fabric, model, optimizer, scheduler, train, val, *, max_epochs: int, hooks: list[EpochHook],
-        patience: int | None = None, progress: Progress | None = None) -> FitResult:
-    """Trains ``max_epochs`` epochs, validating after each; keeps the best epoch's weights.
+TrialHook = Callable[[int, int, dict[str, float]], bool]  # (trial, epoch, metrics) -> stop this trial
 
-    ``hooks`` get each epoch's metrics (and may raise to stop, as pruning does). A NaN or inf
-    training loss stops training: a diverged run is a result (the lab's lr=1.0 row), not a crash.
+
+class EpochBook:
+    """Every trial's history, best epoch and state, and why it stops: pruned by its hook, a
+    non-finite training loss (a diverged run is a result: the lab's lr=1.0 row), or no better
+    validation accuracy for ``patience`` epochs. A stopped trial leaves ``active``."""
+
+    def __init__(self, k: int, device: torch.device, *, max_epochs: int, hook: TrialHook | None = None,
+                 patience: int | None = None):
+        self.results = [FitResult() for _ in range(k)]
+        self.active = torch.ones(k, dtype=torch.bool, device=device)
+        self._flags = [True] * k  # the mask's host copy: no device sync per trial
+        self.max_epochs, self.hook, self.patience = max_epochs, hook, patience
+
+    def any_active(self) -> bool:
+        return any(self._flags)
+
+    def record(self, epoch: int, metrics: list[dict[str, float]], state_dict: Callable[[int], dict]) -> None:
+        for k, (result, m) in enumerate(zip(self.results, metrics)):
+            if not self._flags[k]:
+                continue
+            result.history.append({"epoch": epoch, **m})
+            if m["val_acc"] > result.best_val_acc:
+                result.best_val_acc, result.best_epoch = m["val_acc"], epoch
+                result.best_state = state_dict(k)
+            if self.hook is not None and self.hook(k, epoch, m):
+                result.pruned_at = epoch
+            elif not math.isfinite(m["train_loss"]):
+                result.diverged_at = epoch
+            elif self._patience_ran_out(result, epoch):
+                result.stopped_early_at = epoch
+            else:
+                continue
+            self._flags[k] = False
+            self.active[k] = False
+
+    def _patience_ran_out(self, result: FitResult, epoch: int) -> bool:
+        return self.patience is not None and epoch - result.best_epoch >= self.patience and epoch < self.max_epochs - 1
+
+
+def fit(engine: Engine, train, val, *, max_epochs: int, hook: TrialHook | None = None, patience: int | None = None,
+        progress: Progress | None = None) -> list[FitResult]:
+    """Trains every trial of ``engine`` up to ``max_epochs`` epochs, validating after each;
+    one result per trial, each with its best epoch's weights in ``best_state``.
+
+    ``hook(trial, epoch, metrics)`` sees each epoch's metrics (logging, pruning) and returns
+    whether that trial stops. A trial's ``fit_seconds`` is the group's: they trained together.
     """
-    result, tally = FitResult(), Tally(fabric.device)
+    book, tally = EpochBook(engine.k, engine.device, max_epochs=max_epochs, hook=hook, patience=patience), \
+        Tally(engine.k, engine.device)
     start = time.perf_counter()
     mark("first_step", time.time())
     last_step = 0.0
     for epoch in range(max_epochs):
+        if not book.any_active():
+            break
         epoch_start = time.perf_counter()
+        engine.start_epoch(epoch)
         if progress is not None:
             progress.start(epoch, len(train))
-        train_epoch(fabric, model, optimizer, train, tally, progress)
+        engine.train_epoch(train, tally, book.active, progress)
         last_step = time.time()
-        metrics = {**tally.compute("train_"), **evaluate(model, val, tally, "val_")}
-        metrics |= {"epoch_seconds": time.perf_counter() - epoch_start, "lr": optimizer.param_groups[0]["lr"]}
+        train_metrics = tally.compute("train_")
+        engine.evaluate(val, tally)
+        seconds, lrs = time.perf_counter() - epoch_start, engine.lrs()
+        metrics = [{**t, **v, "epoch_seconds": seconds, "lr": lr}
+                   for t, v, lr in zip(train_metrics, tally.compute("val_"), lrs)]
         if progress is not None:
-            progress.end(metrics)
-        if scheduler is not None:
-            scheduler.step()
-        result.history.append({"epoch": epoch, **metrics})
-        if metrics["val_acc"] > result.best_val_acc:
-            result.best_val_acc, result.best_epoch = metrics["val_acc"], epoch
-            result.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        for hook in hooks:
-            hook(epoch, metrics)
-        if not math.isfinite(metrics["train_loss"]):
-            result.diverged_at = epoch
-            break
-        if patience is not None and epoch - result.best_epoch >= patience and epoch < max_epochs - 1:
-            result.stopped_early_at = epoch
-            break
+            progress.end(metrics[0])
+        engine.end_epoch()
+        book.record(epoch, metrics, engine.state_dict)
     mark("last_step", last_step)
-    result.fit_seconds = time.perf_counter() - start
-    return result
-
+    for result in book.results:
+        result.fit_seconds = time.perf_counter() - start
+    return book.results
 
 def mark(what: str, when: float) -> None:
     """Appends a step mark for ``make bench`` when $JSCEXP_STEP_MARKS names a file."""

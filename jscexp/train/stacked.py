@@ -2,8 +2,8 @@
 
 The K models' parameters are stacked along a new leading trial dimension into one [K, P]
 tensor, their buffers into [K, ...] tensors (each trial keeps its own BatchNorm statistics),
-and the layers run batched over K (``vmap(functional_call)`` for layers without a batched
-form), QAT's integer quantisers and Dropout with per-trial widths and p. ``StackedOptimizer``
+and the layers run batched over K, QAT's integer quantisers and Dropout with per-trial widths
+and p. ``StackedOptimizer``
 is torch's Adam / AdamW / SGD written over that dimension, with a [K] tensor per
 hyperparameter. All trials see the same batches; a step costs little more
 for K trials than for one, since a tiny model's step is framework overhead, not arithmetic.
@@ -15,28 +15,23 @@ reported, and no other trial's numbers depend on it.
 from __future__ import annotations
 
 import copy
-import math
-import time
 from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
-from torch.func import functional_call, vmap
 from torch.nn import functional as F
 
 from jscexp.quant.integer import StackedInteger
 from jscexp.quant.layers import LinearQ, ReLUQ
-from jscexp.train.loop import NUM_CLASSES, FitResult, mark
-
-TrialHook = Callable[[int, int, dict[str, float]], bool]  # (trial, epoch, metrics) -> stop this trial
+from jscexp.train.loop import Tally
 
 
 class StackedModel:
     """K copies of one architecture as stacked tensors; ``forward`` gives [K, batch, classes].
 
-    A chain of Linear / BatchNorm1d / ReLU (every registry model) runs as batched matmuls
-    and one batch norm over K x channels: measured 3x faster than vmap(functional_call),
-    which runs anything else. The chain may be quantised (QAT's LinearQ / ReLUQ) with
+    A chain of Linear / BatchNorm1d / ReLU (every registry model; ``stack_blocker`` keeps any
+    other model out of a group) runs as batched matmuls and one batch norm over K x channels,
+    3x faster than ``vmap(functional_call)``. The chain may be quantised (QAT's LinearQ / ReLUQ) with
     integer quantisers whose widths differ per trial, and hold Dropout layers whose p differs
     per trial: trial k draws its masks from ``generators[k]`` as F.dropout would from the
     global generator, so a CPU trial started from its lone run's RNG state draws its masks.
@@ -56,22 +51,16 @@ class StackedModel:
         self.flat = torch.cat([v.detach().reshape(self.k, -1) for v in params.values()], dim=1).requires_grad_(True)
         self.buffers = {k: v.detach().clone() for k, v in buffers.items()}
         self.base = copy.deepcopy(models[0]).to("meta")
-        self._chain = _linear_chain(self.base)
-        self._quantisers = _stacked_quantisers(models, self._chain, self.flat.device) if self._chain else None
-        if self._quantisers is None:
-            self._chain = None
-            if any(isinstance(m, (LinearQ, ReLUQ, nn.Dropout)) for m in self.base.modules()):
-                raise ValueError("stacked quantised or dropout models need a Linear/BatchNorm1d/ReLU/Dropout chain "
-                                 "with integer quantisers")
-        self._dropout_p = {name: [float(m.get_submodule(name).p) for m in models]
-                           for name, layer in self._chain or [] if isinstance(layer, nn.Dropout)}
+        chain = linear_chain(self.base)
+        quantisers = _stacked_quantisers(models, chain, self.flat.device) if chain else None
+        if chain is None or quantisers is None:
+            raise ValueError("a stacked model needs a Linear/BatchNorm1d/ReLU/Dropout chain with integer quantisers")
+        self._chain, self._quantisers = chain, quantisers
+        self._dropout_p = {name: [float(m.get_submodule(name).p) for m in models]  # type: ignore[arg-type]
+                           for name, layer in chain if isinstance(layer, nn.Dropout)}
         if self._dropout_p and (generators is None or len(generators) != self.k):
             raise ValueError("stacked dropout needs one torch.Generator per trial")
         self.generators = list(generators or [])
-        self._forward = vmap(self._one, in_dims=(0, 0, None))
-
-    def _one(self, params, buffers, x):
-        return functional_call(self.base, (params, buffers), (x,))
 
     @property
     def params(self) -> dict[str, torch.Tensor]:
@@ -87,8 +76,6 @@ class StackedModel:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         params = self.params
-        if self._chain is None:
-            return self._forward(params, self.buffers, x)
         h = x.expand(self.k, *x.shape)
         for name, layer in self._chain:
             if isinstance(layer, nn.Linear):
@@ -129,7 +116,7 @@ class StackedModel:
         out = F.batch_norm(
             flat, self.buffers[f"{name}.running_mean"].view(-1), self.buffers[f"{name}.running_var"].view(-1),
             params[f"{name}.weight"].reshape(-1), params[f"{name}.bias"].reshape(-1),
-            training, layer.momentum, layer.eps,
+            training, float(layer.momentum or 0.0), layer.eps,  # momentum: _linear_chain refused None
         )
         return out.view(batch, k, channels).transpose(0, 1).contiguous()  # strided, ReLU and bmm run 3x slower
 
@@ -138,7 +125,7 @@ class StackedModel:
         return {k: v[trial].detach().clone() for k, v in {**self.params, **self.buffers}.items()}
 
 
-def _linear_chain(model: nn.Module) -> list[tuple[str, nn.Module]] | None:
+def linear_chain(model: nn.Module) -> list[tuple[str, nn.Module]] | None:
     """The model's layers in order when its graph is one chain of Linear / BatchNorm1d / ReLU
     modules (float, or QAT's LinearQ / ReLUQ), each feeding the next; else None."""
     import torch.fx
@@ -220,7 +207,7 @@ class StackedOptimizer:
         # 1 - x in double, then float32: torch computes these from Python floats
         self._k["1-beta1"], self._k["1-beta2"] = (self._tensor([1 - b for b in bs]) for bs in (self._beta1, self._beta2))
         self._k["1-dampening"] = self._tensor([1 - float(o["dampening"]) for o in opts])
-        self.state = {name: {} for name in params}
+        self.state: dict[str, dict[str, torch.Tensor]] = {name: {} for name in params}
         self.steps = 0
         self.lr = [h["lr"] for h in hparams]
 
@@ -266,7 +253,7 @@ class StackedOptimizer:
             p.grad = None
 
     def _adam(self, name: str, p: torch.Tensor, h: dict[str, torch.Tensor]) -> torch.Tensor:
-        grad, param = p.grad, p.clone()
+        grad, param = _grad(p), p.clone()
         if self.kind == "AdamW":
             param.mul_(h["decay"])
         else:
@@ -281,7 +268,7 @@ class StackedOptimizer:
         return param - h["step_size"] * st["exp_avg"] / denom
 
     def _sgd(self, name: str, p: torch.Tensor, h: dict[str, torch.Tensor]) -> torch.Tensor:
-        grad = torch.addcmul(p.grad, h["weight_decay"], p)
+        grad = torch.addcmul(_grad(p), h["weight_decay"], p)
         st = self.state[name]
         if "buf" not in st:
             st["buf"] = grad.clone()
@@ -291,43 +278,16 @@ class StackedOptimizer:
         return torch.addcmul(p, -h["lr"], torch.where(h["momentum"] != 0, with_momentum, grad))
 
 
+def _grad(p: torch.Tensor) -> torch.Tensor:
+    assert p.grad is not None, "step() only updates parameters that have a gradient"
+    return p.grad
+
+
 def _torch_defaults(kind: str) -> dict:
     import inspect
 
     params = inspect.signature(getattr(torch.optim, kind)).parameters
     return {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
-
-
-class StackedTally:
-    """Per-trial accuracy and mean loss over an epoch, by torchmetrics at the epoch's end."""
-
-    def __init__(self, k: int, device: torch.device):
-        from torchmetrics import MeanMetric
-        from torchmetrics.classification import MulticlassAccuracy
-
-        self.k = k
-        self.acc = MulticlassAccuracy(NUM_CLASSES, average="micro").to(device)
-        self.loss = MeanMetric().to(device)
-        self._preds, self._targets, self._losses, self._sizes = [], [], [], []
-
-    def update(self, logits: torch.Tensor, y: torch.Tensor, losses: torch.Tensor) -> None:
-        self._preds.append(logits.detach().argmax(dim=-1))  # [K, batch]
-        self._targets.append(y)
-        self._losses.append(losses.detach())  # [K]
-        self._sizes.append(len(y))
-
-    def compute(self, prefix: str) -> list[dict[str, float]]:
-        preds, targets = torch.cat(self._preds, dim=1), torch.cat(self._targets)
-        losses, sizes = torch.stack(self._losses, dim=1), torch.tensor(self._sizes, dtype=torch.float32)
-        out = []
-        for k in range(self.k):
-            self.acc.update(preds[k], targets)
-            self.loss.update(losses[k], weight=sizes.to(losses.device))
-            out.append({f"{prefix}acc": float(self.acc.compute()), f"{prefix}loss": float(self.loss.compute())})
-            self.acc.reset()
-            self.loss.reset()
-        self._preds, self._targets, self._losses, self._sizes = [], [], [], []
-        return out
 
 
 def trial_losses(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -336,7 +296,7 @@ def trial_losses(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.reshape(k * b, c), y.repeat(k), reduction="none").view(k, b).mean(dim=1)
 
 
-def train_epoch(model: StackedModel, optimizer: StackedOptimizer, batches, tally: StackedTally,
+def train_epoch(model: StackedModel, optimizer: StackedOptimizer, batches, tally: Tally,
                 active: torch.Tensor, max_steps: int | None = None) -> int:
     """One pass of stacked steps over ``batches``; returns the number of steps taken."""
     model.train(True)
@@ -353,49 +313,32 @@ def train_epoch(model: StackedModel, optimizer: StackedOptimizer, batches, tally
     return steps
 
 
-def fit_stacked(model: StackedModel, optimizer: StackedOptimizer, lr_schedule, train, val, *, max_epochs: int,
-                hook: TrialHook | None = None) -> list[FitResult]:
-    """Trains every trial ``max_epochs`` epochs on the same batches; one result per trial.
+class StackedEngine:
+    """K trials' steps in one stacked model, for ``loop.fit``: each with its own learning rate
+    per epoch (``lr_schedule(epoch)``); a stopped trial's slice is masked, not removed."""
 
-    ``lr_schedule(epoch)`` gives each trial's learning rate for that epoch. A trial's
-    ``fit_seconds`` is the group's: the trials trained together.
-    """
-    device = model.flat.device
-    results = [FitResult() for _ in range(model.k)]
-    active = torch.ones(model.k, dtype=torch.bool, device=device)
-    tally = StackedTally(model.k, device)
-    start = time.perf_counter()
-    mark("first_step", time.time())
-    last_step = 0.0
-    for epoch in range(max_epochs):
-        if not bool(active.any()):
-            break
-        epoch_start = time.perf_counter()
-        optimizer.lr = lr_schedule(epoch)
-        train_epoch(model, optimizer, train, tally, active)
-        last_step = time.time()
-        train_metrics = tally.compute("train_")
-        model.train(False)
+    def __init__(self, model: StackedModel, optimizer: StackedOptimizer, lr_schedule: Callable[[int], list[float]]):
+        self.model, self.optimizer, self.lr_schedule = model, optimizer, lr_schedule
+        self.k, self.device = model.k, model.flat.device
+
+    def start_epoch(self, epoch: int) -> None:
+        self.optimizer.lr = self.lr_schedule(epoch)
+
+    def train_epoch(self, batches, tally: Tally, active: torch.Tensor, progress=None) -> None:
+        train_epoch(self.model, self.optimizer, batches, tally, active)
+
+    def evaluate(self, batches, tally: Tally) -> None:
+        self.model.train(False)
         with torch.no_grad():
-            for x, y in val:
-                logits = model(x)
+            for x, y in batches:
+                logits = self.model(x)
                 tally.update(logits, y, trial_losses(logits, y))
-        val_metrics = tally.compute("val_")
-        seconds = time.perf_counter() - epoch_start
-        for k, result in enumerate(results):
-            if not bool(active[k]):
-                continue
-            metrics = {**train_metrics[k], **val_metrics[k], "epoch_seconds": seconds, "lr": optimizer.lr[k]}
-            result.history.append({"epoch": epoch, **metrics})
-            if metrics["val_acc"] > result.best_val_acc:
-                result.best_val_acc, result.best_epoch = metrics["val_acc"], epoch
-                result.best_state = model.state_dict(k)
-            if hook is not None and hook(k, epoch, metrics):  # pruned by the search
-                active[k] = False
-            elif not math.isfinite(metrics["train_loss"]):
-                result.diverged_at = epoch
-                active[k] = False
-    mark("last_step", last_step)
-    for result in results:
-        result.fit_seconds = time.perf_counter() - start
-    return results
+
+    def lrs(self) -> list[float]:
+        return self.optimizer.lr
+
+    def end_epoch(self) -> None:
+        pass
+
+    def state_dict(self, trial: int) -> dict[str, torch.Tensor]:
+        return self.model.state_dict(trial)

@@ -1,0 +1,195 @@
+"""The one job path: a job is a group of K trials (a single run is a group of one).
+
+One preparation checks every trial's knobs, the tracking store, what a resumed sweep already
+finished, the data and each trial's model and quantisation; a trial's own bad input ends
+that trial FAILED with its one-line reason (alone, the job's error: exit 2, no run) and its
+group mates go on. Trials that can share a stacked model train together
+(``jscexp.group``); any other trial trains alone, on the same epoch loop
+(``jscexp.train.loop.fit``). Every trial's MLflow run is held by one ``ExitStack`` and every
+trial ends with a typed ``Outcome``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from hydra import compose
+from omegaconf import DictConfig, OmegaConf
+
+from jscexp import app
+from jscexp.config import plain
+from jscexp.data import Splits
+from jscexp.errors import UserError
+from jscexp.sweep import GROUP_KEY, Outcome, trial_overrides
+
+TRAINING_MODES = ("train", "qat")
+
+
+@dataclass
+class Trial:
+    """One trial of a job: its config and overrides, what preparation made of it, its end."""
+
+    cfg: DictConfig
+    overrides: list[str]
+    out_dir: Path
+    outcome: Outcome | None = None
+    error: UserError | None = None
+    model: torch.nn.Module | None = None
+    quantised: tuple | None = None  # (quantised GraphModule, node changes)
+    rng: dict = field(default_factory=dict)  # the RNG state right after its model's init
+    splits: Splits | None = None
+    calibration: torch.Tensor | None = None
+
+    @property
+    def pending(self) -> bool:
+        return self.outcome is None
+
+    @property
+    def net(self) -> torch.nn.Module:
+        """What it trains or runs: the quantised model in QAT, else the float one."""
+        net = self.quantised[0] if self.quantised and self.cfg.mode == "qat" else self.model
+        assert net is not None, "a trial's model is made in prepare()"
+        return net
+
+    @property
+    def data(self) -> Splits:
+        assert self.splits is not None, "a training trial's data is loaded in prepare()"
+        return self.splits
+
+    def fail(self, err: UserError) -> None:
+        self.error, self.outcome = err, Outcome.failed(str(err))
+
+
+def run(cfg: DictConfig, out_dir: Path, overrides: list[str]) -> Outcome | list[Outcome]:
+    """Runs a job: its outcome, or a group job's, one per trial. Bad input of a single job and
+    the job's own setup errors (an unreachable store) raise ``UserError``."""
+    group = bool(cfg.get(GROUP_KEY))
+    each = trial_overrides(cfg, overrides)
+    trials = [Trial(compose("config", overrides=o) if group else cfg, o, out_dir / f"trial_{i}" if group else out_dir)
+              for i, o in enumerate(each)]
+    uri = prepare(trials)
+    if not group and trials[0].error is not None:
+        raise trials[0].error
+    for err in (t.error for t in trials if t.error is not None):
+        print(f"error: {err}", file=sys.stderr)
+    from jscexp.group import stacked_batches
+
+    for batch in stacked_batches([t for t in trials if t.pending]):
+        execute(batch, uri)
+    outcomes = [t.outcome for t in trials if t.outcome is not None]
+    assert len(outcomes) == len(trials), "every trial ends with an outcome"
+    return outcomes if group else outcomes[0]
+
+
+def prepare(trials: list[Trial]) -> str:
+    """Everything checked before any run exists; returns the tracking URI."""
+    from jscexp.tracking import tracking_uri
+    from jscexp.tracking.store import check_reachable
+
+    for t in trials:
+        _guard(t, lambda t=t: app.check_job(t.cfg))
+    uri = tracking_uri(trials[0].cfg.mlflow.tracking_uri)
+    check_reachable(uri)  # the job's own: no trial can run without it
+    _skip_finished(trials, uri)
+    data: dict[str, object] = {}
+    for t in (t for t in trials if t.pending):
+        _guard(t, lambda t=t: _prepare_trial(t, data))
+    return uri
+
+
+def _guard(t: Trial, step) -> None:
+    if t.pending:
+        try:
+            step()
+        except UserError as err:
+            t.fail(err)
+
+
+def _skip_finished(trials: list[Trial], uri: str) -> None:
+    """In a resumed sweep, a trial that finished before ends with that run's metrics."""
+    from jscexp.tracking.resume import finished_in_resumed_sweep
+
+    for t in (t for t in trials if t.pending):
+        if (done := finished_in_resumed_sweep(uri, t.overrides)) is not None:
+            print(f"already finished in this sweep (run {done.run_id}): skipped")
+            t.outcome = Outcome.finished(done.metrics, done.run_id)
+
+
+def _prepare_trial(t: Trial, data: dict) -> None:
+    """Data (shared by trials with the same dataset), model, calibration, quantisation."""
+    from jscexp.analysis import check
+    from jscexp.quant.transform import quantise, uses_auto_frac
+    from jscexp.validate import check_batch_fits
+
+    cfg = t.cfg
+    qcfg = plain(cfg.quantisation)
+    t.model, t.rng = app.initial_model(cfg)
+    if cfg.mode != "transform" or uses_auto_frac(qcfg):
+        key = OmegaConf.to_yaml(cfg.dataset, resolve=True)
+        if key not in data:
+            from jscexp.data import load_splits
+
+            data[key] = load_splits(cfg.dataset)
+        t.splits = data[key]
+        t.calibration = torch.from_numpy(t.splits.x_train[: int(cfg.analysis.num_samples)])
+    if cfg.mode in TRAINING_MODES or (cfg.mode == "ptq" and not cfg.ckpt):
+        check_batch_fits(int(cfg.batch_size), len(t.data.y_train))
+    t.quantised = quantise(t.model, qcfg, t.calibration) if qcfg["name"] != "none" else None  # validates it
+    check(t.model, plain(cfg.analysis))
+
+
+def execute(trials: list[Trial], uri: str) -> None:
+    """Runs ``trials`` (several only when they train as one stacked model), each in its own
+    MLflow run; every run ends when the batch does: FINISHED, or FAILED/KILLED with the error."""
+    tags = {"jscexp.vector_group": uuid.uuid4().hex[:12]} if len(trials) > 1 else None
+    with contextlib.ExitStack() as runs:
+        opened = [runs.enter_context(app.open_run(t.cfg, uri, t.model, t.splits, t.overrides, tags)) for t in trials]
+        if trials[0].cfg.mode in TRAINING_MODES:
+            train(trials, opened)
+        else:
+            (t,), (run_,) = trials, opened
+            t.outcome = app.run_mode(t.cfg, t.model, t.quantised, t.splits, t.calibration, run_, t.out_dir,
+                                     lambda model: fit_one(t, model, run_))
+
+
+def train(trials: list[Trial], runs: list) -> None:
+    """Trains the trials together (one stacked model, or one plain model when alone) and
+    finishes each: a pruned one with its epochs so far, the others tested and recorded."""
+    from jscexp.group import engine_for
+    from jscexp.train import fit
+
+    engine = engine_for(trials)
+    results = fit.train(trials[0].cfg, engine, trials[0].data, trial_hook(trials, runs))
+    for t, run_, result in zip(trials, runs, results):
+        if result.pruned_at is not None:
+            run_.set_tags({"jscexp.pruned": "true", "jscexp.pruned_at_epoch": result.pruned_at})
+            t.outcome = Outcome.pruned(result.pruned_at, run_.run_id)
+            continue
+        t.net.load_state_dict(result.best_state)
+        t.outcome = app.finish_training(t.cfg, t.net, t.splits, run_, t.out_dir, result, t.calibration, t.quantised)
+
+
+def fit_one(t: Trial, model: torch.nn.Module, run_) -> object:
+    """Trains ``model`` alone for a mode that needs a trained float model first (PTQ without
+    ckpt=); leaves its best epoch's weights in it and returns its FitResult."""
+    from jscexp.train import fit
+
+    (result,) = fit.train(t.cfg, fit.plain_engine(t.cfg, model, t.rng), t.data, trial_hook([t], [run_]))
+    model.load_state_dict(result.best_state)
+    return result
+
+
+def trial_hook(trials: list[Trial], runs: list):
+    """Each epoch, per trial: its metrics to its run; in a search with a pruner, the report to
+    its Optuna trial. Returns whether that trial stops (pruned)."""
+    hooks = [app.epoch_hooks(t.cfg, r) for t, r in zip(trials, runs)]
+
+    def hook(k: int, epoch: int, metrics: dict[str, float]) -> bool:
+        return any([each(epoch, metrics) for each in hooks[k]])  # a list: every hook runs
+
+    return hook
