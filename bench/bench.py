@@ -21,6 +21,7 @@ import paths
 import torch
 from hydra import compose, initialize_config_dir
 
+from jscexp.config import register_schema
 from jscexp.data import load_splits
 from jscexp.train.fit import make_model
 
@@ -65,6 +66,7 @@ class PeakMemory:
 
 
 def config(model: str, batch_size: int, rows: int, device: str):
+    register_schema()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose("config", overrides=[
             f"model={model}", f"batch_size={batch_size}", f"learning_rate={LR}", "dataset=jsc_synth",

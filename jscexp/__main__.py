@@ -5,16 +5,22 @@ Only Hydra is imported here; the job imports torch and friends when it starts.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
-from jscexp.errors import UserError, install_interrupt_handlers
+from jscexp.config import register_schema
+from jscexp.errors import UserError, config_error_line, install_interrupt_handlers
 from jscexp.sweep import Outcome, trial_overrides, verdict
+
+register_schema()  # before @hydra.main composes: conf/config.yaml starts from the typed schema
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -42,6 +48,20 @@ def _job(cfg: DictConfig, out_dir: Path, overrides: list[str]) -> Outcome | list
     return run(cfg, out_dir, overrides)
 
 
+def entry() -> None:
+    """``main`` with Hydra's own errors (an unknown option or key, a value of the wrong type)
+    as one line and exit 2, like jscexp's. HYDRA_FULL_ERROR=1 still shows Hydra's trace."""
+    wants_trace = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra then re-raises instead of printing and exiting 1
+    try:
+        main()
+    except (HydraException, OmegaConfBaseException) as err:
+        if wants_trace:
+            raise
+        print(f"error: {config_error_line(err)}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 if __name__ == "__main__":
     install_interrupt_handlers()
-    main()
+    entry()

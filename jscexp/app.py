@@ -28,7 +28,6 @@ from jscexp.train.callbacks import log_epoch, report_to_trial
 from jscexp.train.checkpoint import load_weights, save_weights
 from jscexp.validate import check_knobs
 
-MODES = ("train", "test", "qat", "ptq", "transform", "analyse")
 _QUANT_MODES = ("qat", "ptq", "transform")
 _NEEDS_CKPT = ("test", "transform")
 
@@ -109,8 +108,6 @@ def _analyse(model, spec, calibration, run) -> dict[str, float]:
 
 
 def _check_mode(mode: str, quant_name: str, ckpt) -> None:
-    if mode not in MODES:
-        raise UserError(f"unknown mode '{mode}': choose one of {', '.join(MODES)}")
     if mode in _NEEDS_CKPT and not ckpt:
         raise UserError(f"mode={mode} needs a checkpoint: add ckpt=PATH (a train run's checkpoints/best.ckpt)")
     if mode in _QUANT_MODES and quant_name == "none":

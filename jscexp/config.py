@@ -1,10 +1,15 @@
-"""Configuration helpers shared by every layer (torch-free)."""
+"""Typed configuration: the schema of the top-level knobs, and helpers every layer shares
+(torch-free).
 
-from __future__ import annotations
+No ``from __future__ import annotations`` and ``Optional`` rather than ``X | None``: OmegaConf
+reads these annotations at run time.
+"""
 
-from typing import Any
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Optional
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
 
 def plain(node: DictConfig, *, resolve: bool = True) -> dict[str, Any]:
@@ -21,3 +26,64 @@ def plain_list(node: ListConfig, *, resolve: bool = True) -> list[Any]:
     if not isinstance(out, list):
         raise TypeError(f"expected a list, got {type(out).__name__}")
     return out
+
+
+class Mode(StrEnum):
+    """What a job does (``mode=``)."""
+
+    train = "train"  # train the float model
+    test = "test"  # evaluate ckpt= on the test split
+    qat = "qat"  # train the quantised model (quantisation-aware)
+    ptq = "ptq"  # quantise a trained float model (ckpt=, else trained first)
+    transform = "transform"  # write the quantised model of ckpt= and its summaries
+    analyse = "analyse"  # fx graph report, statistics profile, node-meta table
+
+
+@dataclass
+class TrainerConf:
+    """``conf/trainer``: where and how a job trains (its values and units are in default.yaml)."""
+
+    accelerator: str = "cpu"
+    devices: Any = 1
+    num_threads: Optional[int] = None
+    deterministic: bool = True
+    progress_bar: bool = True
+    progress_refresh: int = 50
+    eval_batch_size: int = 8192
+    early_stopping_patience: Optional[int] = None
+    vectorize: Any = "auto"  # off | auto | a group size (jscexp.validate.group_size checks it)
+
+
+@dataclass
+class JscexpConf:
+    """The top-level knobs, typed: a value of the wrong type is Hydra's one-line error, exit 2.
+    The groups (model, dataset, …) keep their own keys; conf/config.yaml sets the defaults."""
+
+    model: Any = MISSING
+    dataset: Any = MISSING
+    optimizer: Any = MISSING
+    scheduler: Any = MISSING
+    trainer: TrainerConf = field(default_factory=TrainerConf)
+    quantisation: Any = MISSING
+    analysis: Any = MISSING
+    mlflow: Any = MISSING
+    optuna_storage: Optional[str] = None
+    mode: Mode = Mode.train
+    ckpt: Optional[str] = None
+    experiment: str = "jscexp"
+    seed: int = 0
+    data_seed: int = 0
+    batch_size: int = 128
+    max_epochs: int = 10
+    learning_rate: float = 1e-3
+
+
+SCHEMA = "jscexp_schema"
+
+
+def register_schema() -> None:
+    """Makes ``jscexp_schema`` (conf/config.yaml's first default) known to Hydra. Called by
+    jscexp's own entry points, never at import: other Hydra apps see nothing of it."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name=SCHEMA, node=JscexpConf)

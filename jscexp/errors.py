@@ -30,3 +30,28 @@ def install_interrupt_handlers() -> None:
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
+
+
+_NOISE = ("full_key:", "object_type=", "reference_type=", "Set the environment variable HYDRA_FULL_ERROR")
+
+
+def config_error_line(err: BaseException) -> str:
+    """A Hydra/OmegaConf composition error (unknown option or key, a value of the wrong type)
+    as one line: its message and its cause's, option lists joined with commas."""
+    lines: list[str] = []
+    for part in (err, err.__cause__):
+        for raw in str(part or "").splitlines():
+            line = raw.strip()
+            if line.startswith("Config search path"):
+                break
+            if line and not line.startswith(_NOISE):
+                lines.append(line)
+    out: list[str] = []
+    listing = False  # after "Available options in 'model':" come bare names, one per line
+    for line in lines:
+        if listing and " " not in line:
+            out[-1] += (" " if out[-1].endswith(":") else ", ") + line
+            continue
+        listing = line.endswith(":")
+        out.append(line)
+    return "; ".join(dict.fromkeys(out)) or type(err).__name__

@@ -7,25 +7,13 @@ import math
 from jscexp.errors import UserError
 
 
-def _number(cfg, key: str) -> float:
-    value = cfg[key]
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        try:
-            value = float(value)
-        except (TypeError, ValueError):
-            raise UserError(f"{key} must be a number, got {cfg[key]!r}") from None
-    return value
-
-
 def check_knobs(cfg) -> None:
-    """batch_size and max_epochs positive integers, learning_rate a positive finite number,
-    trainer.vectorize off / auto / a positive integer."""
+    """Values the schema's types cannot rule out (jscexp.config types them): batch_size and
+    max_epochs positive, learning_rate positive and finite, trainer.vectorize off / auto / K."""
     for key in ("batch_size", "max_epochs"):
-        value = cfg[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise UserError(f"{key} must be a positive integer, got {value!r}")
-    lr = _number(cfg, "learning_rate")
-    if not math.isfinite(lr) or lr <= 0:
+        if cfg[key] <= 0:
+            raise UserError(f"{key} must be a positive integer, got {cfg[key]!r}")
+    if not math.isfinite(cfg.learning_rate) or cfg.learning_rate <= 0:
         raise UserError(f"learning_rate must be a positive number, got {cfg.learning_rate!r}")
     group_size(cfg.trainer.get("vectorize"))  # a bad value fails single runs too, not only sweeps
 

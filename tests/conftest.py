@@ -11,6 +11,10 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
+from jscexp.config import register_schema
+
+register_schema()  # conf/config.yaml starts from it, as python -m jscexp registers it
+
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 # Small and quiet: a few thousand rows, no progress bar.

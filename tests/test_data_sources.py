@@ -262,6 +262,7 @@ def _closed_port() -> int:
         return s.getsockname()[1]  # nothing listens here once the socket closes
 
 
+@pytest.mark.filterwarnings("ignore:A network error occurred:UserWarning")  # scikit-learn's retry notice
 @pytest.mark.parametrize("source", ["cernbox", "openml"])
 def test_offline_fails_fast_with_what_to_do(cache, source, monkeypatch):
     """Against a local port nothing listens on, never the real hosts (whose reachability varies)."""

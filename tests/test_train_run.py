@@ -77,7 +77,9 @@ def test_test_mode_reproduces_the_logged_test_accuracy(workdir, trained):
         (["mode=test", "ckpt=nowhere.ckpt"], "checkpoint nowhere.ckpt does not exist"),
         (["mode=test", "ckpt=garbage.ckpt"], "checkpoint garbage.ckpt is not a readable PyTorch checkpoint"),
         (["dataset.n_rows=2"], "dataset.n_rows must be at least 5"),
-        (["mode=fly"], "unknown mode 'fly': choose one of train, test"),
+        (["mode=fly"], "Error merging override mode=fly; Invalid value 'fly', expected one of [train, test, qat, ptq,"),
+        (["batch_size=abc"], "Error merging override batch_size=abc; Value 'abc' of type 'str' could not be converted"),
+        (["trainer.patience=3"], "Could not override 'trainer.patience'.; To append to your config use +trainer.patience=3"),
     ],
 )
 def test_bad_input_is_one_line_nonzero_exit_and_no_run(workdir, args, message):
