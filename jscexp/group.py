@@ -11,9 +11,11 @@ train one after another instead.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from jscexp.config import plain
 from jscexp.sweep.overrides import is_vector_key
@@ -40,10 +42,17 @@ def stack_blocker(cfg: DictConfig) -> str | None:
 
 
 def _is_chain(cfg: DictConfig) -> bool:
+    return _chain_model(OmegaConf.to_yaml(cfg.model, resolve=True))
+
+
+@functools.cache  # a sweep asks for every job; the answer depends on the model config only
+def _chain_model(model_yaml: str) -> bool:
     from jscexp.train.fit import make_model
     from jscexp.train.stacked import linear_chain
 
-    return linear_chain(make_model(cfg.model)) is not None
+    model_cfg = OmegaConf.create(model_yaml)
+    assert isinstance(model_cfg, DictConfig)
+    return linear_chain(make_model(model_cfg)) is not None
 
 
 def _optimizer_kind(cfg: DictConfig) -> str:
