@@ -125,27 +125,18 @@ def test_multi_objective_gives_a_pareto_front(workdir):
 
 
 def test_dedup_reuses_an_identical_config_and_a_failing_trial_does_not_end_the_sweep(workdir):
-    failed = sweep(workdir, "hydra.sweeper.study_name=dup", "hydra.sweeper.n_trials=3", "hydra/sweeper/sampler=grid",
+    failed = sweep(workdir, "hydra.sweeper.study_name=dup", "hydra.sweeper.n_trials=2", "hydra/sweeper/sampler=grid",
                    "batch_size=choice(64)", "trainer.eval_batch_size=choice(4096,0)", check=False)
     assert failed.returncode == 1 and "Traceback" not in failed.stderr
-    st = study(workdir, "dup")
-    first = {}
-    for t in st.trials:
-        first.setdefault(t.params["trainer.eval_batch_size"], t)
-    assert first[4096].state.name == "COMPLETE"
-    assert first[0].state.name == "FAIL" and "ValueError" in first[0].user_attrs["fail_reason"]
-    third = st.trials[2]  # the grid is used up: Optuna repeats one of its two points
-    statuses = sorted(r.info.status for r in children(workdir))
-    if third.params["trainer.eval_batch_size"] == 4096:
-        assert third.state.name == "COMPLETE" and third.user_attrs["duplicate_of"] == first[4096].number
-        assert third.value == first[4096].value
-        assert statuses == ["FAILED", "FINISHED"]  # reused, not trained again
-    else:
-        assert third.state.name == "FAIL" and statuses == ["FAILED", "FAILED", "FINISHED"]
+    trials = {t.params["trainer.eval_batch_size"]: t for t in study(workdir, "dup").trials}
+    assert trials[4096].state.name == "COMPLETE"
+    assert trials[0].state.name == "FAIL" and "ValueError" in trials[0].user_attrs["fail_reason"]
+    assert sorted(r.info.status for r in children(workdir)) == ["FAILED", "FINISHED"]
     sweep(workdir, "hydra.sweeper.study_name=one_point", "hydra.sweeper.n_trials=2", "batch_size=choice(64)")
     again = study(workdir, "one_point").trials
     assert [t.state.name for t in again] == ["COMPLETE", "COMPLETE"] and again[1].user_attrs["duplicate_of"] == 0
-    assert len([r for r in children(workdir) if r.data.tags["jscexp.optuna_study"] == "one_point"]) == 1
+    assert again[1].value == again[0].value
+    assert len([r for r in children(workdir) if r.data.tags["jscexp.optuna_study"] == "one_point"]) == 1  # not retrained
 
 
 def test_two_workers_on_one_storage_finish_n_distinct_trials(workdir):
