@@ -4,6 +4,7 @@ multi-objective, failures, concurrent workers, MLflow parent runs, Optuna's own 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -58,6 +59,29 @@ def test_each_syntax_maps_to_the_right_distribution():
     assert space["g"] == CategoricalDistribution([0.1, 0.2, 0.3, 0.4])
     assert space["h"] == IntDistribution(0, 3)  # the command line wins over params
     assert fixed == ["max_epochs=3"]
+    quoted, _ = parse(None, ["+note='a b','c'", "x=choice(\"it's\",true,1.5)"])
+    assert quoted == {"+note": CategoricalDistribution(["a b", "c"]), "x": CategoricalDistribution(["it's", True, 1.5])}
+
+
+@pytest.mark.parametrize("argument, message", [
+    ("x=choice([1,2],3)", "x: choice [1, 2] is not a number, string, boolean or null"),
+    ("x=tag(log,range(1,10,2))", "x: a log range cannot have a step"),
+    ("x=interval(2,1)", "x: interval(2.0, 1.0) is empty"),
+    ("x=range(5,1)", "range(5, 1, 1) is empty"),
+])
+def test_a_search_space_optuna_cannot_hold_is_refused_in_one_line(argument, message):
+    from jscexp.errors import UserError
+    from jscexp.search.space import parse
+
+    with pytest.raises(UserError, match=re.escape(message)):
+        parse(None, [argument])
+
+
+def test_quoted_values_reach_their_trials_verbatim(workdir):
+    sweep(workdir, "hydra.sweeper.study_name=quoted", "hydra/sweeper/sampler=grid", "hydra.sweeper.n_trials=2",
+          "+note='a b','c'")
+    assert [t.state.name for t in study(workdir, "quoted").trials] == ["COMPLETE", "COMPLETE"]
+    assert sorted(r.data.params["note"] for r in children(workdir)) == ["a b", "c"]
 
 
 def test_a_tpe_search_resumes_and_counts_the_study_total(workdir):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
+from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, QuotedString, RangeSweep
 
 from jscexp.errors import UserError
 
@@ -28,6 +28,16 @@ def _range_values(sweep: RangeSweep) -> list:
     return values
 
 
+def _choice(name: str, value) -> None | bool | int | float | str:
+    """One choice as Optuna stores it: a quoted string's text, a number, a bool or null."""
+    if isinstance(value, QuotedString):
+        return value.text
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise UserError(f"{name}: choice {value!r} is not a number, string, boolean or null, which is all a search "
+                    "can choose from: sweep it with the grid sweeper (sweeper=grid) instead")
+
+
 def to_distribution(override: Override):
     import optuna.distributions as d
 
@@ -35,9 +45,11 @@ def to_distribution(override: Override):
     name = override.get_key_element()
     log = "log" in (getattr(value, "tags", None) or set())
     if isinstance(value, ChoiceSweep):
-        return d.CategoricalDistribution(list(value.list))  # type: ignore[arg-type]  # plain values only
+        return d.CategoricalDistribution([_choice(name, v) for v in value.list])
     if isinstance(value, RangeSweep):
         values = _range_values(value)
+        if log and value.step not in (None, 1):
+            raise UserError(f"{name}: a log range cannot have a step: use tag(log, int(interval(a, b)))")
         if all(isinstance(v, int) for v in values):
             step = int(value.step or 1)
             return d.IntDistribution(values[0], values[-1], step=abs(step), log=log) if step > 0 \
