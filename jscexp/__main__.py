@@ -50,7 +50,8 @@ def _job(cfg: DictConfig, out_dir: Path, overrides: list[str]) -> Outcome | list
 
 def entry() -> None:
     """``main`` with Hydra's own errors (an unknown option or key, a value of the wrong type)
-    as one line and exit 2, like jscexp's. HYDRA_FULL_ERROR=1 still shows Hydra's trace."""
+    as one line and exit 2, like jscexp's (HYDRA_FULL_ERROR=1 still shows Hydra's trace), and
+    an interrupt as one line and exit 130."""
     wants_trace = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra then re-raises instead of printing and exiting 1
     try:
@@ -60,6 +61,10 @@ def entry() -> None:
             raise
         print(f"error: {config_error_line(err)}", file=sys.stderr)
         raise SystemExit(2) from None
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the runs and trials in flight are already ended
+        print("interrupted: the run in progress is recorded KILLED (its search trial FAIL); "
+              "run the same command again to resume", file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

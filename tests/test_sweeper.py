@@ -279,3 +279,40 @@ def test_sampler_and_pruner_configs_expose_every_optuna_keyword():
         defaults = {k: p.default for k, p in params.items()}
         changed = {k for k, v in cfg.items() if v != defaults[k]}
         assert changed <= ({"n_startup_trials", "n_warmup_steps"} if f.stem == "median" else set()), f.name
+
+
+@pytest.mark.slow
+def test_an_interrupted_search_leaves_nothing_running_and_the_same_command_completes_it(workdir):
+    """SIGTERM mid-trial: that trial is told FAIL (interrupted), its run and the sweep's parent
+    end KILLED, the exit is one line; the same command again completes the study to n_trials."""
+    import os
+    import signal
+    import time
+
+    from conftest import mlflow_client
+
+    args = ["hydra.sweeper.study_name=intr", "hydra.sweeper.n_trials=2", "hydra.sweeper.seed=0",
+            "dataset.n_rows=20000", "max_epochs=20", "batch_size=32", "learning_rate=interval(1e-3,1e-2)"]
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "JSCEXP_PARENT_RUN_ID")}
+    proc = subprocess.Popen([sys.executable, "-m", "jscexp", *SWEEP, *args], cwd=workdir, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:  # until the second trial has trained an epoch
+        time.sleep(0.5)
+        second = [r for r in children(workdir) if r.data.tags.get("jscexp.optuna_trial") == "1"] \
+            if (workdir / "mlflow.db").exists() else []
+        if second and mlflow_client(workdir).get_metric_history(second[0].info.run_id, "val_acc"):
+            break
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("interrupted: the run in progress is recorded KILLED")
+    assert states(study(workdir, "intr")) == ["COMPLETE", "FAIL"]
+    assert study(workdir, "intr").trials[1].user_attrs["fail_reason"] == "interrupted"
+    assert sorted(r.info.status for r in children(workdir)) == ["FINISHED", "KILLED"]
+
+    sweep(workdir, *args)
+    assert states(study(workdir, "intr")) == ["COMPLETE", "FAIL", "COMPLETE"]
+    assert sorted(r.info.status for r in children(workdir)) == ["FINISHED", "FINISHED", "KILLED"]
+    parents = [r for r in runs_of(workdir, "search") if r.data.tags.get("jscexp.kind") == "sweep"]
+    assert [p.info.status for p in parents] == ["FINISHED"]  # the interrupted sweep's parent, resumed

@@ -154,9 +154,10 @@ class JscexpOptunaSweeper(Sweeper):
         try:
             outcomes, launched = launch(self.launcher, jobs, self.job_idx, group_size(self.config.trainer.get("vectorize")),
                                         job_composer(self.hydra_context, self.config), stack_blocker)
-        except BaseException as err:
+        except BaseException as err:  # Ctrl-C, SIGTERM, a launcher's own error: no trial stays RUNNING
+            reason = "interrupted" if isinstance(err, KeyboardInterrupt) else f"the launch broke off: {type(err).__name__}: {err}"
             for trial in trials:
-                trial.set_user_attr("fail_reason", f"the launch broke off: {type(err).__name__}: {err}"[:1000])
+                trial.set_user_attr("fail_reason", reason[:1000])
                 tell(study, trial, state=TrialState.FAIL)
             raise
         self.job_idx += launched
