@@ -128,6 +128,8 @@ def _tags(cfg: DictConfig, data_info: dict, overrides: list[str]) -> dict[str, s
         tags["mlflow.parentRunId"] = parent
     if cfg.get("optuna"):
         tags.update({"jscexp.optuna_study": cfg.optuna.study, "jscexp.optuna_trial": cfg.optuna.trial})
+        if cfg.optuna.get("retry_of") is not None:
+            tags["jscexp.retry_of"] = cfg.optuna.retry_of
     if commit := _git_commit():
         tags["mlflow.source.git.commit"] = commit
     return tags

@@ -66,3 +66,31 @@ def runs_of(workdir: Path, experiment: str = "jscexp"):
     client = mlflow_client(workdir)
     exp = client.get_experiment_by_name(experiment)
     return [] if exp is None else client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
+
+
+# The Optuna sweeper on the tiny stand-in (tests/test_sweeper.py, tests/test_search_faults.py)
+SWEEP = ["-m", "sweeper=optuna", *FAST, "experiment=search"]
+
+
+def study(workdir, name):
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    storage = JournalStorage(JournalFileBackend(str(workdir / "optuna-journal.log")))
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def states(st) -> list[str]:
+    return [t.state.name for t in st.trials]
+
+
+def sweep(workdir, *args, check=True):
+    result = run_cli([*SWEEP, *args], workdir)
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def children(workdir):
+    return [r for r in runs_of(workdir, "search") if r.data.tags.get("jscexp.kind") != "sweep"]

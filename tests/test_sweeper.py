@@ -1,5 +1,6 @@
-"""The jscexp_optuna Hydra sweeper on the tiny stand-in: syntax, resume, pruning, dedup,
-multi-objective, failures, concurrent workers, MLflow parent runs, Optuna's own CLI."""
+"""The jscexp_optuna Hydra sweeper on the tiny stand-in: syntax, samplers and pruners, resume,
+pruning, dedup, multi-objective, MLflow parent runs, Optuna's own CLI (failures:
+tests/test_search_faults.py)."""
 
 from __future__ import annotations
 
@@ -11,33 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FAST, run_cli, runs_of
-
-SWEEP = ["-m", "sweeper=optuna", *FAST, "experiment=search"]
-
-
-def study(workdir, name):
-    import optuna
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
-
-    storage = JournalStorage(JournalFileBackend(str(workdir / "optuna-journal.log")))
-    return optuna.load_study(study_name=name, storage=storage)
-
-
-def states(st) -> list[str]:
-    return [t.state.name for t in st.trials]
-
-
-def sweep(workdir, *args, check=True):
-    result = run_cli([*SWEEP, *args], workdir)
-    if check:
-        assert result.returncode == 0, result.stderr[-3000:]
-    return result
-
-
-def children(workdir):
-    return [r for r in runs_of(workdir, "search") if r.data.tags.get("jscexp.kind") != "sweep"]
+from conftest import children, run_cli, runs_of, states, study, sweep
 
 
 def test_each_syntax_maps_to_the_right_distribution():
@@ -62,7 +37,6 @@ def test_each_syntax_maps_to_the_right_distribution():
     quoted, _ = parse(None, ["+note='a b','c'", "x=choice(\"it's\",true,1.5)"])
     assert quoted == {"+note": CategoricalDistribution(["a b", "c"]), "x": CategoricalDistribution(["it's", True, 1.5])}
 
-
 @pytest.mark.parametrize("argument, message", [
     ("x=choice([1,2],3)", "x: choice [1, 2] is not a number, string, boolean or null"),
     ("x=tag(log,range(1,10,2))", "x: a log range cannot have a step"),
@@ -76,13 +50,11 @@ def test_a_search_space_optuna_cannot_hold_is_refused_in_one_line(argument, mess
     with pytest.raises(UserError, match=re.escape(message)):
         parse(None, [argument])
 
-
 def test_quoted_values_reach_their_trials_verbatim(workdir):
     sweep(workdir, "hydra.sweeper.study_name=quoted", "hydra/sweeper/sampler=grid", "hydra.sweeper.n_trials=2",
           "+note='a b','c'")
     assert [t.state.name for t in study(workdir, "quoted").trials] == ["COMPLETE", "COMPLETE"]
     assert sorted(r.data.params["note"] for r in children(workdir)) == ["a b", "c"]
-
 
 def test_a_tpe_search_resumes_and_counts_the_study_total(workdir):
     args = ["hydra.sweeper.n_trials=6", "hydra.sweeper.seed=1", "hydra.sweeper.study_name=tpe",
@@ -112,7 +84,6 @@ def test_a_tpe_search_resumes_and_counts_the_study_total(workdir):
     assert out.returncode == 0, out.stderr
     assert [t["number"] for t in json.loads(out.stdout)] == list(range(8))
 
-
 def test_median_pruner_stops_a_bad_trial_early(workdir):
     common = ["hydra.sweeper.study_name=prune", "hydra/sweeper/pruner=median", "hydra/sweeper/sampler=random",
               "hydra.sweeper.pruner.n_warmup_steps=1", "hydra.sweeper.pruner.n_startup_trials=2", "max_epochs=4"]
@@ -127,7 +98,6 @@ def test_median_pruner_stops_a_bad_trial_early(workdir):
 
     epochs = mlflow_client(workdir).get_metric_history(bad.info.run_id, "val_acc")
     assert len(epochs) < 4
-
 
 def test_multi_objective_gives_a_pareto_front(workdir):
     result = sweep(workdir, "hydra.sweeper.study_name=pareto", "hydra/sweeper/sampler=nsgaii",
@@ -146,41 +116,6 @@ def test_multi_objective_gives_a_pareto_front(workdir):
     results = next(workdir.glob("multirun/*/*/optimization_results.yaml")).read_text()
     assert "pareto_front:" in results and "avg_weight_bits" in results
     assert "Optuna results" in result.stdout
-
-
-def test_dedup_reuses_an_identical_config_and_a_failing_trial_does_not_end_the_sweep(workdir):
-    failed = sweep(workdir, "hydra.sweeper.study_name=dup", "hydra.sweeper.n_trials=2", "hydra/sweeper/sampler=grid",
-                   "batch_size=choice(64)", "trainer.eval_batch_size=choice(4096,0)", check=False)
-    assert failed.returncode == 1 and "Traceback" not in failed.stderr
-    trials = {t.params["trainer.eval_batch_size"]: t for t in study(workdir, "dup").trials}
-    assert trials[4096].state.name == "COMPLETE"
-    assert trials[0].state.name == "FAIL" and "ValueError" in trials[0].user_attrs["fail_reason"]
-    assert sorted(r.info.status for r in children(workdir)) == ["FAILED", "FINISHED"]
-    sweep(workdir, "hydra.sweeper.study_name=one_point", "hydra.sweeper.n_trials=2", "batch_size=choice(64)")
-    again = study(workdir, "one_point").trials
-    assert [t.state.name for t in again] == ["COMPLETE", "COMPLETE"] and again[1].user_attrs["duplicate_of"] == 0
-    assert again[1].value == again[0].value
-    assert len([r for r in children(workdir) if r.data.tags["jscexp.optuna_study"] == "one_point"]) == 1  # not retrained
-
-
-def test_two_workers_on_one_storage_finish_n_distinct_trials(workdir):
-    import os
-
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "JSCEXP_PARENT_RUN_ID")}
-    cmd = [sys.executable, "-m", "jscexp", *SWEEP, "hydra.sweeper.study_name=shared", "hydra.sweeper.n_trials=5",
-           "learning_rate=interval(1e-3,1e-2)", "hydra/sweeper/sampler=random"]
-    workers = [subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-               for _ in range(2)]
-    for w in workers:
-        _, err = w.communicate(timeout=600)
-        assert w.returncode == 0, err[-3000:]
-    st = study(workdir, "shared")
-    complete = [t for t in st.trials if t.state.name == "COMPLETE"]
-    assert len(complete) == 5 and len({t.number for t in complete}) == 5
-    assert all(t.state.name in ("COMPLETE", "FAIL") for t in st.trials)  # FAIL only for a surplus ask
-    assert len({t.params["learning_rate"] for t in complete}) == 5
-    assert len([r for r in children(workdir) if r.info.status == "FINISHED"]) == 5
-
 
 def test_bad_search_settings_are_one_line(workdir):
     result = sweep(workdir, "+hydra.sweeper.sampler.n_startup=3", "learning_rate=interval(1e-3,1e-2)", check=False)
@@ -203,11 +138,9 @@ def test_bad_search_settings_are_one_line(workdir):
     assert changed.returncode == 2
     assert changed.stderr.strip().splitlines()[-1].startswith("error: study 'space' was made for another search space")
 
-
 def test_plugin_is_discovered_from_outside_the_repo(workdir):
     out = run_cli(["--info", "plugins"], workdir)
     assert out.returncode == 0 and "JscexpOptunaSweeper" in out.stdout
-
 
 @pytest.mark.parametrize("name, objectives", [("optuna_lr_bs", ["best_val_acc"]),
                                               ("optuna_bits_pareto", ["best_val_acc", "avg_weight_bits"])])
@@ -224,32 +157,6 @@ def test_search_sweep_files_select_our_sweeper(name, objectives):
     space, _ = parse(dict(cfg.hydra.sweeper.params), [])
     assert len(space) == 2
 
-
-def test_an_invalid_sample_fails_its_trial_and_the_search_goes_on(workdir):
-    """A bit-width search samples a frac width larger than the width: that trial FAILs with
-    the reason, nothing stays RUNNING, the valid point completes, the sweep exits 1."""
-    result = sweep(workdir, "hydra.sweeper.study_name=bits", "hydra/sweeper/sampler=grid", "hydra.sweeper.n_trials=2",
-                   "mode=qat", "quantisation=int8", "quantisation.weight_frac_width=choice(3,10)", check=False)
-    assert result.returncode == 1 and "Traceback" not in result.stderr
-    trials = {t.params["quantisation.weight_frac_width"]: t for t in study(workdir, "bits").trials}
-    assert trials[3].state.name == "COMPLETE"
-    assert trials[10].state.name == "FAIL"
-    assert "frac_width 10 is larger than width 8" in trials[10].user_attrs["fail_reason"]
-    (parent,) = [r for r in runs_of(workdir, "search") if r.data.tags.get("jscexp.kind") == "sweep"]
-    assert parent.info.status == "FAILED" and "frac_width 10" in parent.data.tags["jscexp.failed_jobs"]
-    assert [r.info.status for r in children(workdir)] == ["FINISHED"]  # the bad sample made no run
-
-
-def test_a_job_without_the_objective_fails_its_trial_and_max_failure_rate_stops_the_search(workdir):
-    result = sweep(workdir, "hydra.sweeper.study_name=report", "hydra.sweeper.n_trials=3", "mode=analyse",
-                   "hydra.sweeper.max_failure_rate=0.5", "batch_size=choice(32,64,128)", check=False)
-    assert result.returncode == 1 and "Traceback" not in result.stderr
-    (trial,) = study(workdir, "report").trials  # 1 of 1 failed > 0.5: no second ask
-    assert trial.state.name == "FAIL"
-    assert trial.user_attrs["fail_reason"] == "the job did not return best_val_acc (it returned no metrics)"
-    assert "stopping the search: 1 of 1 trials failed" in result.stdout
-
-
 @pytest.mark.parametrize("sampler, pruner", [("cmaes", "hyperband"), ("qmc", "successive_halving")])
 def test_every_sampler_and_pruner_runs_a_search(workdir, sampler, pruner):
     sweep(workdir, "hydra.sweeper.study_name=s", f"hydra/sweeper/sampler={sampler}", f"hydra/sweeper/pruner={pruner}",
@@ -257,7 +164,6 @@ def test_every_sampler_and_pruner_runs_a_search(workdir, sampler, pruner):
     trials = study(workdir, "s").trials
     assert len(trials) == 3 and {t.state.name for t in trials} <= {"COMPLETE", "PRUNED"}
     assert len({t.params["learning_rate"] for t in trials}) == 3
-
 
 def test_sampler_and_pruner_configs_expose_every_optuna_keyword():
     """Each conf/hydra/sweeper/{sampler,pruner} file names Optuna's class and every keyword it
@@ -279,40 +185,3 @@ def test_sampler_and_pruner_configs_expose_every_optuna_keyword():
         defaults = {k: p.default for k, p in params.items()}
         changed = {k for k, v in cfg.items() if v != defaults[k]}
         assert changed <= ({"n_startup_trials", "n_warmup_steps"} if f.stem == "median" else set()), f.name
-
-
-@pytest.mark.slow
-def test_an_interrupted_search_leaves_nothing_running_and_the_same_command_completes_it(workdir):
-    """SIGTERM mid-trial: that trial is told FAIL (interrupted), its run and the sweep's parent
-    end KILLED, the exit is one line; the same command again completes the study to n_trials."""
-    import os
-    import signal
-    import time
-
-    from conftest import mlflow_client
-
-    args = ["hydra.sweeper.study_name=intr", "hydra.sweeper.n_trials=2", "hydra.sweeper.seed=0",
-            "dataset.n_rows=20000", "max_epochs=20", "batch_size=32", "learning_rate=interval(1e-3,1e-2)"]
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "JSCEXP_PARENT_RUN_ID")}
-    proc = subprocess.Popen([sys.executable, "-m", "jscexp", *SWEEP, *args], cwd=workdir, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:  # until the second trial has trained an epoch
-        time.sleep(0.5)
-        second = [r for r in children(workdir) if r.data.tags.get("jscexp.optuna_trial") == "1"] \
-            if (workdir / "mlflow.db").exists() else []
-        if second and mlflow_client(workdir).get_metric_history(second[0].info.run_id, "val_acc"):
-            break
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130 and "Traceback" not in err
-    assert err.strip().splitlines()[-1].startswith("interrupted: the run in progress is recorded KILLED")
-    assert states(study(workdir, "intr")) == ["COMPLETE", "FAIL"]
-    assert study(workdir, "intr").trials[1].user_attrs["fail_reason"] == "interrupted"
-    assert sorted(r.info.status for r in children(workdir)) == ["FINISHED", "KILLED"]
-
-    sweep(workdir, *args)
-    assert states(study(workdir, "intr")) == ["COMPLETE", "FAIL", "COMPLETE"]
-    assert sorted(r.info.status for r in children(workdir)) == ["FINISHED", "FINISHED", "KILLED"]
-    parents = [r for r in runs_of(workdir, "search") if r.data.tags.get("jscexp.kind") == "sweep"]
-    assert [p.info.status for p in parents] == ["FINISHED"]  # the interrupted sweep's parent, resumed

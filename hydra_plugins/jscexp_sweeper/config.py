@@ -30,6 +30,9 @@ class JscexpOptunaSweeperConf:
     n_jobs: int = 1  # trials handed to the launcher at once
     max_failure_rate: float = 1.0  # stop asking once more than this share of this launch's trials failed
     dedup: bool = True  # a config already completed in the study is not trained again
+    heartbeat_interval: float = 10.0  # seconds between a running trial's heartbeats in the study storage
+    grace_period: float = 60.0  # seconds without a heartbeat before a RUNNING trial counts as lost (FAIL)
+    max_retries: int = 1  # times a lost trial is retried with the same parameters
     params: Optional[Dict[str, Any]] = None  # key: Hydra sweep syntax, e.g. learning_rate: tag(log, interval(1e-4, 1e-1))
 
 

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from hydra_plugins.jscexp_sweeper.config import JscexpOptunaSweeperConf  # noqa: F401  (registers the config)
 from jscexp.errors import UserError
+from jscexp.search.liveness import Heartbeat, fail_stale
 from jscexp.search.space import parse
 from jscexp.search.study import STORAGE_ENV, make_pruner, make_sampler, make_storage, prunes, storage_url
 from jscexp.sweep.overrides import override_value
@@ -84,6 +85,9 @@ class JscexpOptunaSweeper(Sweeper):
             raise UserError("pruning needs a single objective (Optuna cannot report intermediate values otherwise)")
         if not 0 <= self.o.max_failure_rate <= 1:
             raise UserError(f"hydra.sweeper.max_failure_rate must be between 0 and 1, got {self.o.max_failure_rate}")
+        if not 0 < self.o.heartbeat_interval < self.o.grace_period:
+            raise UserError("hydra.sweeper.heartbeat_interval must be above 0 and below grace_period, got "
+                            f"{self.o.heartbeat_interval} and {self.o.grace_period}")
         study, url = self._open_study(space, fixed, objectives, directions)
         self._share_parent(study.study_name)
         log.info(f"Optuna study '{study.study_name}' in {mask(url)}: {self._count(study)}/{self.o.n_trials} trials done")
@@ -125,9 +129,11 @@ class JscexpOptunaSweeper(Sweeper):
     def _run_trials(self, study, space, common: tuple[list[str], list[str]], objectives: list[str]) -> None:
         # Each launch asks at most for what was missing when it started, so trials that keep
         # failing end the sweep instead of looping; the next launch retries them.
+        self._fail_stale(study)
         budget = self.o.n_trials - self._count(study)
         told: list = []
         while budget > 0 and (left := self.o.n_trials - self._count(study)) > 0:
+            self._fail_stale(study)
             trials = [self._ask(study, space) for _ in range(min(self.o.n_jobs, left, budget))]
             budget -= len(trials)
             trials = [t for t in trials if not self._surplus(study, t)]
@@ -150,10 +156,13 @@ class JscexpOptunaSweeper(Sweeper):
         from jscexp.validate import group_size
 
         fixed, plumbing = common
-        jobs = [[*fixed, *self._trial_overrides(t), *plumbing, f"+optuna.trial={t.number}"] for t in trials]
+        jobs = [[*fixed, *self._trial_overrides(t), *plumbing, f"+optuna.trial={t.number}", *self._lineage(t)]
+                for t in trials]
         try:
-            outcomes, launched = launch(self.launcher, jobs, self.job_idx, group_size(self.config.trainer.get("vectorize")),
-                                        job_composer(self.hydra_context, self.config), stack_blocker)
+            with Heartbeat(study._storage, [t._trial_id for t in trials], self.o.heartbeat_interval):
+                outcomes, launched = launch(self.launcher, jobs, self.job_idx,
+                                            group_size(self.config.trainer.get("vectorize")),
+                                            job_composer(self.hydra_context, self.config), stack_blocker)
         except BaseException as err:  # Ctrl-C, SIGTERM, a launcher's own error: no trial stays RUNNING
             reason = "interrupted" if isinstance(err, KeyboardInterrupt) else f"the launch broke off: {type(err).__name__}: {err}"
             for trial in trials:
@@ -164,6 +173,22 @@ class JscexpOptunaSweeper(Sweeper):
         outcomes = [self._tell(study, trial, outcome, objectives) for trial, outcome in zip(trials, outcomes)]
         self.outcomes.add(outcomes)
         return outcomes
+
+    @staticmethod
+    def _lineage(trial) -> list[str]:
+        """A retry's job says which trial it retries (its run is tagged with it)."""
+        retry_of = trial.user_attrs.get("retry_of")
+        return [] if retry_of is None else [f"+optuna.retry_of={int(retry_of)}"]
+
+    def _fail_stale(self, study) -> None:
+        """Trials whose worker died (no heartbeat for grace_period): FAIL, their runs KILLED, retried."""
+        from jscexp.tracking.shared import end_lost_trial_run
+        from jscexp.tracking.store import tracking_uri
+
+        for lost in fail_stale(study, grace=self.o.grace_period, max_retries=self.o.max_retries):
+            log.warning(f"trial {lost.number} {lost.reason}" + ("; retrying it" if lost.retry else ""))
+            end_lost_trial_run(tracking_uri(self.config.mlflow.tracking_uri), self.config.experiment,
+                               study.study_name, lost.number, lost.reason)
 
     @staticmethod
     def _trial_overrides(trial) -> list[str]:
@@ -185,10 +210,11 @@ class JscexpOptunaSweeper(Sweeper):
 
     @staticmethod
     def _live_states():
-        """Trial states that count toward n_trials (finished or in someone's hands)."""
+        """Trial states that count toward n_trials (finished or in someone's hands); a WAITING
+        (enqueued: a retry) trial does not: the next ask runs it."""
         from optuna.trial import TrialState
 
-        return (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+        return (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 
     def _count(self, study) -> int:
         return len(study.get_trials(deepcopy=False, states=self._live_states()))

@@ -38,3 +38,19 @@ def adopt_study_parent(uri: str, study_name: str) -> str | None:
         mlflow_client.update_run(leader.run_id, status="RUNNING")
     os.environ[PARENT_ENV] = leader.run_id
     return leader.run_id
+
+
+def end_lost_trial_run(uri: str, experiment: str, study_name: str, number: int, reason: str) -> None:
+    """The MLflow run of a search trial whose worker died: ended KILLED with the reason."""
+    mlflow_client = client(uri)
+    found = mlflow_client.get_experiment_by_name(experiment)
+    if found is None:
+        return
+    quoted = study_name.replace("'", "\\'")
+    runs = mlflow_client.search_runs(
+        [found.experiment_id],
+        f"tags.`{STUDY_TAG}` = '{quoted}' and tags.`jscexp.optuna_trial` = '{number}' and attributes.status = 'RUNNING'",
+    )
+    for run in runs:
+        mlflow_client.set_tag(run.info.run_id, "error", reason)
+        mlflow_client.set_terminated(run.info.run_id, "KILLED")

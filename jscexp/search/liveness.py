@@ -1,0 +1,82 @@
+"""Trials whose worker died: heartbeats while they run, and failing and retrying stale ones.
+
+Optuna's own heartbeat lives in ``RDBStorage`` only, and ``study.optimize`` records it; with
+ask-and-tell and the journal file (the default storage) the sweeper beats itself: a thread
+writes the time into each running trial's system attributes every ``interval`` seconds. A
+RUNNING trial whose last beat is older than ``grace`` seconds lost its worker (SIGKILL, OOM,
+preemption): any worker that asks for trials tells it FAIL with the reason and enqueues a retry
+with the same parameters, up to ``max_retries`` times (``retry_of`` / ``retries`` user
+attributes keep the lineage). Works on every Optuna storage.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+HEARTBEAT = "jscexp:heartbeat"
+
+
+class Heartbeat:
+    """While the ``with`` block runs, a daemon thread beats for ``trial_ids`` in ``storage``."""
+
+    def __init__(self, storage, trial_ids: list[int], interval: float):
+        self.storage, self.trial_ids, self.interval = storage, list(trial_ids), interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="jscexp-heartbeat", daemon=True)
+
+    def beat(self) -> None:
+        now = time.time()
+        for trial_id in self.trial_ids:
+            try:
+                self.storage.set_trial_system_attr(trial_id, HEARTBEAT, now)
+            except RuntimeError:  # the trial finished meanwhile (Optuna refuses to update it): nothing to keep alive
+                continue
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.beat()
+
+    def __enter__(self) -> Heartbeat:
+        self.beat()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@dataclass
+class Lost:
+    number: int
+    reason: str
+    retry: bool
+
+
+def fail_stale(study, *, grace: float, max_retries: int) -> list[Lost]:
+    """Fails every RUNNING trial of ``study`` without a beat for ``grace`` seconds and enqueues
+    its retry; returns what it failed. Trials that never beat (another tool's) are left alone;
+    of two workers failing one trial at once, one wins and only it enqueues the retry."""
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    lost, now = [], time.time()
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        beat = trial.system_attrs.get(HEARTBEAT)
+        if beat is None or now - beat <= grace:
+            continue
+        reason = f"lost: no heartbeat for {now - beat:.0f} s (its worker was killed or preempted)"
+        try:
+            study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", reason)
+            if not study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
+                continue
+        except UpdateFinishedTrialError:
+            continue
+        retries = int(trial.user_attrs.get("retries", 0))
+        if retries < max_retries:
+            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number, "retries": retries + 1},
+                                skip_if_exists=False)
+        lost.append(Lost(trial.number, reason, retries < max_retries))
+    return lost

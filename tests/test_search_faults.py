@@ -1,0 +1,148 @@
+"""Failures in an Optuna search belong to their trials: a failing or invalid trial, a job
+without the objective, an interrupt, a killed worker, several workers on one study."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import SWEEP, children, runs_of, states, study, sweep
+
+
+def test_dedup_reuses_an_identical_config_and_a_failing_trial_does_not_end_the_sweep(workdir):
+    failed = sweep(workdir, "hydra.sweeper.study_name=dup", "hydra.sweeper.n_trials=2", "hydra/sweeper/sampler=grid",
+                   "batch_size=choice(64)", "trainer.eval_batch_size=choice(4096,0)", check=False)
+    assert failed.returncode == 1 and "Traceback" not in failed.stderr
+    trials = {t.params["trainer.eval_batch_size"]: t for t in study(workdir, "dup").trials}
+    assert trials[4096].state.name == "COMPLETE"
+    assert trials[0].state.name == "FAIL" and "ValueError" in trials[0].user_attrs["fail_reason"]
+    assert sorted(r.info.status for r in children(workdir)) == ["FAILED", "FINISHED"]
+    sweep(workdir, "hydra.sweeper.study_name=one_point", "hydra.sweeper.n_trials=2", "batch_size=choice(64)")
+    again = study(workdir, "one_point").trials
+    assert [t.state.name for t in again] == ["COMPLETE", "COMPLETE"] and again[1].user_attrs["duplicate_of"] == 0
+    assert again[1].value == again[0].value
+    assert len([r for r in children(workdir) if r.data.tags["jscexp.optuna_study"] == "one_point"]) == 1  # not retrained
+
+
+def test_two_workers_on_one_storage_finish_n_distinct_trials(workdir):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "JSCEXP_PARENT_RUN_ID")}
+    cmd = [sys.executable, "-m", "jscexp", *SWEEP, "hydra.sweeper.study_name=shared", "hydra.sweeper.n_trials=5",
+           "learning_rate=interval(1e-3,1e-2)", "hydra/sweeper/sampler=random"]
+    workers = [subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+               for _ in range(2)]
+    for w in workers:
+        _, err = w.communicate(timeout=600)
+        assert w.returncode == 0, err[-3000:]
+    st = study(workdir, "shared")
+    complete = [t for t in st.trials if t.state.name == "COMPLETE"]
+    assert len(complete) == 5 and len({t.number for t in complete}) == 5
+    assert all(t.state.name in ("COMPLETE", "FAIL") for t in st.trials)  # FAIL only for a surplus ask
+    assert len({t.params["learning_rate"] for t in complete}) == 5
+    assert len([r for r in children(workdir) if r.info.status == "FINISHED"]) == 5
+
+
+def test_an_invalid_sample_fails_its_trial_and_the_search_goes_on(workdir):
+    """A bit-width search samples a frac width larger than the width: that trial FAILs with
+    the reason, nothing stays RUNNING, the valid point completes, the sweep exits 1."""
+    result = sweep(workdir, "hydra.sweeper.study_name=bits", "hydra/sweeper/sampler=grid", "hydra.sweeper.n_trials=2",
+                   "mode=qat", "quantisation=int8", "quantisation.weight_frac_width=choice(3,10)", check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    trials = {t.params["quantisation.weight_frac_width"]: t for t in study(workdir, "bits").trials}
+    assert trials[3].state.name == "COMPLETE"
+    assert trials[10].state.name == "FAIL"
+    assert "frac_width 10 is larger than width 8" in trials[10].user_attrs["fail_reason"]
+    (parent,) = [r for r in runs_of(workdir, "search") if r.data.tags.get("jscexp.kind") == "sweep"]
+    assert parent.info.status == "FAILED" and "frac_width 10" in parent.data.tags["jscexp.failed_jobs"]
+    assert [r.info.status for r in children(workdir)] == ["FINISHED"]  # the bad sample made no run
+
+
+def test_a_job_without_the_objective_fails_its_trial_and_max_failure_rate_stops_the_search(workdir):
+    result = sweep(workdir, "hydra.sweeper.study_name=report", "hydra.sweeper.n_trials=3", "mode=analyse",
+                   "hydra.sweeper.max_failure_rate=0.5", "batch_size=choice(32,64,128)", check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    (trial,) = study(workdir, "report").trials  # 1 of 1 failed > 0.5: no second ask
+    assert trial.state.name == "FAIL"
+    assert trial.user_attrs["fail_reason"] == "the job did not return best_val_acc (it returned no metrics)"
+    assert "stopping the search: 1 of 1 trials failed" in result.stdout
+
+
+def _wait_for_an_epoch_of_trial_1(workdir, proc) -> None:
+    """Until the sweep's second trial has logged an epoch. Its job folder comes first: by then
+    the sweep has made the MLflow store, which the test must not race to create; one client,
+    polled once a second, so the test does not starve the sweep of CPU."""
+    import time
+
+    from conftest import mlflow_client
+
+    deadline = time.time() + 300
+    while not list(workdir.glob("multirun/*/*/1")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+    client = mlflow_client(workdir)
+    experiment = client.get_experiment_by_name("search").experiment_id
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(1)
+        second = client.search_runs([experiment], "tags.`jscexp.optuna_trial` = '1'")
+        if second and client.get_metric_history(second[0].info.run_id, "val_acc"):
+            return
+
+
+@pytest.mark.slow
+def test_an_interrupted_search_leaves_nothing_running_and_the_same_command_completes_it(workdir):
+    """SIGTERM mid-trial: that trial is told FAIL (interrupted), its run and the sweep's parent
+    end KILLED, the exit is one line; the same command again completes the study to n_trials."""
+    import os
+    import signal
+
+    args = ["hydra.sweeper.study_name=intr", "hydra.sweeper.n_trials=2", "hydra.sweeper.seed=0",
+            "dataset.n_rows=20000", "max_epochs=20", "batch_size=32", "learning_rate=interval(1e-3,1e-2)"]
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "JSCEXP_PARENT_RUN_ID")}
+    proc = subprocess.Popen([sys.executable, "-m", "jscexp", *SWEEP, *args], cwd=workdir, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _wait_for_an_epoch_of_trial_1(workdir, proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("interrupted: the run in progress is recorded KILLED")
+    assert states(study(workdir, "intr")) == ["COMPLETE", "FAIL"]
+    assert study(workdir, "intr").trials[1].user_attrs["fail_reason"] == "interrupted"
+    assert sorted(r.info.status for r in children(workdir)) == ["FINISHED", "KILLED"]
+
+    sweep(workdir, *args)
+    assert states(study(workdir, "intr")) == ["COMPLETE", "FAIL", "COMPLETE"]
+    assert sorted(r.info.status for r in children(workdir)) == ["FINISHED", "FINISHED", "KILLED"]
+    parents = [r for r in runs_of(workdir, "search") if r.data.tags.get("jscexp.kind") == "sweep"]
+    assert [p.info.status for p in parents] == ["FINISHED"]  # the interrupted sweep's parent, resumed
+
+
+@pytest.mark.slow
+def test_a_killed_workers_trial_is_failed_and_retried_with_its_parameters(workdir):
+    """SIGKILL leaves no chance to clean up: the trial stops beating, and the next ask (here the
+    same command again) fails it as lost, ends its run KILLED and retries its parameters."""
+    import os
+    import signal
+    import time
+
+    args = ["hydra.sweeper.study_name=lost", "hydra.sweeper.n_trials=2", "hydra.sweeper.seed=0",
+            "hydra.sweeper.heartbeat_interval=0.5", "hydra.sweeper.grace_period=2", "dataset.n_rows=20000",
+            "max_epochs=20", "batch_size=32", "learning_rate=interval(1e-3,1e-2)"]
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "JSCEXP_PARENT_RUN_ID")}
+    proc = subprocess.Popen([sys.executable, "-m", "jscexp", *SWEEP, *args], cwd=workdir, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_for_an_epoch_of_trial_1(workdir, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(60)
+    assert states(study(workdir, "lost")) == ["COMPLETE", "RUNNING"]  # nothing could tell it otherwise
+    time.sleep(3)  # past the grace period
+
+    sweep(workdir, *args)
+    trials = study(workdir, "lost").trials
+    assert states(study(workdir, "lost")) == ["COMPLETE", "FAIL", "COMPLETE"]
+    assert trials[1].user_attrs["fail_reason"].startswith("lost: no heartbeat for")
+    assert trials[2].params == trials[1].params and trials[2].user_attrs["retry_of"] == 1
+    runs = {r.data.tags["jscexp.optuna_trial"]: r for r in children(workdir)}
+    assert runs["1"].info.status == "KILLED" and runs["1"].data.tags["error"].startswith("lost: no heartbeat")
+    assert runs["2"].info.status == "FINISHED" and runs["2"].data.tags["jscexp.retry_of"] == "1"
