@@ -30,7 +30,7 @@ demo: install ## the main job: lab-1 batch-size sweep on the synthetic stand-in,
 test: install ## run the test suite (starts PostgreSQL and an MLflow server for the scale-out tests)
 	@scripts/services.sh up || echo "warning: no PostgreSQL/MLflow server: the scale-out tests will be skipped" >&2
 	@set -a; [ ! -f .services/env ] || . .services/env; set +a; \
-	  $(BIN)/python -m pytest -n 2 --dist loadfile; status=$$?; scripts/services.sh down; exit $$status
+	  $(BIN)/python -m pytest -n 3 --dist loadfile --durations=15; status=$$?; scripts/services.sh down; exit $$status
 
 quick: install ## the tests without the slow ones (no services needed), while you work
 	$(BIN)/python -m pytest -m "not slow"

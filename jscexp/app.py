@@ -70,15 +70,19 @@ def open_run(cfg, uri: str, model, splits, overrides: list[str], tags: dict | No
     data_info = splits.info if splits else {"synthetic": bool(cfg.dataset.synthetic)}
     name = " ".join([cfg.model.name, *overrides])[:250]
     run = TrackedRun(uri, cfg.experiment, run_name=name, tags={**_tags(cfg, data_info, overrides), **(tags or {})})
-    run.log_params(
-        {
-            **flatten(plain(cfg)),
-            "model_name": cfg.model.name,
-            "n_params": count_trainable(model),
-            **{f"data.{k}": v for k, v in data_info.items()},
-        }
-    )
-    run.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+    try:
+        run.log_params(
+            {
+                **flatten(plain(cfg)),
+                "model_name": cfg.model.name,
+                "n_params": count_trainable(model),
+                **{f"data.{k}": v for k, v in data_info.items()},
+            }
+        )
+        run.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+    except BaseException as err:  # an interrupt or a store error here: the run exists, so end it
+        run.__exit__(type(err), err, None)
+        raise
     return run
 
 

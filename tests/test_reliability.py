@@ -1,13 +1,9 @@
-"""Bad input, failing and diverging jobs, interrupted sweeps, parallel writers, security."""
+"""Bad input, failing and diverging jobs, security (interrupts and parallel writers: test_grid_faults.py)."""
 
 from __future__ import annotations
 
 import os
 import pickle
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -67,52 +63,6 @@ def test_a_raising_and_a_diverging_job_do_not_sink_the_sweep(workdir):
     failed = parent.data.tags["jscexp.failed_jobs"].split("; ")
     assert parent.info.status == "FAILED" and len(failed) == 4
     assert sum("trainer.eval_batch_size=0 " in f for f in failed) == 3 and sum("learning_rate=-1" in f for f in failed) == 2
-
-
-def test_sigterm_marks_the_run_killed_and_the_same_command_resumes(workdir):
-    args = ["-m", "dataset=jsc_synth", "dataset.n_rows=20000", "trainer.progress_bar=false", "max_epochs=20",
-            "batch_size=32", "seed=0,1,2"]
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "JSCEXP_PARENT_RUN_ID")}
-    proc = subprocess.Popen([sys.executable, "-m", "jscexp", *args], cwd=workdir, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 400
-    while time.time() < deadline:  # wait until the second job is training
-        time.sleep(1)
-        if list(workdir.glob("multirun/*/*/1")):  # the store exists by the time jobs start
-            running = [r for r in runs_of(workdir) if r.data.tags.get("jscexp.kind") != "sweep"]
-            if any(r.info.status == "FINISHED" for r in running) and len(running) == 2:
-                history = mlflow_client(workdir).get_metric_history(running[-1].info.run_id, "val_acc")
-                if history:
-                    break
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(60)
-    runs = runs_of(workdir)
-    jobs = [r for r in runs if r.data.tags.get("jscexp.kind") != "sweep"]
-    assert [r.info.status for r in jobs] == ["FINISHED", "KILLED"]
-    assert [r.info.status for r in runs if r.data.tags.get("jscexp.kind") == "sweep"] == ["KILLED"]
-    for ckpt in workdir.glob("multirun/*/*/1/checkpoints/*.ckpt"):
-        assert "state_dict" in torch.load(ckpt, weights_only=True)  # whole, not half-written
-    result = run_cli(args, workdir, timeout=600)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "resuming the interrupted sweep" in result.stdout + result.stderr
-    jobs = [r for r in runs_of(workdir) if r.data.tags.get("jscexp.kind") != "sweep"]
-    finished = sorted(r.data.params["seed"] for r in jobs if r.info.status == "FINISHED")
-    assert finished == ["0", "1", "2"]  # seed 0 was not trained again
-    sweeps = [r for r in runs_of(workdir) if r.data.tags.get("jscexp.kind") == "sweep"]
-    assert len(sweeps) == 1 and sweeps[0].info.status == "FINISHED"
-
-
-@pytest.mark.slow
-def test_parallel_jobs_on_one_sqlite_store_lose_nothing(workdir):
-    # seeds: each its own data order, so trainer.vectorize=auto leaves them 4 parallel jobs
-    result = run_cli(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=4", *FAST, "seed=0,1,2,3"], workdir,
-                     timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "database is locked" not in result.stderr
-    jobs = [r for r in runs_of(workdir) if r.data.tags.get("jscexp.kind") != "sweep"]
-    assert sorted(r.data.params["seed"] for r in jobs) == ["0", "1", "2", "3"]
-    assert all(r.info.status == "FINISHED" and "test_acc" in r.data.metrics for r in jobs)
-    assert len({r.data.tags["mlflow.parentRunId"] for r in jobs}) == 1
 
 
 class _Payload:
