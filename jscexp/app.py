@@ -42,6 +42,7 @@ def run_mode(cfg, model, quantised, splits, calibration, run, out_dir: Path, fit
     """A mode that is not training (test, ptq, transform, analyse) inside the job's open run;
     ``fit_one(model)`` trains a float model first where the mode needs one (PTQ without ckpt=)."""
     spec = plain(cfg.analysis)
+    metrics: dict[str, float] | Outcome
     if cfg.mode == "analyse":
         metrics = _analyse(quantised[0] if quantised else model, spec, calibration, run)
     elif cfg.mode == "transform":
@@ -51,7 +52,13 @@ def run_mode(cfg, model, quantised, splits, calibration, run, out_dir: Path, fit
     else:
         metrics = _ptq(cfg, model, plain(cfg.quantisation), splits, calibration, run,
                        out_dir, fit_one)
-    return Outcome.finished(metrics, run.run_id)
+    return metrics if isinstance(metrics, Outcome) else Outcome.finished(metrics, run.run_id)
+
+
+def end_pruned(run, epoch: int) -> Outcome:
+    """A run the search pruned after ``epoch``: tagged so, its epochs so far are its record."""
+    run.set_tags({"jscexp.pruned": "true", "jscexp.pruned_at_epoch": epoch})
+    return Outcome.pruned(epoch, run.run_id)
 
 
 def initial_model(cfg: DictConfig) -> tuple[torch.nn.Module, dict]:
@@ -211,15 +218,19 @@ def _test(cfg, model, splits, run, out_dir: Path) -> dict[str, float]:
     return {"test_acc": result["acc"], "test_loss": result["loss"]}
 
 
-def _ptq(cfg, model, qcfg, splits, calibration, run, out_dir: Path, fit_one) -> dict[str, float]:
-    """Quantises a trained float model: the one in ckpt=, else one trained here first."""
+def _ptq(cfg, model, qcfg, splits, calibration, run, out_dir: Path, fit_one) -> dict[str, float] | Outcome:
+    """Quantises a trained float model: the one in ckpt=, else one trained here first (whose
+    pruning by the search ends the run there: a half-trained model is not quantised)."""
     if cfg.ckpt:
         test = fit.evaluate(cfg, model, splits, "test")
         float_metrics = {"best_val_acc": fit.evaluate(cfg, model, splits, "val")["acc"],
                          "test_acc": test["acc"], "test_loss": test["loss"]}
         step = 0
     else:
-        float_metrics = _record_fit(cfg, model, splits, run, out_dir, fit_one(model))  # best weights in model
+        result = fit_one(model)  # leaves the best epoch's weights in model
+        if result.pruned_at is not None:
+            return end_pruned(run, result.pruned_at)
+        float_metrics = _record_fit(cfg, model, splits, run, out_dir, result)
         step = int(cfg.max_epochs)
     net, changes = quantise(model, qcfg, calibration)
     val, test = (fit.evaluate(cfg, net, splits, s) for s in ("val", "test"))

@@ -26,6 +26,7 @@ from jscexp.config import plain
 from jscexp.data import Splits
 from jscexp.errors import UserError
 from jscexp.sweep import GROUP_KEY, Outcome, trial_overrides
+from jscexp.train.loop import FitResult
 
 TRAINING_MODES = ("train", "qat")
 
@@ -167,14 +168,13 @@ def train(trials: list[Trial], runs: list) -> None:
     results = fit.train(trials[0].cfg, engine, trials[0].data, trial_hook(trials, runs))
     for t, run_, result in zip(trials, runs, results):
         if result.pruned_at is not None:
-            run_.set_tags({"jscexp.pruned": "true", "jscexp.pruned_at_epoch": result.pruned_at})
-            t.outcome = Outcome.pruned(result.pruned_at, run_.run_id)
+            t.outcome = app.end_pruned(run_, result.pruned_at)
             continue
         t.net.load_state_dict(result.best_state)
         t.outcome = app.finish_training(t.cfg, t.net, t.splits, run_, t.out_dir, result, t.calibration, t.quantised)
 
 
-def fit_one(t: Trial, model: torch.nn.Module, run_) -> object:
+def fit_one(t: Trial, model: torch.nn.Module, run_) -> FitResult:
     """Trains ``model`` alone for a mode that needs a trained float model first (PTQ without
     ckpt=); leaves its best epoch's weights in it and returns its FitResult."""
     from jscexp.train import fit

@@ -263,3 +263,28 @@ def test_every_preset_runs_and_passes_its_own_format_check(workdir, preset, mode
     assert run.data.metrics["quant_checked_values"] > 0
     assert run.data.metrics["avg_weight_bits"] == {"int8": 8, "int4": 4, "minifloat8": 8, "ternary": 2, "binary": 1}[preset]
     assert 0 < outcome.metrics["test_acc"] <= 1
+
+
+def test_ptq_whose_float_training_is_pruned_ends_pruned_and_quantises_nothing(workdir):
+    """A search prunes the float training of a PTQ trial: the trial is PRUNED with its epochs
+    so far, never told a quantised accuracy of a half-trained model."""
+    from conftest import compose_cfg
+    from jscexp.app import run_mode
+    from jscexp.sweep import Status
+    from jscexp.train.loop import FitResult
+
+    class Run:
+        run_id, tags, metrics = "r", {}, {}
+
+        def set_tags(self, tags):
+            self.tags.update(tags)
+
+        def log_metrics(self, metrics, step=None):
+            self.metrics.update(metrics)
+
+    cfg = compose_cfg([*FAST, "mode=ptq", "quantisation=int8"])
+    run = Run()
+    outcome = run_mode(cfg, build_model("jsc-tiny"), None, None, None, run, workdir,
+                       lambda model: FitResult(best_epoch=0, pruned_at=1))
+    assert outcome.status == Status.PRUNED and outcome.metrics == {} and outcome.run_id == "r"
+    assert run.tags == {"jscexp.pruned": "true", "jscexp.pruned_at_epoch": 1} and run.metrics == {}
