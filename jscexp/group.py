@@ -18,6 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from jscexp.config import plain
+from jscexp.sweep.grouping import has_dropout
 from jscexp.sweep.overrides import is_vector_key
 
 
@@ -60,11 +61,6 @@ def _optimizer_kind(cfg: DictConfig) -> str:
     return cfg.optimizer._target_.rsplit(".", 1)[-1]
 
 
-def _has_dropout(cfg: DictConfig) -> bool:
-    """Whether the model has Dropout layers (they exist only for p > 0): trials share an architecture."""
-    return bool(cfg.model.get("dropout"))
-
-
 def stacked_batches(trials: list) -> list[list]:
     """The trials that train together: all of them when they can share one stacked model,
     else each alone."""
@@ -81,7 +77,7 @@ def stackable(cfgs: list[DictConfig]) -> bool:
         from jscexp.tracking import flatten
 
         flat = flatten(plain(c))
-        return {**{k: v for k, v in flat.items() if k == "data_seed" or not is_vector_key(k)}, "dropout": _has_dropout(c)}
+        return {**{k: v for k, v in flat.items() if k == "data_seed" or not is_vector_key(k)}, "dropout": has_dropout(c)}
 
     return all(stack_blocker(c) is None for c in cfgs) and all(shared(c) == shared(cfgs[0]) for c in cfgs[1:])
 

@@ -133,7 +133,6 @@ class JscexpOptunaSweeper(Sweeper):
         budget = self.o.n_trials - self._count(study)
         told: list = []
         while budget > 0 and (left := self.o.n_trials - self._count(study)) > 0:
-            self._fail_stale(study)
             trials = [self._ask(study, space) for _ in range(min(self.o.n_jobs, left, budget))]
             budget -= len(trials)
             trials = [t for t in trials if not self._surplus(study, t)]
@@ -145,6 +144,7 @@ class JscexpOptunaSweeper(Sweeper):
                 log.error(f"stopping the search: {failed} of {len(told)} trials failed, more than "
                           f"hydra.sweeper.max_failure_rate={self.o.max_failure_rate}")
                 break
+            self._fail_stale(study)  # another worker's lost trials, before the next ask
 
     def _launch(self, study, trials: list, common: tuple[list[str], list[str]], objectives: list[str]) -> list:
         """Runs ``trials`` as jobs (stacked where they can share a model) and tells the study
@@ -257,10 +257,12 @@ class JscexpOptunaSweeper(Sweeper):
             return outcome
         if outcome.ok:
             try:
-                tell(study, trial, outcome.objective(objectives))
-                return outcome
+                values = outcome.objective(objectives)
             except KeyError as err:
                 outcome = Outcome(Status.FAILED, err.args[0], outcome.metrics, outcome.overrides, outcome.run_id)
+            else:
+                tell(study, trial, values)
+                return outcome
         trial.set_user_attr("fail_reason", outcome.reason)
         tell(study, trial, state=TrialState.FAIL)
         log.warning(f"trial {trial.number} failed: {outcome.reason}")

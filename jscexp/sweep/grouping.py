@@ -52,10 +52,16 @@ def _stack_key(compose: Compose, blocker: Blocker, overrides: list[str], index: 
     """What a job must share with its group mates: its data order; a job that cannot stack, nothing."""
     try:
         cfg = compose(overrides)
-        return ("data_seed", int(cfg.data_seed), bool(cfg.model.get("dropout"))) if blocker(cfg) is None \
+        return ("data_seed", int(cfg.data_seed), has_dropout(cfg)) if blocker(cfg) is None \
             else ("alone", index)
     except Exception:  # noqa: BLE001 — a job whose config does not compose fails on its own, with its own message
         return ("alone", index)
+
+
+def has_dropout(cfg: DictConfig) -> bool:
+    """Whether the model has Dropout layers (they exist only for p > 0): stacked trials share
+    an architecture, so p = 0 and p > 0 never stack together."""
+    return bool(cfg.model.get("dropout"))
 
 
 def job_outcomes(returns: list, members: list[list[int]], jobs: list[list[str]]) -> list[Outcome]:

@@ -23,7 +23,6 @@ from torchmetrics.classification import MulticlassAccuracy
 NUM_CLASSES = 5
 MARKS_ENV = "JSCEXP_STEP_MARKS"  # file that gets "first_step <t>" / "last_step <t>" lines (make bench)
 
-EpochHook = Callable[[int, dict[str, float]], bool]  # (epoch, metrics) -> stop this run
 
 
 class Tally:

@@ -116,7 +116,7 @@ class StackedModel:
         out = F.batch_norm(
             flat, self.buffers[f"{name}.running_mean"].view(-1), self.buffers[f"{name}.running_var"].view(-1),
             params[f"{name}.weight"].reshape(-1), params[f"{name}.bias"].reshape(-1),
-            training, float(layer.momentum or 0.0), layer.eps,  # momentum: _linear_chain refused None
+            training, float(layer.momentum or 0.0), layer.eps,  # momentum: linear_chain refused None
         )
         return out.view(batch, k, channels).transpose(0, 1).contiguous()  # strided, ReLU and bmm run 3x slower
 
