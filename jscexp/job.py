@@ -81,7 +81,14 @@ def run(cfg: DictConfig, out_dir: Path, overrides: list[str]) -> Outcome | list[
     from jscexp.group import stacked_batches
 
     for batch in stacked_batches([t for t in trials if t.pending]):
-        execute(batch, uri)
+        try:
+            execute(batch, uri)
+        except Exception as err:  # its runs are ended FAILED; alone, the job's own failure
+            if not group:
+                raise
+            for t in batch:  # trials trained apart from this batch keep their own outcomes
+                t.outcome = Outcome.of_exception(err)
+            print(f"error: {t.outcome.reason}", file=sys.stderr)
     outcomes = [t.outcome for t in trials if t.outcome is not None]
     assert len(outcomes) == len(trials), "every trial ends with an outcome"
     return outcomes if group else outcomes[0]

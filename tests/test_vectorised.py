@@ -218,3 +218,21 @@ def test_an_optuna_search_asks_k_trials_at_once_and_prunes_single_slices(workdir
             assert run.data.tags["jscexp.pruned"] == "true" and epochs < 4
         else:
             assert epochs == 4 and "test_acc" in run.data.metrics
+
+
+def test_in_a_group_that_cannot_stack_one_trials_error_fails_that_trial_only(workdir):
+    """Trials that train one after another (here: different optimizers) keep their own ends:
+    the one that raises is FAILED with its reason, the other trains and finishes."""
+    from hydra import compose, initialize_config_dir
+
+    from jscexp.job import run
+    from jscexp.sweep import Status, group_override
+
+    group = [*SMALL, "max_epochs=1", "experiment=apart",
+             group_override([["optimizer=sgd", "trainer.eval_batch_size=0"], ["optimizer=adam"]])]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        outcomes = run(compose("config", overrides=group), workdir / "group", group)
+    assert [o.status for o in outcomes] == [Status.FAILED, Status.FINISHED]
+    assert outcomes[0].reason.startswith("ValueError") and outcomes[1].metrics["best_val_acc"] > 0
+    runs = {r.data.params["optimizer._target_"]: r.info.status for r in runs_of(workdir, "apart")}
+    assert runs == {"torch.optim.SGD": "FAILED", "torch.optim.Adam": "FINISHED"}
