@@ -52,5 +52,5 @@ bench: install ## time the training path against the MASE-style baseline and a r
 ui: install ## open the MLflow UI on ./mlflow.db at http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
 
-clean: ## remove run outputs (keeps mlflow.db and .venv)
-	rm -rf outputs multirun
+clean: ## remove run outputs and saved training states (keeps mlflow.db and .venv)
+	rm -rf outputs multirun .jscexp

@@ -7,6 +7,7 @@ everything a user can get wrong before it opens a run, so bad input leaves no ru
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 from pathlib import Path
@@ -146,6 +147,12 @@ def _tags(cfg: DictConfig, data_info: dict, overrides: list[str]) -> dict[str, s
     return tags
 
 
+def code_version() -> str:
+    """The package version and commit: a training state saved by other code is not resumed."""
+    return f"{jscexp.__version__}+{_git_commit() or 'unknown'}"
+
+
+@functools.cache  # one git call per process
 def _git_commit() -> str | None:
     try:
         out = subprocess.run(

@@ -52,6 +52,8 @@ class TrainerConf:
     eval_batch_size: int = 8192
     early_stopping_patience: Optional[int] = None
     vectorize: Any = "auto"  # off | auto | a group size (jscexp.validate.group_size checks it)
+    resume: bool = True
+    state_dir: str = ".jscexp/state"
 
 
 @dataclass

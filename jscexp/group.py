@@ -62,11 +62,13 @@ def _optimizer_kind(cfg: DictConfig) -> str:
 
 
 def stacked_batches(trials: list) -> list[list]:
-    """The trials that train together: all of them when they can share one stacked model,
-    else each alone."""
-    if len(trials) > 1 and stackable([t.cfg for t in trials]):
-        return [trials]
-    return [[t] for t in trials]
+    """The trials that train together: those that go on from the same epoch (0, or a saved
+    state's) when they can share one stacked model, else each alone."""
+    batches: list[list] = []
+    for epoch in dict.fromkeys(t.start_epoch for t in trials):
+        same = [t for t in trials if t.start_epoch == epoch]
+        batches += [same] if len(same) > 1 and stackable([t.cfg for t in same]) else [[t] for t in same]
+    return batches
 
 
 def stackable(cfgs: list[DictConfig]) -> bool:

@@ -26,7 +26,9 @@ from jscexp.config import plain
 from jscexp.data import Splits
 from jscexp.errors import UserError
 from jscexp.sweep import GROUP_KEY, Outcome, trial_overrides
-from jscexp.train.loop import FitResult
+from jscexp.tracking.shared import end_if_running
+from jscexp.train.loop import FitResult, Snapshot
+from jscexp.train.snapshots import StateFile
 
 TRAINING_MODES = ("train", "qat")
 
@@ -45,6 +47,18 @@ class Trial:
     rng: dict = field(default_factory=dict)  # the RNG state right after its model's init
     splits: Splits | None = None
     calibration: torch.Tensor | None = None
+    state: StateFile | None = None  # where its training state goes each epoch (trainer.resume)
+    resume: Snapshot | None = None  # the state it goes on from
+    run_id: str | None = None
+
+    @property
+    def start_epoch(self) -> int:
+        return self.resume.epoch + 1 if self.resume else 0
+
+    def keep(self, snapshot: Snapshot) -> None:
+        if self.state is not None:
+            snapshot.run_id = self.run_id
+            self.state.save(snapshot)
 
     @property
     def pending(self) -> bool:
@@ -147,22 +161,47 @@ def _prepare_trial(t: Trial, data: dict) -> None:
         t.calibration = torch.from_numpy(t.splits.x_train[: int(cfg.analysis.num_samples)])
     if cfg.mode in TRAINING_MODES or (cfg.mode == "ptq" and not cfg.ckpt):
         check_batch_fits(int(cfg.batch_size), len(t.data.y_train))
+        _find_state(t)
     t.quantised = quantise(t.model, qcfg, t.calibration) if qcfg["name"] != "none" else None  # validates it
     check(t.model, plain(cfg.analysis))
+
+
+def _find_state(t: Trial) -> None:
+    """Where a training trial keeps its state, and the state it goes on from, if any."""
+    from jscexp.train.snapshots import training_key
+
+    if not t.cfg.trainer.resume:
+        return
+    t.state = StateFile(Path(t.cfg.trainer.state_dir), training_key(t.cfg, app.code_version()))
+    t.resume = t.state.load()
+    if t.resume is not None:
+        print(f"resuming {' '.join(t.overrides) or 'the run'} after epoch {t.resume.epoch} ({t.state.path})")
 
 
 def execute(trials: list[Trial], uri: str) -> None:
     """Runs ``trials`` (several only when they train as one stacked model), each in its own
     MLflow run; every run ends when the batch does: FINISHED, or FAILED/KILLED with the error."""
-    tags = {"jscexp.vector_group": uuid.uuid4().hex[:12]} if len(trials) > 1 else None
+    group = {"jscexp.vector_group": uuid.uuid4().hex[:12]} if len(trials) > 1 else {}
     with contextlib.ExitStack() as runs:
-        opened = [runs.enter_context(app.open_run(t.cfg, uri, t.model, t.splits, t.overrides, tags)) for t in trials]
+        opened = [runs.enter_context(app.open_run(t.cfg, uri, t.model, t.splits, t.overrides, {**group, **_resumed(t)}))
+                  for t in trials]
+        for t, run_ in zip(trials, opened):
+            t.run_id = run_.run_id
+            if t.resume and t.resume.run_id:  # killed outright, it could not end its run
+                end_if_running(uri, t.resume.run_id, f"lost after epoch {t.resume.epoch}: resumed in run {t.run_id}")
         if trials[0].cfg.mode in TRAINING_MODES:
             train(trials, opened)
         else:
             (t,), (run_,) = trials, opened
             t.outcome = app.run_mode(t.cfg, t.model, t.quantised, t.splits, t.calibration, run_, t.out_dir,
                                      lambda model: fit_one(t, model, run_))
+    for t in trials:  # their runs ended: what they trained is in the store now
+        if t.state is not None:
+            t.state.drop()
+
+
+def _resumed(t: Trial) -> dict:
+    return {"jscexp.resumed_after_epoch": t.resume.epoch} if t.resume else {}
 
 
 def train(trials: list[Trial], runs: list) -> None:
@@ -172,7 +211,9 @@ def train(trials: list[Trial], runs: list) -> None:
     from jscexp.train import fit
 
     engine = engine_for(trials)
-    results = fit.train(trials[0].cfg, engine, trials[0].data, trial_hook(trials, runs))
+    resume = [t.resume for t in trials if t.resume is not None] or None  # a batch starts from one epoch
+    results = fit.train(trials[0].cfg, engine, trials[0].data, trial_hook(trials, runs), resume,
+                        lambda k, snapshot: trials[k].keep(snapshot))
     for t, run_, result in zip(trials, runs, results):
         if result.pruned_at is not None:
             t.outcome = app.end_pruned(run_, result.pruned_at)
@@ -186,7 +227,8 @@ def fit_one(t: Trial, model: torch.nn.Module, run_) -> FitResult:
     ckpt=); leaves its best epoch's weights in it and returns its FitResult."""
     from jscexp.train import fit
 
-    (result,) = fit.train(t.cfg, fit.plain_engine(t.cfg, model, t.rng), t.data, trial_hook([t], [run_]))
+    (result,) = fit.train(t.cfg, fit.plain_engine(t.cfg, model, t.rng), t.data, trial_hook([t], [run_]),
+                          [t.resume] if t.resume else None, lambda _, snapshot: t.keep(snapshot))
     model.load_state_dict(result.best_state)
     return result
 

@@ -28,6 +28,15 @@ class TensorBatches:
         n = len(y)
         self._n = n - 1 if shuffle and n % batch_size == 1 and n > 1 else n
 
+    @property
+    def rng_state(self) -> torch.Tensor:
+        """Where the next epoch's permutation is drawn from: saved with a resumable state."""
+        return self._generator.get_state()
+
+    @rng_state.setter
+    def rng_state(self, state: torch.Tensor) -> None:
+        self._generator.set_state(state)
+
     def __len__(self) -> int:
         return math.ceil(self._n / self.batch_size)
 

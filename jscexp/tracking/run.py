@@ -52,7 +52,8 @@ class TrackedRun:
         if exc is None:
             self.client.set_terminated(self.run_id, "FINISHED")
             return
-        status = "KILLED" if isinstance(exc, KeyboardInterrupt) or interrupted() else "FAILED"
+        # SystemExit: submitit requeues a preempted job from its signal handler by exiting
+        status = "KILLED" if isinstance(exc, KeyboardInterrupt | SystemExit) or interrupted() else "FAILED"
         self.client.set_tag(self.run_id, "error", f"{exc_type.__name__}: {exc}"[:5000])
         self.client.set_terminated(self.run_id, status)
 

@@ -4,7 +4,8 @@ Each worker's sweep callback starts its own parent. Once the study is known, eve
 tags its parent with the study and adopts the earliest-started parent so tagged (ties by run
 id): the workers agree without talking to each other. A worker checks again before it
 reports, when every worker has tagged its parent, and moves its children to the parent
-all of them chose if an early race had it pick its own.
+all of them chose if an early race had it pick its own. The runs of workers that died
+without ending them are ended KILLED here too.
 """
 
 from __future__ import annotations
@@ -52,5 +53,22 @@ def end_lost_trial_run(uri: str, experiment: str, study_name: str, number: int, 
         f"tags.`{STUDY_TAG}` = '{quoted}' and tags.`jscexp.optuna_trial` = '{number}' and attributes.status = 'RUNNING'",
     )
     for run in runs:
-        mlflow_client.set_tag(run.info.run_id, "error", reason)
-        mlflow_client.set_terminated(run.info.run_id, "KILLED")
+        _kill(mlflow_client, run.info.run_id, reason)
+
+
+def end_if_running(uri: str, run_id: str, reason: str) -> None:
+    """A run whose process died without ending it (SIGKILL, OOM): ended KILLED with the reason."""
+    from mlflow.exceptions import MlflowException
+
+    mlflow_client = client(uri)
+    try:
+        running = mlflow_client.get_run(run_id).info.status == "RUNNING"
+    except MlflowException:  # written while logging to another store: not ours to end
+        return
+    if running:
+        _kill(mlflow_client, run_id, reason)
+
+
+def _kill(mlflow_client, run_id: str, reason: str) -> None:
+    mlflow_client.set_tag(run_id, "error", reason)
+    mlflow_client.set_terminated(run_id, "KILLED")

@@ -74,9 +74,10 @@ def plain_engine(cfg: DictConfig, model: torch.nn.Module, rng: dict | None = Non
     return loop.PlainEngine(fabric, wrapped, optimizer, scheduler)
 
 
-def train(cfg: DictConfig, engine: loop.Engine, splits: Splits, hook: loop.TrialHook) -> list[loop.FitResult]:
+def train(cfg: DictConfig, engine: loop.Engine, splits: Splits, hook: loop.TrialHook,
+          resume: list[loop.Snapshot] | None = None, keep=None) -> list[loop.FitResult]:
     """Trains the engine's trials as ``cfg`` says (their shared knobs: data, batch size,
-    epochs, trainer): one result per trial."""
+    epochs, trainer): one result per trial; ``resume`` and ``keep`` as ``loop.fit`` takes them."""
     patience = cfg.trainer.get("early_stopping_patience")
     progress = loop.Progress(bool(cfg.trainer.progress_bar), int(cfg.trainer.progress_refresh)) if engine.k == 1 else None
     return loop.fit(
@@ -84,7 +85,7 @@ def train(cfg: DictConfig, engine: loop.Engine, splits: Splits, hook: loop.Trial
         batches(engine.device, splits, "train", int(cfg.batch_size), seed=int(cfg.data_seed)),
         batches(engine.device, splits, "val", int(cfg.trainer.eval_batch_size)),
         max_epochs=int(cfg.max_epochs), hook=hook, patience=None if patience is None else int(patience),
-        progress=progress,
+        progress=progress, resume=resume, keep=keep,
     )
 
 

@@ -150,6 +150,16 @@ class Engine(Protocol):
 
     def state_dict(self, trial: int) -> dict[str, torch.Tensor]: ...
 
+    def snapshot(self, trial: int) -> dict:
+        """Trial ``trial``'s resumable state in its lone run's layout, whatever the engine:
+        ``model`` (state_dict), ``optimizer`` (``steps``, torch's per-parameter buffers by
+        parameter name) and ``rng`` (where its dropout draws from)."""
+        ...
+
+    def restore(self, states: list[dict], epochs_done: int) -> None:
+        """Puts every trial back to its ``snapshot`` after ``epochs_done`` epochs."""
+        ...
+
 
 @dataclass
 class PlainEngine:
@@ -184,6 +194,49 @@ class PlainEngine:
     def state_dict(self, trial: int) -> dict[str, torch.Tensor]:
         return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
+    def _names(self) -> list[str]:
+        return [name for name, _ in self.model.module.named_parameters()]  # type: ignore[union-attr]
+
+    def snapshot(self, trial: int) -> dict:
+        saved = self.optimizer.state_dict()["state"]
+        names = self._names()
+        steps = next((int(s["step"]) for s in saved.values() if "step" in s), 0)
+        return {
+            "model": self.state_dict(trial),
+            "optimizer": {"steps": steps, "state": {names[i]: {k: v.clone() for k, v in s.items()
+                                                                if k != "step" and v is not None}
+                                                    for i, s in saved.items()}},
+            "rng": {"cpu": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None},
+        }
+
+    def restore(self, states: list[dict], epochs_done: int) -> None:
+        (state,) = states
+        self.model.load_state_dict(state["model"])
+        saved, steps = state["optimizer"]["state"], state["optimizer"]["steps"]
+        adam = isinstance(self.optimizer.optimizer, torch.optim.Adam)  # type: ignore[attr-defined]
+        target = self.optimizer.state_dict()
+        # a step tensor each: Adam counts in place, per parameter
+        target["state"] = {i: {**saved[name], **({"step": torch.tensor(float(steps))} if adam else {})}
+                           for i, name in enumerate(self._names()) if name in saved}
+        self.optimizer.load_state_dict(target)
+        _fast_forward(self.scheduler, epochs_done)
+        if state["rng"].get("cpu") is not None:  # None: a stacked trial without dropout draws nothing
+            torch.set_rng_state(state["rng"]["cpu"])
+        if state["rng"].get("cuda") is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+
+
+def _fast_forward(scheduler, epochs: int) -> None:
+    """A per-epoch scheduler stepped as often as the epochs done: its learning rates are then
+    the uninterrupted run's to the bit (the same recursive updates in the same order)."""
+    import warnings
+
+    with warnings.catch_warnings():  # "scheduler stepped before optimizer": on purpose here
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range(epochs if scheduler is not None else 0):
+            scheduler.step()
+
 
 @dataclass
 class FitResult:
@@ -201,6 +254,22 @@ class FitResult:
     @property
     def epoch_seconds(self) -> list[float]:
         return [h["epoch_seconds"] for h in self.history]
+
+    @property
+    def stopped(self) -> bool:
+        return self.diverged_at is not None or self.stopped_early_at is not None or self.pruned_at is not None
+
+
+@dataclass
+class Snapshot:
+    """A trial's state after a complete ``epoch``, all it needs to go on as if never stopped:
+    its result so far, its engine state (``Engine.snapshot``) and the data order's RNG."""
+
+    epoch: int
+    result: FitResult
+    engine: dict
+    data_rng: torch.Tensor
+    run_id: str | None = None  # the MLflow run that recorded those epochs (the job sets it)
 
 
 TrialHook = Callable[[int, int, dict[str, float]], bool]  # (trial, epoch, metrics) -> stop this trial
@@ -220,6 +289,24 @@ class EpochBook:
 
     def any_active(self) -> bool:
         return any(self._flags)
+
+    @property
+    def flags(self) -> list[bool]:
+        """Which trials are still training (a copy)."""
+        return list(self._flags)
+
+    def resume(self, results: list[FitResult]) -> None:
+        """Takes the trials' results so far; their epochs go through the hook again (into a
+        new run, a new Optuna trial), and a trial that had stopped stays stopped."""
+        for k, result in enumerate(results):
+            self.results[k] = result
+            for h in result.history:
+                stop = self.hook is not None and self.hook(k, int(h["epoch"]), {m: v for m, v in h.items() if m != "epoch"})
+                if stop and not result.stopped:
+                    result.pruned_at = int(h["epoch"])
+            if result.stopped:
+                self._flags[k] = False
+                self.active[k] = False
 
     def record(self, epoch: int, metrics: list[dict[str, float]], state_dict: Callable[[int], dict]) -> None:
         for k, (result, m) in enumerate(zip(self.results, metrics)):
@@ -245,40 +332,66 @@ class EpochBook:
 
 
 def fit(engine: Engine, train, val, *, max_epochs: int, hook: TrialHook | None = None, patience: int | None = None,
-        progress: Progress | None = None) -> list[FitResult]:
+        progress: Progress | None = None, resume: list[Snapshot] | None = None,
+        keep: Callable[[int, Snapshot], None] | None = None) -> list[FitResult]:
     """Trains every trial of ``engine`` up to ``max_epochs`` epochs, validating after each;
     one result per trial, each with its best epoch's weights in ``best_state``.
 
     ``hook(trial, epoch, metrics)`` sees each epoch's metrics (logging, pruning) and returns
-    whether that trial stops. A trial's ``fit_seconds`` is the group's: they trained together.
+    whether that trial stops. ``keep(trial, snapshot)`` gets each trial's resumable state
+    after each of its epochs; ``resume`` (one snapshot per trial, all after the same epoch)
+    goes on from there. A trial's ``fit_seconds`` is the group's: they trained together.
     """
     book, tally = EpochBook(engine.k, engine.device, max_epochs=max_epochs, hook=hook, patience=patience), \
         Tally(engine.k, engine.device)
+    first = _resume(engine, train, book, resume) if resume else 0
+    spent = [r.fit_seconds for r in book.results]
     start = time.perf_counter()
     mark("first_step", time.time())
     last_step = 0.0
-    for epoch in range(max_epochs):
+    for epoch in range(first, max_epochs):
         if not book.any_active():
             break
-        epoch_start = time.perf_counter()
-        engine.start_epoch(epoch)
-        if progress is not None:
-            progress.start(epoch, len(train))
-        engine.train_epoch(train, tally, book.active, progress)
-        last_step = time.time()
-        train_metrics = tally.compute("train_")
-        engine.evaluate(val, tally)
-        seconds, lrs = time.perf_counter() - epoch_start, engine.lrs()
-        metrics = [{**t, **v, "epoch_seconds": seconds, "lr": lr}
-                   for t, v, lr in zip(train_metrics, tally.compute("val_"), lrs)]
-        if progress is not None:
-            progress.end(metrics[0])
-        engine.end_epoch()
-        book.record(epoch, metrics, engine.state_dict)
+        training = book.flags
+        last_step = _epoch(engine, train, val, tally, book, epoch, progress)
+        for k, result in enumerate(book.results):
+            result.fit_seconds = spent[k] + time.perf_counter() - start
+            if keep is not None and training[k]:
+                keep(k, Snapshot(epoch, result, engine.snapshot(k), train.rng_state))
     mark("last_step", last_step)
-    for result in book.results:
-        result.fit_seconds = time.perf_counter() - start
+    for k, result in enumerate(book.results):
+        result.fit_seconds = spent[k] + time.perf_counter() - start
     return book.results
+
+
+def _resume(engine: Engine, train, book: EpochBook, snapshots: list[Snapshot]) -> int:
+    """Puts the trials back to their snapshots; returns the first epoch still to train."""
+    (epoch,) = {s.epoch for s in snapshots}  # a group resumes from one epoch
+    engine.restore([s.engine for s in snapshots], epoch + 1)
+    train.rng_state = snapshots[0].data_rng  # a shared batch order: one data_seed per group
+    book.resume([s.result for s in snapshots])
+    return epoch + 1
+
+
+def _epoch(engine: Engine, train, val, tally: Tally, book: EpochBook, epoch: int, progress: Progress | None) -> float:
+    """One epoch of every active trial: steps, validation, the book; returns the last step's time."""
+    epoch_start = time.perf_counter()
+    engine.start_epoch(epoch)
+    if progress is not None:
+        progress.start(epoch, len(train))
+    engine.train_epoch(train, tally, book.active, progress)
+    last_step = time.time()
+    train_metrics = tally.compute("train_")
+    engine.evaluate(val, tally)
+    seconds, lrs = time.perf_counter() - epoch_start, engine.lrs()
+    metrics = [{**t, **v, "epoch_seconds": seconds, "lr": lr}
+               for t, v, lr in zip(train_metrics, tally.compute("val_"), lrs)]
+    if progress is not None:
+        progress.end(metrics[0])
+    engine.end_epoch()
+    book.record(epoch, metrics, engine.state_dict)
+    return last_step
+
 
 def mark(what: str, when: float) -> None:
     """Appends a step mark for ``make bench`` when $JSCEXP_STEP_MARKS names a file."""

@@ -124,6 +124,26 @@ class StackedModel:
         """Trial ``trial``'s weights under the single model's keys."""
         return {k: v[trial].detach().clone() for k, v in {**self.params, **self.buffers}.items()}
 
+    @property
+    def param_names(self) -> list[str]:
+        return [name for name, _, _ in self._layout]
+
+    def split_row(self, row: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One trial's [P] slice of a flat tensor (parameters, an optimizer buffer) by parameter name."""
+        parts = row.detach().split([n for _, _, n in self._layout])
+        return {name: part.clone().view(shape) for (name, shape, _), part in zip(self._layout, parts)}
+
+    def join_row(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``split_row`` undone: named tensors of one trial as its [P] slice."""
+        return torch.cat([tensors[name].reshape(-1).to(self.flat.device) for name, _, _ in self._layout])
+
+    @torch.no_grad()
+    def load_trial(self, trial: int, state: dict[str, torch.Tensor]) -> None:
+        """Puts a lone model's ``state_dict`` into trial ``trial``'s slice."""
+        self.flat[trial] = self.join_row(state)
+        for name, buffer in self.buffers.items():
+            buffer[trial] = state[name]
+
 
 def linear_chain(model: nn.Module) -> list[tuple[str, nn.Module]] | None:
     """The model's layers in order when its graph is one chain of Linear / BatchNorm1d / ReLU
@@ -270,11 +290,12 @@ class StackedOptimizer:
     def _sgd(self, name: str, p: torch.Tensor, h: dict[str, torch.Tensor]) -> torch.Tensor:
         grad = torch.addcmul(_grad(p), h["weight_decay"], p)
         st = self.state[name]
-        if "buf" not in st:
-            st["buf"] = grad.clone()
+        if "momentum_buffer" not in st:  # torch's name: a trial's state reads as its lone run's
+            st["momentum_buffer"] = grad.clone()
         else:
-            st["buf"].mul_(h["momentum"]).addcmul_(h["1-dampening"], grad)
-        with_momentum = torch.where(h["nesterov"] != 0, torch.addcmul(grad, h["momentum"], st["buf"]), st["buf"])
+            st["momentum_buffer"].mul_(h["momentum"]).addcmul_(h["1-dampening"], grad)
+        buf = st["momentum_buffer"]
+        with_momentum = torch.where(h["nesterov"] != 0, torch.addcmul(grad, h["momentum"], buf), buf)
         return torch.addcmul(p, -h["lr"], torch.where(h["momentum"] != 0, with_momentum, grad))
 
 
@@ -342,3 +363,22 @@ class StackedEngine:
 
     def state_dict(self, trial: int) -> dict[str, torch.Tensor]:
         return self.model.state_dict(trial)
+
+    def snapshot(self, trial: int) -> dict:
+        buffers = {name: self.model.split_row(t[trial]) for name, t in self.optimizer.state["flat"].items()}
+        per_param = {p: {name: split[p] for name, split in buffers.items()} for p in self.model.param_names}
+        rng = [g.get_state() for g in self.model.generators[trial : trial + 1]]
+        return {"model": self.state_dict(trial), "optimizer": {"steps": self.optimizer.steps, "state": per_param},
+                "rng": {"cpu": rng[0] if rng and self.device.type == "cpu" else None}}
+
+    def restore(self, states: list[dict], epochs_done: int) -> None:
+        for k, state in enumerate(states):
+            self.model.load_trial(k, state["model"])
+            if self.model.generators and state["rng"].get("cpu") is not None and self.device.type == "cpu":
+                self.model.generators[k].set_state(state["rng"]["cpu"])
+        saved = [s["optimizer"]["state"] for s in states]
+        names = {buffer for per_param in saved[0].values() for buffer in per_param}
+        self.optimizer.state["flat"] = {
+            name: torch.stack([self.model.join_row({p: b[name] for p, b in s.items()}) for s in saved]) for name in names
+        }
+        self.optimizer.steps = states[0]["optimizer"]["steps"]

@@ -1,0 +1,138 @@
+"""Resume inside a trial (#17): a trial killed after some epochs goes on from its last
+complete epoch, and ends with the numbers it would have had if it had never stopped."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import compose_cfg, mlflow_client, run_cli, runs_of
+
+SMALL = ["dataset=jsc_synth", "dataset.n_rows=6000", "max_epochs=4", "trainer.progress_bar=false", "data_seed=0"]
+
+
+def _train(tmp_path: Path, overrides: list[list[str]], resume=None):
+    """The trials trained together in this process as a job trains them; every epoch's
+    snapshot, read back from its state file, per (trial, epoch)."""
+    from jscexp import app
+    from jscexp.data import load_splits
+    from jscexp.group import engine_for
+    from jscexp.job import Trial
+    from jscexp.train import fit
+    from jscexp.train.snapshots import StateFile
+
+    trials = [Trial(compose_cfg(o), o, tmp_path) for o in overrides]
+    for t in trials:
+        t.model, t.rng = app.initial_model(t.cfg)
+    snapshots = {}
+
+    def keep(k, snapshot):
+        state = StateFile(tmp_path / "states", f"{len(trials)}-{k}-{snapshot.epoch}")
+        state.save(snapshot)
+        snapshots[(k, snapshot.epoch)] = state.load()
+
+    cfg = trials[0].cfg
+    fit.train(cfg, engine_for(trials), load_splits(cfg.dataset), lambda k, e, m: False, resume, keep)
+    return snapshots
+
+
+def _same_state(a, b) -> bool:
+    tensors = lambda s: [*s.engine["model"].values(), *(t for p in s.engine["optimizer"]["state"].values()  # noqa: E731
+                                                          for t in p.values())]
+    return (a.epoch == b.epoch and a.engine["optimizer"]["steps"] == b.engine["optimizer"]["steps"]
+            and torch.equal(a.data_rng, b.data_rng)
+            and all(torch.equal(x, y) for x, y in zip(tensors(a), tensors(b), strict=True))
+            and [{k: v for k, v in h.items() if k != "epoch_seconds"} for h in a.result.history]
+            == [{k: v for k, v in h.items() if k != "epoch_seconds"} for h in b.result.history])
+
+
+@pytest.mark.parametrize("trials", [
+    [["model=jsc-tiny"]],                                                         # Adam, one model
+    [["model=mlp", "model.dropout=0.3", "optimizer=sgd", "learning_rate=0.05"]],
+    [["model=mlp", "model.dropout=0.3", "optimizer=sgd", f"learning_rate={lr}", f"seed={s}"]
+     for lr, s in ((0.05, 0), (0.02, 1))],                                         # a stacked group
+], ids=["adam", "sgd-dropout", "stacked"])
+def test_a_resumed_training_is_bit_for_bit_the_uninterrupted_one(workdir, trials):
+    """Weights, BatchNorm statistics, optimizer buffers, RNGs and history after epochs 2 and 3
+    of a run resumed after epoch 1 (two of four done) equal the uninterrupted run's."""
+    trials = [[*SMALL, *t] for t in trials]
+    whole = _train(workdir, trials)
+    resumed = _train(workdir, trials, resume=[whole[(k, 1)] for k in range(len(trials))])
+    assert sorted(resumed) == [(k, e) for k in range(len(trials)) for e in (2, 3)]
+    for key, snapshot in resumed.items():
+        assert _same_state(snapshot, whole[key]), key
+
+
+def test_a_trial_of_a_stacked_group_resumes_alone_from_its_slice(workdir):
+    """An Optuna retry need not land in the same group: a slice's state is a lone run's."""
+    common = [*SMALL, "model=jsc-toy", "optimizer=sgd"]
+    a, b = [*common, "learning_rate=0.05"], [*common, "learning_rate=0.01"]
+    group = _train(workdir, [a, b])
+    alone = _train(workdir, [a])
+    resumed = _train(workdir, [a], resume=[group[(0, 1)]])
+    val = lambda s: [h["val_acc"] for h in s.result.history]  # noqa: E731
+    assert val(resumed[(0, 3)]) == val(alone[(0, 3)])  # SGD: the same accuracies, stacked or not
+
+
+def _kill_after(cmd: list[str], cwd: Path, epoch: int, timeout: float = 120) -> int:
+    """Starts the CLI, SIGKILLs it once a training state after ``epoch`` is on disk; the epoch it had."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "JSCEXP_PARENT_RUN_ID")}
+    proc = subprocess.Popen([sys.executable, "-m", "jscexp", *cmd], cwd=cwd, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            done = [torch.load(p, weights_only=True)["epoch"] for p in (cwd / ".jscexp" / "state").glob("*/last.pt")]
+            if done and min(done) >= epoch:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                return min(done)
+            time.sleep(0.05)
+    finally:
+        proc.kill()
+    raise AssertionError(f"no state after epoch {epoch} before the run ended (rc {proc.returncode})")
+
+
+def _histories(workdir: Path, experiment: str) -> dict[str, dict]:
+    client = mlflow_client(workdir)
+    out = {}
+    for r in runs_of(workdir, experiment):
+        if r.data.tags.get("jscexp.kind") == "sweep":
+            continue
+        series = {k: [(m.step, m.value) for m in sorted(client.get_metric_history(r.info.run_id, k), key=lambda m: m.step)]
+                  for k in ("val_acc", "val_loss", "train_acc", "train_loss", "lr")}
+        out.setdefault(r.data.params["learning_rate"], []).append(
+            {"status": r.info.status, "tags": r.data.tags, "series": series, "test_acc": r.data.metrics.get("test_acc")})
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("grid", [["learning_rate=0.01"], ["-m", "learning_rate=0.01,0.05"]], ids=["single", "stacked"])
+def test_a_run_killed_after_epoch_2_of_4_resumes_with_the_uninterrupted_numbers(workdir, grid):
+    # ~1 s epochs (batch 16), so the kill lands while it trains
+    common = [*grid, "dataset=jsc_synth", "dataset.n_rows=30000", "batch_size=16", "max_epochs=4",
+              "trainer.progress_bar=false", "optimizer=sgd", "data_seed=0"]
+    whole = run_cli([*common, "experiment=whole"], workdir)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    killed_at = _kill_after([*common, "experiment=killed"], workdir, epoch=1)
+    assert killed_at < 3, "killed after its last epoch: nothing left to resume"
+    again = run_cli([*common, "experiment=killed"], workdir)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"after epoch {killed_at}" in again.stdout
+    assert not list((workdir / ".jscexp" / "state").glob("*/last.pt"))  # a finished trial removes its state
+    expected, got = _histories(workdir, "whole"), _histories(workdir, "killed")
+    assert set(got) == set(expected) and len(got) == len(grid[-1].split(","))
+    for lr, (one,) in expected.items():
+        resumed, lost = sorted(got[lr], key=lambda r: r["status"])  # FINISHED < KILLED
+        assert (resumed["status"], lost["status"]) == ("FINISHED", "KILLED")
+        assert lost["tags"]["error"].startswith(f"lost after epoch {killed_at}: resumed in run")
+        assert resumed["tags"]["jscexp.resumed_after_epoch"] == str(killed_at)
+        assert resumed["series"] == one["series"], lr  # every epoch's metrics, the first two from the state
+        assert resumed["test_acc"] == one["test_acc"]
