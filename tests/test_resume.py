@@ -136,3 +136,28 @@ def test_a_run_killed_after_epoch_2_of_4_resumes_with_the_uninterrupted_numbers(
         assert resumed["tags"]["jscexp.resumed_after_epoch"] == str(killed_at)
         assert resumed["series"] == one["series"], lr  # every epoch's metrics, the first two from the state
         assert resumed["test_acc"] == one["test_acc"]
+
+
+@pytest.mark.slow
+def test_a_preempted_submitit_job_requeues_itself_and_resumes(workdir):
+    """SLURM's pre-emption signal (USR2, as submitit's local executor sends it) makes submitit
+    checkpoint and requeue the job; the requeued job goes on from its last epoch."""
+    cmd = ["-m", "+launcher=submitit_local", "dataset=jsc_synth", "dataset.n_rows=30000", "batch_size=16",
+           "max_epochs=4", "trainer.progress_bar=false", "experiment=preempted"]
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "JSCEXP_PARENT_RUN_ID")}
+    sweep = subprocess.Popen([sys.executable, "-m", "jscexp", *cmd], cwd=workdir, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while not list((workdir / ".jscexp" / "state").glob("*/last.pt")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    # this test's job only: its pickles live under this working directory
+    signalled = subprocess.run(["pkill", "-USR2", "-f", f"submitit.core._submit {workdir}"])
+    out, _ = sweep.communicate(timeout=180)
+    assert signalled.returncode == 0 and sweep.returncode == 0, out[-2000:]
+    client = mlflow_client(workdir)
+    runs = {r.info.status: r for r in runs_of(workdir, "preempted") if r.data.tags.get("jscexp.kind") != "sweep"}
+    assert set(runs) == {"KILLED", "FINISHED"}
+    assert runs["KILLED"].data.tags["error"].startswith("interrupted: the process exited")
+    resumed = runs["FINISHED"]
+    assert "jscexp.resumed_after_epoch" in resumed.data.tags
+    assert sorted(m.step for m in client.get_metric_history(resumed.info.run_id, "val_acc")) == [0, 1, 2, 3]

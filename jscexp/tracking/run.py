@@ -54,7 +54,8 @@ class TrackedRun:
             return
         # SystemExit: submitit requeues a preempted job from its signal handler by exiting
         status = "KILLED" if isinstance(exc, KeyboardInterrupt | SystemExit) or interrupted() else "FAILED"
-        self.client.set_tag(self.run_id, "error", f"{exc_type.__name__}: {exc}"[:5000])
+        reason = f"interrupted: the process exited ({exc})" if isinstance(exc, SystemExit) else f"{exc_type.__name__}: {exc}"
+        self.client.set_tag(self.run_id, "error", reason[:5000])
         self.client.set_terminated(self.run_id, status)
 
     def log_params(self, params: Mapping[str, object]) -> None:
