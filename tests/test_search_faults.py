@@ -71,22 +71,17 @@ def test_a_job_without_the_objective_fails_its_trial_and_max_failure_rate_stops_
 
 
 def _wait_for_trial_1_to_train(workdir, proc) -> None:
-    """Until the sweep's second trial has its MLflow run: it trains from then on for all its
-    epochs, which is when the test strikes. Its job folder comes first: by then the sweep has
-    made the MLflow store, which the test must not race to create."""
+    """Until the sweep's second trial has saved its first epoch's state — its job folder comes
+    once the first trial ended, whose state is gone by then: it trains on for more epochs,
+    which is when the test strikes."""
     import time
 
-    from conftest import mlflow_client
-
     deadline = time.time() + 300
-    while not list(workdir.glob("multirun/*/*/1")) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.5)
-    client = mlflow_client(workdir)
-    experiment = client.get_experiment_by_name("search").experiment_id
     while time.time() < deadline and proc.poll() is None:
-        if client.search_runs([experiment], "tags.`jscexp.optuna_trial` = '1'"):
+        if list(workdir.glob("multirun/*/*/1")) and list(workdir.glob(".jscexp/state/*/last.pt")):
             return
-        time.sleep(0.5)
+        time.sleep(0.2)
+    raise AssertionError(f"trial 1 never trained (sweep exit {proc.poll()})")
 
 
 @pytest.mark.slow
@@ -106,13 +101,17 @@ def test_an_interrupted_search_leaves_nothing_running_and_the_same_command_compl
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith("interrupted: the run in progress is recorded KILLED")
-    assert states(study(workdir, "intr")) == ["COMPLETE", "FAIL"]
+    assert states(study(workdir, "intr")) == ["COMPLETE", "FAIL", "WAITING"]  # its retry, enqueued
     assert study(workdir, "intr").trials[1].user_attrs["fail_reason"] == "interrupted"
     assert sorted(r.info.status for r in children(workdir)) == ["FINISHED", "KILLED"]
 
     sweep(workdir, *args)
+    trials = study(workdir, "intr").trials
     assert states(study(workdir, "intr")) == ["COMPLETE", "FAIL", "COMPLETE"]
-    assert sorted(r.info.status for r in children(workdir)) == ["FINISHED", "FINISHED", "KILLED"]
+    assert trials[2].params == trials[1].params and trials[2].user_attrs["retry_of"] == 1
+    runs = {r.data.tags["jscexp.optuna_trial"]: r for r in children(workdir)}
+    assert [runs[n].info.status for n in "012"] == ["FINISHED", "KILLED", "FINISHED"]
+    assert "jscexp.resumed_after_epoch" in runs["2"].data.tags  # the retry went on from trial 1's last epoch
     parents = [r for r in runs_of(workdir, "search") if r.data.tags.get("jscexp.kind") == "sweep"]
     assert [p.info.status for p in parents] == ["FINISHED"]  # the interrupted sweep's parent, resumed
 
@@ -145,3 +144,4 @@ def test_a_killed_workers_trial_is_failed_and_retried_with_its_parameters(workdi
     runs = {r.data.tags["jscexp.optuna_trial"]: r for r in children(workdir)}
     assert runs["1"].info.status == "KILLED" and runs["1"].data.tags["error"].startswith("lost: no heartbeat")
     assert runs["2"].info.status == "FINISHED" and runs["2"].data.tags["jscexp.retry_of"] == "1"
+    assert "jscexp.resumed_after_epoch" in runs["2"].data.tags

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from hydra_plugins.jscexp_sweeper.config import JscexpOptunaSweeperConf  # noqa: F401  (registers the config)
 from jscexp.errors import UserError
-from jscexp.search.liveness import Heartbeat, fail_stale
+from jscexp.search.liveness import Heartbeat, fail_stale, retry
 from jscexp.search.space import parse
 from jscexp.search.study import STORAGE_ENV, make_pruner, make_sampler, make_storage, prunes, storage_url
 from jscexp.sweep.overrides import override_value
@@ -168,6 +168,8 @@ class JscexpOptunaSweeper(Sweeper):
             for trial in trials:
                 trial.set_user_attr("fail_reason", reason[:1000])
                 tell(study, trial, state=TrialState.FAIL)
+                if isinstance(err, KeyboardInterrupt):  # the same command again goes on with it
+                    retry(study, trial, self.o.max_retries)
             raise
         self.job_idx += launched
         outcomes = [self._tell(study, trial, outcome, objectives) for trial, outcome in zip(trials, outcomes)]

@@ -6,7 +6,8 @@ writes the time into each running trial's system attributes every ``interval`` s
 RUNNING trial whose last beat is older than ``grace`` seconds lost its worker (SIGKILL, OOM,
 preemption): any worker that asks for trials tells it FAIL with the reason and enqueues a retry
 with the same parameters, up to ``max_retries`` times (``retry_of`` / ``retries`` user
-attributes keep the lineage). Works on every Optuna storage.
+attributes keep the lineage). Works on every Optuna storage. Trials an interrupt stopped are
+retried the same way, so running the same command again finishes them.
 """
 
 from __future__ import annotations
@@ -74,9 +75,16 @@ def fail_stale(study, *, grace: float, max_retries: int) -> list[Lost]:
                 continue
         except UpdateFinishedTrialError:
             continue
-        retries = int(trial.user_attrs.get("retries", 0))
-        if retries < max_retries:
-            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number, "retries": retries + 1},
-                                skip_if_exists=False)
-        lost.append(Lost(trial.number, reason, retries < max_retries))
+        lost.append(Lost(trial.number, reason, retry(study, trial, max_retries)))
     return lost
+
+
+def retry(study, trial, max_retries: int) -> bool:
+    """Enqueues ``trial``'s parameters again unless it was retried ``max_retries`` times; the
+    retry's training goes on from the trial's last saved epoch (``jscexp.train.snapshots``)."""
+    retries = int(trial.user_attrs.get("retries", 0))
+    if retries >= max_retries:
+        return False
+    study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number, "retries": retries + 1},
+                        skip_if_exists=False)
+    return True
