@@ -36,7 +36,7 @@ def main(cfg: DictConfig) -> Outcome | list[Outcome]:
         if hc.mode == RunMode.MULTIRUN:
             return [Outcome.failed(str(err)) for _ in trial_overrides(cfg, overrides)] \
                 if cfg.get("vector_trials") else Outcome.failed(str(err))
-        raise SystemExit(2) from None
+        raise SystemExit(err.exit_code) from None
     if hc.mode != RunMode.MULTIRUN and (code := verdict(outcome if isinstance(outcome, list) else [outcome]).exit_code):
         raise SystemExit(code)
     return outcome

@@ -73,11 +73,13 @@ def initial_model(cfg: DictConfig) -> tuple[torch.nn.Module, dict]:
     return model, {"cpu": torch.get_rng_state(), "cuda": cuda}
 
 
-def open_run(cfg, uri: str, model, splits, overrides: list[str], tags: dict | None = None) -> TrackedRun:
-    """The job's MLflow run, with the whole resolved config as params and as config.yaml."""
+def open_run(cfg, uri: str, model, splits, overrides: list[str], out_dir: Path, tags: dict | None = None) -> TrackedRun:
+    """The job's MLflow run, with the whole resolved config as params and as config.yaml;
+    its metrics also go to ``out_dir/metrics.jsonl``."""
     data_info = splits.info if splits else {"synthetic": bool(cfg.dataset.synthetic)}
     name = " ".join([cfg.model.name, *overrides])[:250]
-    run = TrackedRun(uri, cfg.experiment, run_name=name, tags={**_tags(cfg, data_info, overrides), **(tags or {})})
+    run = TrackedRun(uri, cfg.experiment, run_name=name, tags={**_tags(cfg, data_info, overrides), **(tags or {})},
+                     local=out_dir / "metrics.jsonl")
     try:
         run.log_params(
             {

@@ -4,6 +4,8 @@
 class UserError(Exception):
     """Bad input from the user: the message says what to change."""
 
+    exit_code = 2
+
 
 def first_line(err: BaseException) -> str:
     """A library error's first line, for quoting inside a one-line UserError."""

@@ -183,7 +183,8 @@ def execute(trials: list[Trial], uri: str) -> None:
     MLflow run; every run ends when the batch does: FINISHED, or FAILED/KILLED with the error."""
     group = {"jscexp.vector_group": uuid.uuid4().hex[:12]} if len(trials) > 1 else {}
     with contextlib.ExitStack() as runs:
-        opened = [runs.enter_context(app.open_run(t.cfg, uri, t.model, t.splits, t.overrides, {**group, **_resumed(t)}))
+        opened = [runs.enter_context(app.open_run(t.cfg, uri, t.model, t.splits, t.overrides, t.out_dir,
+                                                         {**group, **_resumed(t)}))
                   for t in trials]
         for t, run_ in zip(trials, opened):
             t.run_id = run_.run_id

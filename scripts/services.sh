@@ -2,18 +2,20 @@
 # Local PostgreSQL + an MLflow server on it, for scaled-out searches and their tests.
 #   scripts/services.sh up     start both (PostgreSQL from Debian's package, own data dir)
 #   scripts/services.sh down   stop both
+#   scripts/services.sh restart-db   restart PostgreSQL (the chaos test's outage)
 # `up` writes .services/env; `source .services/env` then points backend=postgres at them.
-# Ports: JSCEXP_PG_PORT (55432), JSCEXP_MLFLOW_PORT (55000). Everything binds to 127.0.0.1.
+# Ports: JSCEXP_PG_PORT (55432), JSCEXP_MLFLOW_PORT (55000); JSCEXP_SERVICES_DIR (.services)
+# holds their files, so a second pair can run beside the first. Everything binds to 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DIR="$PWD/.services"
+DIR="${JSCEXP_SERVICES_DIR:-$PWD/.services}"
 PG_PORT="${JSCEXP_PG_PORT:-55432}"
 MLFLOW_PORT="${JSCEXP_MLFLOW_PORT:-55000}"
 PY="${PY:-$PWD/.venv/bin/python}"
 # PostgreSQL's files: under .services, except as root, where the server runs as the postgres
 # user and may not reach into the checkout (a mktemp -d clone is mode 700).
 if [ "$(id -u)" = 0 ]; then
-  PGROOT="/tmp/jscexp-pg-$(printf %s "$PWD" | md5sum | cut -c1-12)"
+  PGROOT="/tmp/jscexp-pg-$(printf %s "$DIR" | md5sum | cut -c1-12)"
 else
   PGROOT="$DIR"
 fi
@@ -45,7 +47,7 @@ up() {
   done
   local pg="postgresql://jscexp@127.0.0.1:$PG_PORT"
   if [ -f "$DIR/mlflow.pid" ] && kill -0 "$(cat "$DIR/mlflow.pid")" 2>/dev/null; then
-    echo "already up — source .services/env"
+    echo "already up — source $DIR/env"
     return
   fi
   setsid nohup "$PY" -m mlflow server --backend-store-uri "$pg/mlflow" --artifacts-destination "$DIR/mlartifacts" \
@@ -55,7 +57,7 @@ up() {
     if curl -sf "http://127.0.0.1:$MLFLOW_PORT/health" >/dev/null; then
       printf 'export JSCEXP_MLFLOW_URI=%s\nexport JSCEXP_OPTUNA_STORAGE=%s\n' \
         "http://127.0.0.1:$MLFLOW_PORT" "$pg/optuna" >"$DIR/env"
-      echo "PostgreSQL on 127.0.0.1:$PG_PORT, MLflow server on http://127.0.0.1:$MLFLOW_PORT — source .services/env"
+      echo "PostgreSQL on 127.0.0.1:$PG_PORT, MLflow server on http://127.0.0.1:$MLFLOW_PORT — source $DIR/env"
       return
     fi
     kill -0 "$(cat "$DIR/mlflow.pid")" 2>/dev/null || break
@@ -78,8 +80,14 @@ down() {
   rm -f "$DIR/env"
 }
 
+restart_db() {
+  as_db_user "$(pg_bin pg_ctl)" -D "$PGROOT/pg" -m fast -w restart -l "$PGROOT/pg.log" \
+    -o "-h 127.0.0.1 -p $PG_PORT -k $PGROOT" >/dev/null
+}
+
 case "${1:-}" in
   up) up ;;
   down) down ;;
-  *) echo "usage: scripts/services.sh up|down" >&2; exit 2 ;;
+  restart-db) restart_db ;;
+  *) echo "usage: scripts/services.sh up|down|restart-db" >&2; exit 2 ;;
 esac

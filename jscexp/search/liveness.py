@@ -12,11 +12,13 @@ retried the same way, so running the same command again finishes them.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass
 
 HEARTBEAT = "jscexp:heartbeat"
+log = logging.getLogger(__name__)
 
 
 class Heartbeat:
@@ -34,6 +36,8 @@ class Heartbeat:
                 self.storage.set_trial_system_attr(trial_id, HEARTBEAT, now)
             except RuntimeError:  # the trial finished meanwhile (Optuna refuses to update it): nothing to keep alive
                 continue
+            except Exception as err:  # noqa: BLE001 — the storage is away: the next beat makes it up
+                log.warning(f"heartbeat of trial {trial_id} missed: {type(err).__name__}")
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):

@@ -14,7 +14,6 @@ STORAGE_ENV = "JSCEXP_OPTUNA_STORAGE"  # how a storage URL with a password reach
 
 def make_storage(url: str | None):
     """``None`` → the journal file beside the MLflow store; ``*.log`` → a journal file; else an RDB URL."""
-    import optuna
     import sqlalchemy.exc
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
@@ -24,9 +23,11 @@ def make_storage(url: str | None):
     url = from_env(url, "the Optuna storage") or DEFAULT_JOURNAL
     if "://" not in url:
         return JournalStorage(JournalFileBackend(os.path.abspath(url)))
+    from jscexp.search.reconnect import reconnecting_rdb
+
     for attempt in range(3):
         try:
-            return optuna.storages.RDBStorage(url)
+            return reconnecting_rdb(url)
         except sqlalchemy.exc.IntegrityError:
             # Workers opening a fresh database at once race to create its tables; the loser
             # finds them made on the next try.
@@ -35,7 +36,7 @@ def make_storage(url: str | None):
             from jscexp.tracking.store import mask
 
             raise UserError(f"cannot open Optuna storage {mask(url)}: {mask(first_line(err))}") from err
-    return optuna.storages.RDBStorage(url)
+    return reconnecting_rdb(url)
 
 
 def storage_url(url: str | None) -> str:

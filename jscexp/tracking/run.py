@@ -1,12 +1,18 @@
-"""A thin stateful facade over MLflow's client: one run, ended FINISHED or FAILED."""
+"""A thin stateful facade over MLflow's client: one run, ended FINISHED or FAILED.
+
+MLflow's client rides out a server that is away for a few minutes (its HTTP retries with
+backoff); a store that stays away ends the run's job with one line, and the run's metrics
+are on disk all the same: every batch goes to ``metrics.jsonl`` in its output folder first.
+"""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from jscexp.errors import interrupted
+from jscexp.errors import UserError, first_line, interrupted
 from jscexp.tracking.store import client, ensure_experiment, mask
 
 _MAX_PARAM_LEN = 6000  # MLflow's limit on a param value
@@ -24,14 +30,37 @@ def flatten(tree, prefix: str = "") -> dict[str, object]:
     return flat
 
 
+class TrackingLost(UserError):
+    """The tracking store stopped answering in the middle of a run, beyond MLflow's retries:
+    one line like a user's error, but not the input's fault (exit 1)."""
+
+    exit_code = 1
+
+
+def _store_down(err: BaseException) -> bool:
+    """Whether ``err`` is a lost connection to the store (MLflow wraps the HTTP error as a
+    bare MlflowException whose context is the requests error)."""
+    import requests
+    from sqlalchemy.exc import OperationalError
+
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, requests.RequestException | OperationalError | ConnectionError | TimeoutError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 class TrackedRun:
     """Context manager around one MLflow run, writing through explicit run ids in batches."""
 
     def __init__(
         self, uri: str, experiment: str, *, run_name: str | None = None, tags: Mapping | None = None,
-        reopen: str | None = None,
+        reopen: str | None = None, local: Path | None = None,
     ):
-        """Creates a run, or with ``reopen=<run id>`` marks an existing one RUNNING again."""
+        """Creates a run, or with ``reopen=<run id>`` marks an existing one RUNNING again;
+        ``local`` is the file its metrics also go to."""
+        self.uri, self.local = uri, local
         self.client = client(uri)
         self.experiment_id = ensure_experiment(self.client, experiment)
         if reopen:
@@ -49,6 +78,18 @@ class TrackedRun:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        if isinstance(exc, TrackingLost):  # nobody to tell: the store is away
+            return
+        try:
+            self._end(exc_type, exc)
+        except Exception as err:
+            if not _store_down(err):
+                raise
+            if exc is None:
+                raise self._lost(err) from err
+            # else the run's own error goes on up: the store could not record it
+
+    def _end(self, exc_type, exc) -> None:
         if exc is None:
             self.client.set_terminated(self.run_id, "FINISHED")
             return
@@ -58,27 +99,44 @@ class TrackedRun:
         self.client.set_tag(self.run_id, "error", reason[:5000])
         self.client.set_terminated(self.run_id, status)
 
+    def _lost(self, err: BaseException) -> TrackingLost:
+        kept = f"; its metrics so far are in {self.local}" if self.local else ""
+        return TrackingLost(f"the tracking store {mask(self.uri)} stopped answering during run {self.run_id} "
+                            f"({mask(first_line(err))}){kept}")
+
+    def _store(self, call, *args, **kwargs) -> None:
+        try:
+            call(*args, **kwargs)
+        except Exception as err:
+            if _store_down(err):
+                raise self._lost(err) from err
+            raise
+
     def log_params(self, params: Mapping[str, object]) -> None:
         from mlflow.entities import Param
 
         items = [Param(k, mask(str(v))[:_MAX_PARAM_LEN]) for k, v in params.items()]
         for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
-            self.client.log_batch(self.run_id, params=items[i : i + 100])
+            self._store(self.client.log_batch, self.run_id, params=items[i : i + 100])
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
+        if self.local is not None:  # first: on disk whatever the store does
+            self.local.parent.mkdir(parents=True, exist_ok=True)
+            with self.local.open("a") as f:
+                f.write(json.dumps({"step": step or 0, "timestamp": now, **{k: float(v) for k, v in metrics.items()}}) + "\n")
         items = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
-        self.client.log_batch(self.run_id, metrics=items)
+        self._store(self.client.log_batch, self.run_id, metrics=items)
 
     def set_tags(self, tags: Mapping[str, object]) -> None:
         from mlflow.entities import RunTag
 
-        self.client.log_batch(self.run_id, tags=[RunTag(k, mask(str(v))) for k, v in tags.items()])
+        self._store(self.client.log_batch, self.run_id, tags=[RunTag(k, mask(str(v))) for k, v in tags.items()])
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        self.client.log_artifact(self.run_id, str(path), artifact_path)
+        self._store(self.client.log_artifact, self.run_id, str(path), artifact_path)
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        self.client.log_text(self.run_id, mask(text), artifact_file)
+        self._store(self.client.log_text, self.run_id, mask(text), artifact_file)

@@ -1,0 +1,68 @@
+"""Outages (#17): a tracking store that never comes back ends the job with one line and
+leaves the run's metrics on disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_mlflow_server(folder: Path, backend: str | None = None) -> tuple[subprocess.Popen, str]:
+    """An MLflow server of the test's own (its own session, so the test can stop or pause it
+    whole); its URL once it answers."""
+    port = free_port()
+    folder.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend or f"sqlite:///{folder}/mlflow.db",
+         "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1"],
+        stdout=(folder / "server.log").open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            urllib.request.urlopen(url + "/health", timeout=2)
+            return proc, url
+        except OSError:
+            time.sleep(0.3)
+    proc.kill()
+    raise AssertionError(f"the MLflow server did not come up: {(folder / 'server.log').read_text()[-2000:]}")
+
+
+@pytest.mark.slow
+def test_a_store_that_never_comes_back_fails_the_job_in_one_line_with_its_metrics_on_disk(workdir):
+    server, url = start_mlflow_server(workdir / "server")
+    env = {**{k: v for k, v in os.environ.items() if k != "JSCEXP_PARENT_RUN_ID"}, "MLFLOW_TRACKING_URI": url,
+           # MLflow retries for ~4 min by default; here the test gives up in seconds
+           "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+           "MLFLOW_HTTP_REQUEST_TIMEOUT": "3"}
+    job = subprocess.Popen([sys.executable, "-m", "jscexp", "dataset=jsc_synth", "dataset.n_rows=30000",
+                            "batch_size=16", "max_epochs=8", "trainer.progress_bar=false"],
+                           cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not any(p.stat().st_size for p in workdir.glob("outputs/*/*/metrics.jsonl")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    os.killpg(server.pid, signal.SIGKILL)
+    server.wait()
+    _, err = job.communicate(timeout=120)
+    (local,) = workdir.glob("outputs/*/*/metrics.jsonl")
+    last = err.strip().splitlines()[-1]
+    assert job.returncode == 1 and "Traceback" not in err, err[-3000:]
+    assert last.startswith(f"error: the tracking store {url} stopped answering during run ")
+    assert last.endswith(f"; its metrics so far are in {local.resolve()}")
+    epochs = [json.loads(line) for line in local.read_text().splitlines()]
+    assert [e["step"] for e in epochs] == list(range(len(epochs))) and {"val_acc", "train_loss"} <= set(epochs[0])
