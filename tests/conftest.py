@@ -56,6 +56,14 @@ def run_cli(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.Comp
     )
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def mlflow_client(workdir: Path):
     from mlflow.tracking import MlflowClient
 
