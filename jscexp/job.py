@@ -50,6 +50,7 @@ class Trial:
     state: StateFile | None = None  # where its training state goes each epoch (trainer.resume)
     resume: Snapshot | None = None  # the state it goes on from
     run_id: str | None = None
+    lost_runs: list[str] = field(default_factory=list)  # its earlier runs whose process died
 
     @property
     def start_epoch(self) -> int:
@@ -133,13 +134,16 @@ def _guard(t: Trial, step) -> None:
 
 
 def _skip_finished(trials: list[Trial], uri: str) -> None:
-    """In a resumed sweep, a trial that finished before ends with that run's metrics."""
-    from jscexp.tracking.resume import finished_in_resumed_sweep
+    """In a resumed sweep, a trial that finished before ends with that run's metrics; the
+    runs its dead process left RUNNING are noted, to be ended once its new run exists."""
+    from jscexp.tracking.resume import earlier_runs
 
     for t in (t for t in trials if t.pending):
-        if (done := finished_in_resumed_sweep(uri, t.overrides)) is not None:
-            print(f"already finished in this sweep (run {done.run_id}): skipped")
-            t.outcome = Outcome.finished(done.metrics, done.run_id)
+        earlier = earlier_runs(uri, t.overrides)
+        t.lost_runs = earlier.lost
+        if earlier.run_id is not None:
+            print(f"already finished in this sweep (run {earlier.run_id}): skipped")
+            t.outcome = Outcome.finished(earlier.metrics, earlier.run_id)
 
 
 def _prepare_trial(t: Trial, data: dict) -> None:
@@ -188,8 +192,7 @@ def execute(trials: list[Trial], uri: str) -> None:
                   for t in trials]
         for t, run_ in zip(trials, opened):
             t.run_id = run_.run_id
-            if t.resume and t.resume.run_id:  # killed outright, it could not end its run
-                end_if_running(uri, t.resume.run_id, f"lost after epoch {t.resume.epoch}: resumed in run {t.run_id}")
+            _end_lost_runs(t, uri)
         if trials[0].cfg.mode in TRAINING_MODES:
             train(trials, opened)
         else:
@@ -199,6 +202,14 @@ def execute(trials: list[Trial], uri: str) -> None:
     for t in trials:  # their runs ended: what they trained is in the store now
         if t.state is not None:
             t.state.drop()
+
+
+def _end_lost_runs(t: Trial, uri: str) -> None:
+    """Runs of this trial that a killed process could not end: KILLED, pointing at the new one."""
+    if t.resume and t.resume.run_id:
+        end_if_running(uri, t.resume.run_id, f"lost after epoch {t.resume.epoch}: resumed in run {t.run_id}")
+    for run_id in t.lost_runs:
+        end_if_running(uri, run_id, f"lost: its process died; run again as run {t.run_id}")
 
 
 def _resumed(t: Trial) -> dict:

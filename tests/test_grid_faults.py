@@ -48,6 +48,30 @@ def test_sigterm_marks_the_run_killed_and_the_same_command_resumes(workdir):
 
 
 @pytest.mark.slow
+def test_a_sigkilled_sweep_leaves_nothing_running_once_resumed(workdir):
+    """SIGKILL gives a job no chance to end its run; the resumed sweep ends it KILLED and says
+    which run took its place (here without saved states: trainer.resume=false)."""
+    args = ["-m", "dataset=jsc_synth", "dataset.n_rows=20000", "trainer.progress_bar=false", "max_epochs=4",
+            "batch_size=32", "seed=0,1", "trainer.resume=false"]
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "JSCEXP_PARENT_RUN_ID")}
+    proc = subprocess.Popen([sys.executable, "-m", "jscexp", *args], cwd=workdir, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not list(workdir.glob("multirun/*/*/1/metrics.jsonl")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)  # job 1's run exists and has an epoch
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(60)
+    assert not list(workdir.glob(".jscexp/state/*/last.pt"))
+    result = run_cli(args, workdir, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    runs = runs_of(workdir)
+    jobs = {r.info.status: r for r in runs if r.data.tags.get("jscexp.kind") != "sweep"}
+    assert sorted(r.info.status for r in runs) == ["FINISHED", "FINISHED", "FINISHED", "KILLED"]
+    new = [r for r in runs if r.data.params.get("seed") == "1" and r.info.status == "FINISHED"]
+    assert jobs["KILLED"].data.tags["error"] == f"lost: its process died; run again as run {new[0].info.run_id}"
+
+
+@pytest.mark.slow
 def test_parallel_jobs_on_one_sqlite_store_lose_nothing(workdir):
     # seeds: each its own data order, so trainer.vectorize=auto leaves them 4 parallel jobs
     result = run_cli(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=4", *FAST, "seed=0,1,2,3"], workdir,

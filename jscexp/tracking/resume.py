@@ -8,7 +8,7 @@ with its own overrides.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from jscexp.tracking.store import PARENT_ENV
 
@@ -16,15 +16,19 @@ RESUME_ENV = "JSCEXP_RESUMING"
 
 
 @dataclass
-class Done:
-    run_id: str
-    metrics: dict
+class Earlier:
+    """A job's runs in the sweep being resumed: its FINISHED one (id and metrics), if any, and
+    those left RUNNING when the sweep's process died (SIGKILL, a lost node)."""
+
+    run_id: str | None = None
+    metrics: dict = field(default_factory=dict)
+    lost: list[str] = field(default_factory=list)
 
 
-def finished_in_resumed_sweep(uri: str, overrides: list[str]) -> Done | None:
+def earlier_runs(uri: str, overrides: list[str]) -> Earlier:
     parent = os.environ.get(PARENT_ENV)
     if not parent or os.environ.get(RESUME_ENV) != "1":
-        return None
+        return Earlier()
     from mlflow.tracking import MlflowClient
 
     from jscexp.tracking.store import mask
@@ -33,12 +37,11 @@ def finished_in_resumed_sweep(uri: str, overrides: list[str]) -> Done | None:
     experiment = client.get_run(parent).info.experiment_id
     wanted = mask(" ".join(overrides)).replace("'", "\\'")
     found = client.search_runs(
-        [experiment],
-        f"tags.mlflow.parentRunId = '{parent}' and tags.`jscexp.overrides` = '{wanted}' "
-        "and attributes.status = 'FINISHED'",
-        max_results=1,
+        [experiment], f"tags.mlflow.parentRunId = '{parent}' and tags.`jscexp.overrides` = '{wanted}'",
     )
-    return Done(found[0].info.run_id, found[0].data.metrics) if found else None
+    done = [r for r in found if r.info.status == "FINISHED"]
+    lost = [r.info.run_id for r in found if r.info.status == "RUNNING"]
+    return Earlier(done[0].info.run_id, done[0].data.metrics, lost) if done else Earlier(lost=lost)
 
 
 def resumable_parent(client, experiment_id: str, sweep_overrides: str) -> str | None:
