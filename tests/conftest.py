@@ -11,6 +11,11 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
+# One torch thread per process, inherited by every CLI the tests start: three pytest-xdist
+# workers each running a job on two cores would otherwise oversubscribe them, and OpenMP's
+# spinning threads then make a tiny model's steps 10x slower.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 from jscexp.config import register_schema
 
 register_schema()  # conf/config.yaml starts from it, as python -m jscexp registers it

@@ -92,7 +92,7 @@ def test_an_interrupted_search_leaves_nothing_running_and_the_same_command_compl
     import signal
 
     args = ["hydra.sweeper.study_name=intr", "hydra.sweeper.n_trials=2", "hydra.sweeper.seed=0",
-            "dataset.n_rows=20000", "max_epochs=10", "batch_size=32", "learning_rate=interval(1e-3,1e-2)"]
+            "dataset.n_rows=20000", "max_epochs=10", "batch_size=16", "learning_rate=interval(1e-3,1e-2)"]
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "JSCEXP_PARENT_RUN_ID")}
     proc = subprocess.Popen([sys.executable, "-m", "jscexp", *SWEEP, *args], cwd=workdir, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -126,7 +126,7 @@ def test_a_killed_workers_trial_is_failed_and_retried_with_its_parameters(workdi
 
     args = ["hydra.sweeper.study_name=lost", "hydra.sweeper.n_trials=2", "hydra.sweeper.seed=0",
             "hydra.sweeper.heartbeat_interval=0.5", "hydra.sweeper.grace_period=2", "dataset.n_rows=20000",
-            "max_epochs=10", "batch_size=32", "learning_rate=interval(1e-3,1e-2)"]
+            "max_epochs=10", "batch_size=16", "learning_rate=interval(1e-3,1e-2)"]
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "JSCEXP_PARENT_RUN_ID")}
     proc = subprocess.Popen([sys.executable, "-m", "jscexp", *SWEEP, *args], cwd=workdir, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
