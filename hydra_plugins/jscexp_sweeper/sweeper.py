@@ -290,15 +290,16 @@ class JscexpOptunaSweeper(Sweeper):
         self._attach_to_parent(path, study.study_name)
         return results
 
-    def _share_parent(self, study_name: str) -> str | None:
+    def _share_parent(self, study_name: str, *, absorb: bool = False) -> str | None:
         """Workers on one study log under one MLflow parent run (jscexp.tracking.shared)."""
         from jscexp.tracking.shared import adopt_study_parent
         from jscexp.tracking.store import tracking_uri
 
-        return adopt_study_parent(tracking_uri(self.config.mlflow.tracking_uri), study_name)
+        return adopt_study_parent(tracking_uri(self.config.mlflow.tracking_uri), study_name, absorb=absorb)
 
     def _attach_to_parent(self, path: Path, study_name: str) -> None:
-        parent = self._share_parent(study_name)  # again: every worker has tagged its parent by now
+        # again: every worker has tagged its parent by now; a dead worker's is merged in too
+        parent = self._share_parent(study_name, absorb=True)
         if not parent:
             return
         from jscexp.tracking.store import client, tracking_uri

@@ -25,18 +25,21 @@ def make_storage(url: str | None):
         return JournalStorage(JournalFileBackend(os.path.abspath(url)))
     from jscexp.search.reconnect import reconnecting_rdb
 
-    for attempt in range(3):
+    for attempt in range(4):
         try:
             return reconnecting_rdb(url)
-        except sqlalchemy.exc.IntegrityError:
-            # Workers opening a fresh database at once race to create its tables; the loser
-            # finds them made on the next try.
-            time.sleep(0.5 * (attempt + 1))
         except Exception as err:  # driver missing, server down, bad URL: all mean "fix the storage"
-            from jscexp.tracking.store import mask
+            # Workers opening a fresh database at once race to create its tables and types (a
+            # duplicate key, or PostgreSQL's "type ... already exists"); the loser finds them
+            # made on the next try.
+            race = isinstance(err, sqlalchemy.exc.IntegrityError) or (
+                isinstance(err, sqlalchemy.exc.ProgrammingError) and "already exists" in str(err))
+            if not race or attempt == 3:
+                from jscexp.tracking.store import mask
 
-            raise UserError(f"cannot open Optuna storage {mask(url)}: {mask(first_line(err))}") from err
-    return reconnecting_rdb(url)
+                raise UserError(f"cannot open Optuna storage {mask(url)}: {mask(first_line(err))}") from err
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def storage_url(url: str | None) -> str:

@@ -10,6 +10,7 @@ without ending them are ended KILLED here too.
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 from jscexp.tracking.store import PARENT_ENV, client
@@ -17,28 +18,43 @@ from jscexp.tracking.store import PARENT_ENV, client
 STUDY_TAG = "jscexp.optuna_study"
 
 
-def adopt_study_parent(uri: str, study_name: str) -> str | None:
-    """Joins this process's sweep to the study's shared parent run; returns its id."""
+def adopt_study_parent(uri: str, study_name: str, *, absorb: bool = False) -> str | None:
+    """Joins this process's sweep to the study's shared parent run; returns its id. With
+    ``absorb`` (a worker's last call, when every worker has tagged its parent) any other
+    parent of the study is merged into it too: a worker killed before its own last call
+    could not move its children itself."""
     own = os.environ.get(PARENT_ENV)
     if not own:
         return None
     mlflow_client = client(uri)
-    mlflow_client.set_tag(own, STUDY_TAG, study_name)
-    experiment = mlflow_client.get_run(own).info.experiment_id
+    own_run = mlflow_client.get_run(own)
+    if own_run.info.lifecycle_stage == "active":  # else another worker merged it already
+        mlflow_client.set_tag(own, STUDY_TAG, study_name)
+    experiment = own_run.info.experiment_id
     quoted = study_name.replace("'", "\\'")
     tagged = mlflow_client.search_runs(
         [experiment], f"tags.`jscexp.kind` = 'sweep' and tags.`{STUDY_TAG}` = '{quoted}'", max_results=1000
     )
-    leader = min(tagged, key=lambda r: (r.info.start_time, r.info.run_id)).info
-    if leader.run_id == own:
+    if not tagged:
         return own
-    for child in mlflow_client.search_runs([experiment], f"tags.mlflow.parentRunId = '{own}'", max_results=10000):
-        mlflow_client.set_tag(child.info.run_id, "mlflow.parentRunId", leader.run_id)
-    mlflow_client.delete_run(own)
-    if leader.status != "RUNNING":
+    leader = min(tagged, key=lambda r: (r.info.start_time, r.info.run_id)).info
+    others = {r.info.run_id for r in tagged} - {leader.run_id} if absorb else set()
+    for merged in others | ({own} - {leader.run_id}):
+        _merge(mlflow_client, experiment, merged, leader.run_id)
+    if own != leader.run_id and leader.status != "RUNNING":
         mlflow_client.update_run(leader.run_id, status="RUNNING")
     os.environ[PARENT_ENV] = leader.run_id
     return leader.run_id
+
+
+def _merge(mlflow_client, experiment: str, parent: str, into: str) -> None:
+    """Moves ``parent``'s children under ``into`` and deletes ``parent``."""
+    from mlflow.exceptions import MlflowException
+
+    for child in mlflow_client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent}'", max_results=10000):
+        mlflow_client.set_tag(child.info.run_id, "mlflow.parentRunId", into)
+    with contextlib.suppress(MlflowException):  # another worker merged it first
+        mlflow_client.delete_run(parent)
 
 
 def end_lost_trial_run(uri: str, experiment: str, study_name: str, number: int, reason: str) -> None:
