@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import jscexp
 from jscexp.analysis import analyse
-from jscexp.config import plain
+from jscexp.config import plain, without_plumbing
 from jscexp.errors import UserError
 from jscexp.models import count_trainable
 from jscexp.quant import summary as qsummary
@@ -77,23 +77,49 @@ def open_run(cfg, uri: str, model, splits, overrides: list[str], out_dir: Path, 
     """The job's MLflow run, with the whole resolved config as params and as config.yaml;
     its metrics also go to ``out_dir/metrics.jsonl``."""
     data_info = splits.info if splits else {"synthetic": bool(cfg.dataset.synthetic)}
-    name = " ".join([cfg.model.name, *overrides])[:250]
+    from jscexp.tracking.names import run_name
+
+    name = run_name(cfg.model.name, overrides, int(cfg.optuna.trial) if cfg.get("optuna") else None)
     run = TrackedRun(uri, cfg.experiment, run_name=name, tags={**_tags(cfg, data_info, overrides), **(tags or {})},
                      local=out_dir / "metrics.jsonl")
     try:
-        run.log_params(
-            {
-                **flatten(plain(cfg)),
-                "model_name": cfg.model.name,
-                "n_params": count_trainable(model),
-                **{f"data.{k}": v for k, v in data_info.items()},
-            }
-        )
+        run.log_params(run_params(cfg, count_trainable(model), data_info))
+        if splits is not None:
+            run.log_dataset(dataset_input(cfg, data_info))
         run.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
     except BaseException as err:  # an interrupt or a store error here: the run exists, so end it
         run.__exit__(type(err), err, None)
         raise
     return run
+
+
+def run_params(cfg: DictConfig, n_params: int, data_info: dict) -> dict[str, object]:
+    """The knobs that define a run, once each, under their config names (``optimizer.momentum``),
+    and its size: no plumbing, no ``_target_`` (the optimizer and scheduler by class name), no
+    unset values, no copies (``optimizer.lr`` when it is ``learning_rate``). The whole resolved
+    config is the run's ``config.yaml``."""
+    flat = flatten(without_plumbing(plain(cfg)))
+    copies = {"optimizer.lr": flat.get("learning_rate"), "scheduler.T_max": flat.get("max_epochs")}
+    params = {k: v for k, v in flat.items()
+              if v not in (None, "") and not k.endswith(("._target_", "._partial_")) and copies.get(k, k) != v}
+    for group in ("optimizer", "scheduler"):
+        params[group] = str(cfg[group].get("_target_") or "none").rsplit(".", 1)[-1]
+    return {**params, "n_params": n_params,
+            **{f"data.{k}": data_info[k] for k in ("rows_train", "rows_val", "rows_test") if k in data_info}}
+
+
+def dataset_input(cfg: DictConfig, data_info: dict) -> dict:
+    """The run's data as an MLflow dataset input: what the UI's Dataset column shows."""
+    import hashlib
+    import json
+
+    recipe = json.dumps(without_plumbing({"dataset": plain(cfg.dataset)}), sort_keys=True, default=str)
+    digest = data_info.get("raw_sha256") or hashlib.sha256(recipe.encode()).hexdigest()
+    source = {"source": data_info.get("source"), "path": data_info.get("path") or None}
+    profile = {k: v for k, v in data_info.items() if k.startswith(("rows", "class_frac")) or k in ("dedup", "synthetic")}
+    return {"name": f"{cfg.dataset.name}{' (synthetic)' if data_info.get('synthetic') else ''}", "digest": digest[:20],
+            "source_type": "synthetic" if data_info.get("synthetic") else "local", "source": json.dumps(source),
+            "profile": json.dumps(profile)}
 
 
 def finish_training(cfg, net, splits, run, out_dir: Path, result, calibration, quantised=None) -> Outcome:

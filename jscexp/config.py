@@ -28,6 +28,28 @@ def plain_list(node: ListConfig, *, resolve: bool = True) -> list[Any]:
     return out
 
 
+# Config keys that do not decide what a run computes: where it logs and caches, how it is
+# shown or grouped, which trial a search made it. config.yaml keeps them; a run's params and
+# the key its training state is saved under leave them out.
+PLUMBING = (
+    "analysis", "mlflow", "optuna", "optuna_storage", "experiment", "vector_trials",
+    "dataset.cache_dir", "dataset.use_cache", "dataset.download_timeout", "dataset.cernbox_url",
+    "trainer.progress_bar", "trainer.progress_refresh", "trainer.vectorize", "trainer.eval_batch_size",
+    "trainer.resume", "trainer.state_dir",
+)
+
+
+def without_plumbing(tree: dict, prefix: str = "") -> dict:
+    """A resolved config (plain dict) without its ``PLUMBING`` keys."""
+    out = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if path in PLUMBING:
+            continue
+        out[key] = without_plumbing(value, f"{path}.") if isinstance(value, dict) else value
+    return out
+
+
 class Mode(StrEnum):
     """What a job does (``mode=``)."""
 

@@ -199,9 +199,21 @@ def execute(trials: list[Trial], uri: str) -> None:
             (t,), (run_,) = trials, opened
             t.outcome = app.run_mode(t.cfg, t.model, t.quantised, t.splits, t.calibration, run_, t.out_dir,
                                      lambda model: fit_one(t, model, run_))
-    for t in trials:  # their runs ended: what they trained is in the store now
+    for t, run_ in zip(trials, opened):  # their runs ended: what they trained is in the store now
         if t.state is not None:
             t.state.drop()
+        print(_headline(t, run_))
+
+
+_HEADLINE = ("test_acc", "best_val_acc", "float_test_acc", "acc_drop", "avg_weight_bits")
+
+
+def _headline(t: Trial, run_) -> str:
+    """One line per finished run: its headline metrics, its id and where to open it."""
+    assert t.outcome is not None
+    keys = _HEADLINE if t.cfg.quantisation.name != "none" else _HEADLINE[:-1]  # a float model's bits say nothing
+    numbers = " ".join(f"{k}={t.outcome.metrics[k]:.4g}" for k in keys if k in t.outcome.metrics)
+    return f"{t.outcome.status.value}: {numbers or 'no metrics'} · run {run_.run_id} · {run_.link}"
 
 
 def _end_lost_runs(t: Trial, uri: str) -> None:

@@ -38,7 +38,7 @@ def store(tmp_path_factory):
         pass
     with pytest.raises(RuntimeError), TrackedRun(uri, "lab1_batch_size", tags={"mlflow.parentRunId": newer.run_id,
                                                  "jscexp.overrides": "batch_size=8"}) as failed:
-        failed.log_params({"batch_size": 8, "model_name": "jsc-tiny", "learning_rate": 1e-5})
+        failed.log_params({"batch_size": 8, "model.name": "jsc-tiny", "learning_rate": 1e-5})
         raise RuntimeError("out of memory")
     return root, first_sweep, newer.run_id
 
@@ -175,7 +175,8 @@ def test_sweep_parent_gets_table_and_plot(store):
     "args, message",
     [
         (["-e", "nope"], "error: no MLflow experiment 'nope'"),
-        (["-e", "seeds", "--columns", "nope"], "error: unknown column 'nope': choose a lab column"),
+        (["-e", "seeds", "--columns", "xyzzy"], "error: unknown column 'xyzzy': choose a lab column"),
+        (["-e", "seeds", "--columns", "val_accuracy"], "error: unknown column 'val_accuracy': did you mean val_acc"),
         (["-e", "seeds", "--format", "xlsx"], "error: unknown format 'xlsx': choose one of markdown"),
         (["-e", "seeds", "--sort", "nope"], "error: unknown column 'nope'"),
         (["-e", "seeds", "--plot", "x.png"], "error: --plot needs a swept column"),

@@ -18,10 +18,18 @@ def test_run_logs_params_metrics_tags_and_artifacts(workdir, trained):
     best, run = trained
     assert run.info.status == "FINISHED"
     params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
-    assert params["model_name"] == "jsc-tiny" and params["n_params"] == "117"
-    assert params["batch_size"] == "128" and params["optimizer._target_"] == "torch.optim.Adam"
-    assert params["data.synthetic"] == "True" and params["data.rows"] == "6000"
+    assert params["model.name"] == "jsc-tiny" and params["n_params"] == "117"
+    assert params["batch_size"] == "128" and params["optimizer"] == "Adam" and params["scheduler"] == "CosineAnnealingLR"
+    assert params["dataset.synthetic"] == "True" and params["dataset.n_rows"] == "6000"
     assert params["data.rows_train"] == "4320" and params["data.rows_test"] == "1200"
+    # the knobs that define the run, once each: no plumbing, no _target_, no copies, no unset values
+    assert len(params) <= 30 and "optimizer.lr" not in params and "model_name" not in params
+    assert not [k for k in params if k.endswith(("_target_", "_partial_")) or k.startswith(("mlflow.", "analysis."))]
+    assert "None" not in params.values() and "" not in params.values()
+    (dataset,) = mlflow_client(workdir).get_run(run.info.run_id).inputs.dataset_inputs
+    assert dataset.dataset.name == "jsc_synth (synthetic)" and dataset.dataset.source_type == "synthetic"
+    assert '"rows": 6000' in dataset.dataset.profile
+    assert tags["mlflow.user"] and tags["mlflow.source.type"] == "LOCAL"
     for key in ("train_acc", "val_acc", "test_acc", "train_loss", "val_loss", "test_loss", "best_val_acc"):
         assert 0 <= metrics[key] < (1.0001 if key.endswith("acc") else 10), key
     assert best.metrics["best_val_acc"] == metrics["best_val_acc"]

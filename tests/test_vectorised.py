@@ -234,5 +234,5 @@ def test_in_a_group_that_cannot_stack_one_trials_error_fails_that_trial_only(wor
         outcomes = run(compose("config", overrides=group), workdir / "group", group)
     assert [o.status for o in outcomes] == [Status.FAILED, Status.FINISHED]
     assert outcomes[0].reason.startswith("ValueError") and outcomes[1].metrics["best_val_acc"] > 0
-    runs = {r.data.params["optimizer._target_"]: r.info.status for r in runs_of(workdir, "apart")}
-    assert runs == {"torch.optim.SGD": "FAILED", "torch.optim.Adam": "FINISHED"}
+    runs = {r.data.params["optimizer"]: r.info.status for r in runs_of(workdir, "apart")}
+    assert runs == {"SGD": "FAILED", "Adam": "FINISHED"}

@@ -6,6 +6,7 @@ Kept free of heavy imports at module level: Hydra instantiates it even for ``--h
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import sys
 from typing import TYPE_CHECKING
@@ -17,6 +18,7 @@ from jscexp.config import plain_list
 
 if TYPE_CHECKING:
     from jscexp.tracking.run import TrackedRun
+from jscexp.tracking.names import SWEPT_ENV
 from jscexp.tracking.store import PARENT_ENV, tracking_uri
 
 
@@ -43,18 +45,23 @@ class MlflowSweepCallback(Callback):
         except UserError as err:  # Hydra would only warn about a callback's error and go on
             print(f"error: {err}", file=sys.stderr)
             raise SystemExit(2) from None
-        command = " ".join(plain_list(config.hydra.overrides.task, resolve=False))
+        from jscexp.tracking.names import sweep_name, swept_keys
+
+        task = plain_list(config.hydra.overrides.task, resolve=False)
+        command = " ".join(task)
+        search = dict(config.hydra.sweeper.get("params") or {})
         # Create the store and experiment once, here, before any job races to (mlflow #4123).
         mlflow_client = client(uri)
         previous = resumable_parent(mlflow_client, ensure_experiment(mlflow_client, config.experiment), mask(command))
         self._parent = TrackedRun(
             uri,
             config.experiment,
-            run_name=f"sweep {command}"[:250],
+            run_name=sweep_name(task, search),
             tags={"jscexp.kind": "sweep", "jscexp.sweep_overrides": command},
             reopen=previous,
         )
         os.environ[PARENT_ENV] = self._parent.run_id
+        os.environ[SWEPT_ENV] = json.dumps(swept_keys(task, search))  # the jobs' run names
         if previous:
             os.environ[RESUME_ENV] = "1"
             print(f"resuming the interrupted sweep {previous}: finished jobs are skipped", file=sys.stderr)
@@ -87,7 +94,8 @@ class MlflowSweepCallback(Callback):
         from jscexp.tracking.report import publish_sweep
 
         try:
-            publish_sweep(tracking_uri(config.mlflow.tracking_uri), config.experiment, self._parent_id())
+            if table := publish_sweep(tracking_uri(config.mlflow.tracking_uri), config.experiment, self._parent_id()):
+                print(f"\n{table}")
         except Exception as err:  # noqa: BLE001 - the runs themselves are already safely logged
             print(f"warning: could not attach the sweep table to its parent run: {err}", file=sys.stderr)
 
@@ -104,4 +112,5 @@ class MlflowSweepCallback(Callback):
         self._parent = None
         os.environ.pop(PARENT_ENV, None)
         os.environ.pop(RESUME_ENV, None)
+        os.environ.pop(SWEPT_ENV, None)
         atexit.unregister(self._finish)

@@ -81,19 +81,22 @@ def plot(table: Table, runs: pd.DataFrame, path: Path, *, metric: str = "Test Ac
     return metric_vs_param(values, x, metric, groups, path, log_x=log_x)
 
 
-def publish_sweep(uri: str, experiment: str, parent_run_id: str) -> None:
-    """Logs the sweep's lab table (md + csv) and, if something was varied, its plot to the parent run."""
+def publish_sweep(uri: str, experiment: str, parent_run_id: str) -> str:
+    """Logs the sweep's lab table (md + csv) and, if something was varied, its plot to the
+    parent run; returns the table (markdown) for the console."""
     from mlflow.tracking import MlflowClient
 
     from jscexp.tracking.query import runs_frame
 
     runs = runs_frame(uri, experiment, sweep=parent_run_id)
     if runs.empty:
-        return
+        return ""
     table = make_table(runs, Comparison(vary=["auto"]))
     client = MlflowClient(uri)
-    client.log_text(parent_run_id, table.render("markdown"), "table.md")
+    markdown = table.render("markdown")
+    client.log_text(parent_run_id, markdown, "table.md")
     client.log_text(parent_run_id, table.render("csv"), "table.csv")
     if table.vary and table.values["Test Accuracy"].notna().any():
         with tempfile.TemporaryDirectory() as tmp:
             client.log_artifact(parent_run_id, str(plot(table, runs, Path(tmp) / "plot.png")))
+    return markdown

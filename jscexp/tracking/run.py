@@ -67,12 +67,21 @@ class TrackedRun:
             self.client.update_run(reopen, status="RUNNING")
             run = self.client.get_run(reopen)
         else:
+            from mlflow.tracking.context.registry import resolve_tags
+
+            # resolve_tags: the source, user and git fields MLflow's own runs carry
             run = self.client.create_run(
                 self.experiment_id, run_name=mask(run_name or "") or None,
-                tags={k: mask(str(v)) for k, v in (tags or {}).items()},
+                tags={k: mask(str(v)) for k, v in resolve_tags(dict(tags or {})).items()},
             )
         self.run_id: str = run.info.run_id
         self.artifact_uri: str = run.info.artifact_uri
+
+    @property
+    def link(self) -> str:
+        """Where the run opens in the MLflow UI (for a local store, once ``make ui`` serves it)."""
+        base, later = (self.uri.rstrip("/"), "") if self.uri.startswith("http") else ("http://127.0.0.1:5000", " (make ui)")
+        return f"{base}/#/experiments/{self.experiment_id}/runs/{self.run_id}{later}"
 
     def __enter__(self) -> TrackedRun:
         return self
@@ -129,6 +138,13 @@ class TrackedRun:
                 f.write(json.dumps({"step": step or 0, "timestamp": now, **{k: float(v) for k, v in metrics.items()}}) + "\n")
         items = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
         self._store(self.client.log_batch, self.run_id, metrics=items)
+
+    def log_dataset(self, dataset: Mapping[str, str], context: str = "training") -> None:
+        """An MLflow dataset input (name, digest, source_type, source, profile)."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        entry = DatasetInput(Dataset(**dataset), tags=[InputTag("mlflow.data.context", context)])
+        self._store(self.client.log_inputs, self.run_id, datasets=[entry])
 
     def set_tags(self, tags: Mapping[str, object]) -> None:
         from mlflow.entities import RunTag

@@ -8,6 +8,12 @@ import re
 
 DEFAULT_URI = "sqlite:///mlflow.db"  # embedded store in the directory the user runs from
 PARENT_ENV = "JSCEXP_PARENT_RUN_ID"  # set by the sweep callback, read by every job it launches
+# MLflow 3 opens an experiment on the view its kind names: the runs, not the GenAI overview
+EXPERIMENT_TAGS = {
+    "mlflow.experimentKind": "custom_model_development",
+    "mlflow.note.content": "jscexp: jet-substructure classification runs. Each sweep is a parent run with its "
+                           "table (table.md) and plot; each job or trial is a child run. Tables: python -m jscexp.table",
+}
 
 
 def from_env(value: str | None, what: str) -> str | None:
@@ -77,7 +83,7 @@ def ensure_experiment(mlflow_client, name: str) -> str:
     if found is not None:
         return found.experiment_id
     try:
-        return mlflow_client.create_experiment(name)
+        return mlflow_client.create_experiment(name, tags=EXPERIMENT_TAGS)
     except MlflowException:
         found = mlflow_client.get_experiment_by_name(name)
         if found is None:

@@ -37,7 +37,7 @@ def _mmss(seconds) -> str:
 # Display name -> (source column or a function of the runs frame, value type, text format).
 LAB: dict[str, tuple[str | Callable, type, Callable]] = {
     "Dataset": (_dataset, str, str),
-    "Model": ("params.model_name", str, str),
+    "Model": ("params.model.name", str, str),
     "Parameters": ("params.n_params", int, str),
     "Learning-Rate": ("params.learning_rate", float, lambda v: f"{v:.2E}"),
     "Max-Epochs": ("params.max_epochs", int, str),
@@ -66,15 +66,19 @@ def resolve(runs: pd.DataFrame, name: str) -> tuple[str, str | Callable, type, C
         return (name, *LAB[name])
     if name in _OVERRIDE_COLUMN:
         return (_OVERRIDE_COLUMN[name], *LAB[_OVERRIDE_COLUMN[name]])
-    # A config group swept by option (optimizer=adam,sgd) shows as its name or target.
-    for prefix, suffix in (("metrics.", ""), ("params.", ""), ("tags.", ""), ("", ""),
-                           ("params.", ".name"), ("params.", "._target_")):
+    # A config group swept by option (model=jsc-tiny,jsc-toy) shows as its name; the optimizer
+    # and scheduler are params of their own (their class names).
+    for prefix, suffix in (("metrics.", ""), ("params.", ""), ("tags.", ""), ("", ""), ("params.", ".name")):
         if f"{prefix}{name}{suffix}" in runs.columns:
             source = f"{prefix}{name}{suffix}"
             numeric = prefix == "metrics." or _is_numeric(runs[source])
             return (name, source, float if numeric else str, (lambda v: f"{v:.4g}") if numeric else str)
+    import difflib
+
     known = sorted(c.split(".", 1)[1] for c in runs.columns if c.startswith(("metrics.", "params.")))
-    raise UserError(f"unknown column '{name}': choose a lab column ({', '.join(LAB)}) or one of {', '.join(known)}")
+    close = difflib.get_close_matches(name, [*LAB, *known], n=5, cutoff=0.5)
+    hint = f"did you mean {', '.join(close)}?" if close else f"choose a lab column ({', '.join(LAB)}) or a param or metric"
+    raise UserError(f"unknown column '{name}': {hint} ({len(known)} params and metrics in these runs)")
 
 
 def _is_numeric(values: pd.Series) -> bool:

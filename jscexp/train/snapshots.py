@@ -2,8 +2,8 @@
 
 A trial's state lives under ``trainer.state_dir`` (``.jscexp/state`` beside ``mlflow.db``)
 in a folder named by a hash of everything that decides its training — its resolved config
-without the plumbing (MLflow and Optuna settings, trial numbers, progress bars, how it is
-grouped) and the code's version. So whatever runs the same training again finds it: the
+without the plumbing (``jscexp.config.PLUMBING``: MLflow and Optuna settings, trial numbers,
+progress bars, how it is grouped) and the code's version. So whatever runs the same training again finds it: the
 same command after Ctrl-C, an Optuna retry of a lost trial (new trial, same parameters),
 a SLURM job requeued by submitit, a stacked group or a lone run (the state is kept in a lone
 run's layout). Each epoch replaces it atomically; a trial that ends removes it.
@@ -14,32 +14,25 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import json
 import os
 import warnings
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from jscexp.config import plain, without_plumbing
 from jscexp.errors import first_line
 from jscexp.train.loop import FitResult, Snapshot
 
 FORMAT = 1
-# not part of what a trial trains: where it logs, which trial number it has, how it is shown
-# or grouped, how it evaluates (in batches that do not change the numbers)
-_PLUMBING = ("mlflow", "optuna", "optuna_storage", "vector_trials", "analysis", "experiment")
-_TRAINER_PLUMBING = ("progress_bar", "progress_refresh", "vectorize", "eval_batch_size", "resume", "state_dir")
-_DATASET_PLUMBING = ("cache_dir", "use_cache", "download_timeout")
 
 
 def training_key(cfg: DictConfig, code_version: str) -> str:
     """The hash that names a trial's state: the same for every run of the same training."""
-    tree = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(tree, dict)
-    tree = {k: v for k, v in tree.items() if k not in _PLUMBING}
-    tree["trainer"] = {k: v for k, v in tree["trainer"].items() if k not in _TRAINER_PLUMBING}
-    tree["dataset"] = {k: v for k, v in tree["dataset"].items() if k not in _DATASET_PLUMBING}
-    text = OmegaConf.to_yaml(OmegaConf.create({"code": code_version, "format": FORMAT, "config": tree}))
+    tree = without_plumbing(plain(cfg))
+    text = json.dumps({"code": code_version, "format": FORMAT, "config": tree}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
