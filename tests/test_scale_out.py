@@ -81,6 +81,14 @@ def test_two_workers_on_a_postgres_study_share_the_trials_and_one_parent(workdir
     assert parent["tags"]["jscexp.optuna_study"] == name
     assert all(storage not in str(c["params"]) for c in children)  # the storage URL is referenced, not copied
     assert list((workdir / "multirun").glob("w*/optimization_results.yaml"))
+    for c in children:  # as the UI reads them: few params, each once, a dataset, a readable name
+        keys = [p["key"] for p in c["data"]["params"]]
+        assert len(keys) <= 30 and len(set(keys)) == len(keys), keys
+        assert not [k for k in keys if k.endswith(("_target_", "_partial_")) or k.startswith("optuna")]
+        (dataset,) = c["inputs"]["dataset_inputs"]
+        assert dataset["dataset"]["name"] == "jsc_synth (synthetic)"
+        assert c["info"]["run_name"] == f"#{c['tags']['jscexp.optuna_trial']} lr={c['params']['learning_rate']}"
+    assert parent["info"]["run_name"] == "learning_rate ∈ interval(1e-3,1e-1)"
 
 
 def _grid(workdir, services, launcher: str, batch_sizes: str) -> tuple[dict, list[dict]]:
