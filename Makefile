@@ -7,7 +7,9 @@ EPOCHS  ?= 5        # demo: epochs per run (the lab used 10)
 N       ?= 2        # workers: sweeper processes joining one Optuna study
 ARGS    ?=          # workers: the search, e.g. ARGS="+sweep=optuna_lr_bs backend=postgres"
 
-.PHONY: help install demo test quick lint bench workers services ui clean
+STUDIES ?= optuna-journal.log  # dashboard: the Optuna storage (a journal file or a database URL)
+
+.PHONY: help install demo test quick lint bench workers services ui dashboard clean
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -51,6 +53,10 @@ bench: install ## time the training path against the MASE-style baseline and a r
 
 ui: install ## open the MLflow UI on ./mlflow.db at http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+
+dashboard: install ## open optuna-dashboard on the studies (STUDIES=optuna-journal.log) at http://127.0.0.1:8080
+	$(BIN)/optuna-dashboard $(if $(findstring ://,$(STUDIES)),,--storage-class JournalFileStorage) \
+	  --host 127.0.0.1 --port 8080 $(strip $(STUDIES))
 
 clean: ## remove run outputs and saved training states (keeps mlflow.db and .venv)
 	rm -rf outputs multirun .jscexp

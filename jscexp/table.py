@@ -3,7 +3,7 @@
 Examples:
   python -m jscexp.table -e lab1_batch_size                      # latest sweep, lab columns
   python -m jscexp.table -e lab1_learning_rate --vary auto --plot lr.png
-  python -m jscexp.table -e jscexp --sweep all --filter "params.model_name = 'jsc-toy'" --format csv
+  python -m jscexp.table -e jscexp --sweep all --filter "params.`model.name` = 'jsc-toy'" --format csv
   python -m jscexp.table -e seeds --seeds --columns val_loss --sort "Test Accuracy" --desc
 """
 

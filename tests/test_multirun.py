@@ -20,6 +20,16 @@ def test_multirun_makes_children_of_one_parent(workdir):
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent.info.run_id}
     assert sorted(r.data.params["batch_size"] for r in children) == ["32", "64"]
     assert all(r.info.status == "FINISHED" for r in children)
+    # readable in the UI's run list: what varies, the parent by its range; the experiment opens on its runs
+    assert sorted(r.info.run_name for r in children) == ["bs=32", "bs=64"]
+    assert parent.info.run_name == "batch_size ∈ {32,64}"
+    experiment = mlflow_client(workdir).get_experiment_by_name("jscexp")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    # each run's headline line with its id and UI link; the table at the end
+    for r in children:
+        assert f"finished: test_acc={r.data.metrics['test_acc']:.4g} " in result.stdout
+        assert f"run {r.info.run_id} · http://127.0.0.1:5000/#/experiments/" in result.stdout
+    assert "| Batch-Size" in result.stdout
 
 
 def test_help_needs_no_torch(workdir):

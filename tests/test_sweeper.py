@@ -71,6 +71,8 @@ def test_a_tpe_search_resumes_and_counts_the_study_total(workdir):
     for t in st.trials:
         assert t.value == pytest.approx(by_trial[t.number].data.metrics["best_val_acc"])
         assert float(by_trial[t.number].data.params["learning_rate"]) == pytest.approx(t.params["learning_rate"])
+        assert t.user_attrs["mlflow_run_id"] == by_trial[t.number].info.run_id  # and the run names its trial
+    assert st.metric_names == ["best_val_acc"]  # optuna-dashboard's axis
 
     sweep(workdir, *args)  # the same command again: nothing left to do
     assert len(study(workdir, "tpe").trials) == 6 and len(children(workdir)) == 6
@@ -100,13 +102,20 @@ def test_median_pruner_stops_a_bad_trial_early(workdir):
     assert len(epochs) < 4
 
 def test_multi_objective_gives_a_pareto_front(workdir):
-    result = sweep(workdir, "hydra.sweeper.study_name=pareto", "hydra/sweeper/sampler=nsgaii",
+    result = sweep(workdir, "hydra/sweeper/sampler=nsgaii",  # the default study name
                    "hydra.sweeper.seed=0", "hydra.sweeper.n_trials=4",
                    "hydra.sweeper.objectives=[best_val_acc,avg_weight_bits]",
                    "hydra.sweeper.direction=[maximize,minimize]", "mode=qat", "quantisation=int8",
                    "quantisation.weight_frac_width=1", "quantisation.bias_frac_width=1",
                    "quantisation.weight_width=choice(2,4,8)", "quantisation.bias_width=choice(2,8)")
-    st = study(workdir, "pareto")
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    (name,) = optuna.get_all_study_names(JournalStorage(JournalFileBackend(str(workdir / "optuna-journal.log"))))
+    assert re.fullmatch(r"search-b\+w-[0-9a-f]{6}", name)  # the experiment, the searched knobs, a hash
+    st = study(workdir, name)
+    assert st.metric_names == ["best_val_acc", "avg_weight_bits"]
     assert len(st.directions) == 2 and states(st) == ["COMPLETE"] * 4
     front = {t.number for t in st.best_trials}
     for t in st.trials:

@@ -119,6 +119,7 @@ class JscexpOptunaSweeper(Sweeper):
             pruner=make_pruner(self._pruner_cfg()),
         )
         study.set_user_attr("objectives", objectives)
+        _name_objectives(study, objectives)
         return study, url
 
     def _plumbing(self, name: str, url: str) -> list[str]:
@@ -207,8 +208,12 @@ class JscexpOptunaSweeper(Sweeper):
             ) from None
 
     def _default_study_name(self, space, fixed, objectives) -> str:
+        """``<experiment>-<searched knobs>-<hash of the search>``: readable, and unique per search."""
+        from jscexp.tracking.names import SHORT
+
         digest = hashlib.sha1(repr((sorted(map(str, space.items())), sorted(fixed), objectives)).encode())
-        return f"{self.config.experiment}-{digest.hexdigest()[:8]}"
+        knobs = "+".join(SHORT.get(k, k.rsplit(".", 1)[-1]) for k in sorted(space))
+        return f"{self.config.experiment}-{knobs}-{digest.hexdigest()[:6]}"
 
     @staticmethod
     def _live_states():
@@ -254,6 +259,8 @@ class JscexpOptunaSweeper(Sweeper):
 
         from jscexp.sweep import Outcome, Status
 
+        if outcome.run_id:  # the run carries the trial's number; the trial, its run's id
+            trial.set_user_attr("mlflow_run_id", outcome.run_id)
         if outcome.status == Status.PRUNED:
             tell(study, trial, state=TrialState.PRUNED)
             return outcome
@@ -305,3 +312,14 @@ class JscexpOptunaSweeper(Sweeper):
         from jscexp.tracking.store import client, tracking_uri
 
         client(tracking_uri(self.config.mlflow.tracking_uri)).log_artifact(parent, str(path))
+
+
+def _name_objectives(study, objectives: list[str]) -> None:
+    """The objectives' names on the study: optuna-dashboard's axes say ``best_val_acc``, not
+    ``Objective 0``."""
+    import warnings
+
+    with warnings.catch_warnings():  # experimental in Optuna
+        warnings.simplefilter("ignore")
+        if study.metric_names != objectives:
+            study.set_metric_names(objectives)
