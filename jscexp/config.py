@@ -39,6 +39,11 @@ PLUMBING = (
 )
 
 
+def is_plumbing(key: str) -> bool:
+    """Whether a dotted config key (an override's) is ``PLUMBING`` or under it."""
+    return any(key == p or key.startswith(p + ".") for p in PLUMBING)
+
+
 def without_plumbing(tree: dict, prefix: str = "") -> dict:
     """A resolved config (plain dict) without its ``PLUMBING`` keys."""
     out = {}

@@ -2,7 +2,7 @@
 
 Examples:
   python -m jscexp.table -e lab1_batch_size                      # latest sweep, lab columns
-  python -m jscexp.table -e lab1_learning_rate --vary auto --plot lr.png
+  python -m jscexp.table -e lab1_learning_rate --plot lr.png
   python -m jscexp.table -e jscexp --sweep all --filter "params.`model.name` = 'jsc-toy'" --format csv
   python -m jscexp.table -e seeds --seeds --columns val_loss --sort "Test Accuracy" --desc
 """
@@ -26,8 +26,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
     p.add_argument("--preset", default="lab", help="column preset: lab (default) or none")
     p.add_argument("--columns", nargs="+", default=[], metavar="NAME", help="extra params/metrics/tags by name")
-    p.add_argument("--vary", nargs="+", default=[], metavar="NAME",
-                   help="the swept column(s), or 'auto'; columns fixed across rows move above the table")
+    p.add_argument("--vary", nargs="+", default=None, metavar="NAME",
+                   help="the swept column(s), 'auto' (read off the runs' overrides: the default for markdown, "
+                        "latex, html) or 'none' (every column in every row: the default for csv, json); "
+                        "columns fixed across rows move to a line above the table")
     p.add_argument("--sort", default=None, metavar="NAME", help="sort by this column")
     p.add_argument("--desc", action="store_true", help="sort descending")
     p.add_argument("--seeds", action="store_true", help="mean ± std over runs that differ only in seed")
@@ -62,7 +64,9 @@ def _run(args) -> int:
     )
     if runs.empty:
         raise UserError(f"no runs match in experiment '{args.experiment}' (sweep {args.sweep}, filter '{args.filter}')")
-    spec = Comparison(args.preset, args.columns, args.vary, args.sort, args.desc, args.seeds, args.finished_only)
+    vary = args.vary or (["auto"] if args.format in ("markdown", "latex", "html") else ["none"])
+    vary = [] if vary == ["none"] else vary
+    spec = Comparison(args.preset, args.columns, vary, args.sort, args.desc, args.seeds, args.finished_only)
     table = make_table(runs, spec)
     if table.values.empty:
         raise UserError(f"no finished runs match: left out {table.dropped} that did not finish")

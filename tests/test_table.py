@@ -19,7 +19,7 @@ import pytest
 from conftest import FAST, mlflow_client, run_cli, runs_of
 
 LAB_COLUMNS = ["Dataset", "Model", "Parameters", "Learning-Rate", "Max-Epochs", "Batch-Size",
-               "Training Accuracy", "Validation Accuracy", "Test Accuracy", "time"]
+               "Training Accuracy", "Validation Accuracy", "Test Accuracy", "time (s)"]
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,7 @@ def md_rows(text: str) -> list[list[str]]:
 
 def test_lab_table_of_a_sweep_has_the_lab_columns_and_the_runs_numbers(store, capsys):
     root, first, _ = store
-    code, out, _ = table(store, "-e", "lab1_batch_size", "--sweep", first, capsys=capsys)
+    code, out, _ = table(store, "-e", "lab1_batch_size", "--sweep", first, "--vary", "none", capsys=capsys)
     assert code == 0
     header, _, *rows = md_rows(out)
     assert header == LAB_COLUMNS
@@ -74,7 +74,9 @@ def test_lab_table_of_a_sweep_has_the_lab_columns_and_the_runs_numbers(store, ca
         m = runs[row[5]].data.metrics
         assert row[:5] == ["jsc (synthetic)", "jsc-tiny", "117", "1.00E-05", "1"]
         assert row[6:9] == [f"{m['best_train_acc']:.3f}", f"{m['best_val_acc']:.3f}", f"{m['test_acc']:.3f}"]
-        assert row[9] == f"00:{round(m['fit_seconds']):02d}"
+        assert row[9] == f"{m['fit_seconds']:.1f}"
+    code, out, _ = table(store, "-e", "lab1_batch_size", "--sweep", first, capsys=capsys)  # by default: what varies
+    assert md_rows(out)[0][0] == "Batch-Size" and "Fixed: Dataset = jsc (synthetic), Model = jsc-tiny" in out
 
 
 def test_latest_sweep_is_the_default_and_failed_runs_are_marked(store, capsys):
@@ -105,7 +107,7 @@ def test_vary_moves_fixed_columns_out_and_extra_columns_sort(store, capsys):
     assert out.startswith("Fixed: Dataset = jsc (synthetic), Model = jsc-tiny, Parameters = 117, "
                           "Learning-Rate = 1.00E-05, Max-Epochs = 1")
     header, _, *rows = md_rows(out)
-    assert header == ["Batch-Size", "Training Accuracy", "Validation Accuracy", "Test Accuracy", "time", "val_loss"]
+    assert header == ["Batch-Size", "Training Accuracy", "Validation Accuracy", "Test Accuracy", "time (s)", "val_loss"]
     assert [r[0] for r in rows] == ["512", "256", "128", "64", "32"]
     code, auto, _ = table(store, "-e", "lab1_batch_size", "--sweep", first, "--vary", "auto",
                           "--columns", "val_loss", "--sort", "Batch-Size", "--desc", capsys=capsys)
@@ -179,7 +181,7 @@ def test_sweep_parent_gets_table_and_plot(store):
         (["-e", "seeds", "--columns", "val_accuracy"], "error: unknown column 'val_accuracy': did you mean val_acc"),
         (["-e", "seeds", "--format", "xlsx"], "error: unknown format 'xlsx': choose one of markdown"),
         (["-e", "seeds", "--sort", "nope"], "error: unknown column 'nope'"),
-        (["-e", "seeds", "--plot", "x.png"], "error: --plot needs a swept column"),
+        (["-e", "seeds", "--vary", "none", "--plot", "x.png"], "error: --plot needs a swept column"),
         (["-e", "seeds", "--filter", "params.batch_size = '7'"], "error: no runs match"),
     ],
 )

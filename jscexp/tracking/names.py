@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 
-from jscexp.config import PLUMBING
+from jscexp.config import is_plumbing
 
 SWEPT_ENV = "JSCEXP_SWEPT_KEYS"
 SHORT = {"batch_size": "bs", "learning_rate": "lr", "max_epochs": "epochs", "data_seed": "dseed",
@@ -35,7 +35,7 @@ def _short(key: str, value: str) -> str:
 
 
 def _plumbing(key: str) -> bool:
-    return key.startswith(("hydra.", "trainer.progress")) or any(key == p or key.startswith(p + ".") for p in PLUMBING)
+    return key.startswith("hydra.") or is_plumbing(key)
 
 
 def run_name(model: str, overrides: list[str], trial: int | None = None) -> str:

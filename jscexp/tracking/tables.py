@@ -13,6 +13,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
+from jscexp.config import is_plumbing
 from jscexp.errors import UserError
 
 FORMATS = ("markdown", "csv", "latex", "html", "json")
@@ -29,9 +30,8 @@ def _acc(v) -> str:
     return f"{v:.3f}"
 
 
-def _mmss(seconds) -> str:
-    minutes, secs = divmod(int(round(seconds)), 60)
-    return f"{minutes:02d}:{secs:02d}"
+def _seconds(seconds) -> str:
+    return f"{seconds:.1f}"
 
 
 # Display name -> (source column or a function of the runs frame, value type, text format).
@@ -46,7 +46,7 @@ LAB: dict[str, tuple[str | Callable, type, Callable]] = {
     "Training Accuracy": ("metrics.best_train_acc", float, _acc),
     "Validation Accuracy": ("metrics.best_val_acc", float, _acc),
     "Test Accuracy": ("metrics.test_acc", float, _acc),
-    "time": ("metrics.fit_seconds", float, _mmss),
+    "time (s)": ("metrics.fit_seconds", float, _seconds),
 }
 PRESETS = {"lab": list(LAB), "none": []}
 # Override keys a user sweeps -> the lab column that shows them.
@@ -114,14 +114,21 @@ def swept(runs: pd.DataFrame) -> list[str]:
         for s in runs["tags.jscexp.overrides"].fillna("")
     ]
     keys = dict.fromkeys(k for d in per_run for k in d)
-    # optuna.* keys identify the trial, they are not a setting
-    return [k for k in keys if not k.startswith("optuna.") and len({d.get(k) for d in per_run}) > 1]
+    # plumbing (optuna.* trial numbers, progress bars) is not a setting, nor a param to show
+    return [k for k in keys if not is_plumbing(k) and len({d.get(k) for d in per_run}) > 1]
 
 
 def vary_columns(runs: pd.DataFrame, vary: list[str]) -> list[str]:
     """Display names of the varied columns; ``["auto"]`` reads them off the runs' overrides."""
-    names = swept(runs) if vary == ["auto"] else vary
-    return [resolve(runs, n)[0] for n in names]
+    if vary != ["auto"]:
+        return [resolve(runs, n)[0] for n in vary]
+    shown = []
+    for name in swept(runs):  # a key with no column of its own (+sweep=<file>) varies nothing shown
+        try:
+            shown.append(resolve(runs, name)[0])
+        except UserError:
+            continue
+    return shown
 
 
 def split_fixed(table: pd.DataFrame, vary: list[str], keep: set[str]) -> tuple[pd.DataFrame, dict]:
