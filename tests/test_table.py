@@ -163,6 +163,12 @@ def test_plot_is_a_png_with_log_axis_for_lr(store, capsys, tmp_path):
                        "--plot", str(target), capsys=capsys)
     assert code == 0 and target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert matplotlib.image.imread(target).shape[:2] == (400, 600)
+    from jscexp.tracking.query import runs_frame
+    from jscexp.tracking.report import Comparison, _title, make_table
+
+    runs = runs_frame(f"sqlite:///{store[0] / 'mlflow.db'}", "lab1_batch_size", sweep=first)
+    title = _title(make_table(runs, Comparison(vary=["auto"])), runs, "Test Accuracy", "Batch-Size")
+    assert title == "Test Accuracy vs Batch-Size\njsc (synthetic stand-in: not physics results)"
 
 
 def test_sweep_parent_gets_table_and_plot(store):

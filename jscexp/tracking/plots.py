@@ -54,7 +54,7 @@ def metric_vs_param(
         ax.set_xscale("log")
     ax.set_xlabel(x)
     ax.set_ylabel(metric)
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     if groups:
         ax.legend()

@@ -78,7 +78,14 @@ def plot(table: Table, runs: pd.DataFrame, path: Path, *, metric: str = "Test Ac
     values = table.values[table.values[metric].notna()]
     positive = pd.to_numeric(values[x], errors="coerce")
     log_x = x in tables._LOG_AXIS or bool(positive.gt(0).all() and positive.max() / positive.min() >= 100)
-    return metric_vs_param(values, x, metric, groups, path, log_x=log_x)
+    return metric_vs_param(values, x, metric, groups, path, log_x=log_x, title=_title(table, runs, metric, x))
+
+
+def _title(table: Table, runs: pd.DataFrame, metric: str, x: str) -> str:
+    """``Test Accuracy vs Batch-Size``, and below it the data: ``jsc (synthetic stand-in: …)``."""
+    datasets = sorted(set(tables.dataset_labels(runs)) - {""})
+    data = ", ".join(d.replace("(synthetic)", "(synthetic stand-in: not physics results)") for d in datasets)
+    return f"{metric} vs {x}\n{data}" if data else f"{metric} vs {x}"
 
 
 def publish_sweep(uri: str, experiment: str, parent_run_id: str) -> str:

@@ -19,7 +19,8 @@ from jscexp.errors import UserError
 FORMATS = ("markdown", "csv", "latex", "html", "json")
 
 
-def _dataset(runs: pd.DataFrame) -> pd.Series:
+def dataset_labels(runs: pd.DataFrame) -> pd.Series:
+    """Each run's data as the Dataset column shows it: ``jsc`` or ``jsc (synthetic)``."""
     name = runs.get("params.dataset.name", pd.Series("", index=runs.index)).fillna("")
     base = name.where(~name.str.startswith("jsc"), "jsc")
     synthetic = runs.get("tags.jscexp.synthetic", pd.Series("", index=runs.index)) == "true"
@@ -36,7 +37,7 @@ def _seconds(seconds) -> str:
 
 # Display name -> (source column or a function of the runs frame, value type, text format).
 LAB: dict[str, tuple[str | Callable, type, Callable]] = {
-    "Dataset": (_dataset, str, str),
+    "Dataset": (dataset_labels, str, str),
     "Model": ("params.model.name", str, str),
     "Parameters": ("params.n_params", int, str),
     "Learning-Rate": ("params.learning_rate", float, lambda v: f"{v:.2E}"),
