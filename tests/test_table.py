@@ -177,6 +177,15 @@ def test_sweep_parent_gets_table_and_plot(store):
     assert {a.path for a in client.list_artifacts(first)} == {"table.md", "table.csv", "plot.png"}
     csv = pd.read_csv(client.download_artifacts(first, "table.csv", str(root)))
     assert csv["Batch-Size"].tolist() == [32, 64, 128, 256, 512]
+    # the answer on the parent: the best run by validation accuracy, and a description naming it
+    parent = client.get_run(first)
+    best = max((r for r in runs_of(root, "lab1_batch_size") if r.data.tags.get("mlflow.parentRunId") == first),
+               key=lambda r: r.data.metrics["best_val_acc"])
+    assert parent.data.tags["jscexp.best_run_id"] == best.info.run_id
+    assert parent.data.metrics["best_val_acc"] == best.data.metrics["best_val_acc"]
+    assert parent.data.metrics["best_run_test_acc"] == best.data.metrics["test_acc"]
+    assert parent.data.tags["mlflow.note.content"].startswith(f"5 runs, 5 finished. Best by validation accuracy: "
+                                                              f"{best.info.run_name} (val ")
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,6 +101,7 @@ def publish_sweep(uri: str, experiment: str, parent_run_id: str) -> str:
         return ""
     table = make_table(runs, Comparison(vary=["auto"]))
     client = MlflowClient(uri)
+    _record_best(client, parent_run_id, runs)
     markdown = table.render("markdown")
     client.log_text(parent_run_id, markdown, "table.md")
     client.log_text(parent_run_id, table.render("csv"), "table.csv")
@@ -107,3 +109,27 @@ def publish_sweep(uri: str, experiment: str, parent_run_id: str) -> str:
         with tempfile.TemporaryDirectory() as tmp:
             client.log_artifact(parent_run_id, str(plot(table, runs, Path(tmp) / "plot.png")))
     return markdown
+
+
+def _record_best(client, parent_run_id: str, runs: pd.DataFrame) -> None:
+    """The sweep's answer on its parent: the run with the best validation accuracy (the
+    selection metric; its test accuracy is the reported one), as tags, metrics and the
+    description the UI shows."""
+    from mlflow.entities import Metric, RunTag
+
+    finished = runs[(runs["status"] == "FINISHED") & runs.get("metrics.best_val_acc", pd.Series(dtype=float)).notna()]
+    if finished.empty:
+        return
+    best = finished.loc[finished["metrics.best_val_acc"].idxmax()]
+    name = best.get("tags.mlflow.runName") or best["run_id"]
+    metrics = {"best_val_acc": float(best["metrics.best_val_acc"])}
+    if pd.notna(best.get("metrics.test_acc")):
+        metrics["best_run_test_acc"] = float(best["metrics.test_acc"])
+    client.log_batch(parent_run_id, metrics=[Metric(k, v, int(time.time() * 1000), 0) for k, v in metrics.items()])
+    note = (f"{len(runs)} runs, {len(finished)} finished. Best by validation accuracy: {name} "
+            f"(val {metrics['best_val_acc']:.4f}"
+            + (f", test {metrics['best_run_test_acc']:.4f}" if "best_run_test_acc" in metrics else "")
+            + "). The comparison is table.md (and table.csv, plot.png) among this run's artifacts.")
+    client.log_batch(parent_run_id, tags=[RunTag("jscexp.best_run_id", best["run_id"]),
+                                          RunTag("jscexp.best_run_name", str(name)),
+                                          RunTag("mlflow.note.content", note)])
