@@ -122,7 +122,7 @@ def test_three_workers_survive_a_kill_a_database_restart_and_a_paused_tracking_s
 
 
 def _beat_ms(url: str) -> float:
-    """The mean time of one heartbeat write (for the README's figure; nothing asserts on it)."""
+    """The mean time of one heartbeat write (for the figure in docs/faults.md; nothing asserts on it)."""
     import optuna
 
     from jscexp.search.liveness import Heartbeat

@@ -83,7 +83,7 @@ def test_quantised_trials_with_their_own_widths_match_their_runs_alone(workdir):
     """QAT with integer quantisers of different widths per trial (int4 also quantises the ReLUs'
     inputs, unsigned): the stacked group gives each trial its lone run's numbers."""
     common = [*SMALL, "model=jsc-toy", "optimizer=sgd", "learning_rate=5e-2", "mode=qat", "quantisation=int4"]
-    # the README's bit-width sweep: each trial's frac width interpolated from its own width
+    # the bit-width sweep of docs/quantisation.md: each trial's frac width interpolated from its own width
     trials = [[f"quantisation.weight_width={w}", 'quantisation.weight_frac_width="${sub:${quantisation.weight_width},1}"',
                f"quantisation.data_in_width={x}", f"quantisation.data_in_frac_width={x - 2}"]
               for w, x in ((2, 4), (3, 6), (5, 8), (8, 3))]
