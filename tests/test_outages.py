@@ -9,33 +9,10 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 
-from conftest import free_port
-
-
-def start_mlflow_server(folder: Path, backend: str | None = None) -> tuple[subprocess.Popen, str]:
-    """An MLflow server of the test's own (its own session, so the test can stop or pause it
-    whole); its URL once it answers."""
-    port = free_port()
-    folder.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend or f"sqlite:///{folder}/mlflow.db",
-         "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"],
-        stdout=(folder / "server.log").open("w"), stderr=subprocess.STDOUT, start_new_session=True)
-    url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            urllib.request.urlopen(url + "/health", timeout=2)
-            return proc, url
-        except OSError:
-            time.sleep(0.3)
-    proc.kill()
-    raise AssertionError(f"the MLflow server did not come up: {(folder / 'server.log').read_text()[-2000:]}")
+from conftest import start_mlflow_server
 
 
 @pytest.mark.slow
