@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from conftest import FAST, run_cli, runs_of
+from conftest import FAST, mlflow_client, run_cli, runs_of
 
 
 def test_sigterm_marks_the_run_killed_and_the_same_command_resumes(workdir):
@@ -76,3 +76,35 @@ def test_parallel_jobs_on_one_sqlite_store_lose_nothing(workdir):
     assert sorted(r.data.params["seed"] for r in jobs) == ["0", "1", "2", "3"]
     assert all(r.info.status == "FINISHED" and "test_acc" in r.data.metrics for r in jobs)
     assert len({r.data.tags["mlflow.parentRunId"] for r in jobs}) == 1
+
+
+def _log_dataset(uri: str, digest: str, barrier) -> None:
+    from jscexp.tracking.run import TrackedRun
+
+    with TrackedRun(uri, "race") as run:
+        barrier.wait()  # all at once: the first dataset row is created by one of them
+        run.log_dataset({"name": "jsc_synth (synthetic)", "digest": digest, "source_type": "synthetic",
+                         "source": "{}", "profile": "{}"})
+
+
+def test_parallel_jobs_logging_one_new_dataset_all_succeed(workdir):
+    """MLflow's SQL store refuses the second of two concurrent inserts of one dataset (a unique
+    key); the loser retries and links the row the winner made."""
+    import multiprocessing
+
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    from jscexp.tracking.run import TrackedRun
+
+    TrackedRun(uri, "race").__exit__(None, None, None)  # the store and experiment exist first
+    context = multiprocessing.get_context("fork")
+    for digest in ("a", "b", "c"):
+        barrier = context.Barrier(6)
+        procs = [context.Process(target=_log_dataset, args=(uri, digest, barrier)) for _ in range(6)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(120)
+        assert [p.exitcode for p in procs] == [0] * 6, digest
+    client = mlflow_client(workdir)
+    runs = client.search_runs([client.get_experiment_by_name("race").experiment_id], max_results=100)
+    assert sorted(len(r.inputs.dataset_inputs) for r in runs) == [0] + [1] * 18

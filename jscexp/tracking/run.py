@@ -142,9 +142,18 @@ class TrackedRun:
     def log_dataset(self, dataset: Mapping[str, str], context: str = "training") -> None:
         """An MLflow dataset input (name, digest, source_type, source, profile)."""
         from mlflow.entities import Dataset, DatasetInput, InputTag
+        from mlflow.exceptions import MlflowException
 
         entry = DatasetInput(Dataset(**dataset), tags=[InputTag("mlflow.data.context", context)])
-        self._store(self.client.log_inputs, self.run_id, datasets=[entry])
+        for attempt in range(3):
+            try:
+                return self._store(self.client.log_inputs, self.run_id, datasets=[entry])
+            except MlflowException as err:
+                # Parallel jobs logging one dataset race to create its row (a SQL store's
+                # unique key); the loser finds it made on the next try.
+                if attempt == 2 or not any(s in str(err) for s in ("UNIQUE constraint", "duplicate key", "IntegrityError")):
+                    raise
+                time.sleep(0.2 * (attempt + 1))
 
     def set_tags(self, tags: Mapping[str, object]) -> None:
         from mlflow.entities import RunTag
