@@ -49,7 +49,7 @@ def without_plumbing(tree: dict, prefix: str = "") -> dict:
     out = {}
     for key, value in tree.items():
         path = f"{prefix}{key}"
-        if path in PLUMBING:
+        if is_plumbing(path):
             continue
         out[key] = without_plumbing(value, f"{path}.") if isinstance(value, dict) else value
     return out

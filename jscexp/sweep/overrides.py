@@ -18,6 +18,11 @@ def override_key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
+def override_pairs(overrides: list[str]) -> dict[str, str]:
+    """``["+a.b=1", "c='x y'"]`` → ``{"a.b": "1", "c": "'x y'"}``: each key and its value text."""
+    return {override_key(o): o.split("=", 1)[1] for o in overrides if "=" in o}
+
+
 def override_value(value) -> str:
     """A value as Hydra override text (strings quoted so commas/spaces stay literal; dicts and
     lists in Hydra's own grammar)."""

@@ -12,6 +12,7 @@ import json
 import os
 
 from jscexp.config import is_plumbing
+from jscexp.sweep.overrides import override_pairs
 
 SWEPT_ENV = "JSCEXP_SWEPT_KEYS"
 SHORT = {"batch_size": "bs", "learning_rate": "lr", "max_epochs": "epochs", "data_seed": "dseed",
@@ -21,11 +22,8 @@ _BY_VALUE = ("mode", "model", "optimizer", "scheduler", "quantisation", "dataset
 
 
 def _pairs(overrides: list[str]) -> dict[str, str]:
-    out = {}
-    for o in overrides:
-        key, _, value = o.partition("=")
-        out[key.lstrip("+~")] = value.strip("'\"")
-    return out
+    """Each key and its value as shown: without quotes."""
+    return {k: v.strip("'\"") for k, v in override_pairs(overrides).items()}
 
 
 def _short(key: str, value: str) -> str:

@@ -15,6 +15,7 @@ import pandas as pd
 
 from jscexp.config import is_plumbing
 from jscexp.errors import UserError
+from jscexp.sweep.overrides import override_pairs
 
 FORMATS = ("markdown", "csv", "latex", "html", "json")
 
@@ -110,10 +111,7 @@ def swept(runs: pd.DataFrame) -> list[str]:
     """Override keys whose value differs between the runs (what the sweep varied)."""
     if "tags.jscexp.overrides" not in runs:
         return []
-    per_run = [
-        {k.lstrip("+~"): v for k, v in (o.split("=", 1) for o in shlex.split(s or "") if "=" in o)}
-        for s in runs["tags.jscexp.overrides"].fillna("")
-    ]
+    per_run = [override_pairs(shlex.split(s or "")) for s in runs["tags.jscexp.overrides"].fillna("")]
     keys = dict.fromkeys(k for d in per_run for k in d)
     # plumbing (optuna.* trial numbers, progress bars) is not a setting, nor a param to show
     return [k for k in keys if not is_plumbing(k) and len({d.get(k) for d in per_run}) > 1]

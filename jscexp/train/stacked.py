@@ -367,9 +367,10 @@ class StackedEngine:
     def snapshot(self, trial: int) -> dict:
         buffers = {name: self.model.split_row(t[trial]) for name, t in self.optimizer.state["flat"].items()}
         per_param = {p: {name: split[p] for name, split in buffers.items()} for p in self.model.param_names}
-        rng = [g.get_state() for g in self.model.generators[trial : trial + 1]]
+        # only a CPU generator is a lone run's global RNG (no generators: no dropout, no draws)
+        lone = self.model.generators and self.device.type == "cpu"
         return {"model": self.state_dict(trial), "optimizer": {"steps": self.optimizer.steps, "state": per_param},
-                "rng": {"cpu": rng[0] if rng and self.device.type == "cpu" else None}}
+                "rng": {"cpu": self.model.generators[trial].get_state() if lone else None}}
 
     def restore(self, states: list[dict], epochs_done: int) -> None:
         for k, state in enumerate(states):
