@@ -1,5 +1,8 @@
 """The one exception type for mistakes a user can fix; the entry point prints it as one line."""
 
+import contextlib
+import threading
+
 
 class UserError(Exception):
     """Bad input from the user: the message says what to change."""
@@ -14,6 +17,8 @@ def first_line(err: BaseException) -> str:
 
 
 _INTERRUPTED = False
+_SHIELDS = 0  # how many deferred_interrupts() blocks the main thread is in
+_PENDING: int | None = None  # a signal that arrived inside one, raised when the last ends
 
 
 def interrupted() -> bool:
@@ -26,12 +31,34 @@ def install_interrupt_handlers() -> None:
     import signal
 
     def handler(signum, frame):
-        global _INTERRUPTED
+        global _INTERRUPTED, _PENDING
         _INTERRUPTED = True
+        if _SHIELDS and _PENDING is None:  # a second signal does not wait
+            _PENDING = signum
+            return
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
+
+
+@contextlib.contextmanager
+def deferred_interrupts():
+    """Lets a database write finish before Ctrl-C or SIGTERM lands: an interrupt raised inside
+    a SQLite transaction leaves the file locked for the rest of the process, so the run it
+    interrupted could never be ended KILLED."""
+    global _SHIELDS, _PENDING
+    if threading.current_thread() is not threading.main_thread():  # signals land in the main thread only
+        yield
+        return
+    _SHIELDS += 1
+    try:
+        yield
+    finally:
+        _SHIELDS -= 1
+    if not _SHIELDS and _PENDING is not None:
+        signum, _PENDING = _PENDING, None
+        raise KeyboardInterrupt(f"signal {signum}")
 
 
 _NOISE = ("full_key:", "object_type=", "reference_type=", "Set the environment variable HYDRA_FULL_ERROR")

@@ -38,3 +38,35 @@ def test_a_store_that_never_comes_back_fails_the_job_in_one_line_with_its_metric
     assert last.endswith(f"; its metrics so far are in {local.resolve()}")
     epochs = [json.loads(line) for line in local.read_text().splitlines()]
     assert [e["step"] for e in epochs] == list(range(len(epochs))) and {"val_acc", "train_loss"} <= set(epochs[0])
+
+
+_INTERRUPT_WRITES = """
+import os, signal, sys, threading
+from jscexp.errors import install_interrupt_handlers
+from jscexp.tracking.run import TrackedRun
+from jscexp.tracking.store import client
+install_interrupt_handlers()
+uri = sys.argv[1]
+for i in range(int(sys.argv[2])):
+    run = TrackedRun(uri, "x")
+    timer = threading.Timer(0.01 + 0.2 * i / int(sys.argv[2]), os.kill, (os.getpid(), signal.SIGTERM))
+    try:
+        with run:
+            timer.start()
+            while True:
+                run.log_metrics({"a": 1.0, "b": 2.0}, step=1)
+    except KeyboardInterrupt:
+        pass
+    print(client(uri).get_run(run.run_id).info.status, flush=True)
+"""
+
+
+def test_an_interrupt_that_lands_inside_a_store_write_still_ends_the_run_killed(tmp_path):
+    """SIGTERM raised inside a SQLite transaction used to leave the file locked for the rest of
+    the process, so the interrupted run stayed RUNNING (found by CI); here it lands at many
+    points of a stream of writes, and every run ends KILLED."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    result = subprocess.run([sys.executable, "-c", _INTERRUPT_WRITES, uri, "20"], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["KILLED"] * 20

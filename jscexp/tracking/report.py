@@ -92,15 +92,14 @@ def _title(table: Table, runs: pd.DataFrame, metric: str, x: str) -> str:
 def publish_sweep(uri: str, experiment: str, parent_run_id: str) -> str:
     """Logs the sweep's lab table (md + csv) and, if something was varied, its plot to the
     parent run; returns the table (markdown) for the console."""
-    from mlflow.tracking import MlflowClient
-
     from jscexp.tracking.query import runs_frame
+    from jscexp.tracking.store import client as store_client
 
     runs = runs_frame(uri, experiment, sweep=parent_run_id)
     if runs.empty:
         return ""
     table = make_table(runs, Comparison(vary=["auto"]))
-    client = MlflowClient(uri)
+    client = store_client(uri)
     _record_best(client, parent_run_id, runs)
     markdown = table.render("markdown")
     client.log_text(parent_run_id, markdown, "table.md")

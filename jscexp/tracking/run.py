@@ -12,7 +12,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from jscexp.errors import UserError, first_line, interrupted
+from jscexp.errors import UserError, deferred_interrupts, first_line, interrupted
 from jscexp.tracking.store import client, ensure_experiment, mask
 
 _MAX_PARAM_LEN = 6000  # MLflow's limit on a param value
@@ -63,19 +63,28 @@ class TrackedRun:
         self.uri, self.local = uri, local
         self.client = client(uri)
         self.experiment_id = ensure_experiment(self.client, experiment)
-        if reopen:
-            self.client.update_run(reopen, status="RUNNING")
-            run = self.client.get_run(reopen)
-        else:
-            from mlflow.tracking.context.registry import resolve_tags
+        self.run_id: str = ""
+        try:
+            with deferred_interrupts():  # a run that exists is held here, to be ended
+                run = self._reopen(reopen) if reopen else self._create(run_name, tags)
+                self.run_id, self.artifact_uri = run.info.run_id, run.info.artifact_uri
+        except KeyboardInterrupt as err:
+            if self.run_id:
+                self.__exit__(KeyboardInterrupt, err, None)
+            raise
 
-            # resolve_tags: the source, user and git fields MLflow's own runs carry
-            run = self.client.create_run(
-                self.experiment_id, run_name=mask(run_name or "") or None,
-                tags={k: mask(str(v)) for k, v in resolve_tags(dict(tags or {})).items()},
-            )
-        self.run_id: str = run.info.run_id
-        self.artifact_uri: str = run.info.artifact_uri
+    def _reopen(self, run_id: str):
+        self.client.update_run(run_id, status="RUNNING")
+        return self.client.get_run(run_id)
+
+    def _create(self, run_name: str | None, tags: Mapping | None):
+        from mlflow.tracking.context.registry import resolve_tags
+
+        # resolve_tags: the source, user and git fields MLflow's own runs carry
+        return self.client.create_run(
+            self.experiment_id, run_name=mask(run_name or "") or None,
+            tags={k: mask(str(v)) for k, v in resolve_tags(dict(tags or {})).items()},
+        )
 
     @property
     def link(self) -> str:

@@ -44,11 +44,36 @@ def tracking_uri(configured: str | None = None) -> str:
 
 
 def client(uri: str):
+    """MLflow's client for ``uri``; on a database store each call finishes before an interrupt lands."""
     from mlflow.tracking import MlflowClient
 
     if uri.startswith("sqlite:///"):
         _create_sqlite_once(uri)
-    return MlflowClient(tracking_uri=uri)
+    mlflow_client = MlflowClient(tracking_uri=uri)
+    # an HTTP server keeps its own transactions whole, and its calls may retry for minutes
+    return mlflow_client if uri.startswith(("http://", "https://")) else _Uninterrupted(mlflow_client)
+
+
+class _Uninterrupted:
+    """An MLflow client whose calls run under ``deferred_interrupts``."""
+
+    def __init__(self, inner) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str):
+        if name == "_inner":  # not set yet: an unpickled copy before its state is back
+            raise AttributeError(name)
+        attr = getattr(self._inner, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args, **kwargs):
+            from jscexp.errors import deferred_interrupts
+
+            with deferred_interrupts():
+                return attr(*args, **kwargs)
+
+        return call
 
 
 def _create_sqlite_once(uri: str) -> None:
