@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from hydra import compose
 from omegaconf import DictConfig, OmegaConf
 
 from jscexp import app
@@ -86,7 +85,8 @@ def run(cfg: DictConfig, out_dir: Path, overrides: list[str]) -> Outcome | list[
     the job's own setup errors (an unreachable store) raise ``UserError``."""
     group = bool(cfg.get(GROUP_KEY))
     each = trial_overrides(cfg, overrides)
-    trials = [Trial(compose("config", overrides=o) if group else cfg, o, out_dir / f"trial_{i}" if group else out_dir)
+    common = len(overrides) - 1  # a trial's overrides: the group job's, less the group, then its own
+    trials = [Trial(_trial_config(cfg, o, o[common:]) if group else cfg, o, out_dir / f"trial_{i}" if group else out_dir)
               for i, o in enumerate(each)]
     uri = prepare(trials)
     if not group and trials[0].error is not None:
@@ -107,6 +107,21 @@ def run(cfg: DictConfig, out_dir: Path, overrides: list[str]) -> Outcome | list[
     outcomes = [t.outcome for t in trials if t.outcome is not None]
     assert len(outcomes) == len(trials), "every trial ends with an outcome"
     return outcomes if group else outcomes[0]
+
+
+def _trial_config(group_cfg: DictConfig, overrides: list[str], own: list[str]) -> DictConfig:
+    """A trial's config as its own job's would be (``overrides``: all of them; ``own``: the
+    trial's). A sweeper's group differs only in vector knobs: the group's config, less the
+    group, with the trial's knobs set. A hand-made group may choose other configs per
+    trial: composed in full."""
+    from jscexp.sweep.configs import split_overrides, with_values
+
+    shaping, values = split_overrides(own)
+    if shaping:
+        from hydra import compose
+
+        return compose("config", overrides=overrides)
+    return with_values(group_cfg, [f"~{GROUP_KEY}", *values])
 
 
 def prepare(trials: list[Trial]) -> str:

@@ -67,3 +67,30 @@ def test_lower_layers_never_import_the_sweeper_plugins_and_the_sweep_layer_is_to
     code = "import sys, jscexp.sweep; print(sorted(m for m in ('torch', 'mlflow', 'optuna') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=Path(ROOT))
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr
+
+
+def test_a_sweeps_job_configs_compose_once_per_shape_and_equal_hydras_own():
+    """Jobs differing only in vector knobs share one composition; each job's config equals
+    the one Hydra composes for it, and a knob of the wrong type fails with Hydra's message."""
+    import pytest
+    from hydra.errors import ConfigCompositionException
+    from omegaconf import OmegaConf
+
+    from conftest import compose_cfg
+    from jscexp.sweep.configs import JobConfigs
+
+    composed: list[list[str]] = []
+
+    def compose(overrides):
+        composed.append(list(overrides))
+        return compose_cfg(overrides)
+
+    configs = JobConfigs(compose)
+    base = ["model=jsc-toy", "optimizer=sgd", "quantisation=int8", "mode=qat"]
+    jobs = [[*base, f"learning_rate={lr}", f"seed={s}", f"optimizer.momentum={m}", f"quantisation.weight_width={w}"]
+            for lr, s, m, w in [(1e-3, 0, 0.9, 4), ("1e-2", 1, 0.5, 6), (0.1, 2, 0.0, 8)]]
+    for job in jobs:
+        assert OmegaConf.to_container(configs(job)) == OmegaConf.to_container(compose_cfg(job))
+    assert composed == [base]
+    with pytest.raises(ConfigCompositionException, match="learning_rate"):
+        configs([*base, "learning_rate=fast"])

@@ -50,4 +50,10 @@ class JscexpBasicSweeper(BasicSweeper):
         log = OutcomeLog(config.hydra.sweep.dir)
         log.start()
         size = group_size(config.trainer.get("vectorize"))  # the jscexp callback checked it (one-line error)
-        self.launcher = _OutcomeLauncher(self.launcher, size, job_composer(hydra_context, config), log)
+        self._configs = job_composer(hydra_context, config)
+        self.launcher = _OutcomeLauncher(self.launcher, size, self._configs, log)
+
+    def validate_batch_is_legal(self, batch) -> None:
+        """Hydra's check (every job composes) on the configs the grouping reuses."""
+        for overrides in batch:
+            self._configs(list(overrides))

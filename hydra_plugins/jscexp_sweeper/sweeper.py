@@ -47,9 +47,10 @@ class JscexpOptunaSweeper(Sweeper):
         self.job_idx = 0
 
     def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
-        from jscexp.sweep import OutcomeLog
+        from jscexp.sweep import OutcomeLog, job_composer
 
         self.config, self.hydra_context = config, hydra_context
+        self._configs = job_composer(hydra_context, config)
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config
         )
@@ -153,7 +154,7 @@ class JscexpOptunaSweeper(Sweeper):
         from optuna.trial import TrialState
 
         from jscexp.group import stack_blocker
-        from jscexp.sweep import job_composer, launch
+        from jscexp.sweep import launch
         from jscexp.validate import group_size
 
         fixed, plumbing = common
@@ -163,7 +164,7 @@ class JscexpOptunaSweeper(Sweeper):
             with Heartbeat(study._storage, [t._trial_id for t in trials], self.o.heartbeat_interval):
                 outcomes, launched = launch(self.launcher, jobs, self.job_idx,
                                             group_size(self.config.trainer.get("vectorize")),
-                                            job_composer(self.hydra_context, self.config), stack_blocker)
+                                            self._configs, stack_blocker)
         except BaseException as err:  # Ctrl-C, SIGTERM, a launcher's own error: no trial stays RUNNING
             reason = "interrupted" if isinstance(err, KeyboardInterrupt) else f"the launch broke off: {type(err).__name__}: {err}"
             for trial in trials:

@@ -6,10 +6,10 @@ from collections.abc import Callable
 
 from omegaconf import DictConfig
 
+from jscexp.sweep.configs import Compose
 from jscexp.sweep.outcomes import Outcome
 from jscexp.sweep.overrides import group_override, is_vector_key, override_key
 
-Compose = Callable[[list[str]], DictConfig]
 Blocker = Callable[[DictConfig], "str | None"]  # why a job cannot be a stacked trial, or None
 
 
@@ -95,5 +95,8 @@ def launch(launcher, jobs: list[list[str]], initial_job_idx: int, size: int, com
 
 
 def job_composer(hydra_context, config: DictConfig) -> Compose:
-    """``compose`` inside a sweeper: a job's config as its launcher will build it."""
-    return lambda overrides: hydra_context.config_loader.load_sweep_config(config, list(overrides))
+    """``compose`` inside a sweeper: a job's config as its launcher will build it, composed
+    once per shape (``jscexp.sweep.configs``)."""
+    from jscexp.sweep.configs import JobConfigs
+
+    return JobConfigs(lambda overrides: hydra_context.config_loader.load_sweep_config(config, list(overrides)))
