@@ -228,10 +228,10 @@ def _record_fit(cfg, model, splits, run, out_dir: Path, result) -> dict[str, flo
                         epoch=result.best_epoch, val_acc=result.best_val_acc)
     run.log_artifact(best, "checkpoints")
     run.set_tags({"jscexp.checkpoint": str(best.resolve())})
-    # matplotlib: only once a run has curves to draw
-    from jscexp.tracking.plots import training_curves
+    if not os.environ.get(PARENT_ENV):  # in a sweep, its parent draws every run's curves once
+        from jscexp.tracking.plots import training_curves
 
-    run.log_artifact(training_curves(result.history, out_dir / "training_curves.png"))
+        run.log_artifact(training_curves({"run": result.history}, out_dir / "training_curves.png"))
     best_epoch = next(h for h in result.history if h["epoch"] == result.best_epoch)
     return {
         "best_epoch": result.best_epoch,

@@ -174,7 +174,10 @@ def test_plot_is_a_png_with_log_axis_for_lr(store, capsys, tmp_path):
 def test_sweep_parent_gets_table_and_plot(store):
     root, first, _ = store
     client = mlflow_client(root)
-    assert {a.path for a in client.list_artifacts(first)} == {"table.md", "table.csv", "plot.png"}
+    assert {a.path for a in client.list_artifacts(first)} == {"table.md", "table.csv", "plot.png", "training_curves.png"}
+    # the curves are drawn once, on the parent, not per run (a figure per trial cost 0.2 s each)
+    children = [r for r in runs_of(root, "lab1_batch_size") if r.data.tags.get("mlflow.parentRunId") == first]
+    assert not any(a.path.endswith(".png") for a in client.list_artifacts(children[0].info.run_id))
     csv = pd.read_csv(client.download_artifacts(first, "table.csv", str(root)))
     assert csv["Batch-Size"].tolist() == [32, 64, 128, 256, 512]
     # the answer on the parent: the best run by validation accuracy, and a description naming it

@@ -16,18 +16,26 @@ def _pyplot():
     return plt
 
 
-def training_curves(history: list[dict[str, float]], path: Path) -> Path:
-    """Accuracy and loss per epoch, train vs validation, side by side."""
+def training_curves(histories: dict[str, list[dict[str, float]]], path: Path, title: str = "") -> Path:
+    """Accuracy and loss per epoch side by side: train vs validation for one run; for a
+    sweep's runs, each run's validation curves (drawn once for the sweep, from its metrics)."""
     plt = _pyplot()
-    epochs = [h["epoch"] for h in history]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    splits = ("train", "val") if len(histories) == 1 else ("val",)
     for ax, what in zip(axes, ("acc", "loss")):
-        for split in ("train", "val"):
-            ax.plot(epochs, [h[f"{split}_{what}"] for h in history], marker="o", label=split)
+        for name, history in histories.items():
+            for split in splits:
+                points = [(h["epoch"], h[f"{split}_{what}"]) for h in history if f"{split}_{what}" in h]
+                if points:
+                    ax.plot(*zip(*points), marker="o" if len(points) < 30 else None,
+                            label=split if len(histories) == 1 else name)
         ax.set_xlabel("epoch")
-        ax.set_ylabel("accuracy" if what == "acc" else "cross-entropy loss")
+        ax.set_ylabel(("validation " if len(splits) == 1 else "") + ("accuracy" if what == "acc" else "cross-entropy loss"))
         ax.grid(alpha=0.3)
-        ax.legend()
+        if len(histories) * len(splits) <= 12:
+            ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -11,7 +11,7 @@ import pandas as pd
 
 from jscexp.errors import UserError
 from jscexp.tracking import tables
-from jscexp.tracking.plots import metric_vs_param
+from jscexp.tracking.plots import metric_vs_param, training_curves
 
 
 @dataclass
@@ -104,10 +104,26 @@ def publish_sweep(uri: str, experiment: str, parent_run_id: str) -> str:
     markdown = table.render("markdown")
     client.log_text(parent_run_id, markdown, "table.md")
     client.log_text(parent_run_id, table.render("csv"), "table.csv")
-    if table.vary and table.values["Test Accuracy"].notna().any():
-        with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp:
+        if table.vary and table.values["Test Accuracy"].notna().any():
             client.log_artifact(parent_run_id, str(plot(table, runs, Path(tmp) / "plot.png")))
+        if histories := _histories(client, runs):
+            title = "Training curves: " + ", ".join(sorted(set(tables.dataset_labels(runs)) - {""}))
+            client.log_artifact(parent_run_id, str(training_curves(histories, Path(tmp) / "training_curves.png", title)))
     return markdown
+
+
+def _histories(client, runs: pd.DataFrame) -> dict[str, list[dict[str, float]]]:
+    """Each training run's per-epoch validation accuracy and loss, by run name, from the store."""
+    out: dict[str, list[dict[str, float]]] = {}
+    for _, run in runs.iterrows():
+        by_epoch: dict[int, dict[str, float]] = {}
+        for key in ("val_acc", "val_loss"):
+            for m in client.get_metric_history(run["run_id"], key):
+                by_epoch.setdefault(m.step, {"epoch": m.step})[key] = m.value
+        if by_epoch:
+            out[str(run.get("tags.mlflow.runName") or run["run_id"])] = [by_epoch[e] for e in sorted(by_epoch)]
+    return out
 
 
 def _record_best(client, parent_run_id: str, runs: pd.DataFrame) -> None:
