@@ -129,13 +129,8 @@ def finish_training(cfg, net, splits, run, out_dir: Path, result, calibration, q
     run.log_metrics(final, step=int(cfg.max_epochs))
     if quantised:
         _log_quant_summaries(run, net, quantised[1], out_dir)
-    _log_texts(run, analyse(net, spec, calibration))
+    run.log_texts(analyse(net, spec, calibration))
     return Outcome.finished(final, run.run_id, diverged=result.diverged_at is not None)
-
-
-def _log_texts(run, texts: dict[str, str]) -> None:
-    for artifact, text in texts.items():
-        run.log_text(text, artifact)
 
 
 def _analyse(model, spec, calibration, run) -> dict[str, float]:
@@ -143,7 +138,7 @@ def _analyse(model, spec, calibration, run) -> dict[str, float]:
     texts = analyse(model, {**spec, "graph": True, "profile": True}, calibration)
     print(texts["analysis/graph.txt"])
     print(texts["analysis/node_meta.txt"])
-    _log_texts(run, texts)
+    run.log_texts(texts)
     return {}  # a report, no metric: a search over it fails its trials with that reason
 
 
@@ -218,16 +213,17 @@ def _trial_reporter(cfg):
 def _record_fit(cfg, model, splits, run, out_dir: Path, result) -> dict[str, float]:
     """Tests the trained (best-epoch) model and logs what a training run leaves behind."""
     test = fit.evaluate(cfg, model, splits, "test")
+    tags: dict[str, object] = {}
     if result.diverged_at is not None:
-        run.set_tags({"jscexp.diverged": "true", "jscexp.diverged_at_epoch": result.diverged_at})
+        tags.update({"jscexp.diverged": "true", "jscexp.diverged_at_epoch": result.diverged_at})
         print(f"training diverged (non-finite loss) in epoch {result.diverged_at}: stopped; best epoch kept")
     if result.stopped_early_at is not None:
-        run.set_tags({"jscexp.stopped_early_at_epoch": result.stopped_early_at})
+        tags["jscexp.stopped_early_at_epoch"] = result.stopped_early_at
     meta = {"model": plain(cfg.model)}
     best = save_weights(model, out_dir / "checkpoints" / "best.ckpt", meta,
                         epoch=result.best_epoch, val_acc=result.best_val_acc)
     run.log_artifact(best, "checkpoints")
-    run.set_tags({"jscexp.checkpoint": str(best.resolve())})
+    run.set_tags({**tags, "jscexp.checkpoint": str(best.resolve())})
     if not os.environ.get(PARENT_ENV):  # in a sweep, its parent draws every run's curves once
         from jscexp.tracking.plots import training_curves
 
@@ -284,7 +280,7 @@ def _ptq(cfg, model, qcfg, splits, calibration, run, out_dir: Path, fit_one) -> 
     }
     run.log_metrics(final, step=step)
     _log_quant_summaries(run, net, changes, out_dir)
-    _log_texts(run, analyse(net, plain(cfg.analysis), calibration))
+    run.log_texts(analyse(net, plain(cfg.analysis), calibration))
     print(f"float test_acc={float_metrics['test_acc']:.4f}  quantised test_acc={test['acc']:.4f}")
     return final
 
@@ -320,9 +316,8 @@ def _log_quant_summaries(run, net, changes, out_dir: Path) -> None:
     checked = qsummary.verify(net)
     off = int(checked["off grid"].sum())
     print(f"Quantized graph histogram:\n{hist}")
-    run.log_text(hist + "\n", "quant/histogram.md")
-    run.log_text(nodes.to_csv(index=False), "quant/nodes.csv")
-    run.log_text(checked.to_csv(index=False), "quant/verification.csv")
+    run.log_texts({"quant/histogram.md": hist + "\n", "quant/nodes.csv": nodes.to_csv(index=False),
+                   "quant/verification.csv": checked.to_csv(index=False)})
     run.log_metrics({"quant_offgrid_values": off, "quant_checked_values": int(checked["values"].sum())})
     run.set_tags({"jscexp.quant_check": "passed" if off == 0 else "failed"})
     if off:

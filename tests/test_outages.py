@@ -53,8 +53,9 @@ for i in range(int(sys.argv[2])):
     try:
         with run:
             timer.start()
-            while True:
-                run.log_metrics({"a": 1.0, "b": 2.0}, step=1)
+            for step in range(10**9):
+                run.log_metrics({"a": 1.0, "b": 2.0}, step=step)
+                run.flush()  # each batch to the store now
     except KeyboardInterrupt:
         pass
     print(client(uri).get_run(run.run_id).info.status, flush=True)

@@ -47,13 +47,19 @@ class JobConfigs:
     def __init__(self, compose: Compose):
         self._compose = compose
         self._bases: dict[tuple[str, ...], DictConfig] = {}
+        self._jobs: dict[tuple[str, ...], DictConfig] = {}  # Hydra's check and the grouping ask for each
 
     def __call__(self, overrides: list[str]) -> DictConfig:
-        shaping, values = split_overrides(list(overrides))
+        if tuple(overrides) not in self._jobs:
+            self._jobs[tuple(overrides)] = self._config(list(overrides))
+        return self._jobs[tuple(overrides)]
+
+    def _config(self, overrides: list[str]) -> DictConfig:
+        shaping, values = split_overrides(overrides)
         key = tuple(shaping)
         if key not in self._bases:
             self._bases[key] = self._compose(shaping)
         try:
             return with_values(self._bases[key], values)
         except Exception:  # noqa: BLE001 — Hydra's composition says what is wrong
-            return self._compose(list(overrides))
+            return self._compose(overrides)

@@ -16,6 +16,8 @@ from jscexp.errors import UserError, deferred_interrupts, first_line, interrupte
 from jscexp.tracking.store import client, ensure_experiment, mask
 
 _MAX_PARAM_LEN = 6000  # MLflow's limit on a param value
+_MAX_METRICS = 1000  # MLflow's limit on metrics per batch
+FLUSH_SECONDS = 5.0  # a run's metrics reach the store at most this late
 
 
 def flatten(tree, prefix: str = "") -> dict[str, object]:
@@ -61,6 +63,9 @@ class TrackedRun:
         """Creates a run, or with ``reopen=<run id>`` marks an existing one RUNNING again;
         ``local`` is the file its metrics also go to."""
         self.uri, self.local = uri, local
+        self._pending: list = []  # metrics not yet in the store
+        self._tags: dict[str, object] = {}  # tags not yet in the store
+        self._flushed = time.monotonic()
         self.client = client(uri)
         self.experiment_id = ensure_experiment(self.client, experiment)
         self.run_id: str = ""
@@ -109,12 +114,13 @@ class TrackedRun:
 
     def _end(self, exc_type, exc) -> None:
         if exc is None:
+            self.flush()
             self.client.set_terminated(self.run_id, "FINISHED")
             return
         # SystemExit: submitit requeues a preempted job from its signal handler by exiting
         status = "KILLED" if isinstance(exc, KeyboardInterrupt | SystemExit) or interrupted() else "FAILED"
         reason = f"interrupted: the process exited ({exc})" if isinstance(exc, SystemExit) else f"{exc_type.__name__}: {exc}"
-        self.client.set_tag(self.run_id, "error", reason[:5000])
+        self.flush({"error": reason[:5000]})
         self.client.set_terminated(self.run_id, status)
 
     def _lost(self, err: BaseException) -> TrackingLost:
@@ -138,6 +144,9 @@ class TrackedRun:
             self._store(self.client.log_batch, self.run_id, params=items[i : i + 100])
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """To ``local`` at once; to the store in batches (with the tags set meanwhile): when
+        the run ends, or once ``FLUSH_SECONDS`` have passed (a stacked group's K runs would
+        otherwise each write every epoch)."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
@@ -145,8 +154,22 @@ class TrackedRun:
             self.local.parent.mkdir(parents=True, exist_ok=True)
             with self.local.open("a") as f:
                 f.write(json.dumps({"step": step or 0, "timestamp": now, **{k: float(v) for k, v in metrics.items()}}) + "\n")
-        items = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
-        self._store(self.client.log_batch, self.run_id, metrics=items)
+        self._pending += [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
+        if time.monotonic() - self._flushed >= FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self, tags: Mapping[str, object] | None = None) -> None:
+        """Writes the pending metrics and tags, and ``tags``, to the store."""
+        from mlflow.entities import RunTag
+
+        pending, self._pending = self._pending, []
+        tagged = [RunTag(k, mask(str(v))) for k, v in {**self._tags, **(tags or {})}.items()]
+        self._tags = {}
+        for i in range(0, max(len(pending), 1), _MAX_METRICS):  # MLflow's limit per batch
+            if pending[i : i + _MAX_METRICS] or tagged:
+                self._store(self.client.log_batch, self.run_id, metrics=pending[i : i + _MAX_METRICS], tags=tagged)
+            tagged = []
+        self._flushed = time.monotonic()
 
     def log_dataset(self, dataset: Mapping[str, str], context: str = "training") -> None:
         """An MLflow dataset input (name, digest, source_type, source, profile)."""
@@ -165,12 +188,21 @@ class TrackedRun:
                 time.sleep(0.2 * (attempt + 1))
 
     def set_tags(self, tags: Mapping[str, object]) -> None:
-        from mlflow.entities import RunTag
-
-        self._store(self.client.log_batch, self.run_id, tags=[RunTag(k, mask(str(v))) for k, v in tags.items()])
+        """With the next batch of metrics (at the latest when the run ends)."""
+        self._tags.update(tags)
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self._store(self.client.log_artifact, self.run_id, str(path), artifact_path)
 
     def log_text(self, text: str, artifact_file: str) -> None:
         self._store(self.client.log_text, self.run_id, mask(text), artifact_file)
+
+    def log_texts(self, texts: Mapping[str, str]) -> None:
+        """``{artifact file: text}`` in one upload."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, text in texts.items():
+                (Path(tmp) / name).parent.mkdir(parents=True, exist_ok=True)
+                (Path(tmp) / name).write_text(mask(text))
+            self._store(self.client.log_artifacts, self.run_id, tmp)

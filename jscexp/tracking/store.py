@@ -104,16 +104,23 @@ def ensure_experiment(mlflow_client, name: str) -> str:
     """
     from mlflow.exceptions import MlflowException
 
+    key = (mlflow_client.tracking_uri, name)
+    if key in _EXPERIMENT_IDS:  # a stacked group opens K runs in one experiment
+        return _EXPERIMENT_IDS[key]
     found = mlflow_client.get_experiment_by_name(name)
-    if found is not None:
-        return found.experiment_id
-    try:
-        return mlflow_client.create_experiment(name, tags=EXPERIMENT_TAGS)
-    except MlflowException:
-        found = mlflow_client.get_experiment_by_name(name)
-        if found is None:
-            raise
-        return found.experiment_id
+    if found is None:
+        try:
+            found = mlflow_client.get_experiment(mlflow_client.create_experiment(name, tags=EXPERIMENT_TAGS))
+        except MlflowException:
+            found = mlflow_client.get_experiment_by_name(name)
+            if found is None:
+                raise
+    if found.lifecycle_stage == "active":
+        _EXPERIMENT_IDS[key] = found.experiment_id
+    return found.experiment_id
+
+
+_EXPERIMENT_IDS: dict[tuple[str, str], str] = {}  # (tracking URI, name) -> id, per process
 
 
 def mask(text: str) -> str:
