@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import socket
 import subprocess
 from pathlib import Path
 
@@ -39,9 +40,10 @@ def check_job(cfg: DictConfig) -> None:
     check_knobs(cfg)
 
 
-def run_mode(cfg, model, quantised, splits, calibration, run, out_dir: Path, fit_one) -> Outcome:
+def run_mode(cfg, model, quantised, splits, calibration, run, out_dir: Path, float_model) -> Outcome:
     """A mode that is not training (test, ptq, transform, analyse) inside the job's open run;
-    ``fit_one(model)`` trains a float model first where the mode needs one (PTQ without ckpt=)."""
+    ``float_model(model)`` puts a trained float model's weights into ``model`` where the mode
+    needs one (PTQ without ckpt=): ``(its metrics, its run id)``, or the epoch it was pruned at."""
     spec = plain(cfg.analysis)
     metrics: dict[str, float] | Outcome
     if cfg.mode == "analyse":
@@ -52,7 +54,7 @@ def run_mode(cfg, model, quantised, splits, calibration, run, out_dir: Path, fit
         metrics = _test(cfg, quantised[0] if quantised else model, splits, run, out_dir)
     else:
         metrics = _ptq(cfg, model, plain(cfg.quantisation), splits, calibration, run,
-                       out_dir, fit_one)
+                       out_dir, float_model)
     return metrics if isinstance(metrics, Outcome) else Outcome.finished(metrics, run.run_id)
 
 
@@ -158,6 +160,7 @@ def _tags(cfg: DictConfig, data_info: dict, overrides: list[str]) -> dict[str, s
         "jscexp.dataset": cfg.dataset.name,
         "jscexp.synthetic": str(bool(data_info["synthetic"])).lower(),
         "jscexp.overrides": " ".join(overrides),
+        "jscexp.worker": f"{socket.gethostname()}:{os.getpid()}",  # which process ran it (parallel launchers)
     }
     if parent := os.environ.get(PARENT_ENV):
         tags["mlflow.parentRunId"] = parent
@@ -167,6 +170,11 @@ def _tags(cfg: DictConfig, data_info: dict, overrides: list[str]) -> dict[str, s
             tags["jscexp.retry_of"] = cfg.optuna.retry_of
     if commit := _git_commit():
         tags["mlflow.source.git.commit"] = commit
+    if cfg.mode == "train":  # a PTQ job with the same knobs quantises this run's model
+        from jscexp.tracking.resume import FLOAT_TAG
+        from jscexp.train.snapshots import float_key
+
+        tags[FLOAT_TAG] = float_key(cfg, code_version())
     return tags
 
 
@@ -249,25 +257,23 @@ def _test(cfg, model, splits, run, out_dir: Path) -> dict[str, float]:
     return {"test_acc": result["acc"], "test_loss": result["loss"]}
 
 
-def _ptq(cfg, model, qcfg, splits, calibration, run, out_dir: Path, fit_one) -> dict[str, float] | Outcome:
-    """Quantises a trained float model: the one in ckpt=, else one trained here first (whose
-    pruning by the search ends the run there: a half-trained model is not quantised)."""
+def _ptq(cfg, model, qcfg, splits, calibration, run, out_dir: Path, float_model) -> dict[str, float] | Outcome:
+    """Quantises a trained float model: the one in ckpt=, else the float training of this
+    config (trained once per experiment, in its own run; a pruned one is not quantised)."""
     if cfg.ckpt:
         test = fit.evaluate(cfg, model, splits, "test")
         float_metrics = {"best_val_acc": fit.evaluate(cfg, model, splits, "val")["acc"],
                          "test_acc": test["acc"], "test_loss": test["loss"]}
-        step = 0
     else:
-        result = fit_one(model)  # leaves the best epoch's weights in model
-        if result.pruned_at is not None:
-            return end_pruned(run, result.pruned_at)
-        float_metrics = _record_fit(cfg, model, splits, run, out_dir, result)
-        step = int(cfg.max_epochs)
+        trained = float_model(model)
+        if isinstance(trained, int):
+            return end_pruned(run, trained)
+        float_metrics, float_run = trained
+        run.set_tags({"jscexp.float_run_id": float_run})
     net, changes = quantise(model, qcfg, calibration)
     val, test = (fit.evaluate(cfg, net, splits, s) for s in ("val", "test"))
     final = {
-        # the float model's numbers under float_* names; the quantised model's under the plain ones
-        **{k: v for k, v in float_metrics.items() if k not in ("best_val_acc", "test_acc", "test_loss", "best_train_acc")},
+        # the float model's numbers under float_* names (its training is its own run's); the quantised model's plain
         **({"float_train_acc": float_metrics["best_train_acc"]} if "best_train_acc" in float_metrics else {}),
         "float_val_acc": float_metrics["best_val_acc"],
         "float_test_acc": float_metrics["test_acc"],
@@ -278,7 +284,7 @@ def _ptq(cfg, model, qcfg, splits, calibration, run, out_dir: Path, fit_one) -> 
         "acc_drop": float_metrics["test_acc"] - test["acc"],
         **qsummary.costs(net),
     }
-    run.log_metrics(final, step=step)
+    run.log_metrics(final)
     _log_quant_summaries(run, net, changes, out_dir)
     run.log_texts(analyse(net, plain(cfg.analysis), calibration))
     print(f"float test_acc={float_metrics['test_acc']:.4f}  quantised test_acc={test['acc']:.4f}")

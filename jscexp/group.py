@@ -73,13 +73,16 @@ def stacked_batches(trials: list) -> list[list]:
 
 def stackable(cfgs: list[DictConfig]) -> bool:
     """Whether the trials can share one stacked model: each can, and they differ only in
-    vector knobs (not in ``data_seed``: they would have to share a batch order)."""
+    vector knobs (not in ``data_seed``: they would have to share a batch order) and their
+    learning-rate schedules (each trial steps its own: ``T_max`` follows its ``max_epochs``)."""
 
     def shared(c: DictConfig) -> dict:
         from jscexp.tracking import flatten
 
         flat = flatten(plain(c))
-        return {**{k: v for k, v in flat.items() if k == "data_seed" or not is_vector_key(k)}, "dropout": has_dropout(c)}
+        return {**{k: v for k, v in flat.items()
+                   if k == "data_seed" or not (is_vector_key(k) or k.startswith("scheduler."))},
+                "dropout": has_dropout(c)}
 
     return all(stack_blocker(c) is None for c in cfgs) and all(shared(c) == shared(cfgs[0]) for c in cfgs[1:])
 
@@ -106,7 +109,7 @@ def engine_for(trials: list):
     model = StackedModel([t.net.to(device) for t in trials], generators)
     hparams = [plain(t.cfg.optimizer) for t in trials]
     optimizer = StackedOptimizer({"flat": model.flat}, _optimizer_kind(first), hparams)
-    return StackedEngine(model, optimizer, _lr_schedule(first, [h["lr"] for h in hparams]))
+    return StackedEngine(model, optimizer, _lr_schedule([t.cfg.scheduler for t in trials], [h["lr"] for h in hparams]))
 
 
 def _dropout_generator(device: torch.device, seed: int, after_init: torch.Tensor) -> torch.Generator:
@@ -116,18 +119,21 @@ def _dropout_generator(device: torch.device, seed: int, after_init: torch.Tensor
     return generator.set_state(after_init) if device.type == "cpu" else generator.manual_seed(seed)
 
 
-def _lr_schedule(cfg: DictConfig, lrs: list[float]):
-    """Each trial's learning rate per epoch, from torch's own scheduler over one group per trial."""
-    holder = torch.optim.SGD([{"params": [torch.zeros(1)], "lr": lr} for lr in lrs])
-    scheduler = instantiate(cfg.scheduler)(holder) if cfg.scheduler.get("_target_") else None
+def _lr_schedule(schedulers: list[DictConfig], lrs: list[float]):
+    """Each trial's learning rate per epoch, from torch's own scheduler, one per trial (each
+    runs to its own last epoch: ``T_max`` follows the trial's ``max_epochs``)."""
+    holders = [torch.optim.SGD([torch.zeros(1)], lr=lr) for lr in lrs]
+    steppers = [instantiate(s)(h) if s.get("_target_") else None for s, h in zip(schedulers, holders)]
     epochs_done = 0
 
     def lr_at(epoch: int) -> list[float]:
         nonlocal epochs_done
-        while scheduler is not None and epochs_done < epoch:
-            holder.step()  # torch warns about a scheduler stepped before its optimizer
-            scheduler.step()
+        while epochs_done < epoch:
+            for holder, scheduler in zip(holders, steppers):
+                if scheduler is not None:
+                    holder.step()  # torch warns about a scheduler stepped before its optimizer
+                    scheduler.step()
             epochs_done += 1
-        return [g["lr"] for g in holder.param_groups]
+        return [h.param_groups[0]["lr"] for h in holders]
 
     return lr_at

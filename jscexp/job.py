@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from jscexp import app
 from jscexp.config import plain
@@ -26,10 +26,11 @@ from jscexp.data import Splits
 from jscexp.errors import UserError
 from jscexp.sweep import GROUP_KEY, Outcome, trial_overrides
 from jscexp.tracking.shared import end_if_running
-from jscexp.train.loop import FitResult, Snapshot
+from jscexp.train.loop import Snapshot
 from jscexp.train.snapshots import StateFile
 
 TRAINING_MODES = ("train", "qat")
+CONF = Path(__file__).resolve().parent.parent / "conf"  # where __main__'s config_path points
 
 
 @dataclass
@@ -55,9 +56,10 @@ class Trial:
     def start_epoch(self) -> int:
         return self.resume.epoch + 1 if self.resume else 0
 
-    def keep(self, snapshot: Snapshot) -> None:
+    def keep(self, snapshot: Snapshot, run_id: str | None = None) -> None:
+        """Saves its state after an epoch, with the run that recorded it (its own by default)."""
         if self.state is not None:
-            snapshot.run_id = self.run_id
+            snapshot.run_id = run_id or self.run_id
             self.state.save(snapshot)
 
     @property
@@ -187,11 +189,12 @@ def _prepare_trial(t: Trial, data: dict) -> None:
 
 def _find_state(t: Trial) -> None:
     """Where a training trial keeps its state, and the state it goes on from, if any."""
-    from jscexp.train.snapshots import training_key
+    from jscexp.train.snapshots import float_key, training_key
 
     if not t.cfg.trainer.resume:
         return
-    t.state = StateFile(Path(t.cfg.trainer.state_dir), training_key(t.cfg, app.code_version()))
+    key = (float_key if t.cfg.mode == "ptq" else training_key)(t.cfg, app.code_version())  # PTQ trains a float model
+    t.state = StateFile(Path(t.cfg.trainer.state_dir), key)
     t.resume = t.state.load()
     if t.resume is not None:
         print(f"resuming {' '.join(t.overrides) or 'the run'} after epoch {t.resume.epoch} ({t.state.path})")
@@ -213,7 +216,7 @@ def execute(trials: list[Trial], uri: str) -> None:
         else:
             (t,), (run_,) = trials, opened
             t.outcome = app.run_mode(t.cfg, t.model, t.quantised, t.splits, t.calibration, run_, t.out_dir,
-                                     lambda model: fit_one(t, model, run_))
+                                     lambda model: float_model(t, model, uri))
     for t, run_ in zip(trials, opened):  # their runs ended: what they trained is in the store now
         if t.state is not None:
             t.state.drop()
@@ -252,7 +255,7 @@ def train(trials: list[Trial], runs: list) -> None:
     engine = engine_for(trials)
     resume = [t.resume for t in trials if t.resume is not None] or None  # a batch starts from one epoch
     results = fit.train(trials[0].cfg, engine, trials[0].data, trial_hook(trials, runs), resume,
-                        lambda k, snapshot: trials[k].keep(snapshot))
+                        lambda k, snapshot: trials[k].keep(snapshot), [int(t.cfg.max_epochs) for t in trials])
     for t, run_, result in zip(trials, runs, results):
         if result.pruned_at is not None:
             t.outcome = app.end_pruned(run_, result.pruned_at)
@@ -261,15 +264,63 @@ def train(trials: list[Trial], runs: list) -> None:
         t.outcome = app.finish_training(t.cfg, t.net, t.splits, run_, t.out_dir, result, t.calibration, t.quantised)
 
 
-def fit_one(t: Trial, model: torch.nn.Module, run_) -> FitResult:
-    """Trains ``model`` alone for a mode that needs a trained float model first (PTQ without
-    ckpt=); leaves its best epoch's weights in it and returns its FitResult."""
+def float_model(t: Trial, model: torch.nn.Module, uri: str) -> tuple[dict[str, float], str] | int:
+    """PTQ without ckpt=: puts the float model of ``t``'s config into ``model`` — a finished
+    float run's of the experiment (a mode=train run or another PTQ job's) if there is one,
+    else trained here in a run of its own. Returns its metrics and run id, or the epoch the
+    search pruned it at. A lock keeps parallel jobs of one sweep from training it twice."""
+    from jscexp.tracking.resume import finished_float_run
+    from jscexp.train.checkpoint import load_weights
+    from jscexp.train.snapshots import float_key
+
+    key = float_key(t.cfg, app.code_version())
+    with _lock(Path(t.cfg.trainer.state_dir) / f"{key}.float.lock"):
+        found = finished_float_run(uri, t.cfg.experiment, key)
+        if found is None:
+            return _train_float(t, model, uri)
+    checkpoint = Path(found.checkpoint)
+    if not checkpoint.is_file():  # trained on another machine: its artifact
+        from jscexp.tracking.store import client
+
+        checkpoint = Path(client(uri).download_artifacts(found.run_id, "checkpoints/best.ckpt", str(t.out_dir)))
+    load_weights(model, checkpoint, t.cfg.model.name)
+    print(f"float model: run {found.run_id}'s (same training), not trained again")
+    return found.metrics, found.run_id
+
+
+def _train_float(t: Trial, model: torch.nn.Module, uri: str) -> tuple[dict[str, float], str] | int:
+    """Trains ``t``'s float model in a mode=train run of its own, leaving its best epoch's weights in ``model``."""
+    import copy
+
+    from jscexp.sweep.overrides import override_key
     from jscexp.train import fit
 
-    (result,) = fit.train(t.cfg, fit.plain_engine(t.cfg, model, t.rng), t.data, trial_hook([t], [run_]),
-                          [t.resume] if t.resume else None, lambda _, snapshot: t.keep(snapshot))
-    model.load_state_dict(result.best_state)
-    return result
+    cfg = copy.deepcopy(t.cfg)
+    with open_dict(cfg):  # the train run's config: quantisation=none as conf/ has it
+        cfg.mode, cfg.quantisation = "train", OmegaConf.load(CONF / "quantisation" / "none.yaml")
+    overrides = [*(o for o in t.overrides if override_key(o) != "mode" and not override_key(o).startswith("quantisation")),
+                 "mode=train"]
+    out_dir = t.out_dir / "float"
+    with app.open_run(cfg, uri, model, t.splits, overrides, out_dir) as run_:
+        (result,) = fit.train(cfg, fit.plain_engine(cfg, model, t.rng), t.data, trial_hook([t], [run_]),
+                              [t.resume] if t.resume else None, lambda _, snapshot: t.keep(snapshot, run_.run_id))
+        if result.pruned_at is not None:
+            app.end_pruned(run_, result.pruned_at)
+            return result.pruned_at
+        model.load_state_dict(result.best_state)
+        outcome = app.finish_training(cfg, model, t.splits, run_, out_dir, result, t.calibration)
+    print(f"float model trained in run {run_.run_id} · {run_.link}")
+    return outcome.metrics, run_.run_id
+
+
+@contextlib.contextmanager
+def _lock(path: Path):
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def trial_hook(trials: list[Trial], runs: list):

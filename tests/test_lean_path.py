@@ -63,6 +63,12 @@ def test_early_stopping_stops_after_patience_epochs_without_improvement(workdir)
     assert run.data.tags["jscexp.stopped_early_at_epoch"] == str(len(val_acc) - 1)
 
 
+SWEEP_ROWS = ("lr x 4 seeds (24 trials), job by job: wall / training (s)",
+              "lr x 4 seeds (24 trials), stacked: wall / training (s)", "speed-up",
+              "per-trial overhead (ms) (24 vs 6 stacked trials)", "epochs 1…8 (4 trials): job by job / stacked wall (s)",
+              "PTQ at 4 widths: float trainings (job by job: 4)")
+
+
 def _cells(stdout: str) -> list[list[str]]:
     return [[c.strip() for c in line.strip().strip("|").split("|")] for line in stdout.splitlines() if line.startswith("| ")]
 
@@ -81,7 +87,8 @@ def test_bench_smoke_prints_every_row(tmp_path):
     never asserted (the machine is shared; a 3-step ratio may print as 0.0)."""
     out = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "bench.py"), "--steps", "5", "--warmup", "2", "--repeats", "1",
-         "--stacked-steps", "3", "--rows", "20000", "--grid-rows", "3000", "--grid-epochs", "1"],
+         "--stacked-steps", "3", "--rows", "20000", "--grid-rows", "3000", "--grid-epochs", "1",
+         "--sweep-rows", "3000", "--sweep-epochs", "1"],
         cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False,
     )
     assert out.returncode == 0, out.stderr[-3000:]
@@ -94,7 +101,12 @@ def test_bench_smoke_prints_every_row(tmp_path):
     assert set(stacked) == {(m, b, k) for m in ("jsc-tiny", "jsc-toy") for b in ("32", "256")
                             for k in ("1", "4", "16", "64")}
     assert len(ratios) == 4 and all(r[6] in ("yes", "NO") for r in ratios)
-    overheads = {r[0]: r[1] for r in rows if len(r) == 4 and r[0] != "overhead"}
+    overheads = {r[0]: r[1] for r in rows if len(r) == 4 and r[0] != "overhead" and r[2] != "goal"}
+    sweeps = {r[0]: r for r in rows if len(r) == 4 and r[0] in SWEEP_ROWS}
+    overheads = {k: v for k, v in overheads.items() if k not in sweeps}
+    assert set(sweeps) == set(SWEEP_ROWS)
+    assert all(r[3] in ("yes", "NO") for r in sweeps.values() if r[2])  # each goal says whether it was met
+    assert sweeps[SWEEP_ROWS[-1]][1].startswith("1, in ")  # the PTQ width sweep trained one float model
     assert {"python -m jscexp --help", "cold start to first step (cached data)",
             "between jobs, last step to next first step (max)", "9-job grid share not training"} <= set(overheads)
     assert all(_is_number(v) for v in [*timed.values(), *stacked.values(), *overheads.values()])

@@ -257,7 +257,7 @@ def test_bit_width_sweep_file_sets_frac_from_width():
 @pytest.mark.parametrize("preset", ["int8", "int4", "minifloat8", "ternary", "binary"])
 def test_every_preset_runs_and_passes_its_own_format_check(workdir, preset, mode):
     outcome = run_job([*FAST, f"mode={mode}", f"quantisation={preset}", "model=jsc-toy"], workdir / "out")
-    (run,) = runs_of(workdir)
+    (run,) = [r for r in runs_of(workdir) if r.data.tags["jscexp.mode"] == mode]  # ptq: and its float run
     assert outcome.status.value == "finished" and run.info.status == "FINISHED"
     assert run.data.tags["jscexp.quant_check"] == "passed" and run.data.metrics["quant_offgrid_values"] == 0
     assert run.data.metrics["quant_checked_values"] > 0
@@ -271,8 +271,6 @@ def test_ptq_whose_float_training_is_pruned_ends_pruned_and_quantises_nothing(wo
     from conftest import compose_cfg
     from jscexp.app import run_mode
     from jscexp.sweep import Status
-    from jscexp.train.loop import FitResult
-
     class Run:
         run_id, tags, metrics = "r", {}, {}
 
@@ -284,7 +282,32 @@ def test_ptq_whose_float_training_is_pruned_ends_pruned_and_quantises_nothing(wo
 
     cfg = compose_cfg([*FAST, "mode=ptq", "quantisation=int8"])
     run = Run()
-    outcome = run_mode(cfg, build_model("jsc-tiny"), None, None, None, run, workdir,
-                       lambda model: FitResult(best_epoch=0, pruned_at=1))
+    outcome = run_mode(cfg, build_model("jsc-tiny"), None, None, None, run, workdir, lambda model: 1)
     assert outcome.status == Status.PRUNED and outcome.metrics == {} and outcome.run_id == "r"
     assert run.tags == {"jscexp.pruned": "true", "jscexp.pruned_at_epoch": 1} and run.metrics == {}
+
+
+def test_a_ptq_width_sweep_trains_the_float_model_once_with_the_numbers_of_job_by_job(workdir):
+    """One float run (mode=train), K quantised runs pointing at it; each quantised run's numbers
+    are those of a PTQ job that trains its own float model (here: alone in its experiment)."""
+    widths = (4, 8)
+    quant = ["mode=ptq", "quantisation=int8", "quantisation.weight_frac_width=3"]
+    result = run_cli(["-m", *FAST, *quant, "experiment=once", f"quantisation.weight_width={','.join(map(str, widths))}"],
+                     workdir)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("not trained again") == len(widths) - 1
+    runs = [r for r in runs_of(workdir, "once") if r.data.tags.get("jscexp.kind") != "sweep"]
+    (float_run,) = [r for r in runs if r.data.tags["jscexp.mode"] == "train"]
+    ptq = {r.data.params["quantisation.weight_width"]: r for r in runs if r.data.tags["jscexp.mode"] == "ptq"}
+    assert sorted(ptq) == ["4", "8"] and "quantisation.weight_width" not in float_run.data.params
+    assert {r.data.tags["jscexp.float_run_id"] for r in ptq.values()} == {float_run.info.run_id}
+    assert all(r.info.status == "FINISHED" for r in runs)
+    for w in widths:
+        run_job([*FAST, *quant, f"experiment=apart{w}", f"quantisation.weight_width={w}"], workdir / f"apart{w}")
+        alone = {r.data.tags["jscexp.mode"]: r for r in runs_of(workdir, f"apart{w}")}
+        assert untimed(alone["train"].data.metrics) == untimed(float_run.data.metrics)
+        assert alone["ptq"].data.metrics == ptq[str(w)].data.metrics, w  # accuracies, drop, bits: all equal
+
+
+def untimed(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if "seconds" not in k and k != "train_samples_per_second"}

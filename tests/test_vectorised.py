@@ -20,7 +20,7 @@ def histories(workdir, experiment: str, keys=("learning_rate", "seed")) -> dict[
             continue
         hist = sorted(client.get_metric_history(r.info.run_id, "val_acc"), key=lambda m: m.step)
         out[tuple(r.data.params[k] for k in keys)] = {
-            "val_acc": [m.value for m in hist], "metrics": r.data.metrics, "tags": r.data.tags,
+            "run_id": r.info.run_id, "val_acc": [m.value for m in hist], "metrics": r.data.metrics, "tags": r.data.tags,
             "params": r.data.params, "status": r.info.status,
             "artifacts": sorted(a.path for a in client.list_artifacts(r.info.run_id)),
         }
@@ -91,6 +91,21 @@ def test_quantised_trials_with_their_own_widths_match_their_runs_alone(workdir):
     for key, vec in stacked.items():
         assert vec["metrics"]["quant_offgrid_values"] == 0 and vec["tags"]["jscexp.quant_check"] == "passed"
         assert int(vec["params"]["quantisation.weight_frac_width"]) == int(key[0]) - 1
+
+
+def test_trials_with_their_own_epochs_follow_their_own_schedule_and_stop_after_it(workdir):
+    """The lab's epochs sweep as one stacked model: each trial's cosine schedule runs to its own
+    last epoch and its numbers are its lone run's; the shorter ones stop while the rest train."""
+    common = [*SMALL, "model=jsc-toy", "optimizer=sgd"]
+    trials = [["max_epochs=1", "learning_rate=5e-2"], ["max_epochs=3", "learning_rate=5e-2"],
+              ["max_epochs=2", "learning_rate=1e-2"]]
+    alone, stacked = alone_and_stacked(workdir, common, trials, ("max_epochs", "learning_rate"))
+    client = mlflow_client(workdir)
+    for key, one in alone.items():
+        assert len(stacked[key]["val_acc"]) == int(key[0])
+        lrs = [[m.value for m in sorted(client.get_metric_history(runs["run_id"], "lr"), key=lambda m: m.step)]
+               for runs in (one, stacked[key])]
+        assert lrs[0] == lrs[1] and len(lrs[0]) == int(key[0]), key  # its own cosine, to its own end
 
 
 def test_dropout_trials_with_their_own_p_draw_their_lone_runs_masks(workdir):

@@ -7,7 +7,7 @@ from omegaconf import DictConfig
 from jscexp.config import plain_list
 
 # Knobs that can differ between the trials of one stacked model.
-VECTOR_KEYS = ("learning_rate", "seed", "data_seed", "optimizer.lr", "optimizer.weight_decay", "optimizer.betas",
+VECTOR_KEYS = ("learning_rate", "seed", "data_seed", "max_epochs", "optimizer.lr", "optimizer.weight_decay", "optimizer.betas",
                "optimizer.momentum", "optimizer.dampening", "optimizer.eps", "optimizer.nesterov", "model.dropout",
                "optuna.trial")
 GROUP_KEY = "vector_trials"

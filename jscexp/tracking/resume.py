@@ -1,4 +1,5 @@
-"""Resuming an interrupted sweep: the same command again skips the jobs that finished.
+"""Resuming an interrupted sweep: the same command again skips the jobs that finished; and
+finding a finished float training that a PTQ job can quantise instead of training its own.
 
 The sweep callback reopens the newest parent run of the same sweep command when that one did
 not finish, and sets ``RESUME_ENV``; each job then looks for a FINISHED child of that parent
@@ -56,3 +57,31 @@ def resumable_parent(client, experiment_id: str, sweep_overrides: str) -> str | 
     if same and same[0].info.status != "FINISHED":
         return same[0].info.run_id
     return None
+
+
+FLOAT_TAG = "jscexp.float_key"  # on every mode=train run: the hash of its float training
+
+
+@dataclass
+class FloatRun:
+    """A finished float training: its run, metrics and checkpoint."""
+
+    run_id: str
+    metrics: dict
+    checkpoint: str
+
+
+def finished_float_run(uri: str, experiment: str, key: str) -> FloatRun | None:
+    """The newest FINISHED run of ``experiment`` that trained the float model ``key`` names."""
+    from jscexp.tracking.store import client
+
+    mlflow_client = client(uri)
+    found = mlflow_client.get_experiment_by_name(experiment)
+    if found is None:
+        return None
+    runs = mlflow_client.search_runs([found.experiment_id], f"tags.`{FLOAT_TAG}` = '{key}' and attributes.status = 'FINISHED'",
+                                     order_by=["attributes.start_time DESC"], max_results=1)
+    if not runs or "jscexp.checkpoint" not in runs[0].data.tags:
+        return None
+    run = runs[0]
+    return FloatRun(run.info.run_id, run.data.metrics, run.data.tags["jscexp.checkpoint"])

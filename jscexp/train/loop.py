@@ -280,7 +280,7 @@ class EpochBook:
     non-finite training loss (a diverged run is a result: the lab's lr=1.0 row), or no better
     validation accuracy for ``patience`` epochs. A stopped trial leaves ``active``."""
 
-    def __init__(self, k: int, device: torch.device, *, max_epochs: int, hook: TrialHook | None = None,
+    def __init__(self, k: int, device: torch.device, *, max_epochs: list[int], hook: TrialHook | None = None,
                  patience: int | None = None):
         self.results = [FitResult() for _ in range(k)]
         self.active = torch.ones(k, dtype=torch.bool, device=device)
@@ -304,7 +304,7 @@ class EpochBook:
                 stop = self.hook is not None and self.hook(k, int(h["epoch"]), {m: v for m, v in h.items() if m != "epoch"})
                 if stop and not result.stopped:
                     result.pruned_at = int(h["epoch"])
-            if result.stopped:
+            if result.stopped or len(result.history) >= self.max_epochs[k]:
                 self._flags[k] = False
                 self.active[k] = False
 
@@ -320,27 +320,29 @@ class EpochBook:
                 result.pruned_at = epoch
             elif not math.isfinite(m["train_loss"]):
                 result.diverged_at = epoch
-            elif self._patience_ran_out(result, epoch):
+            elif self._patience_ran_out(result, epoch, self.max_epochs[k]):
                 result.stopped_early_at = epoch
-            else:
+            elif epoch < self.max_epochs[k] - 1:
                 continue
-            self._flags[k] = False
+            self._flags[k] = False  # stopped, or its last epoch done: its slice stays as it is
             self.active[k] = False
 
-    def _patience_ran_out(self, result: FitResult, epoch: int) -> bool:
-        return self.patience is not None and epoch - result.best_epoch >= self.patience and epoch < self.max_epochs - 1
+    def _patience_ran_out(self, result: FitResult, epoch: int, max_epochs: int) -> bool:
+        return self.patience is not None and epoch - result.best_epoch >= self.patience and epoch < max_epochs - 1
 
 
-def fit(engine: Engine, train, val, *, max_epochs: int, hook: TrialHook | None = None, patience: int | None = None,
-        progress: Progress | None = None, resume: list[Snapshot] | None = None,
+def fit(engine: Engine, train, val, *, max_epochs: list[int], hook: TrialHook | None = None,
+        patience: int | None = None, progress: Progress | None = None, resume: list[Snapshot] | None = None,
         keep: Callable[[int, Snapshot], None] | None = None) -> list[FitResult]:
-    """Trains every trial of ``engine`` up to ``max_epochs`` epochs, validating after each;
-    one result per trial, each with its best epoch's weights in ``best_state``.
+    """Trains trial k of ``engine`` for ``max_epochs[k]`` epochs, validating after each (a
+    trial whose epochs are done stops updating while the others go on); one result per
+    trial, each with its best epoch's weights in ``best_state``.
 
     ``hook(trial, epoch, metrics)`` sees each epoch's metrics (logging, pruning) and returns
     whether that trial stops. ``keep(trial, snapshot)`` gets each trial's resumable state
     after each of its epochs; ``resume`` (one snapshot per trial, all after the same epoch)
-    goes on from there. A trial's ``fit_seconds`` is the group's: they trained together.
+    goes on from there. A trial's ``fit_seconds`` is the group's until it stopped: they
+    trained together.
     """
     book, tally = EpochBook(engine.k, engine.device, max_epochs=max_epochs, hook=hook, patience=patience), \
         Tally(engine.k, engine.device)
@@ -349,18 +351,16 @@ def fit(engine: Engine, train, val, *, max_epochs: int, hook: TrialHook | None =
     start = time.perf_counter()
     mark("first_step", time.time())
     last_step = 0.0
-    for epoch in range(first, max_epochs):
+    for epoch in range(first, max(max_epochs)):
         if not book.any_active():
             break
         training = book.flags
         last_step = _epoch(engine, train, val, tally, book, epoch, progress)
-        for k, result in enumerate(book.results):
-            result.fit_seconds = spent[k] + time.perf_counter() - start
-            if keep is not None and training[k]:
-                keep(k, Snapshot(epoch, result, engine.snapshot(k), train.rng_state))
+        for k in (k for k, result in enumerate(book.results) if training[k]):
+            book.results[k].fit_seconds = spent[k] + time.perf_counter() - start
+            if keep is not None:
+                keep(k, Snapshot(epoch, book.results[k], engine.snapshot(k), train.rng_state))
     mark("last_step", last_step)
-    for k, result in enumerate(book.results):
-        result.fit_seconds = spent[k] + time.perf_counter() - start
     return book.results
 
 

@@ -31,9 +31,18 @@ FORMAT = 1
 
 def training_key(cfg: DictConfig, code_version: str) -> str:
     """The hash that names a trial's state: the same for every run of the same training."""
-    tree = without_plumbing(plain(cfg))
-    text = json.dumps({"code": code_version, "format": FORMAT, "config": tree}, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
+    return _hash({"code": code_version, "format": FORMAT, "config": without_plumbing(plain(cfg))})
+
+
+def float_key(cfg: DictConfig, code_version: str) -> str:
+    """The hash of the float training a config implies: a ``mode=train`` run and the PTQ jobs
+    of any bit widths with the same other knobs share it (mode and quantisation left out)."""
+    tree = {k: v for k, v in without_plumbing(plain(cfg)).items() if k not in ("mode", "quantisation")}
+    return _hash({"code": code_version, "format": FORMAT, "float": tree})
+
+
+def _hash(tree: dict) -> str:
+    return hashlib.sha256(json.dumps(tree, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
 class StateFile:

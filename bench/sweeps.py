@@ -1,0 +1,107 @@
+"""``make bench``'s sweep table: whole sweeps on the real CLI, job by job against stacked.
+
+Each sweep runs in a fresh process and working directory (the data cache shared, so every
+sweep starts from cached data, as a user's second sweep does). Wall time is the process's;
+training time is what the runs logged (``fit_seconds``: per run job by job, per stacked
+group once), read back from the sweep's MLflow store.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from jscexp.train.loop import MARKS_ENV
+
+GOALS = {"speed-up": 4.0, "wall / (2 x training + cold start)": 1.0, "per-trial overhead (ms)": 50.0}
+
+
+def _sweep(args: list[str], work: Path, name: str) -> tuple[float, float, int]:
+    """Runs ``python -m jscexp args`` in its own folder; returns (wall s, training s, runs)."""
+    folder = work / name
+    folder.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "JSCEXP_PARENT_RUN_ID")}
+    env["JSCEXP_CACHE"] = str(work / "cache")
+    started = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "jscexp", *args], cwd=folder, env=env, capture_output=True, text=True,
+                         check=False)
+    wall = time.perf_counter() - started
+    if out.returncode != 0:
+        raise RuntimeError(f"python -m jscexp {' '.join(args)} failed:\n{out.stderr[-2000:]}")
+    runs = _runs(folder)
+    # stacked trials share their group's fit_seconds: count each group once
+    groups = {r.data.tags.get("jscexp.vector_group") or r.info.run_id: r.data.metrics.get("fit_seconds", 0.0)
+              for r in runs}
+    return wall, sum(groups.values()), len(runs)
+
+
+def _runs(folder: Path) -> list:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    return [r for r in client.search_runs(experiments, max_results=10000) if r.data.tags.get("jscexp.kind") != "sweep"]
+
+
+def _cold_start(work: Path, rows: int) -> float:
+    """Seconds from the process start to a single run's first step, with cached data."""
+    folder = work / "cold"
+    folder.mkdir()
+    marks = folder / "marks"
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "JSCEXP_PARENT_RUN_ID")}
+    env.update({"JSCEXP_CACHE": str(work / "cache"), MARKS_ENV: str(marks)})
+    args = ["dataset=jsc_synth", f"dataset.n_rows={rows}", "max_epochs=1", "trainer.progress_bar=false"]
+    subprocess.run([sys.executable, "-m", "jscexp", *args], cwd=folder, env=env, capture_output=True, check=True)
+    marks.unlink()
+    started = time.time()  # the second run: the store and experiment exist, as in a user's next run
+    subprocess.run([sys.executable, "-m", "jscexp", *args], cwd=folder, env=env, capture_output=True, check=True)
+    first = next(float(t) for what, t in (line.split() for line in marks.read_text().splitlines()) if what == "first_step")
+    return first - started
+
+
+def measure(work: Path, rows: int, epochs: int) -> list[dict]:
+    """The rows of the sweep table (see ``table``)."""
+    common = ["dataset=jsc_synth", f"dataset.n_rows={rows}", "trainer.progress_bar=false", "data_seed=0"]
+    lr = ["-m", "+sweep=lab1_learning_rate", *common, f"max_epochs={epochs}"]
+    cold = _cold_start(work, rows)
+    by_job = _sweep([*lr, "seed=0,1,2,3", "trainer.vectorize=off"], work, "lr_by_job")
+    stacked = _sweep([*lr, "seed=0,1,2,3"], work, "lr_stacked")
+    small = _sweep([*lr, "seed=0"], work, "lr_stacked_small")
+    ep = ["-m", "+sweep=lab1_max_epochs", *common, f"max_epochs={','.join(str(e * epochs) for e in (1, 2, 4, 8))}"]
+    ep_by_job = _sweep([*ep, "trainer.vectorize=off"], work, "epochs_by_job")
+    ep_stacked = _sweep(ep, work, "epochs_stacked")
+    ptq = _sweep(["-m", "+sweep=quant_bits", *common, f"max_epochs={epochs}", "mode=ptq",
+                  "quantisation.weight_width=2,4,6,8"], work, "ptq_widths")
+    floats = sum(r.data.tags.get("jscexp.mode") == "train" for r in _runs(work / "ptq_widths"))
+    overhead = ((stacked[0] - small[0]) - (stacked[1] - small[1])) / (stacked[2] - small[2]) * 1000
+    return [
+        {"measure": "lr x 4 seeds (24 trials), job by job: wall / training (s)", "value": f"{by_job[0]:.1f} / {by_job[1]:.1f}"},
+        {"measure": "lr x 4 seeds (24 trials), stacked: wall / training (s)", "value": f"{stacked[0]:.1f} / {stacked[1]:.1f}"},
+        _goal("speed-up", by_job[0] / stacked[0], "x", higher=True),
+        _goal("wall / (2 x training + cold start)", stacked[0] / (2 * stacked[1] + cold), "",
+              note=f"(cold start {cold:.1f} s)"),
+        _goal("per-trial overhead (ms)", overhead, " ms", note=f"(24 vs {small[2]} stacked trials)"),
+        {"measure": f"epochs {epochs}…{8 * epochs} (4 trials): job by job / stacked wall (s)",
+         "value": f"{ep_by_job[0]:.1f} / {ep_stacked[0]:.1f} ({ep_by_job[0] / ep_stacked[0]:.1f}x)"},
+        {"measure": "PTQ at 4 widths: float trainings (job by job: 4)", "value": f"{floats}, in {ptq[0]:.1f} s"},
+    ]
+
+
+def _goal(what: str, value: float, unit: str, *, higher: bool = False, note: str = "") -> dict:
+    goal = GOALS[what]
+    met = value >= goal if higher else value <= goal
+    return {"measure": f"{what} {note}".strip(), "value": f"{value:.2f}{unit}",
+            "goal": f"{'>=' if higher else '<='} {goal:g}{unit.strip()}", "met": "yes" if met else "NO"}
+
+
+def table(rows: int, epochs: int) -> str:
+    import tempfile
+
+    import pandas as pd
+
+    with tempfile.TemporaryDirectory() as tmp:
+        frame = pd.DataFrame(measure(Path(tmp), rows, epochs)).fillna("")
+    return frame.to_markdown(index=False)
