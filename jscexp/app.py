@@ -88,7 +88,7 @@ def open_run(cfg, uri: str, model, splits, overrides: list[str], out_dir: Path, 
         run.log_params(run_params(cfg, count_trainable(model), data_info))
         if splits is not None:
             run.log_dataset(dataset_input(cfg, data_info))
-        run.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+        run.log_texts({"config.yaml": OmegaConf.to_yaml(cfg, resolve=True)})
     except BaseException as err:  # an interrupt or a store error here: the run exists, so end it
         run.__exit__(type(err), err, None)
         raise

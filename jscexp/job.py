@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ from jscexp.data import Splits
 from jscexp.errors import UserError
 from jscexp.sweep import GROUP_KEY, Outcome, trial_overrides
 from jscexp.tracking.shared import end_if_running
-from jscexp.train.loop import Snapshot
+from jscexp.train.loop import Snapshot, mark
 from jscexp.train.snapshots import StateFile
 
 TRAINING_MODES = ("train", "qat")
@@ -85,6 +86,7 @@ class Trial:
 def run(cfg: DictConfig, out_dir: Path, overrides: list[str]) -> Outcome | list[Outcome]:
     """Runs a job: its outcome, or a group job's, one per trial. Bad input of a single job and
     the job's own setup errors (an unreachable store) raise ``UserError``."""
+    mark("job_start", time.time())  # make bench: a job's time besides its steps
     group = bool(cfg.get(GROUP_KEY))
     each = trial_overrides(cfg, overrides)
     common = len(overrides) - 1  # a trial's overrides: the group job's, less the group, then its own
@@ -108,6 +110,7 @@ def run(cfg: DictConfig, out_dir: Path, overrides: list[str]) -> Outcome | list[
             print(f"error: {t.outcome.reason}", file=sys.stderr)
     outcomes = [t.outcome for t in trials if t.outcome is not None]
     assert len(outcomes) == len(trials), "every trial ends with an outcome"
+    mark("job_end", time.time())
     return outcomes if group else outcomes[0]
 
 

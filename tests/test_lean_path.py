@@ -65,7 +65,8 @@ def test_early_stopping_stops_after_patience_epochs_without_improvement(workdir)
 
 SWEEP_ROWS = ("lr x 4 seeds (24 trials), job by job: wall / training (s)",
               "lr x 4 seeds (24 trials), stacked: wall / training (s)", "speed-up",
-              "per-trial overhead (ms) (24 vs 6 stacked trials)", "epochs 1…8 (4 trials): job by job / stacked wall (s)",
+              "per-trial overhead (ms) (group job's time besides its steps, 24 vs 6 trials)",
+              "epochs 1…8 (4 trials): job by job / stacked wall (s)",
               "PTQ at 4 widths: float trainings (job by job: 4)")
 
 

@@ -16,7 +16,6 @@ from jscexp.errors import UserError, deferred_interrupts, first_line, interrupte
 from jscexp.tracking.store import client, ensure_experiment, mask
 
 _MAX_PARAM_LEN = 6000  # MLflow's limit on a param value
-_MAX_METRICS = 1000  # MLflow's limit on metrics per batch
 FLUSH_SECONDS = 5.0  # a run's metrics reach the store at most this late
 
 
@@ -65,6 +64,9 @@ class TrackedRun:
         self.uri, self.local = uri, local
         self._pending: list = []  # metrics not yet in the store
         self._tags: dict[str, object] = {}  # tags not yet in the store
+        self._params: list = []  # params not yet in the store
+        self._texts: dict[str, str] = {}  # text artifacts not yet in the store
+        self._files: dict[str, Path] = {}  # artifact name -> file, not yet in the store
         self._flushed = time.monotonic()
         self.client = client(uri)
         self.experiment_id = ensure_experiment(self.client, experiment)
@@ -113,6 +115,7 @@ class TrackedRun:
             # else the run's own error goes on up: the store could not record it
 
     def _end(self, exc_type, exc) -> None:
+        self._upload()
         if exc is None:
             self.flush()
             self.client.set_terminated(self.run_id, "FINISHED")
@@ -137,11 +140,10 @@ class TrackedRun:
             raise
 
     def log_params(self, params: Mapping[str, object]) -> None:
+        """With the run's first batch of metrics (at the latest when it ends)."""
         from mlflow.entities import Param
 
-        items = [Param(k, mask(str(v))[:_MAX_PARAM_LEN]) for k, v in params.items()]
-        for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
-            self._store(self.client.log_batch, self.run_id, params=items[i : i + 100])
+        self._params += [Param(k, mask(str(v))[:_MAX_PARAM_LEN]) for k, v in params.items()]
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         """To ``local`` at once; to the store in batches (with the tags set meanwhile): when
@@ -159,16 +161,15 @@ class TrackedRun:
             self.flush()
 
     def flush(self, tags: Mapping[str, object] | None = None) -> None:
-        """Writes the pending metrics and tags, and ``tags``, to the store."""
+        """Writes the pending params, metrics and tags, and ``tags``, to the store."""
         from mlflow.entities import RunTag
 
-        pending, self._pending = self._pending, []
+        metrics, params = self._pending, self._params
         tagged = [RunTag(k, mask(str(v))) for k, v in {**self._tags, **(tags or {})}.items()]
-        self._tags = {}
-        for i in range(0, max(len(pending), 1), _MAX_METRICS):  # MLflow's limit per batch
-            if pending[i : i + _MAX_METRICS] or tagged:
-                self._store(self.client.log_batch, self.run_id, metrics=pending[i : i + _MAX_METRICS], tags=tagged)
-            tagged = []
+        self._pending, self._params, self._tags = [], [], {}
+        while metrics or params or tagged:  # MLflow's limits per batch
+            self._store(self.client.log_batch, self.run_id, metrics=metrics[:1000], params=params[:100], tags=tagged[:100])
+            metrics, params, tagged = metrics[1000:], params[100:], tagged[100:]
         self._flushed = time.monotonic()
 
     def log_dataset(self, dataset: Mapping[str, str], context: str = "training") -> None:
@@ -192,17 +193,27 @@ class TrackedRun:
         self._tags.update(tags)
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        self._store(self.client.log_artifact, self.run_id, str(path), artifact_path)
-
-    def log_text(self, text: str, artifact_file: str) -> None:
-        self._store(self.client.log_text, self.run_id, mask(text), artifact_file)
+        """The file ``path`` (read when the run ends), under ``artifact_path``."""
+        self._files[f"{artifact_path}/{Path(path).name}" if artifact_path else Path(path).name] = Path(path)
 
     def log_texts(self, texts: Mapping[str, str]) -> None:
-        """``{artifact file: text}`` in one upload."""
+        """``{artifact file: text}``."""
+        self._texts.update({name: mask(text) for name, text in texts.items()})
+
+    def _upload(self) -> None:
+        """The run's files and texts in one upload when it ends (a failed run's too): one
+        store call, not one per file."""
+        import shutil
         import tempfile
 
+        texts, files, self._texts, self._files = self._texts, self._files, {}, {}
+        if not texts and not files:
+            return
         with tempfile.TemporaryDirectory() as tmp:
-            for name, text in texts.items():
+            for name in [*texts, *files]:
                 (Path(tmp) / name).parent.mkdir(parents=True, exist_ok=True)
-                (Path(tmp) / name).write_text(mask(text))
+            for name, text in texts.items():
+                (Path(tmp) / name).write_text(text)
+            for name, path in files.items():
+                shutil.copyfile(path, Path(tmp) / name)
             self._store(self.client.log_artifacts, self.run_id, tmp)
