@@ -167,7 +167,8 @@ def _skip_finished(trials: list[Trial], uri: str) -> None:
 
 
 def _prepare_trial(t: Trial, data: dict) -> None:
-    """Data (shared by trials with the same dataset), model, calibration, quantisation."""
+    """Data (shared by trials with the same dataset), model, calibration, quantisation, and the
+    analysis spec checked against the model (once per model shape)."""
     from jscexp.analysis import check
     from jscexp.quant.transform import quantise, uses_auto_frac
     from jscexp.validate import check_batch_fits
@@ -187,7 +188,11 @@ def _prepare_trial(t: Trial, data: dict) -> None:
         check_batch_fits(int(cfg.batch_size), len(t.data.y_train))
         _find_state(t)
     t.quantised = quantise(t.model, qcfg, t.calibration) if qcfg["name"] != "none" else None  # validates it
-    check(t.model, plain(cfg.analysis))
+    spec = plain(cfg.analysis)
+    checked = ("analysis", repr(t.model), repr(spec))  # a group's trials share a model's shape
+    if checked not in data:
+        check(t.model, spec)
+        data[checked] = True
 
 
 def _find_state(t: Trial) -> None:

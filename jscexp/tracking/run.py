@@ -140,10 +140,12 @@ class TrackedRun:
             raise
 
     def log_params(self, params: Mapping[str, object]) -> None:
-        """With the run's first batch of metrics (at the latest when it ends)."""
+        """Now, with whatever else is pending: a run killed before its first metrics keeps
+        the knobs that say what it was."""
         from mlflow.entities import Param
 
         self._params += [Param(k, mask(str(v))[:_MAX_PARAM_LEN]) for k, v in params.items()]
+        self.flush()
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         """To ``local`` at once; to the store in batches (with the tags set meanwhile): when
