@@ -311,3 +311,16 @@ def test_a_ptq_width_sweep_trains_the_float_model_once_with_the_numbers_of_job_b
 
 def untimed(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if "seconds" not in k and k != "train_samples_per_second"}
+
+
+def test_parallel_ptq_jobs_train_their_float_model_once(workdir):
+    """Two joblib workers quantising the same float model at two widths: the lock under
+    trainer.state_dir lets one train it; the other waits and quantises that run's checkpoint."""
+    result = run_cli(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *FAST, "mode=ptq", "quantisation=int8",
+                      "quantisation.weight_frac_width=3", "quantisation.weight_width=4,8"], workdir, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    runs = [r for r in runs_of(workdir) if r.data.tags.get("jscexp.kind") != "sweep"]
+    (float_run,) = [r for r in runs if r.data.tags["jscexp.mode"] == "train"]
+    ptq = [r for r in runs if r.data.tags["jscexp.mode"] == "ptq"]
+    assert len(ptq) == 2 and {r.data.tags["jscexp.float_run_id"] for r in ptq} == {float_run.info.run_id}
+    assert len({r.data.tags["jscexp.worker"] for r in ptq}) == 2  # they did run in two processes
