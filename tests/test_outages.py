@@ -71,3 +71,30 @@ def test_an_interrupt_that_lands_inside_a_store_write_still_ends_the_run_killed(
                             timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == ["KILLED"] * 20
+
+
+def test_a_runs_metrics_reach_the_store_in_batches_and_its_folder_at_once(tmp_path, monkeypatch):
+    """Each epoch's metrics go to metrics.jsonl when logged; to MLflow with the next batch:
+    every FLUSH_SECONDS while the run goes on, and all that is left when it ends."""
+    from jscexp.tracking import run as tracked
+    from jscexp.tracking.store import client
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setattr(tracked, "FLUSH_SECONDS", 3600.0)
+    with tracked.TrackedRun(uri, "batches", local=tmp_path / "metrics.jsonl") as run:
+        run.log_params({"lr": 0.1})
+        for epoch in range(3):
+            run.log_metrics({"val_acc": 0.1 * epoch}, step=epoch)
+        run.set_tags({"stage": "training"})
+        stored = client(uri).get_run(run.run_id).data
+        assert stored.params == {"lr": "0.1"} and stored.metrics == {} and "stage" not in stored.tags
+        assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 3  # on disk at once
+        monkeypatch.setattr(tracked, "FLUSH_SECONDS", 0.0)
+        run.log_metrics({"val_acc": 0.5}, step=3)  # the interval passed: all four go now, with the tag
+        history = client(uri).get_metric_history(run.run_id, "val_acc")
+        assert [m.step for m in history] == [0, 1, 2, 3]
+        assert client(uri).get_run(run.run_id).data.tags["stage"] == "training"
+        monkeypatch.setattr(tracked, "FLUSH_SECONDS", 3600.0)
+        run.log_metrics({"test_acc": 0.4}, step=4)
+    done = client(uri).get_run(run.run_id)
+    assert done.info.status == "FINISHED" and done.data.metrics["test_acc"] == 0.4  # the rest when it ended
