@@ -109,7 +109,7 @@ def engine_for(trials: list):
     model = StackedModel([t.net.to(device) for t in trials], generators)
     hparams = [plain(t.cfg.optimizer) for t in trials]
     optimizer = StackedOptimizer({"flat": model.flat}, _optimizer_kind(first), hparams)
-    return StackedEngine(model, optimizer, _lr_schedule([t.cfg.scheduler for t in trials], [h["lr"] for h in hparams]))
+    return StackedEngine(model, optimizer, LrSchedule([t.cfg.scheduler for t in trials], [h["lr"] for h in hparams]))
 
 
 def _dropout_generator(device: torch.device, seed: int, after_init: torch.Tensor) -> torch.Generator:
@@ -119,21 +119,42 @@ def _dropout_generator(device: torch.device, seed: int, after_init: torch.Tensor
     return generator.set_state(after_init) if device.type == "cpu" else generator.manual_seed(seed)
 
 
-def _lr_schedule(schedulers: list[DictConfig], lrs: list[float]):
+class LrSchedule:
     """Each trial's learning rate per epoch, from torch's own scheduler, one per trial (each
     runs to its own last epoch: ``T_max`` follows the trial's ``max_epochs``)."""
-    holders = [torch.optim.SGD([torch.zeros(1)], lr=lr) for lr in lrs]
-    steppers = [instantiate(s)(h) if s.get("_target_") else None for s, h in zip(schedulers, holders)]
-    epochs_done = 0
 
-    def lr_at(epoch: int) -> list[float]:
-        nonlocal epochs_done
-        while epochs_done < epoch:
-            for holder, scheduler in zip(holders, steppers):
-                if scheduler is not None:
-                    holder.step()  # torch warns about a scheduler stepped before its optimizer
-                    scheduler.step()
-            epochs_done += 1
-        return [h.param_groups[0]["lr"] for h in holders]
+    def __init__(self, schedulers: list[DictConfig], lrs: list[float]):
+        self._configs, self.bases = list(schedulers), list(lrs)
+        self.epochs_done = 0
+        self._trials = [self._start(s, lr) for s, lr in zip(schedulers, lrs)]
 
-    return lr_at
+    @staticmethod
+    def _start(config: DictConfig, lr: float):
+        holder = torch.optim.SGD([torch.zeros(1)], lr=lr)
+        return holder, instantiate(config)(holder) if config.get("_target_") else None
+
+    def _step(self, trial) -> None:
+        holder, scheduler = trial
+        if scheduler is not None:
+            holder.step()  # torch warns about a scheduler stepped before its optimizer
+            scheduler.step()
+
+    def __call__(self, epoch: int) -> list[float]:
+        while self.epochs_done < epoch:
+            for trial in self._trials:
+                self._step(trial)
+            self.epochs_done += 1
+        return [holder.param_groups[0]["lr"] for holder, _ in self._trials]
+
+    def rebase(self, trial: int, lr: float) -> None:
+        """Trial ``trial`` from now on as if it had started at learning rate ``lr``: its
+        schedule (the cosine, say) goes on from the same epoch at the new scale."""
+        self.bases[trial] = lr
+        self._trials[trial] = self._start(self._configs[trial], lr)
+        for _ in range(self.epochs_done):
+            self._step(self._trials[trial])
+
+    def copy_trial(self, dst: int, src: int) -> None:
+        """Trial ``src``'s schedule for trial ``dst`` too."""
+        self._configs[dst] = self._configs[src]
+        self.rebase(dst, self.bases[src])

@@ -138,6 +138,23 @@ class StackedModel:
         return torch.cat([tensors[name].reshape(-1).to(self.flat.device) for name, _, _ in self._layout])
 
     @torch.no_grad()
+    def copy_trial(self, dst: int, src: int) -> None:
+        """Trial ``src``'s weights, BatchNorm statistics, dropout p and dropout RNG into trial
+        ``dst``: from here on ``dst`` computes what ``src`` would."""
+        self.flat[dst] = self.flat[src]
+        for buffer in self.buffers.values():
+            buffer[dst] = buffer[src]
+        for p in self._dropout_p.values():
+            p[dst] = p[src]
+        if self.generators:
+            self.generators[dst].set_state(self.generators[src].get_state())
+
+    def set_dropout(self, trial: int, p: float) -> None:
+        """Trial ``trial``'s dropout probability, in every Dropout layer."""
+        for per_trial in self._dropout_p.values():
+            per_trial[trial] = float(p)
+
+    @torch.no_grad()
     def load_trial(self, trial: int, state: dict[str, torch.Tensor]) -> None:
         """Puts a lone model's ``state_dict`` into trial ``trial``'s slice."""
         self.flat[trial] = self.join_row(state)
@@ -218,18 +235,43 @@ class StackedOptimizer:
         self.device = next(iter(params.values())).device
         defaults = {"betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0, "momentum": 0.0, "dampening": 0.0,
                     "nesterov": False, **_torch_defaults(kind)}
-        opts = [{key: h.get(key, default) for key, default in defaults.items()} for h in hparams]
+        self._opts = [{key: h.get(key, default) for key, default in defaults.items()} for h in hparams]
+        self._k: dict[str, torch.Tensor] = {}
+        self._build()
+        self.state: dict[str, dict[str, torch.Tensor]] = {name: {} for name in params}
+        self.steps = 0
+        self.lr = [h["lr"] for h in hparams]
+
+    def _build(self) -> None:
+        """The per-trial [K] tensors of every option but the learning rate."""
+        opts = self._opts
         self._beta1, self._beta2 = [o["betas"][0] for o in opts], [o["betas"][1] for o in opts]
         self._weight_decay = [float(o["weight_decay"]) for o in opts]
-        self._k = {key: self._tensor([float(o[key]) for o in opts])
-                   for key in ("weight_decay", "eps", "momentum", "nesterov")}
+        self._k.update({key: self._tensor([float(o[key]) for o in opts])
+                        for key in ("weight_decay", "eps", "momentum", "nesterov")})
         self._k["beta2"] = self._tensor(self._beta2)
         # 1 - x in double, then float32: torch computes these from Python floats
         self._k["1-beta1"], self._k["1-beta2"] = (self._tensor([1 - b for b in bs]) for bs in (self._beta1, self._beta2))
         self._k["1-dampening"] = self._tensor([1 - float(o["dampening"]) for o in opts])
-        self.state: dict[str, dict[str, torch.Tensor]] = {name: {} for name in params}
-        self.steps = 0
-        self.lr = [h["lr"] for h in hparams]
+
+    def set_options(self, trial: int, options: dict) -> None:
+        """Trial ``trial``'s options from its next step on (``weight_decay``, ``betas``,
+        ``momentum``, …; the learning rate is ``lr``'s): population-based training's explore."""
+        unknown = set(options) - set(self._opts[trial])
+        if unknown:
+            raise ValueError(f"{self.kind} has no option {sorted(unknown)[0]}")
+        self._opts[trial] = {**self._opts[trial], **options}
+        self._build()
+        self.lr = self._lr  # AdamW's decay is lr x weight_decay
+
+    @torch.no_grad()
+    def copy_trial(self, dst: int, src: int) -> None:
+        """Trial ``src``'s options and buffers (momentum, Adam's moments) into trial ``dst``'s
+        (the learning rate is the schedule's)."""
+        for buffers in self.state.values():
+            for buffer in buffers.values():
+                buffer[dst] = buffer[src]
+        self.set_options(dst, self._opts[src])
 
     @classmethod
     def unsupported(cls, kind: str, hparams: list[dict]) -> str | None:

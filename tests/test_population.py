@@ -1,0 +1,89 @@
+"""Population-based training inside one stacked model (#20): exploit copies one member's whole
+state into another, explore moves its knobs, and the same seed gives the same decisions."""
+
+from __future__ import annotations
+
+import math
+import random
+from itertools import islice
+
+import torch
+
+from conftest import compose_cfg
+
+SMALL = ["dataset=jsc_synth", "dataset.n_rows=6000", "max_epochs=4", "trainer.progress_bar=false", "data_seed=0",
+         "model=mlp", "model.dropout=0.2", "optimizer=sgd", "optimizer.momentum=0.9"]
+
+
+def _engine(tmp_path, lrs):
+    from jscexp import app
+    from jscexp.group import engine_for
+    from jscexp.job import Trial
+
+    trials = [Trial(compose_cfg([*SMALL, f"learning_rate={lr}", f"seed={i}"]), [], tmp_path) for i, lr in enumerate(lrs)]
+    for t in trials:
+        t.model, t.rng = app.initial_model(t.cfg)
+    return engine_for(trials)
+
+
+def _steps(engine, batches) -> None:
+    from jscexp.train import stacked
+    from jscexp.train.loop import Tally
+
+    active = torch.ones(engine.k, dtype=torch.bool)
+    stacked.train_epoch(engine.model, engine.optimizer, batches, Tally(engine.k, engine.device), active)
+
+
+def test_an_exploited_member_steps_as_its_source_would_with_the_new_knobs(tmp_path):
+    from jscexp.data import load_splits
+    from jscexp.train import fit
+    from jscexp.train.population import Exploit, exploit
+
+    lrs = [0.05, 0.02, 0.01]
+    a, b = _engine(tmp_path, lrs), _engine(tmp_path, lrs)  # two identical populations
+    data = list(islice(iter(fit.batches(a.device, load_splits(compose_cfg(SMALL).dataset), "train", 64)), 5))
+    for engine in (a, b):
+        engine.start_epoch(0)
+        _steps(engine, data[:3])
+    knobs = {"learning_rate": 0.024, "optimizer.weight_decay": 1e-3, "model.dropout": 0.3}
+    exploit(a, Exploit(0, member=0, source=2, knobs=knobs))  # member 0 becomes member 2, perturbed
+    exploit(b, Exploit(0, member=2, source=2, knobs=knobs))  # member 2 itself, perturbed
+    for engine in (a, b):
+        _steps(engine, data[3:])
+    assert torch.equal(a.model.flat[0], b.model.flat[2])  # weights, after two more steps
+    assert all(torch.equal(v[0], b.model.buffers[k][2]) for k, v in a.model.buffers.items())  # BatchNorm
+    assert all(torch.equal(buf[0], b.optimizer.state[name][key][2])
+               for name, st in a.optimizer.state.items() for key, buf in st.items())  # momentum
+    assert torch.equal(a.model.generators[0].get_state(), b.model.generators[2].get_state())  # dropout RNG
+    assert a.optimizer.lr[0] == b.optimizer.lr[2] == 0.024
+    assert torch.equal(a.model.flat[1], b.model.flat[1])  # the others untouched
+    assert not torch.equal(a.model.flat[0], a.model.flat[2])  # and the knobs did change its steps
+
+
+def test_same_seed_same_decisions_bottom_quantile_copies_top():
+    from jscexp.train.population import Knob, Settings, plan
+
+    space = {"learning_rate": Knob(1e-4, 1e-1, log=True), "optimizer.weight_decay": Knob(0.0, 1e-2),
+             "quantisation.weight_width": Knob(2, 8, integer=True)}
+    scores = [0.2, 0.9, 0.5, math.nan, 0.7, 0.1, 0.8, 0.3]
+    values = [{"learning_rate": 1e-3 * (i + 1), "optimizer.weight_decay": 1e-4, "quantisation.weight_width": 4}
+              for i in range(8)]
+    first, again = (plan(scores, values, space, Settings(), 3, random.Random(7)) for _ in range(2))
+    assert first == again
+    assert plan(scores, values, space, Settings(), 3, random.Random(8)) != first
+    assert sorted(d.member for d in first) == [3, 5]  # the diverged one and the worst: ceil(8 x 0.25)
+    assert {d.source for d in first} <= {1, 6} and all(d.epoch == 3 for d in first)  # the best two
+    for d in first:
+        assert 1e-4 <= d.knobs["learning_rate"] <= 1e-1 and 0 <= d.knobs["optimizer.weight_decay"] <= 1e-2
+        assert d.knobs["quantisation.weight_width"] in (2, 3, 4, 5, 6, 7, 8)
+
+
+def test_a_rebased_schedule_goes_on_as_if_it_had_started_at_the_new_rate():
+    from jscexp.group import LrSchedule
+
+    cosine = compose_cfg([*SMALL, "max_epochs=8"]).scheduler
+    schedule = LrSchedule([cosine, cosine], [0.1, 0.1])
+    schedule(3)
+    schedule.rebase(0, 0.05)
+    fresh = LrSchedule([cosine], [0.05])
+    assert schedule(5)[0] == fresh(5)[0] and schedule(5)[1] != fresh(5)[0]
