@@ -101,6 +101,8 @@ def run_params(cfg: DictConfig, n_params: int, data_info: dict) -> dict[str, obj
     unset values, no copies (``optimizer.lr`` when it is ``learning_rate``). The whole resolved
     config is the run's ``config.yaml``."""
     flat = flatten(without_plumbing(plain(cfg)))
+    if not cfg.pbt.space:  # population-based training is off: its settings say nothing
+        flat = {k: v for k, v in flat.items() if not k.startswith("pbt.")}
     copies = {"optimizer.lr": flat.get("learning_rate"), "scheduler.T_max": flat.get("max_epochs")}
     params = {k: v for k, v in flat.items()
               if v not in (None, "") and not k.endswith(("._target_", "._partial_")) and copies.get(k, k) != v}

@@ -84,6 +84,19 @@ class TrainerConf:
 
 
 @dataclass
+class PbtConf:
+    """``pbt``: population-based training inside one stacked group (docs/stacked-trials.md),
+    on when ``space`` maps an explored knob to its range (``{low, high, log}``)."""
+
+    interval: int = 4  # epochs between exploit/explore steps
+    quantile_fraction: float = 0.25  # the bottom fraction copies the top fraction
+    resample_probability: float = 0.25  # a knob is resampled from its range, else perturbed
+    factors: list[float] = field(default_factory=lambda: [0.8, 1.2])
+    seed: int = 0  # the decisions' RNG: same seed, same decisions
+    space: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class JscexpConf:
     """The top-level knobs, typed: a value of the wrong type is Hydra's one-line error, exit 2.
     The groups (model, dataset, …) keep their own keys; conf/config.yaml sets the defaults."""
@@ -105,6 +118,7 @@ class JscexpConf:
     batch_size: int = 128
     max_epochs: int = 10
     learning_rate: float = 1e-3
+    pbt: PbtConf = field(default_factory=PbtConf)
 
 
 SCHEMA = "jscexp_schema"

@@ -87,3 +87,47 @@ def test_a_rebased_schedule_goes_on_as_if_it_had_started_at_the_new_rate():
     schedule.rebase(0, 0.05)
     fresh = LrSchedule([cosine], [0.05])
     assert schedule(5)[0] == fresh(5)[0] and schedule(5)[1] != fresh(5)[0]
+
+
+def _pbt_group(workdir, experiment: str) -> dict[str, dict]:
+    """Four members of one stacked group under PBT (every epoch, 3 epochs), in-process; per
+    member (by its initial learning rate): knob metrics, val_acc per epoch, tags."""
+    from hydra import compose, initialize_config_dir
+
+    from conftest import CONF, mlflow_client, runs_of
+    from jscexp.job import run
+    from jscexp.sweep import group_override
+
+    common = ["dataset=jsc_synth", "dataset.n_rows=6000", "max_epochs=3", "trainer.progress_bar=false", "data_seed=0",
+              f"experiment={experiment}", "pbt.interval=1",
+              "+pbt.space={learning_rate:{low:1e-4,high:0.2,log:true},optimizer.weight_decay:{low:0,high:0.01}}"]
+    group = [*common, group_override([[f"learning_rate={lr}"] for lr in (1e-4, 1e-3, 1e-2, 1e-1)])]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        run(compose("config", overrides=group), workdir / experiment, group)
+    client = mlflow_client(workdir)
+    out = {}
+    for r in runs_of(workdir, experiment):
+        series = {k: [m.value for m in sorted(client.get_metric_history(r.info.run_id, k), key=lambda m: m.step)]
+                  for k in ("val_acc", "pbt.learning_rate", "pbt.optimizer.weight_decay")}
+        out[r.data.params["learning_rate"]] = {"series": series, "tags": r.data.tags, "run_id": r.info.run_id}
+    return out
+
+
+def test_a_pbt_group_records_each_members_knobs_and_lineage_and_repeats_itself(workdir):
+    first, again = _pbt_group(workdir, "pbt_a"), _pbt_group(workdir, "pbt_b")
+    ids = {m["run_id"]: lr for lr, m in first.items()}
+    lineage = {lr: {k: v for k, v in m["tags"].items() if k.startswith("jscexp.pbt.epoch_")} for lr, m in first.items()}
+    assert sum(len(v) for v in lineage.values()) == 2  # one copy (the worst quarter of 4) after epochs 0 and 1
+    for lr, member in first.items():
+        assert len(member["series"]["pbt.learning_rate"]) == 3 and len(member["series"]["val_acc"]) == 3
+        if lineage[lr]:
+            assert member["tags"]["jscexp.pbt.copied_from"] in ids  # a member of the same population
+            epoch = int(max(lineage[lr]).rsplit("_", 1)[1])
+            assert member["series"]["pbt.learning_rate"][epoch + 1] != member["series"]["pbt.learning_rate"][epoch]
+    assert float(first["0.0001"]["series"]["pbt.learning_rate"][0]) == 1e-4  # each starts from its own knobs
+    # the same seed: the same decisions (who copied whom) and the same numbers
+    for lr, member in first.items():
+        assert member["series"] == again[lr]["series"], lr
+        copied = member["tags"].get("jscexp.pbt.copied_from")
+        assert (ids[copied] if copied else None) == ({m["run_id"]: k for k, m in again.items()}
+                                                     .get(again[lr]["tags"].get("jscexp.pbt.copied_from")))

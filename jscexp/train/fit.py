@@ -83,10 +83,11 @@ def plain_engine(cfg: DictConfig, model: torch.nn.Module, rng: dict | None = Non
 
 
 def train(cfg: DictConfig, engine: loop.Engine, splits: Splits, hook: loop.TrialHook,
-          resume: list[loop.Snapshot] | None = None, keep=None, epochs: list[int] | None = None) -> list[loop.FitResult]:
+          resume: list[loop.Snapshot] | None = None, keep=None, epochs: list[int] | None = None,
+          after_epoch=None) -> list[loop.FitResult]:
     """Trains the engine's trials as ``cfg`` says (their shared knobs: data, batch size,
     trainer), each for its ``epochs`` (default: ``cfg.max_epochs``): one result per trial;
-    ``resume`` and ``keep`` as ``loop.fit`` takes them."""
+    ``resume``, ``keep`` and ``after_epoch`` as ``loop.fit`` takes them."""
     patience = cfg.trainer.get("early_stopping_patience")
     progress = loop.Progress(bool(cfg.trainer.progress_bar), int(cfg.trainer.progress_refresh)) if engine.k == 1 else None
     return loop.fit(
@@ -94,7 +95,7 @@ def train(cfg: DictConfig, engine: loop.Engine, splits: Splits, hook: loop.Trial
         batches(engine.device, splits, "train", int(cfg.batch_size), seed=int(cfg.data_seed)),
         batches(engine.device, splits, "val", int(cfg.trainer.eval_batch_size)),
         max_epochs=epochs or [int(cfg.max_epochs)] * engine.k, hook=hook, patience=None if patience is None else int(patience),
-        progress=progress, resume=resume, keep=keep,
+        progress=progress, resume=resume, keep=keep, after_epoch=after_epoch,
     )
 
 

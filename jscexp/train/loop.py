@@ -333,7 +333,8 @@ class EpochBook:
 
 def fit(engine: Engine, train, val, *, max_epochs: list[int], hook: TrialHook | None = None,
         patience: int | None = None, progress: Progress | None = None, resume: list[Snapshot] | None = None,
-        keep: Callable[[int, Snapshot], None] | None = None) -> list[FitResult]:
+        keep: Callable[[int, Snapshot], None] | None = None,
+        after_epoch: Callable[[int, EpochBook], None] | None = None) -> list[FitResult]:
     """Trains trial k of ``engine`` for ``max_epochs[k]`` epochs, validating after each (a
     trial whose epochs are done stops updating while the others go on); one result per
     trial, each with its best epoch's weights in ``best_state``.
@@ -342,7 +343,8 @@ def fit(engine: Engine, train, val, *, max_epochs: list[int], hook: TrialHook | 
     whether that trial stops. ``keep(trial, snapshot)`` gets each trial's resumable state
     after each of its epochs; ``resume`` (one snapshot per trial, all after the same epoch)
     goes on from there. A trial's ``fit_seconds`` is the group's until it stopped: they
-    trained together.
+    trained together. ``after_epoch(epoch, book)`` runs once every trial has recorded the
+    epoch (population-based training's exploit and explore).
     """
     book, tally = EpochBook(engine.k, engine.device, max_epochs=max_epochs, hook=hook, patience=patience), \
         Tally(engine.k, engine.device)
@@ -356,6 +358,8 @@ def fit(engine: Engine, train, val, *, max_epochs: list[int], hook: TrialHook | 
             break
         training = book.flags
         last_step = _epoch(engine, train, val, tally, book, epoch, progress)
+        if after_epoch is not None:
+            after_epoch(epoch, book)
         for k in (k for k, result in enumerate(book.results) if training[k]):
             book.results[k].fit_seconds = spent[k] + time.perf_counter() - start
             if keep is not None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 
@@ -100,3 +101,55 @@ def exploit(engine, decision: Exploit) -> None:
             raise ValueError(f"population-based training cannot explore {name}: "
                              "learning_rate, optimizer.<option> or model.dropout")
     engine.optimizer.lr = engine.lr_schedule(engine.lr_schedule.epochs_done)  # the new rate from the next step
+
+
+def knob_space(space: Mapping[str, Mapping]) -> dict[str, Knob]:
+    """``pbt.space`` as Knobs: each name's ``{low, high, log, integer}``."""
+    return {name: Knob(float(r["low"]), float(r["high"]), bool(r.get("log", False)), bool(r.get("integer", False)))
+            for name, r in space.items()}
+
+
+class Population:
+    """Population-based training of a ``StackedEngine``'s members, as ``loop.fit``'s
+    ``after_epoch``: each epoch it reports every training member's knobs
+    (``on_epoch(member, epoch, knobs)``), and every ``interval`` epochs but after the last
+    it exploits and explores among the members still training (``on_exploit(decision)``)."""
+
+    def __init__(self, engine, settings: Settings, space: dict[str, Knob], values: list[dict[str, float]],
+                 seed: int, last_epoch: int, on_epoch: Callable, on_exploit: Callable):
+        self.engine, self.settings, self.space, self.values = engine, settings, space, values
+        self.rng, self.last_epoch = random.Random(seed), last_epoch
+        self.on_epoch, self.on_exploit = on_epoch, on_exploit
+
+    def __call__(self, epoch: int, book) -> None:
+        recorded = [k for k, r in enumerate(book.results) if r.history and r.history[-1]["epoch"] == epoch]
+        for k in recorded:
+            self.on_epoch(k, epoch, self.values[k])
+        alive = [k for k in recorded if book.flags[k]]  # not stopped, epochs left
+        if (epoch + 1) % self.settings.interval or epoch >= self.last_epoch or len(alive) < 2:
+            return
+        scores = [book.results[k].history[-1]["val_acc"] for k in alive]
+        for d in plan(scores, [self.values[k] for k in alive], self.space, self.settings, epoch, self.rng):
+            decision = Exploit(epoch, alive[d.member], alive[d.source], d.knobs)
+            exploit(self.engine, decision)
+            self.values[decision.member] = {**self.values[decision.source], **decision.knobs}
+            self.on_exploit(decision)
+
+
+EXPLORABLE = ("learning_rate", "model.dropout", "optimizer.")
+
+
+def check_space(space: Mapping[str, Mapping], cfg) -> None:
+    """``pbt.space`` against a trial's config, before any run exists: one line if wrong."""
+    from omegaconf import OmegaConf
+
+    from jscexp.errors import UserError
+
+    for name, r in space.items():
+        if not name.startswith(EXPLORABLE) or name == "optimizer.lr" or OmegaConf.select(cfg, name) is None:
+            raise UserError(f"pbt.space.{name}: population-based training explores learning_rate, model.dropout "
+                            "or an optimizer option the config sets (optimizer.weight_decay, optimizer.momentum)")
+        if not isinstance(r, Mapping) or not {"low", "high"} <= set(r) or not float(r["low"]) <= float(r["high"]):
+            raise UserError(f"pbt.space.{name} must be {{low: L, high: H}} with L <= H (and log: true for a log range)")
+        if r.get("log") and float(r["low"]) <= 0:
+            raise UserError(f"pbt.space.{name}: a log range needs low > 0, got {r['low']}")
