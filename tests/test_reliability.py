@@ -25,6 +25,7 @@ from conftest import FAST, mlflow_client, run_cli, runs_of
         (["dataset.source=file", "dataset.path=missing.csv"], "error: data file"),
         (["trainer.vectorize=fast"], "error: trainer.vectorize must be off, auto or a group size of 1 or more, got 'fast'"),
         (["hydra.mode=MULTIRUN", "seed=0,1", "trainer.vectorize=0"], "error: trainer.vectorize must be off, auto or"),
+        (["+pbt.space={batch_size:{low:16,high:64}}"], "error: pbt.space.batch_size: population-based training explores"),
     ],
 )
 def test_bad_input_on_the_cli_is_one_line_exit_2_and_no_run(workdir, args, message):
