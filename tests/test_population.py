@@ -131,3 +131,24 @@ def test_a_pbt_group_records_each_members_knobs_and_lineage_and_repeats_itself(w
         copied = member["tags"].get("jscexp.pbt.copied_from")
         assert (ids[copied] if copied else None) == ({m["run_id"]: k for k, m in again.items()}
                                                      .get(again[lr]["tags"].get("jscexp.pbt.copied_from")))
+
+
+def test_a_pbt_sweep_puts_its_best_members_schedule_on_the_parent(workdir):
+    from conftest import mlflow_client, run_cli, runs_of
+
+    result = run_cli(["-m", "+sweep=pbt_lr_wd", "dataset=jsc_synth", "dataset.n_rows=6000", "max_epochs=3",
+                      "trainer.progress_bar=false", "pbt.interval=1", "learning_rate=1e-4,1e-1",
+                      "optimizer.weight_decay=0,1e-3"], workdir)
+    assert result.returncode == 0, result.stderr[-2000:]
+    runs = runs_of(workdir, "pbt_lr_wd")
+    (parent,) = [r for r in runs if r.data.tags.get("jscexp.kind") == "sweep"]
+    members = [r for r in runs if r is not parent]
+    assert len(members) == 4 and len({r.data.tags["jscexp.vector_group"] for r in members}) == 1  # one population
+    best = next(r for r in members if r.info.run_id == parent.data.tags["jscexp.best_run_id"])
+    client = mlflow_client(workdir)
+    knobs = list(zip(*([m.value for m in sorted(client.get_metric_history(best.info.run_id, k), key=lambda m: m.step)]
+                       for k in ("pbt.learning_rate", "pbt.optimizer.weight_decay"))))
+    schedule = parent.data.tags["jscexp.pbt.best_schedule"]
+    assert len(knobs) == 3 and schedule.startswith(f"from epoch 0: learning_rate={knobs[0][0]:.4g}, ")
+    assert schedule.count("from epoch") == 1 + sum(a != b for a, b in zip(knobs, knobs[1:]))  # one entry per change
+    assert "Its schedule (population-based training)" in parent.data.tags["mlflow.note.content"]

@@ -145,6 +145,24 @@ def _record_best(client, parent_run_id: str, runs: pd.DataFrame) -> None:
             f"(val {metrics['best_val_acc']:.4f}"
             + (f", test {metrics['best_run_test_acc']:.4f}" if "best_run_test_acc" in metrics else "")
             + "). The comparison is table.md (and table.csv, plot.png) among this run's artifacts.")
-    client.log_batch(parent_run_id, tags=[RunTag("jscexp.best_run_id", best["run_id"]),
-                                          RunTag("jscexp.best_run_name", str(name)),
-                                          RunTag("mlflow.note.content", note)])
+    tags = {"jscexp.best_run_id": best["run_id"], "jscexp.best_run_name": str(name), "mlflow.note.content": note}
+    if schedule := _schedule(client, best["run_id"], [c[len("metrics."):] for c in runs if c.startswith("metrics.pbt.")]):
+        tags["jscexp.pbt.best_schedule"] = schedule  # a population: the knobs its best member ended up with
+        tags["mlflow.note.content"] += f" Its schedule (population-based training): {schedule}."
+    client.log_batch(parent_run_id, tags=[RunTag(k, v[:5000]) for k, v in tags.items()])
+
+
+def _schedule(client, run_id: str, knobs: list[str]) -> str:
+    """A PBT member's knobs per epoch as text, one entry per change: ``from epoch 0:
+    pbt.learning_rate=0.001, …; from epoch 4: …`` (empty for a run without ``pbt.*`` metrics)."""
+    per_epoch: dict[int, dict[str, float]] = {}
+    for knob in knobs:
+        for m in client.get_metric_history(run_id, knob):
+            per_epoch.setdefault(m.step, {})[knob] = m.value
+    changes, last = [], None
+    for epoch in sorted(per_epoch):
+        if per_epoch[epoch] != last:
+            values = ", ".join(f"{k.removeprefix('pbt.')}={v:.4g}" for k, v in sorted(per_epoch[epoch].items()))
+            changes.append(f"from epoch {epoch}: {values}")
+            last = per_epoch[epoch]
+    return "; ".join(changes)
