@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from jscexp.config import plain
@@ -99,7 +98,7 @@ def engine_for(trials: list):
     """How the trials take their steps: torch's own optimizer for a trial alone, one stacked
     model for several (each trial's generator and slice its lone run's)."""
     from jscexp.train import fit
-    from jscexp.train.stacked import StackedEngine, StackedModel, StackedOptimizer
+    from jscexp.train.stacked import LrSchedule, StackedEngine, StackedModel, StackedOptimizer
 
     first = trials[0].cfg
     if len(trials) == 1:
@@ -117,44 +116,3 @@ def _dropout_generator(device: torch.device, seed: int, after_init: torch.Tensor
     init, where its lone run's first dropout mask is drawn from; elsewhere seeded by its seed."""
     generator = torch.Generator(device=device)
     return generator.set_state(after_init) if device.type == "cpu" else generator.manual_seed(seed)
-
-
-class LrSchedule:
-    """Each trial's learning rate per epoch, from torch's own scheduler, one per trial (each
-    runs to its own last epoch: ``T_max`` follows the trial's ``max_epochs``)."""
-
-    def __init__(self, schedulers: list[DictConfig], lrs: list[float]):
-        self._configs, self.bases = list(schedulers), list(lrs)
-        self.epochs_done = 0
-        self._trials = [self._start(s, lr) for s, lr in zip(schedulers, lrs)]
-
-    @staticmethod
-    def _start(config: DictConfig, lr: float):
-        holder = torch.optim.SGD([torch.zeros(1)], lr=lr)
-        return holder, instantiate(config)(holder) if config.get("_target_") else None
-
-    def _step(self, trial) -> None:
-        holder, scheduler = trial
-        if scheduler is not None:
-            holder.step()  # torch warns about a scheduler stepped before its optimizer
-            scheduler.step()
-
-    def __call__(self, epoch: int) -> list[float]:
-        while self.epochs_done < epoch:
-            for trial in self._trials:
-                self._step(trial)
-            self.epochs_done += 1
-        return [holder.param_groups[0]["lr"] for holder, _ in self._trials]
-
-    def rebase(self, trial: int, lr: float) -> None:
-        """Trial ``trial`` from now on as if it had started at learning rate ``lr``: its
-        schedule (the cosine, say) goes on from the same epoch at the new scale."""
-        self.bases[trial] = lr
-        self._trials[trial] = self._start(self._configs[trial], lr)
-        for _ in range(self.epochs_done):
-            self._step(self._trials[trial])
-
-    def copy_trial(self, dst: int, src: int) -> None:
-        """Trial ``src``'s schedule for trial ``dst`` too."""
-        self._configs[dst] = self._configs[src]
-        self.rebase(dst, self.bases[src])

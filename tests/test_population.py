@@ -79,7 +79,7 @@ def test_same_seed_same_decisions_bottom_quantile_copies_top():
 
 
 def test_a_rebased_schedule_goes_on_as_if_it_had_started_at_the_new_rate():
-    from jscexp.group import LrSchedule
+    from jscexp.train.stacked import LrSchedule
 
     cosine = compose_cfg([*SMALL, "max_epochs=8"]).scheduler
     schedule = LrSchedule([cosine, cosine], [0.1, 0.1])

@@ -117,13 +117,18 @@ def _histories(client, runs: pd.DataFrame) -> dict[str, list[dict[str, float]]]:
     """Each training run's per-epoch validation accuracy and loss, by run name, from the store."""
     out: dict[str, list[dict[str, float]]] = {}
     for _, run in runs.iterrows():
-        by_epoch: dict[int, dict[str, float]] = {}
-        for key in ("val_acc", "val_loss"):
-            for m in client.get_metric_history(run["run_id"], key):
-                by_epoch.setdefault(m.step, {"epoch": m.step})[key] = m.value
-        if by_epoch:
-            out[str(run.get("tags.mlflow.runName") or run["run_id"])] = [by_epoch[e] for e in sorted(by_epoch)]
+        if history := _per_epoch(client, run["run_id"], ["val_acc", "val_loss"]):
+            out[str(run.get("tags.mlflow.runName") or run["run_id"])] = history
     return out
+
+
+def _per_epoch(client, run_id: str, keys: list[str]) -> list[dict[str, float]]:
+    """A run's ``keys`` metric histories as one ``{"epoch": e, key: value, …}`` per epoch, in order."""
+    by_epoch: dict[int, dict[str, float]] = {}
+    for key in keys:
+        for m in client.get_metric_history(run_id, key):
+            by_epoch.setdefault(m.step, {"epoch": m.step})[key] = m.value
+    return [by_epoch[e] for e in sorted(by_epoch)]
 
 
 def _record_best(client, parent_run_id: str, runs: pd.DataFrame) -> None:
@@ -154,15 +159,11 @@ def _record_best(client, parent_run_id: str, runs: pd.DataFrame) -> None:
 
 def _schedule(client, run_id: str, knobs: list[str]) -> str:
     """A PBT member's knobs per epoch as text, one entry per change: ``from epoch 0:
-    pbt.learning_rate=0.001, …; from epoch 4: …`` (empty for a run without ``pbt.*`` metrics)."""
-    per_epoch: dict[int, dict[str, float]] = {}
-    for knob in knobs:
-        for m in client.get_metric_history(run_id, knob):
-            per_epoch.setdefault(m.step, {})[knob] = m.value
+    learning_rate=0.001, …; from epoch 4: …`` (empty for a run without ``pbt.*`` metrics)."""
     changes, last = [], None
-    for epoch in sorted(per_epoch):
-        if per_epoch[epoch] != last:
-            values = ", ".join(f"{k.removeprefix('pbt.')}={v:.4g}" for k, v in sorted(per_epoch[epoch].items()))
-            changes.append(f"from epoch {epoch}: {values}")
-            last = per_epoch[epoch]
+    for row in _per_epoch(client, run_id, knobs):
+        knob_values = {k.removeprefix("pbt."): v for k, v in row.items() if k != "epoch"}
+        if knob_values != last:
+            changes.append(f"from epoch {row['epoch']}: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(knob_values.items())))
+            last = knob_values
     return "; ".join(changes)

@@ -73,13 +73,11 @@ class FloatRun:
 
 def finished_float_run(uri: str, experiment: str, key: str) -> FloatRun | None:
     """The newest FINISHED run of ``experiment`` that trained the float model ``key`` names."""
-    from jscexp.tracking.store import client
+    from jscexp.tracking.store import client, ensure_experiment
 
     mlflow_client = client(uri)
-    found = mlflow_client.get_experiment_by_name(experiment)
-    if found is None:
-        return None
-    runs = mlflow_client.search_runs([found.experiment_id], f"tags.`{FLOAT_TAG}` = '{key}' and attributes.status = 'FINISHED'",
+    experiment_id = ensure_experiment(mlflow_client, experiment)  # the asking job's run is in it already
+    runs = mlflow_client.search_runs([experiment_id], f"tags.`{FLOAT_TAG}` = '{key}' and attributes.status = 'FINISHED'",
                                      order_by=["attributes.start_time DESC"], max_results=1)
     if not runs or "jscexp.checkpoint" not in runs[0].data.tags:
         return None

@@ -7,7 +7,7 @@ RNG: one slice of each stacked tensor into another, where Ray Tune saves and res
 checkpoint — then explore: each knob is resampled from its range with probability
 ``resample_probability``, else multiplied by one of ``factors`` (an integer knob moves one
 step instead). A new learning rate rebases the member's schedule: it goes on from the same
-epoch as if it had started at that rate (``jscexp.group.LrSchedule.rebase``).
+epoch as if it had started at that rate (``jscexp.train.stacked.LrSchedule.rebase``).
 
 ``plan`` decides from the scores and a ``random.Random`` alone, so the same seed gives the
 same decisions; ``exploit`` carries one decision out on a ``StackedEngine``.

@@ -15,9 +15,11 @@ reported, and no other trial's numbers depend on it.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
 from torch import nn
 from torch.nn import functional as F
 
@@ -376,11 +378,52 @@ def train_epoch(model: StackedModel, optimizer: StackedOptimizer, batches, tally
     return steps
 
 
+class LrSchedule:
+    """Each trial's learning rate per epoch, from torch's own scheduler, one per trial (each
+    runs to its own last epoch: ``T_max`` follows the trial's ``max_epochs``)."""
+
+    def __init__(self, schedulers: list[DictConfig], lrs: list[float]):
+        self._configs, self.bases = list(schedulers), list(lrs)
+        self.epochs_done = 0
+        self._trials = [self._start(s, lr) for s, lr in zip(schedulers, lrs)]
+
+    @staticmethod
+    def _start(config: DictConfig, lr: float):
+        holder = torch.optim.SGD([torch.zeros(1)], lr=lr)
+        return holder, instantiate(config)(holder) if config.get("_target_") else None
+
+    def _step(self, trial) -> None:
+        holder, scheduler = trial
+        if scheduler is not None:
+            holder.step()  # torch warns about a scheduler stepped before its optimizer
+            scheduler.step()
+
+    def __call__(self, epoch: int) -> list[float]:
+        while self.epochs_done < epoch:
+            for trial in self._trials:
+                self._step(trial)
+            self.epochs_done += 1
+        return [holder.param_groups[0]["lr"] for holder, _ in self._trials]
+
+    def rebase(self, trial: int, lr: float) -> None:
+        """Trial ``trial`` from now on as if it had started at learning rate ``lr``: its
+        schedule (the cosine, say) goes on from the same epoch at the new scale."""
+        self.bases[trial] = lr
+        self._trials[trial] = self._start(self._configs[trial], lr)
+        for _ in range(self.epochs_done):
+            self._step(self._trials[trial])
+
+    def copy_trial(self, dst: int, src: int) -> None:
+        """Trial ``src``'s schedule for trial ``dst`` too."""
+        self._configs[dst] = self._configs[src]
+        self.rebase(dst, self.bases[src])
+
+
 class StackedEngine:
     """K trials' steps in one stacked model, for ``loop.fit``: each with its own learning rate
     per epoch (``lr_schedule(epoch)``); a stopped trial's slice is masked, not removed."""
 
-    def __init__(self, model: StackedModel, optimizer: StackedOptimizer, lr_schedule: Callable[[int], list[float]]):
+    def __init__(self, model: StackedModel, optimizer: StackedOptimizer, lr_schedule: LrSchedule):
         self.model, self.optimizer, self.lr_schedule = model, optimizer, lr_schedule
         self.k, self.device = model.k, model.flat.device
 
