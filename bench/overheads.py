@@ -16,10 +16,11 @@ from pathlib import Path
 from jscexp.train.loop import MARKS_ENV
 
 
-def _jscexp(args: list[str], workdir: Path, marks: Path | None = None) -> float:
-    """Runs ``python -m jscexp args``; returns the wall-clock time it was started at."""
-    env = {**os.environ, "JSCEXP_CACHE": str(workdir / "cache")}
-    env.pop("MLFLOW_TRACKING_URI", None)
+def jscexp_cli(args: list[str], workdir: Path, marks: Path | None = None, cache: Path | None = None) -> float:
+    """Runs ``python -m jscexp args`` in ``workdir`` (data cache: ``cache``, else its own);
+    returns the wall-clock time it was started at."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "JSCEXP_PARENT_RUN_ID")}
+    env["JSCEXP_CACHE"] = str(cache or workdir / "cache")
     if marks is not None:
         env[MARKS_ENV] = str(marks)
     started = time.time()
@@ -30,7 +31,7 @@ def _jscexp(args: list[str], workdir: Path, marks: Path | None = None) -> float:
     return started
 
 
-def _read(marks: Path) -> list[tuple[str, float]]:
+def read_marks(marks: Path) -> list[tuple[str, float]]:
     return [(w, float(t)) for w, t in (line.split() for line in marks.read_text().splitlines())]
 
 
@@ -42,21 +43,21 @@ def measure(rows: int, grid_rows: int, grid_epochs: int, repeats: int = 3) -> di
         helps = []
         for _ in range(repeats):
             started = time.perf_counter()
-            _jscexp(["--help"], work)
+            jscexp_cli(["--help"], work)
             helps.append(time.perf_counter() - started)
-        _jscexp(job, work)  # writes the data cache and the MLflow store: the runs after are "cached data"
+        jscexp_cli(job, work)  # writes the data cache and the MLflow store: the runs after are "cached data"
         cold = []
         for i in range(max(1, repeats - 1)):
             marks = work / f"cold{i}.marks"
-            started = _jscexp(job, work, marks)
-            cold.append(dict(_read(marks))["first_step"] - started)
+            started = jscexp_cli(job, work, marks)
+            cold.append(dict(read_marks(marks))["first_step"] - started)
         marks = work / "grid.marks"
         grid = ["-m", "dataset=jsc_synth", f"dataset.n_rows={grid_rows}", f"max_epochs={grid_epochs}",
                 "trainer.progress_bar=false", "batch_size=64,128,256", "learning_rate=1e-3,1e-2,1e-1",
                 "trainer.vectorize=off"]  # job by job: the overheads between single runs
-        started = _jscexp(grid, work, marks)
+        started = jscexp_cli(grid, work, marks)
         wall = time.time() - started
-        events = _read(marks)
+        events = read_marks(marks)
     firsts = [t for w, t in events if w == "first_step"]
     lasts = [t for w, t in events if w == "last_step"]
     if len(firsts) != 9 or len(lasts) != 9:

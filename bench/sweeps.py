@@ -8,13 +8,10 @@ group once), read back from the sweep's MLflow store.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-from jscexp.train.loop import MARKS_ENV
+from overheads import jscexp_cli, read_marks
 
 GOALS = {"speed-up": 4.0, "wall / (2 x training + cold start)": 1.0, "per-trial overhead (ms)": 50.0}
 
@@ -23,14 +20,8 @@ def _sweep(args: list[str], work: Path, name: str) -> tuple[float, float, int]:
     """Runs ``python -m jscexp args`` in its own folder; returns (wall s, training s, runs)."""
     folder = work / name
     folder.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "JSCEXP_PARENT_RUN_ID")}
-    env.update({"JSCEXP_CACHE": str(work / "cache"), MARKS_ENV: str(folder / "marks")})
-    started = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "jscexp", *args], cwd=folder, env=env, capture_output=True, text=True,
-                         check=False)
-    wall = time.perf_counter() - started
-    if out.returncode != 0:
-        raise RuntimeError(f"python -m jscexp {' '.join(args)} failed:\n{out.stderr[-2000:]}")
+    started = jscexp_cli(args, folder, folder / "marks", cache=work / "cache")
+    wall = time.time() - started
     runs = _runs(folder)
     # stacked trials share their group's fit_seconds: count each group once
     groups = {r.data.tags.get("jscexp.vector_group") or r.info.run_id: r.data.metrics.get("fit_seconds", 0.0)
@@ -49,10 +40,10 @@ def _runs(folder: Path) -> list:
 def _group_overhead(folder: Path) -> float:
     """Seconds a sweep's one group job spent besides its training steps: preparing every
     trial, opening and finishing its run (test, checkpoint, MLflow)."""
-    marks = dict(line.split() for line in (folder / "marks").read_text().splitlines())
+    marks = dict(read_marks(folder / "marks"))
     if len(marks) != 4:
         raise RuntimeError(f"expected one stacked job's marks, got {marks}")
-    start, end, first, last = (float(marks[k]) for k in ("job_start", "job_end", "first_step", "last_step"))
+    start, end, first, last = (marks[k] for k in ("job_start", "job_end", "first_step", "last_step"))
     return (end - start) - (last - first)
 
 
@@ -60,16 +51,11 @@ def _cold_start(work: Path, rows: int) -> float:
     """Seconds from the process start to a single run's first step, with cached data."""
     folder = work / "cold"
     folder.mkdir()
-    marks = folder / "marks"
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "JSCEXP_PARENT_RUN_ID")}
-    env.update({"JSCEXP_CACHE": str(work / "cache"), MARKS_ENV: str(marks)})
     args = ["dataset=jsc_synth", f"dataset.n_rows={rows}", "max_epochs=1", "trainer.progress_bar=false"]
-    subprocess.run([sys.executable, "-m", "jscexp", *args], cwd=folder, env=env, capture_output=True, check=True)
-    marks.unlink()
-    started = time.time()  # the second run: the store and experiment exist, as in a user's next run
-    subprocess.run([sys.executable, "-m", "jscexp", *args], cwd=folder, env=env, capture_output=True, check=True)
-    first = next(float(t) for what, t in (line.split() for line in marks.read_text().splitlines()) if what == "first_step")
-    return first - started
+    jscexp_cli(args, folder, cache=work / "cache")
+    # the second run: the store and experiment exist, as in a user's next run
+    started = jscexp_cli(args, folder, folder / "marks", cache=work / "cache")
+    return dict(read_marks(folder / "marks"))["first_step"] - started
 
 
 def measure(work: Path, rows: int, epochs: int) -> list[dict]:
