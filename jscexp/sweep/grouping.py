@@ -6,9 +6,9 @@ from collections.abc import Callable
 
 from omegaconf import DictConfig
 
-from jscexp.sweep.configs import Compose
+from jscexp.sweep.configs import Compose, split_overrides
 from jscexp.sweep.outcomes import Outcome
-from jscexp.sweep.overrides import group_override, is_vector_key, override_key
+from jscexp.sweep.overrides import group_override
 
 Blocker = Callable[[DictConfig], "str | None"]  # why a job cannot be a stacked trial, or None
 
@@ -40,11 +40,11 @@ def grouped_jobs(job_overrides: list[list[str]], size: int, compose: Compose | N
 
 
 def _fixed(overrides: list[str]) -> tuple:
-    return tuple(o for o in overrides if not is_vector_key(override_key(o)))
+    return tuple(split_overrides(overrides)[0])
 
 
 def _group_job(job_overrides: list[list[str]], chunk: list[int]) -> list[str]:
-    trials = [[o for o in job_overrides[i] if is_vector_key(override_key(o))] for i in chunk]
+    trials = [split_overrides(job_overrides[i])[1] for i in chunk]
     return [*_fixed(job_overrides[chunk[0]]), group_override(trials)]
 
 
