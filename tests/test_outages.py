@@ -98,3 +98,25 @@ def test_a_runs_metrics_reach_the_store_in_batches_and_its_folder_at_once(tmp_pa
         run.log_metrics({"test_acc": 0.4}, step=4)
     done = client(uri).get_run(run.run_id)
     assert done.info.status == "FINISHED" and done.data.metrics["test_acc"] == 0.4  # the rest when it ended
+
+
+def test_a_run_whose_file_is_gone_when_it_ends_is_failed_not_left_running(tmp_path):
+    """Files are uploaded when a run ends; one that vanished meanwhile fails the run with the
+    reason (and the error goes on up), and a run that already failed keeps its own reason."""
+    from jscexp.tracking.run import TrackedRun
+    from jscexp.tracking.store import client
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    gone = tmp_path / "best.ckpt"
+    with pytest.raises(FileNotFoundError):
+        with TrackedRun(uri, "files") as ok_run:
+            gone.write_text("weights")
+            ok_run.log_artifact(gone, "checkpoints")
+            gone.unlink()
+    with pytest.raises(ValueError, match="diverged"):
+        with TrackedRun(uri, "files") as bad_run:
+            bad_run.log_artifact(gone, "checkpoints")
+            raise ValueError("diverged")
+    for run_id, reason in ((ok_run.run_id, "FileNotFoundError"), (bad_run.run_id, "ValueError: diverged")):
+        stored = client(uri).get_run(run_id)
+        assert stored.info.status == "FAILED" and stored.data.tags["error"].startswith(reason)

@@ -115,11 +115,21 @@ class TrackedRun:
             # else the run's own error goes on up: the store could not record it
 
     def _end(self, exc_type, exc) -> None:
-        self._upload()
+        try:
+            self._upload()
+        except Exception as err:  # a file the run named is gone, a full disk: ended all the same
+            if _store_down(err):
+                raise
+            if exc is None:  # the run could not store its own files: that is how it failed
+                self._fail(type(err), err)
+                raise
         if exc is None:
             self.flush()
             self.client.set_terminated(self.run_id, "FINISHED")
-            return
+        else:
+            self._fail(exc_type, exc)
+
+    def _fail(self, exc_type, exc) -> None:
         # SystemExit: submitit requeues a preempted job from its signal handler by exiting
         status = "KILLED" if isinstance(exc, KeyboardInterrupt | SystemExit) or interrupted() else "FAILED"
         reason = f"interrupted: the process exited ({exc})" if isinstance(exc, SystemExit) else f"{exc_type.__name__}: {exc}"
