@@ -18,13 +18,31 @@ from conftest import start_mlflow_server
 @pytest.mark.slow
 def test_a_store_that_never_comes_back_fails_the_job_in_one_line_with_its_metrics_on_disk(workdir):
     server, url = start_mlflow_server(workdir / "server")
-    env = {**{k: v for k, v in os.environ.items() if k != "JSCEXP_PARENT_RUN_ID"}, "MLFLOW_TRACKING_URI": url,
-           # MLflow retries for ~4 min by default; here the test gives up in seconds
-           "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-           "MLFLOW_HTTP_REQUEST_TIMEOUT": "3"}
-    job = subprocess.Popen([sys.executable, "-m", "jscexp", "dataset=jsc_synth", "dataset.n_rows=30000",
-                            "batch_size=16", "max_epochs=8", "trainer.progress_bar=false"],
-                           cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "JSCEXP_PARENT_RUN_ID"},
+        "MLFLOW_TRACKING_URI": url,
+        # MLflow retries for ~4 min by default; here the test gives up in seconds
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": "3",
+    }
+    job = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jscexp",
+            "dataset=jsc_synth",
+            "dataset.n_rows=30000",
+            "batch_size=16",
+            "max_epochs=8",
+            "trainer.progress_bar=false",
+        ],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while not any(p.stat().st_size for p in workdir.glob("outputs/*/*/metrics.jsonl")) and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -67,8 +85,7 @@ def test_an_interrupt_that_lands_inside_a_store_write_still_ends_the_run_killed(
     the process, so the interrupted run stayed RUNNING (found by CI); here it lands at many
     points of a stream of writes, and every run ends KILLED."""
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    result = subprocess.run([sys.executable, "-c", _INTERRUPT_WRITES, uri, "20"], capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run([sys.executable, "-c", _INTERRUPT_WRITES, uri, "20"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == ["KILLED"] * 20
 
@@ -108,15 +125,13 @@ def test_a_run_whose_file_is_gone_when_it_ends_is_failed_not_left_running(tmp_pa
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     gone = tmp_path / "best.ckpt"
-    with pytest.raises(FileNotFoundError):
-        with TrackedRun(uri, "files") as ok_run:
-            gone.write_text("weights")
-            ok_run.log_artifact(gone, "checkpoints")
-            gone.unlink()
-    with pytest.raises(ValueError, match="diverged"):
-        with TrackedRun(uri, "files") as bad_run:
-            bad_run.log_artifact(gone, "checkpoints")
-            raise ValueError("diverged")
+    with pytest.raises(FileNotFoundError), TrackedRun(uri, "files") as ok_run:
+        gone.write_text("weights")
+        ok_run.log_artifact(gone, "checkpoints")
+        gone.unlink()
+    with pytest.raises(ValueError, match="diverged"), TrackedRun(uri, "files") as bad_run:
+        bad_run.log_artifact(gone, "checkpoints")
+        raise ValueError("diverged")
     for run_id, reason in ((ok_run.run_id, "FileNotFoundError"), (bad_run.run_id, "ValueError: diverged")):
         stored = client(uri).get_run(run_id)
         assert stored.info.status == "FAILED" and stored.data.tags["error"].startswith(reason)
