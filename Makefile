@@ -9,10 +9,10 @@ ARGS    ?=          # workers: the search, e.g. ARGS="+sweep=optuna_lr_bs backen
 
 STUDIES ?= optuna-journal.log  # dashboard: the Optuna storage (a journal file or a database URL)
 
-.PHONY: help install demo test quick lint bench workers services ui dashboard clean
+.PHONY: help install demo test quick lint bench bench-search workers services ui dashboard clean
 
 help: ## list the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
 install: $(VENV)/.installed ## create .venv with CPU torch 2.13.0 and jscexp (editable)
 
@@ -50,6 +50,9 @@ services: install ## start PostgreSQL + an MLflow server on it (scripts/services
 
 bench: install ## time the training path against the MASE-style baseline and a raw loop (not a test)
 	$(BIN)/python bench/bench.py
+
+bench-search: install ## grid (job by job, stacked), TPE and PBT on one space: best val acc and wall time
+	$(BIN)/python bench/search.py
 
 ui: install ## open the MLflow UI on ./mlflow.db at http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000

@@ -22,14 +22,14 @@ def _sweep(args: list[str], work: Path, name: str) -> tuple[float, float, int]:
     folder.mkdir()
     started = jscexp_cli(args, folder, folder / "marks", cache=work / "cache")
     wall = time.time() - started
-    runs = _runs(folder)
+    runs = trial_runs(folder)
     # stacked trials share their group's fit_seconds: count each group once
     groups = {r.data.tags.get("jscexp.vector_group") or r.info.run_id: r.data.metrics.get("fit_seconds", 0.0)
               for r in runs}
     return wall, sum(groups.values()), len(runs)
 
 
-def _runs(folder: Path) -> list:
+def trial_runs(folder: Path) -> list:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
@@ -71,7 +71,7 @@ def measure(work: Path, rows: int, epochs: int) -> list[dict]:
     ep_stacked = _sweep(ep, work, "epochs_stacked")
     ptq = _sweep(["-m", "+sweep=quant_bits", *common, f"max_epochs={epochs}", "mode=ptq",
                   "quantisation.weight_width=2,4,6,8"], work, "ptq_widths")
-    floats = sum(r.data.tags.get("jscexp.mode") == "train" for r in _runs(work / "ptq_widths"))
+    floats = sum(r.data.tags.get("jscexp.mode") == "train" for r in trial_runs(work / "ptq_widths"))
     # the slope between a group of 24 and one of 6: what each more trial costs, fixed costs apart
     overhead = (_group_overhead(work / "lr_stacked") - _group_overhead(work / "lr_stacked_small")) \
         / (stacked[2] - small[2]) * 1000

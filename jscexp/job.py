@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from jscexp import app
+from jscexp import app, pbt
 from jscexp.config import plain
 from jscexp.data import Splits
 from jscexp.errors import UserError
@@ -189,9 +189,7 @@ def _prepare_trial(t: Trial, data: dict) -> None:
         _find_state(t)
     t.quantised = quantise(t.model, qcfg, t.calibration) if qcfg["name"] != "none" else None  # validates it
     if cfg.pbt.space:
-        from jscexp.train.population import check_space
-
-        check_space(plain(cfg.pbt.space), cfg)
+        pbt.check(t)
     spec = plain(cfg.analysis)
     checked = ("analysis", repr(t.model), repr(spec))  # a group's trials share a model's shape
     if checked not in data:
@@ -203,7 +201,7 @@ def _find_state(t: Trial) -> None:
     """Where a training trial keeps its state, and the state it goes on from, if any."""
     from jscexp.train.snapshots import float_key, training_key
 
-    if not t.cfg.trainer.resume:
+    if not t.cfg.trainer.resume or t.cfg.pbt.space:  # a population starts over (jscexp.pbt)
         return
     key = (float_key if t.cfg.mode == "ptq" else training_key)(t.cfg, app.code_version())  # PTQ trains a float model
     t.state = StateFile(Path(t.cfg.trainer.state_dir), key)
@@ -265,43 +263,18 @@ def train(trials: list[Trial], runs: list) -> None:
     from jscexp.train import fit
 
     engine = engine_for(trials)
+    population = pbt.population(trials, runs, engine)
     resume = [t.resume for t in trials if t.resume is not None] or None  # a batch starts from one epoch
     results = fit.train(trials[0].cfg, engine, trials[0].data, trial_hook(trials, runs), resume,
                         lambda k, snapshot: trials[k].keep(snapshot), [int(t.cfg.max_epochs) for t in trials],
-                        _population(trials, runs, engine))
-    for t, run_, result in zip(trials, runs, results):
+                        population)
+    for k, (t, run_, result) in enumerate(zip(trials, runs, results)):
         if result.pruned_at is not None:
             t.outcome = app.end_pruned(run_, result.pruned_at)
             continue
+        pbt.at_best_epoch(t, k, population, result.best_epoch)
         t.net.load_state_dict(result.best_state)
         t.outcome = app.finish_training(t.cfg, t.net, t.splits, run_, t.out_dir, result, t.calibration, t.quantised)
-
-
-def _population(trials: list[Trial], runs: list, engine):
-    """Population-based training among the trials when ``pbt.space`` is set: each member's
-    knobs per epoch as ``pbt.<knob>`` metrics, each exploit as tags on the run that copied."""
-    pbt = trials[0].cfg.pbt
-    if not pbt.space:
-        return None
-    if engine.k == 1:
-        raise UserError("pbt trains a population: sweep two or more trials that stack (-m learning_rate=1e-3,1e-2)")
-    from jscexp.train.population import Population, Settings, knob_space
-
-    space = knob_space(plain(pbt.space))
-    values = [{name: float(OmegaConf.select(t.cfg, name)) for name in space} for t in trials]
-    settings = Settings(int(pbt.interval), float(pbt.quantile_fraction), float(pbt.resample_probability),
-                        tuple(float(f) for f in pbt.factors))
-
-    def on_epoch(k: int, epoch: int, knobs: dict[str, float]) -> None:
-        runs[k].log_metrics({f"pbt.{name}": value for name, value in knobs.items()}, step=epoch)
-
-    def on_exploit(d) -> None:
-        knobs = ", ".join(f"{name}={value:.4g}" for name, value in d.knobs.items())
-        runs[d.member].set_tags({f"jscexp.pbt.epoch_{d.epoch}": f"copied run {runs[d.source].run_id}, then {knobs}",
-                                 "jscexp.pbt.copied_from": runs[d.source].run_id})
-
-    last = max(int(t.cfg.max_epochs) for t in trials) - 1
-    return Population(engine, settings, space, values, int(pbt.seed), last, on_epoch, on_exploit)
 
 
 def float_model(t: Trial, model: torch.nn.Module, uri: str) -> tuple[dict[str, float], str] | int:

@@ -15,14 +15,25 @@ SMALL = ["dataset=jsc_synth", "dataset.n_rows=6000", "max_epochs=4", "trainer.pr
          "model=mlp", "model.dropout=0.2", "optimizer=sgd", "optimizer.momentum=0.9"]
 
 
-def _engine(tmp_path, lrs):
+LR_WD = "{learning_rate:{low:1e-4,high:0.2,log:true},optimizer.weight_decay:{low:0,high:0.01}}"
+LR_WD_KEYS = ("pbt.learning_rate", "pbt.optimizer.weight_decay")
+QAT = ["mode=qat", "quantisation=int8", 'quantisation.weight_frac_width="${sub:${quantisation.weight_width},2}"']
+
+
+def _engine(tmp_path, lrs, per_trial=None):
     from jscexp import app
+    from jscexp.config import plain
     from jscexp.group import engine_for
     from jscexp.job import Trial
+    from jscexp.quant.transform import quantise
 
-    trials = [Trial(compose_cfg([*SMALL, f"learning_rate={lr}", f"seed={i}"]), [], tmp_path) for i, lr in enumerate(lrs)]
+    per_trial = per_trial or [[] for _ in lrs]
+    trials = [Trial(compose_cfg([*SMALL, f"learning_rate={lr}", f"seed={i}", *extra]), [], tmp_path)
+              for i, (lr, extra) in enumerate(zip(lrs, per_trial))]
     for t in trials:
         t.model, t.rng = app.initial_model(t.cfg)
+        if t.cfg.mode == "qat":
+            t.quantised = quantise(t.model, plain(t.cfg.quantisation))
     return engine_for(trials)
 
 
@@ -60,6 +71,35 @@ def test_an_exploited_member_steps_as_its_source_would_with_the_new_knobs(tmp_pa
     assert not torch.equal(a.model.flat[0], a.model.flat[2])  # and the knobs did change its steps
 
 
+def test_an_exploited_member_quantises_with_its_new_width(tmp_path):
+    """Bit-width PBT: the member takes the source's state and the explored weight width (its
+    frac width follows by interpolation), and steps as the source would with that width."""
+    from jscexp import app
+    from jscexp.config import plain
+    from jscexp.data import load_splits
+    from jscexp.pbt import with_knobs
+    from jscexp.quant.transform import quantise
+    from jscexp.train import fit
+    from jscexp.train.population import Exploit, exploit
+
+    widths = [[*QAT, f"quantisation.weight_width={w}"] for w in (4, 6, 8)]
+    a, b = (_engine(tmp_path, [0.05, 0.05, 0.05], widths) for _ in range(2))
+    data = list(islice(iter(fit.batches(a.device, load_splits(compose_cfg(SMALL).dataset), "train", 64)), 5))
+    for engine in (a, b):
+        engine.start_epoch(0)
+        _steps(engine, data[:3])
+    cfg = with_knobs(compose_cfg([*SMALL, *widths[2]]), {"quantisation.weight_width": 5})
+    assert plain(cfg.quantisation)["linear"]["config"]["weight_frac_width"] == 3  # follows the new width
+    new, _ = quantise(app.initial_model(cfg)[0], plain(cfg.quantisation))  # only its quantisers are read
+    knobs = {"quantisation.weight_width": 5}
+    exploit(a, Exploit(0, member=0, source=2, knobs=knobs), new)
+    exploit(b, Exploit(0, member=2, source=2, knobs=knobs), new)
+    for engine in (a, b):
+        _steps(engine, data[3:])
+    assert torch.equal(a.model.flat[0], b.model.flat[2])
+    assert not torch.equal(a.model.flat[0], a.model.flat[2])  # width 5 steps differently from width 8
+
+
 def test_same_seed_same_decisions_bottom_quantile_copies_top():
     from jscexp.train.population import Knob, Settings, plan
 
@@ -89,9 +129,9 @@ def test_a_rebased_schedule_goes_on_as_if_it_had_started_at_the_new_rate():
     assert schedule(5)[0] == fresh(5)[0] and schedule(5)[1] != fresh(5)[0]
 
 
-def _pbt_group(workdir, experiment: str) -> dict[str, dict]:
+def _pbt_group(workdir, experiment: str, space: str = LR_WD, trials=None, extra=(), keys=LR_WD_KEYS) -> dict[str, dict]:
     """Four members of one stacked group under PBT (every epoch, 3 epochs), in-process; per
-    member (by its initial learning rate): knob metrics, val_acc per epoch, tags."""
+    member (by its initial learning rate): knob metrics, val_acc per epoch, tags, metrics."""
     from hydra import compose, initialize_config_dir
 
     from conftest import CONF, mlflow_client, runs_of
@@ -99,17 +139,18 @@ def _pbt_group(workdir, experiment: str) -> dict[str, dict]:
     from jscexp.sweep import group_override
 
     common = ["dataset=jsc_synth", "dataset.n_rows=6000", "max_epochs=3", "trainer.progress_bar=false", "data_seed=0",
-              f"experiment={experiment}", "pbt.interval=1",
-              "+pbt.space={learning_rate:{low:1e-4,high:0.2,log:true},optimizer.weight_decay:{low:0,high:0.01}}"]
-    group = [*common, group_override([[f"learning_rate={lr}"] for lr in (1e-4, 1e-3, 1e-2, 1e-1)])]
+              f"experiment={experiment}", "pbt.interval=1", f"+pbt.space={space}", *extra]
+    trials = trials or [[f"learning_rate={lr}"] for lr in (1e-4, 1e-3, 1e-2, 1e-1)]
+    group = [*common, group_override(trials)]
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         run(compose("config", overrides=group), workdir / experiment, group)
     client = mlflow_client(workdir)
     out = {}
     for r in runs_of(workdir, experiment):
         series = {k: [m.value for m in sorted(client.get_metric_history(r.info.run_id, k), key=lambda m: m.step)]
-                  for k in ("val_acc", "pbt.learning_rate", "pbt.optimizer.weight_decay")}
-        out[r.data.params["learning_rate"]] = {"series": series, "tags": r.data.tags, "run_id": r.info.run_id}
+                  for k in ("val_acc", *keys)}
+        out[r.data.params["learning_rate"]] = {"series": series, "tags": r.data.tags, "run_id": r.info.run_id,
+                                               "metrics": r.data.metrics}
     return out
 
 
@@ -131,6 +172,19 @@ def test_a_pbt_group_records_each_members_knobs_and_lineage_and_repeats_itself(w
         copied = member["tags"].get("jscexp.pbt.copied_from")
         assert (ids[copied] if copied else None) == ({m["run_id"]: k for k, m in again.items()}
                                                      .get(again[lr]["tags"].get("jscexp.pbt.copied_from")))
+
+
+def test_a_bit_width_population_is_tested_with_each_members_widths_of_its_best_epoch(workdir):
+    members = _pbt_group(workdir, "pbt_bits", "{quantisation.weight_width:{low:3,high:8,integer:true}}",
+                         [[f"learning_rate={lr}", f"quantisation.weight_width={w}"] for lr, w in
+                          ((1e-3, 3), (1e-2, 4), (3e-2, 6), (1e-1, 8))], QAT, ("pbt.quantisation.weight_width",))
+    moved = 0
+    for member in members.values():
+        widths, val = member["series"]["pbt.quantisation.weight_width"], member["series"]["val_acc"]
+        moved += len(set(widths)) > 1
+        best = max(range(len(val)), key=lambda e: (val[e], -e))  # the first epoch with the best val_acc
+        assert member["metrics"]["avg_weight_bits"] == widths[best]  # every Linear weight at that width
+    assert moved >= 1  # an exploit changed some member's width
 
 
 def test_a_pbt_sweep_puts_its_best_members_schedule_on_the_parent(workdir):

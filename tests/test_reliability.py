@@ -26,6 +26,8 @@ from conftest import FAST, mlflow_client, run_cli, runs_of
         (["trainer.vectorize=fast"], "error: trainer.vectorize must be off, auto or a group size of 1 or more, got 'fast'"),
         (["hydra.mode=MULTIRUN", "seed=0,1", "trainer.vectorize=0"], "error: trainer.vectorize must be off, auto or"),
         (["+pbt.space={batch_size:{low:16,high:64}}"], "error: pbt.space.batch_size: population-based training explores"),
+        (["mode=qat", "quantisation=int8", "+pbt.space={quantisation.weight_width:{low:3,high:8,integer:true}}"],
+         "error: pbt.space.quantisation.weight_width = 3: quantisation linear weight: frac_width 4 is larger than width 3"),
     ],
 )
 def test_bad_input_on_the_cli_is_one_line_exit_2_and_no_run(workdir, args, message):

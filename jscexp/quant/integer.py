@@ -87,6 +87,11 @@ class StackedInteger:
             return None
         return cls(quantisers, device)
 
+    def set(self, trial: int, quantiser: IntegerQuantiser) -> None:
+        """Trial ``trial`` quantises with ``quantiser`` from here on (population-based training's widths)."""
+        self.inv_scale[trial], self.scale[trial] = 2.0**quantiser.frac_width, 2.0**-quantiser.frac_width
+        self.low[trial], self.high[trial] = quantiser.levels
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         shape = (-1, *([1] * (x.dim() - 1)))
         return _FakeQuantise.apply(x, *(t.view(shape) for t in (self.inv_scale, self.scale, self.low, self.high)))

@@ -85,9 +85,11 @@ def plan(scores: list[float], values: list[dict[str, float]], space: dict[str, K
     return decisions
 
 
-def exploit(engine, decision: Exploit) -> None:
+def exploit(engine, decision: Exploit, quantised=None) -> None:
     """Carries ``decision`` out on a ``StackedEngine``: the source's whole state into the
-    member's slice, then the member's new knobs, in force from its next step."""
+    member's slice, then the member's new knobs, in force from its next step. Widths
+    (``quantisation.*width``) take effect through ``quantised``: a QAT model built with the
+    member's new widths, whose quantisers its slice then uses."""
     for part in (engine.model, engine.optimizer, engine.lr_schedule):
         part.copy_trial(decision.member, decision.source)
     for name, value in decision.knobs.items():
@@ -97,10 +99,17 @@ def exploit(engine, decision: Exploit) -> None:
             engine.model.set_dropout(decision.member, value)
         elif name.startswith("optimizer.") and name != "optimizer.lr":
             engine.optimizer.set_options(decision.member, {name.removeprefix("optimizer."): value})
-        else:
+        elif not is_width(name):
             raise ValueError(f"population-based training cannot explore {name}: "
-                             "learning_rate, optimizer.<option> or model.dropout")
+                             "learning_rate, optimizer.<option>, model.dropout or quantisation.<role>_width")
+    if quantised is not None:
+        engine.model.set_quantisers(decision.member, quantised)
     engine.optimizer.lr = engine.lr_schedule(engine.lr_schedule.epochs_done)  # the new rate from the next step
+
+
+def is_width(name: str) -> bool:
+    """An integer quantiser's width knob (``quantisation.weight_width``, ``…frac_width``)."""
+    return name.startswith("quantisation.") and name.endswith("width")
 
 
 def knob_space(space: Mapping[str, Mapping]) -> dict[str, Knob]:
@@ -113,17 +122,22 @@ class Population:
     """Population-based training of a ``StackedEngine``'s members, as ``loop.fit``'s
     ``after_epoch``: each epoch it reports every training member's knobs
     (``on_epoch(member, epoch, knobs)``), and every ``interval`` epochs but after the last
-    it exploits and explores among the members still training (``on_exploit(decision)``)."""
+    it exploits and explores among the members still training (``on_exploit(decision)``).
+    ``requantise(member, knobs)`` builds a member's QAT model when widths are explored.
+    ``knobs_at[member][epoch]``: the knobs each member trained that epoch with."""
 
     def __init__(self, engine, settings: Settings, space: dict[str, Knob], values: list[dict[str, float]],
-                 seed: int, last_epoch: int, on_epoch: Callable, on_exploit: Callable):
+                 seed: int, last_epoch: int, on_epoch: Callable, on_exploit: Callable,
+                 requantise: Callable | None = None):
         self.engine, self.settings, self.space, self.values = engine, settings, space, values
         self.rng, self.last_epoch = random.Random(seed), last_epoch
-        self.on_epoch, self.on_exploit = on_epoch, on_exploit
+        self.on_epoch, self.on_exploit, self.requantise = on_epoch, on_exploit, requantise
+        self.knobs_at: list[dict[int, dict[str, float]]] = [{} for _ in values]
 
     def __call__(self, epoch: int, book) -> None:
         recorded = [k for k, r in enumerate(book.results) if r.history and r.history[-1]["epoch"] == epoch]
         for k in recorded:
+            self.knobs_at[k][epoch] = dict(self.values[k])
             self.on_epoch(k, epoch, self.values[k])
         alive = [k for k in recorded if book.flags[k]]  # not stopped, epochs left
         if (epoch + 1) % self.settings.interval or epoch >= self.last_epoch or len(alive) < 2:
@@ -131,12 +145,19 @@ class Population:
         scores = [book.results[k].history[-1]["val_acc"] for k in alive]
         for d in plan(scores, [self.values[k] for k in alive], self.space, self.settings, epoch, self.rng):
             decision = Exploit(epoch, alive[d.member], alive[d.source], d.knobs)
-            exploit(self.engine, decision)
-            self.values[decision.member] = {**self.values[decision.source], **decision.knobs}
+            knobs = {**self.values[decision.source], **decision.knobs}
+            exploit(self.engine, decision, self._quantised(decision.member, knobs))
+            self.values[decision.member] = knobs
             self.on_exploit(decision)
 
+    def _quantised(self, member: int, knobs: dict[str, float]):
+        """The member's QAT model with its new widths, when widths are explored."""
+        if self.requantise is None or not any(is_width(name) for name in knobs):
+            return None
+        return self.requantise(member, knobs)
 
-EXPLORABLE = ("learning_rate", "model.dropout", "optimizer.")
+
+EXPLORABLE = ("learning_rate", "model.dropout", "optimizer.", "quantisation.")
 
 
 def check_space(space: Mapping[str, Mapping], cfg) -> None:
@@ -146,10 +167,15 @@ def check_space(space: Mapping[str, Mapping], cfg) -> None:
     from jscexp.errors import UserError
 
     for name, r in space.items():
-        if not name.startswith(EXPLORABLE) or name == "optimizer.lr" or OmegaConf.select(cfg, name) is None:
-            raise UserError(f"pbt.space.{name}: population-based training explores learning_rate, model.dropout "
-                            "or an optimizer option the config sets (optimizer.weight_decay, optimizer.momentum)")
+        if not name.startswith(EXPLORABLE) or name == "optimizer.lr" or OmegaConf.select(cfg, name) is None \
+                or (name.startswith("quantisation.") and not is_width(name)):
+            raise UserError(f"pbt.space.{name}: population-based training explores learning_rate, model.dropout, "
+                            "an optimizer option the config sets (optimizer.weight_decay, optimizer.momentum) "
+                            "or, with mode=qat, an integer quantiser's width (quantisation.weight_width)")
         if not isinstance(r, Mapping) or not {"low", "high"} <= set(r) or not float(r["low"]) <= float(r["high"]):
             raise UserError(f"pbt.space.{name} must be {{low: L, high: H}} with L <= H (and log: true for a log range)")
         if r.get("log") and float(r["low"]) <= 0:
             raise UserError(f"pbt.space.{name}: a log range needs low > 0, got {r['low']}")
+        if is_width(name) and (cfg.mode != "qat" or not r.get("integer")):
+            raise UserError(f"pbt.space.{name}: a width is explored in QAT as an integer range: mode=qat and "
+                            "{low: L, high: H, integer: true}")

@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.nn import functional as F
 
-from jscexp.quant.integer import StackedInteger
+from jscexp.quant.integer import IntegerQuantiser, StackedInteger
 from jscexp.quant.layers import LinearQ, ReLUQ
 from jscexp.train.loop import Tally
 
@@ -155,6 +155,14 @@ class StackedModel:
         """Trial ``trial``'s dropout probability, in every Dropout layer."""
         for per_trial in self._dropout_p.values():
             per_trial[trial] = float(p)
+
+    def set_quantisers(self, trial: int, model: nn.Module) -> None:
+        """Trial ``trial`` quantises as ``model`` (a QAT model of the same chain) does: its widths."""
+        for (name, role), stacked in self._quantisers.items():
+            quantiser = getattr(model.get_submodule(name), _ROLES[role], None)
+            if not isinstance(quantiser, IntegerQuantiser):
+                raise ValueError(f"{name} {role}: the new model's quantiser is {type(quantiser).__name__}, not integer")
+            stacked.set(trial, quantiser)
 
     @torch.no_grad()
     def load_trial(self, trial: int, state: dict[str, torch.Tensor]) -> None:

@@ -1,0 +1,81 @@
+"""Population-based training as a job runs it (``pbt.space`` set on a stacked group): the
+knobs from each trial's config, the members' MLflow records, and QAT widths rebuilt.
+
+The population itself (who copies whom, the explored knobs) is ``jscexp.train.population``.
+An interrupted population starts over: its members keep no resumable state, since a
+resumed member would go on with its first knobs and a fresh decision RNG, which the
+uninterrupted population would not have done.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from omegaconf import DictConfig, OmegaConf
+
+from jscexp.config import plain
+from jscexp.errors import UserError
+from jscexp.train.population import Population, Settings, check_space, is_width, knob_space
+
+
+def check(t) -> None:
+    """``pbt.space`` against trial ``t``'s config, before any run exists: one line if wrong;
+    an explored width is built at both ends of its range (frac_width must still fit)."""
+    from jscexp.quant.transform import quantise
+
+    space = plain(t.cfg.pbt.space)
+    check_space(space, t.cfg)
+    for name, knob in knob_space(space).items():
+        for end in {knob.low, knob.high} if is_width(name) else ():
+            try:
+                quantise(t.model, plain(with_knobs(t.cfg, {name: end}).quantisation), t.calibration)
+            except UserError as err:
+                raise UserError(f"pbt.space.{name} = {end:g}: {err}") from None
+
+
+def with_knobs(cfg: DictConfig, knobs: dict[str, float]) -> DictConfig:
+    """A copy of ``cfg`` with the knobs set (widths as integers); interpolations follow them."""
+    out = copy.deepcopy(cfg)
+    for name, value in knobs.items():
+        OmegaConf.update(out, name, int(value) if is_width(name) else value, merge=False)
+    return out
+
+
+def population(trials: list, runs: list, engine) -> Population | None:
+    """The trials as a population when ``pbt.space`` is set: each member's knobs per epoch as
+    ``pbt.<knob>`` metrics, each exploit as tags on the run that copied."""
+    pbt = trials[0].cfg.pbt
+    if not pbt.space:
+        return None
+    if engine.k == 1:
+        raise UserError("pbt trains a population: sweep two or more trials that stack (-m learning_rate=1e-3,1e-2)")
+    space = knob_space(plain(pbt.space))
+    values = [{name: float(OmegaConf.select(t.cfg, name)) for name in space} for t in trials]
+    settings = Settings(int(pbt.interval), float(pbt.quantile_fraction), float(pbt.resample_probability),
+                        tuple(float(f) for f in pbt.factors))
+
+    def on_epoch(k: int, epoch: int, knobs: dict[str, float]) -> None:
+        runs[k].log_metrics({f"pbt.{name}": value for name, value in knobs.items()}, step=epoch)
+
+    def on_exploit(d) -> None:
+        knobs = ", ".join(f"{name}={value:.4g}" for name, value in d.knobs.items())
+        runs[d.member].set_tags({f"jscexp.pbt.epoch_{d.epoch}": f"copied run {runs[d.source].run_id}, then {knobs}",
+                                 "jscexp.pbt.copied_from": runs[d.source].run_id})
+
+    last = max(int(t.cfg.max_epochs) for t in trials) - 1
+    return Population(engine, settings, space, values, int(pbt.seed), last, on_epoch, on_exploit,
+                      lambda k, knobs: _qat_model(trials[k], knobs)[0])
+
+
+def _qat_model(t, knobs: dict[str, float]):
+    from jscexp.quant.transform import quantise
+
+    return quantise(t.model, plain(with_knobs(t.cfg, knobs).quantisation), t.calibration)
+
+
+def at_best_epoch(t, k: int, pop: Population | None, best_epoch: int) -> None:
+    """A member whose widths were explored is tested and summarised with the widths it had
+    in its best epoch (the weights kept are that epoch's)."""
+    if pop is None or best_epoch < 0 or not any(is_width(name) for name in pop.space):
+        return
+    t.quantised = _qat_model(t, pop.knobs_at[k][best_epoch])
