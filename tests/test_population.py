@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import random
 from itertools import islice
+from pathlib import Path
 
 import torch
 
@@ -206,3 +207,9 @@ def test_a_pbt_sweep_puts_its_best_members_schedule_on_the_parent(workdir):
     assert len(knobs) == 3 and schedule.startswith(f"from epoch 0: learning_rate={knobs[0][0]:.4g}, ")
     assert schedule.count("from epoch") == 1 + sum(a != b for a, b in zip(knobs, knobs[1:]))  # one entry per change
     assert "Its schedule (population-based training)" in parent.data.tags["mlflow.note.content"]
+    # the population's picture and its exploit events, one row per lineage tag of its members
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"population.png", "population_exploits.csv", "training_curves.png"} <= artifacts
+    events = Path(client.download_artifacts(parent.info.run_id, "population_exploits.csv", str(workdir))).read_text()
+    lineage = sum(k.startswith("jscexp.pbt.epoch_") for r in members for k in r.data.tags)
+    assert events.splitlines()[0] == "member,after_epoch,exploit" and len(events.splitlines()) == 1 + lineage >= 2

@@ -42,6 +42,30 @@ def training_curves(histories: dict[str, list[dict[str, float]]], path: Path, ti
     return path
 
 
+def population(histories: dict[str, list[dict[str, float]]], exploits: list[tuple[str, int]], path: Path,
+               title: str = "") -> Path:
+    """Population-based training: each member's validation accuracy per epoch, and a marker
+    where a member copied another after an epoch (its accuracy there: it was among the worst)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for history in histories.values():
+        points = [(h["epoch"], h["val_acc"]) for h in history if "val_acc" in h]
+        ax.plot(*zip(*points), color="tab:blue", alpha=0.4, linewidth=1)
+    marks = [(epoch, h["val_acc"]) for name, epoch in exploits for h in histories.get(name, [])
+             if h["epoch"] == epoch and "val_acc" in h]
+    if marks:
+        ax.scatter(*zip(*marks), color="tab:red", marker="v", zorder=3, label=f"exploit: copied a top member ({len(marks)})")
+        ax.legend(fontsize=8)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation accuracy")
+    ax.set_title(title or f"Population of {len(histories)}", fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def metric_vs_param(
     table: pd.DataFrame, x: str, metric: str, groups: list[str], path: Path, *, log_x: bool, title: str = ""
 ) -> Path:

@@ -11,7 +11,7 @@ import pandas as pd
 
 from jscexp.errors import UserError
 from jscexp.tracking import tables
-from jscexp.tracking.plots import metric_vs_param, training_curves
+from jscexp.tracking.plots import metric_vs_param, population, training_curves
 
 
 @dataclass
@@ -110,7 +110,28 @@ def publish_sweep(uri: str, experiment: str, parent_run_id: str) -> str:
         if histories := _histories(client, runs):
             title = "Training curves: " + ", ".join(sorted(set(tables.dataset_labels(runs)) - {""}))
             client.log_artifact(parent_run_id, str(training_curves(histories, Path(tmp) / "training_curves.png", title)))
+            if exploits := _exploits(runs):
+                _log_population(client, parent_run_id, histories, exploits, Path(tmp))
     return markdown
+
+
+def _exploits(runs: pd.DataFrame) -> list[tuple[str, int, str]]:
+    """A population's exploit events from its members' lineage tags: (member, epoch, what it did)."""
+    prefix = "tags.jscexp.pbt.epoch_"
+    out = []
+    for _, run in runs.iterrows():
+        name = str(run.get("tags.mlflow.runName") or run["run_id"])
+        out += [(name, int(c[len(prefix):]), str(run[c])) for c in runs if c.startswith(prefix) and pd.notna(run[c])]
+    return sorted(out, key=lambda e: (e[1], e[0]))
+
+
+def _log_population(client, parent_run_id: str, histories: dict, exploits: list[tuple[str, int, str]], tmp: Path) -> None:
+    """population.png (accuracy per member, exploits marked) and population_exploits.csv."""
+    title = f"Population-based training: {len(histories)} members, {len(exploits)} exploits"
+    marks = [(name, epoch) for name, epoch, _ in exploits]
+    client.log_artifact(parent_run_id, str(population(histories, marks, tmp / "population.png", title)))
+    frame = pd.DataFrame(exploits, columns=["member", "after_epoch", "exploit"])
+    client.log_text(parent_run_id, frame.to_csv(index=False), "population_exploits.csv")
 
 
 def _histories(client, runs: pd.DataFrame) -> dict[str, list[dict[str, float]]]:
