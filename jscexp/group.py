@@ -104,14 +104,14 @@ def engine_for(trials: list):
     if len(trials) == 1:
         return fit.plain_engine(first, trials[0].net, trials[0].rng)
     device = fit.make_fabric(first.trainer).device
-    generators = [_dropout_generator(device, int(t.cfg.seed), t.rng["cpu"]) for t in trials]
+    generators = [dropout_generator(device, int(t.cfg.seed), t.rng["cpu"]) for t in trials]
     model = StackedModel([t.net.to(device) for t in trials], generators)
     hparams = [plain(t.cfg.optimizer) for t in trials]
     optimizer = StackedOptimizer({"flat": model.flat}, _optimizer_kind(first), hparams)
     return StackedEngine(model, optimizer, LrSchedule([t.cfg.scheduler for t in trials], [h["lr"] for h in hparams]))
 
 
-def _dropout_generator(device: torch.device, seed: int, after_init: torch.Tensor) -> torch.Generator:
+def dropout_generator(device: torch.device, seed: int, after_init: torch.Tensor) -> torch.Generator:
     """A trial's dropout RNG: on the CPU the global generator's state right after its model's
     init, where its lone run's first dropout mask is drawn from; elsewhere seeded by its seed."""
     generator = torch.Generator(device=device)

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from jscexp import app, pbt
+from jscexp import app, halving, pbt
 from jscexp.config import plain
 from jscexp.data import Splits
 from jscexp.errors import UserError
@@ -221,13 +221,14 @@ def execute(trials: list[Trial], uri: str) -> None:
         for t, run_ in zip(trials, opened):
             t.run_id = run_.run_id
             _end_lost_runs(t, uri)
+        trained = list(zip(trials, opened))
         if trials[0].cfg.mode in TRAINING_MODES:
-            train(trials, opened)
+            trained = train(trials, opened, runs, uri, group)
         else:
             (t,), (run_,) = trials, opened
             t.outcome = app.run_mode(t.cfg, t.model, t.quantised, t.splits, t.calibration, run_, t.out_dir,
                                      lambda model: float_model(t, model, uri))
-    for t, run_ in zip(trials, opened):  # their runs ended: what they trained is in the store now
+    for t, run_ in trained:  # their runs ended: what they trained is in the store now
         if t.state is not None:
             t.state.drop()
         print(_headline(t, run_))
@@ -256,25 +257,79 @@ def _resumed(t: Trial) -> dict:
     return {"jscexp.resumed_after_epoch": t.resume.epoch} if t.resume else {}
 
 
-def train(trials: list[Trial], runs: list) -> None:
+def train(trials: list[Trial], runs: list, stack: contextlib.ExitStack, uri: str, tags: dict) -> list[tuple]:
     """Trains the trials together (one stacked model, or one plain model when alone) and
-    finishes each: a pruned one with its epochs so far, the others tested and recorded."""
+    finishes each: a pruned one with its epochs so far, the others tested and recorded. In a
+    search, slices the pruner frees may take new trials (``jscexp.halving``): returns every
+    (trial, run) that trained."""
     from jscexp.group import engine_for
     from jscexp.train import fit
 
     engine = engine_for(trials)
-    population = pbt.population(trials, runs, engine)
+    slots = halving.Slots(trials, runs)
+    after = pbt.population(trials, runs, engine) or _refill(trials, slots, engine, stack, uri, tags)
+    refill = after if isinstance(after, halving.Refill) else None
     resume = [t.resume for t in trials if t.resume is not None] or None  # a batch starts from one epoch
-    results = fit.train(trials[0].cfg, engine, trials[0].data, trial_hook(trials, runs), resume,
-                        lambda k, snapshot: trials[k].keep(snapshot), [int(t.cfg.max_epochs) for t in trials],
-                        population)
-    for k, (t, run_, result) in enumerate(zip(trials, runs, results)):
-        if result.pruned_at is not None:
-            t.outcome = app.end_pruned(run_, result.pruned_at)
-            continue
-        pbt.at_best_epoch(t, k, population, result.best_epoch)
-        t.net.load_state_dict(result.best_state)
-        t.outcome = app.finish_training(t.cfg, t.net, t.splits, run_, t.out_dir, result, t.calibration, t.quantised)
+    try:
+        results = fit.train(trials[0].cfg, engine, trials[0].data, slots.hook, resume, slots.keep,
+                            [int(t.cfg.max_epochs) for t in trials], after)
+        for k, (t, run_, result) in enumerate(zip(slots.trials, slots.runs, results)):
+            if t.outcome is None:  # else pruned and ended already: its slice found no new trial
+                _finish(t, k, run_, result, after)
+            if refill is not None:
+                refill.tell(t)
+    except BaseException as err:
+        if refill is not None:
+            refill.asker.close(err)
+        raise
+    if refill is not None:
+        refill.asker.close(None)
+    return slots.trained
+
+
+def _finish(t: Trial, k: int, run_, result, population) -> None:
+    if result.pruned_at is not None:
+        t.outcome = app.end_pruned(run_, result.pruned_at)
+        return
+    pbt.at_best_epoch(t, k, population if not isinstance(population, halving.Refill) else None, result.best_epoch)
+    t.net.load_state_dict(result.best_state)
+    t.outcome = app.finish_training(t.cfg, t.net, t.splits, run_, t.out_dir, result, t.calibration, t.quantised)
+
+
+def _refill(trials: list[Trial], slots: halving.Slots, engine, stack: contextlib.ExitStack, uri: str,
+            tags: dict) -> halving.Refill | None:
+    """In a search whose groups refill, the after-epoch step that fills freed slices."""
+    if engine.k == 1 or not halving.refills(trials[0].cfg):
+        return None
+    from jscexp.search.refill import Asker, RefillSpec
+    from jscexp.sweep.configs import with_values
+    from jscexp.sweep.overrides import override_key, override_value
+
+    first = trials[0]
+    spec = RefillSpec.load(first.cfg.optuna.refill)
+    asker = Asker(spec)
+    common = [o for o in first.overrides if override_key(o) not in (*spec.knobs, "optuna.trial")]
+    data: dict[str, object] = {OmegaConf.to_yaml(first.cfg.dataset, resolve=True): first.splits}
+
+    def start(asked, k: int) -> Trial | None:
+        values = [f"{name}={override_value(v)}" for name, v in asked.params.items()]
+        t = Trial(with_values(first.cfg, [*values, f"optuna.trial={asked.number}"]),
+                  [*common, *values, f"+optuna.trial={asked.number}"], first.out_dir.parent / f"trial_{asked.number}")
+        _guard(t, lambda: app.check_job(t.cfg))
+        _guard(t, lambda: _prepare_trial(t, data))
+        if t.error is not None:
+            print(f"error: trial {asked.number}: {t.error}", file=sys.stderr)
+            asker.tell(asked.number, t.outcome)
+            return None
+        t.state = t.resume = None  # a refilled trial starts over if interrupted (jscexp.halving)
+        replaced = {"jscexp.halving.replaced": slots.runs[k].run_id}
+        run_ = stack.enter_context(app.open_run(t.cfg, uri, t.model, t.splits, t.overrides, t.out_dir,
+                                                {**tags, **replaced}))
+        t.run_id = run_.run_id
+        slots.replace(k, t, run_)
+        return t
+
+    return halving.Refill(asker, slots, engine, start)
 
 
 def float_model(t: Trial, model: torch.nn.Module, uri: str) -> tuple[dict[str, float], str] | int:
@@ -315,7 +370,7 @@ def _train_float(t: Trial, model: torch.nn.Module, uri: str) -> tuple[dict[str, 
                  "mode=train"]
     out_dir = t.out_dir / "float"
     with app.open_run(cfg, uri, model, t.splits, overrides, out_dir) as run_:
-        (result,) = fit.train(cfg, fit.plain_engine(cfg, model, t.rng), t.data, trial_hook([t], [run_]),
+        (result,) = fit.train(cfg, fit.plain_engine(cfg, model, t.rng), t.data, halving.Slots([t], [run_]).hook,
                               [t.resume] if t.resume else None, lambda _, snapshot: t.keep(snapshot, run_.run_id))
         if result.pruned_at is not None:
             app.end_pruned(run_, result.pruned_at)
@@ -334,14 +389,3 @@ def _lock(path: Path):
     with open(path, "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         yield
-
-
-def trial_hook(trials: list[Trial], runs: list):
-    """Each epoch, per trial: its metrics to its run; in a search with a pruner, the report to
-    its Optuna trial. Returns whether that trial stops (pruned)."""
-    hooks = [app.epoch_hooks(t.cfg, r) for t, r in zip(trials, runs)]
-
-    def hook(k: int, epoch: int, metrics: dict[str, float]) -> bool:
-        return any([each(epoch, metrics) for each in hooks[k]])  # a list: every hook runs
-
-    return hook

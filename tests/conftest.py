@@ -130,3 +130,37 @@ def sweep(workdir, *args, check=True):
 
 def children(workdir):
     return [r for r in runs_of(workdir, "search") if r.data.tags.get("jscexp.kind") != "sweep"]
+
+
+# stacked trials built in-process (test_population, test_halving): SGD with momentum, dropout, BatchNorm
+SMALL = ["dataset=jsc_synth", "dataset.n_rows=6000", "max_epochs=4", "trainer.progress_bar=false", "data_seed=0",
+         "model=mlp", "model.dropout=0.2", "optimizer=sgd", "optimizer.momentum=0.9"]
+
+
+def stacked_engine(tmp_path, lrs, per_trial=None):
+    """A StackedEngine of trials of SMALL, one per learning rate (trial i seeded i; ``per_trial``: more overrides each)."""
+    from jscexp import app
+    from jscexp.config import plain
+    from jscexp.group import engine_for
+    from jscexp.job import Trial
+    from jscexp.quant.transform import quantise
+
+    per_trial = per_trial or [[] for _ in lrs]
+    trials = [Trial(compose_cfg([*SMALL, f"learning_rate={lr}", f"seed={i}", *extra]), [], tmp_path)
+              for i, (lr, extra) in enumerate(zip(lrs, per_trial))]
+    for t in trials:
+        t.model, t.rng = app.initial_model(t.cfg)
+        if t.cfg.mode == "qat":
+            t.quantised = quantise(t.model, plain(t.cfg.quantisation))
+    return engine_for(trials)
+
+
+def stacked_steps(engine, batches) -> None:
+    """Stacked training steps of every trial over ``batches``."""
+    import torch
+
+    from jscexp.train import stacked
+    from jscexp.train.loop import Tally
+
+    active = torch.ones(engine.k, dtype=torch.bool)
+    stacked.train_epoch(engine.model, engine.optimizer, batches, Tally(engine.k, engine.device), active)

@@ -10,40 +10,11 @@ from pathlib import Path
 
 import torch
 
-from conftest import compose_cfg
-
-SMALL = ["dataset=jsc_synth", "dataset.n_rows=6000", "max_epochs=4", "trainer.progress_bar=false", "data_seed=0",
-         "model=mlp", "model.dropout=0.2", "optimizer=sgd", "optimizer.momentum=0.9"]
-
+from conftest import SMALL, compose_cfg, stacked_engine, stacked_steps
 
 LR_WD = "{learning_rate:{low:1e-4,high:0.2,log:true},optimizer.weight_decay:{low:0,high:0.01}}"
 LR_WD_KEYS = ("pbt.learning_rate", "pbt.optimizer.weight_decay")
 QAT = ["mode=qat", "quantisation=int8", 'quantisation.weight_frac_width="${sub:${quantisation.weight_width},2}"']
-
-
-def _engine(tmp_path, lrs, per_trial=None):
-    from jscexp import app
-    from jscexp.config import plain
-    from jscexp.group import engine_for
-    from jscexp.job import Trial
-    from jscexp.quant.transform import quantise
-
-    per_trial = per_trial or [[] for _ in lrs]
-    trials = [Trial(compose_cfg([*SMALL, f"learning_rate={lr}", f"seed={i}", *extra]), [], tmp_path)
-              for i, (lr, extra) in enumerate(zip(lrs, per_trial))]
-    for t in trials:
-        t.model, t.rng = app.initial_model(t.cfg)
-        if t.cfg.mode == "qat":
-            t.quantised = quantise(t.model, plain(t.cfg.quantisation))
-    return engine_for(trials)
-
-
-def _steps(engine, batches) -> None:
-    from jscexp.train import stacked
-    from jscexp.train.loop import Tally
-
-    active = torch.ones(engine.k, dtype=torch.bool)
-    stacked.train_epoch(engine.model, engine.optimizer, batches, Tally(engine.k, engine.device), active)
 
 
 def test_an_exploited_member_steps_as_its_source_would_with_the_new_knobs(tmp_path):
@@ -52,16 +23,16 @@ def test_an_exploited_member_steps_as_its_source_would_with_the_new_knobs(tmp_pa
     from jscexp.train.population import Exploit, exploit
 
     lrs = [0.05, 0.02, 0.01]
-    a, b = _engine(tmp_path, lrs), _engine(tmp_path, lrs)  # two identical populations
+    a, b = stacked_engine(tmp_path, lrs), stacked_engine(tmp_path, lrs)  # two identical populations
     data = list(islice(iter(fit.batches(a.device, load_splits(compose_cfg(SMALL).dataset), "train", 64)), 5))
     for engine in (a, b):
         engine.start_epoch(0)
-        _steps(engine, data[:3])
+        stacked_steps(engine, data[:3])
     knobs = {"learning_rate": 0.024, "optimizer.weight_decay": 1e-3, "model.dropout": 0.3}
     exploit(a, Exploit(0, member=0, source=2, knobs=knobs))  # member 0 becomes member 2, perturbed
     exploit(b, Exploit(0, member=2, source=2, knobs=knobs))  # member 2 itself, perturbed
     for engine in (a, b):
-        _steps(engine, data[3:])
+        stacked_steps(engine, data[3:])
     assert torch.equal(a.model.flat[0], b.model.flat[2])  # weights, after two more steps
     assert all(torch.equal(v[0], b.model.buffers[k][2]) for k, v in a.model.buffers.items())  # BatchNorm
     assert all(torch.equal(buf[0], b.optimizer.state[name][key][2])
@@ -84,11 +55,11 @@ def test_an_exploited_member_quantises_with_its_new_width(tmp_path):
     from jscexp.train.population import Exploit, exploit
 
     widths = [[*QAT, f"quantisation.weight_width={w}"] for w in (4, 6, 8)]
-    a, b = (_engine(tmp_path, [0.05, 0.05, 0.05], widths) for _ in range(2))
+    a, b = (stacked_engine(tmp_path, [0.05, 0.05, 0.05], widths) for _ in range(2))
     data = list(islice(iter(fit.batches(a.device, load_splits(compose_cfg(SMALL).dataset), "train", 64)), 5))
     for engine in (a, b):
         engine.start_epoch(0)
-        _steps(engine, data[:3])
+        stacked_steps(engine, data[:3])
     cfg = with_knobs(compose_cfg([*SMALL, *widths[2]]), {"quantisation.weight_width": 5})
     assert plain(cfg.quantisation)["linear"]["config"]["weight_frac_width"] == 3  # follows the new width
     new, _ = quantise(app.initial_model(cfg)[0], plain(cfg.quantisation))  # only its quantisers are read
@@ -96,7 +67,7 @@ def test_an_exploited_member_quantises_with_its_new_width(tmp_path):
     exploit(a, Exploit(0, member=0, source=2, knobs=knobs), new)
     exploit(b, Exploit(0, member=2, source=2, knobs=knobs), new)
     for engine in (a, b):
-        _steps(engine, data[3:])
+        stacked_steps(engine, data[3:])
     assert torch.equal(a.model.flat[0], b.model.flat[2])
     assert not torch.equal(a.model.flat[0], a.model.flat[2])  # width 5 steps differently from width 8
 

@@ -33,6 +33,7 @@ class JscexpOptunaSweeperConf:
     heartbeat_interval: float = 10.0  # seconds between a running trial's heartbeats in the study storage
     grace_period: float = 60.0  # seconds without a heartbeat before a RUNNING trial counts as lost (FAIL)
     max_retries: int = 1  # times a lost trial is retried with the same parameters
+    refill: bool = True  # a stacked group fills a slice its pruner freed with a newly asked trial
     params: Optional[Dict[str, Any]] = None  # key: Hydra sweep syntax, e.g. learning_rate: tag(log, interval(1e-4, 1e-1))
 
 

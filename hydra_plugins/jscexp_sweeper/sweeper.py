@@ -20,25 +20,22 @@ from hydra_plugins.jscexp_sweeper.config import JscexpOptunaSweeperConf  # noqa:
 from jscexp.errors import UserError
 from jscexp.search.liveness import Heartbeat, fail_stale, retry
 from jscexp.search.space import parse
-from jscexp.search.study import STORAGE_ENV, make_pruner, make_sampler, make_storage, prunes, storage_url
+from jscexp.search.study import (
+    STORAGE_ENV,
+    live_count,
+    make_pruner,
+    make_sampler,
+    make_storage,
+    prunes,
+    storage_url,
+    surplus,
+    tell,
+    tell_outcome,
+)
 from jscexp.sweep.overrides import override_value
 from jscexp.tracking.store import mask
 
 log = logging.getLogger(__name__)
-
-
-def tell(study, trial, values=None, state=None) -> None:
-    """``study.tell`` for ask-and-tell use.
-
-    GridSampler calls ``study.stop()`` once its grid is used up, which Optuna only allows
-    inside ``optimize``; the result is already stored by then (Optuna writes it in a
-    ``finally``), so that one error is harmless here.
-    """
-    try:
-        study.tell(trial, values, state=state)
-    except RuntimeError as err:
-        if "Study.stop" not in str(err):
-            raise
 
 
 class JscexpOptunaSweeper(Sweeper):
@@ -91,8 +88,8 @@ class JscexpOptunaSweeper(Sweeper):
                             f"{self.o.heartbeat_interval} and {self.o.grace_period}")
         study, url = self._open_study(space, fixed, objectives, directions)
         self._share_parent(study.study_name)
-        log.info(f"Optuna study '{study.study_name}' in {mask(url)}: {self._count(study)}/{self.o.n_trials} trials done")
-        self._run_trials(study, space, (fixed, self._plumbing(study.study_name, url)), objectives)
+        log.info(f"Optuna study '{study.study_name}' in {mask(url)}: {live_count(study)}/{self.o.n_trials} trials done")
+        self._run_trials(study, space, (fixed, self._plumbing(study.study_name, url, space, objectives)), objectives)
         return self._report(study, objectives)
 
     def _pruner_cfg(self) -> dict:
@@ -123,21 +120,37 @@ class JscexpOptunaSweeper(Sweeper):
         _name_objectives(study, objectives)
         return study, url
 
-    def _plumbing(self, name: str, url: str) -> list[str]:
-        """What every trial's job needs to find its study (and its pruner) again."""
-        extra = [f"+optuna.pruner={override_value(self._pruner_cfg())}"] if prunes(self._pruner_cfg()) else []
+    def _plumbing(self, name: str, url: str, space: dict, objectives: list[str]) -> list[str]:
+        """What every trial's job needs to find its study (and its pruner) again; with a
+        pruner, how a stacked group asks for trials to fill the slices it frees."""
+        extra = []
+        if prunes(self._pruner_cfg()):
+            extra.append(f"+optuna.pruner={override_value(self._pruner_cfg())}")
+            if self.o.refill:
+                extra.append(f"+optuna.refill={override_value(str(self._refill_spec(name, url, space, objectives)))}")
         return [f"+optuna.study={override_value(name)}", f"+optuna.storage={override_value(url)}", *extra]
+
+    def _refill_spec(self, name: str, url: str, space: dict, objectives: list[str]) -> Path:
+        from optuna.distributions import distribution_to_json
+
+        from jscexp.search.refill import RefillSpec
+
+        spec = RefillSpec(name, url, {k: distribution_to_json(d) for k, d in space.items()},
+                          OmegaConf.to_container(self.o.sampler, resolve=True), self.o.seed, self._pruner_cfg(),
+                          self.o.n_trials, objectives, self.o.heartbeat_interval, self.o.max_retries,
+                          str(self.outcomes.path.resolve()), sorted(space))
+        return spec.save(self.sweep_dir.resolve() / f"refill.{os.getpid()}.json")
 
     def _run_trials(self, study, space, common: tuple[list[str], list[str]], objectives: list[str]) -> None:
         # Each launch asks at most for what was missing when it started, so trials that keep
         # failing end the sweep instead of looping; the next launch retries them.
         self._fail_stale(study)
-        budget = self.o.n_trials - self._count(study)
+        budget = self.o.n_trials - live_count(study)
         told: list = []
-        while budget > 0 and (left := self.o.n_trials - self._count(study)) > 0:
+        while budget > 0 and (left := self.o.n_trials - live_count(study)) > 0:
             trials = [self._ask(study, space) for _ in range(min(self.o.n_jobs, left, budget))]
             budget -= len(trials)
-            trials = [t for t in trials if not self._surplus(study, t)]
+            trials = [t for t in trials if not surplus(study, t, self.o.n_trials)]
             to_run = [t for t in trials if not self._reuse_duplicate(study, t)]
             if to_run:
                 told += self._launch(study, to_run, common, objectives)
@@ -174,7 +187,7 @@ class JscexpOptunaSweeper(Sweeper):
                     retry(study, trial, self.o.max_retries)
             raise
         self.job_idx += launched
-        outcomes = [self._tell(study, trial, outcome, objectives) for trial, outcome in zip(trials, outcomes)]
+        outcomes = [tell_outcome(study, trial, outcome, objectives) for trial, outcome in zip(trials, outcomes)]
         self.outcomes.add(outcomes)
         return outcomes
 
@@ -216,29 +229,6 @@ class JscexpOptunaSweeper(Sweeper):
         knobs = "+".join(SHORT.get(k, k.rsplit(".", 1)[-1]) for k in sorted(space))
         return f"{self.config.experiment}-{knobs}-{digest.hexdigest()[:6]}"
 
-    @staticmethod
-    def _live_states():
-        """Trial states that count toward n_trials (finished or in someone's hands); a WAITING
-        (enqueued: a retry) trial does not: the next ask runs it."""
-        from optuna.trial import TrialState
-
-        return (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
-
-    def _count(self, study) -> int:
-        return len(study.get_trials(deepcopy=False, states=self._live_states()))
-
-    def _surplus(self, study, trial) -> bool:
-        """Several workers may ask at once when one trial is left: the later numbers stand down."""
-        from optuna.trial import TrialState
-
-        live = study.get_trials(deepcopy=False, states=self._live_states())
-        before = sum(t.number < trial.number for t in live)
-        if before < self.o.n_trials:
-            return False
-        trial.set_user_attr("fail_reason", "surplus: another worker took the last slot of n_trials")
-        tell(study, trial, state=TrialState.FAIL)
-        return True
-
     def _reuse_duplicate(self, study, trial) -> bool:
         from optuna.trial import TrialState
 
@@ -251,32 +241,6 @@ class JscexpOptunaSweeper(Sweeper):
                 log.info(f"trial {trial.number} repeats trial {done.number}: reused its result")
                 return True
         return False
-
-    @staticmethod
-    def _tell(study, trial, outcome, objectives: list[str]):
-        """Tells the study how ``trial`` ended; returns its outcome (FAILED when its job did not
-        return every objective: never a made-up value)."""
-        from optuna.trial import TrialState
-
-        from jscexp.sweep import Outcome, Status
-
-        if outcome.run_id:  # the run carries the trial's number; the trial, its run's id
-            trial.set_user_attr("mlflow_run_id", outcome.run_id)
-        if outcome.status == Status.PRUNED:
-            tell(study, trial, state=TrialState.PRUNED)
-            return outcome
-        if outcome.ok:
-            try:
-                values = outcome.objective(objectives)
-            except KeyError as err:
-                outcome = Outcome(Status.FAILED, err.args[0], outcome.metrics, outcome.overrides, outcome.run_id)
-            else:
-                tell(study, trial, values)
-                return outcome
-        trial.set_user_attr("fail_reason", outcome.reason)
-        tell(study, trial, state=TrialState.FAIL)
-        log.warning(f"trial {trial.number} failed: {outcome.reason}")
-        return outcome
 
     def _report(self, study, objectives: list[str]):
         from optuna.trial import TrialState

@@ -31,7 +31,7 @@ class Heartbeat:
 
     def beat(self) -> None:
         now = time.time()
-        for trial_id in self.trial_ids:
+        for trial_id in list(self.trial_ids):
             try:
                 self.storage.set_trial_system_attr(trial_id, HEARTBEAT, now)
             except RuntimeError:  # the trial finished meanwhile (Optuna refuses to update it): nothing to keep alive
@@ -48,9 +48,21 @@ class Heartbeat:
         self._thread.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def add(self, trial_id: int) -> None:
+        """One more trial to keep alive (a group job's own asks); the first one starts the beat."""
+        self.trial_ids.append(trial_id)
+        if self._thread.is_alive():
+            self.beat()
+        else:
+            self.__enter__()
+
+    def stop(self) -> None:
         self._stop.set()
-        self._thread.join()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
 
 
 @dataclass

@@ -1,7 +1,8 @@
-"""Samplers, pruners and storages from config names, all Optuna's own."""
+"""Samplers, pruners and storages from config names, all Optuna's own; telling a study how a trial ended."""
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
@@ -10,6 +11,7 @@ from jscexp.errors import UserError, first_line
 
 DEFAULT_JOURNAL = "optuna-journal.log"  # beside mlflow.db: safe for several processes on one host
 STORAGE_ENV = "JSCEXP_OPTUNA_STORAGE"  # how a storage URL with a password reaches the jobs
+log = logging.getLogger(__name__)
 
 
 def make_storage(url: str | None):
@@ -108,3 +110,67 @@ def trial_handle(study_name: str, storage: str, number: int, pruner: dict):
     study = optuna.load_study(study_name=study_name, storage=store, pruner=make_pruner(pruner))
     trial_id = store.get_trial_id_from_study_id_trial_number(store.get_study_id_from_name(study_name), number)
     return optuna.trial.Trial(study, trial_id)
+
+
+def tell(study, trial, values=None, state=None) -> None:
+    """``study.tell`` for ask-and-tell use.
+
+    GridSampler calls ``study.stop()`` once its grid is used up, which Optuna only allows
+    inside ``optimize``; the result is already stored by then (Optuna writes it in a
+    ``finally``), so that one error is harmless here.
+    """
+    try:
+        study.tell(trial, values, state=state)
+    except RuntimeError as err:
+        if "Study.stop" not in str(err):
+            raise
+
+
+def tell_outcome(study, trial, outcome, objectives: list[str]):
+    """Tells the study how ``trial`` ended; returns its outcome (FAILED when its job did not
+    return every objective: never a made-up value)."""
+    from optuna.trial import TrialState
+
+    from jscexp.sweep import Outcome, Status
+
+    if outcome.run_id:  # the run carries the trial's number; the trial, its run's id
+        trial.set_user_attr("mlflow_run_id", outcome.run_id)
+    if outcome.status == Status.PRUNED:
+        tell(study, trial, state=TrialState.PRUNED)
+        return outcome
+    if outcome.ok:
+        try:
+            values = outcome.objective(objectives)
+        except KeyError as err:
+            outcome = Outcome(Status.FAILED, err.args[0], outcome.metrics, outcome.overrides, outcome.run_id)
+        else:
+            tell(study, trial, values)
+            return outcome
+    trial.set_user_attr("fail_reason", outcome.reason)
+    tell(study, trial, state=TrialState.FAIL)
+    log.warning(f"trial {trial.number} failed: {outcome.reason}")
+    return outcome
+
+
+def _live(study) -> list:
+    """Trials that count toward n_trials (finished or in someone's hands); a WAITING
+    (enqueued: a retry) trial does not: the next ask runs it."""
+    from optuna.trial import TrialState
+
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING))
+
+
+def live_count(study) -> int:
+    return len(_live(study))
+
+
+def surplus(study, trial, n_trials: int) -> bool:
+    """Several askers may ask at once when one trial is left: the later numbers stand down
+    (told FAIL, saying so)."""
+    from optuna.trial import TrialState
+
+    if sum(t.number < trial.number for t in _live(study)) < n_trials:
+        return False
+    trial.set_user_attr("fail_reason", "surplus: another worker took the last slot of n_trials")
+    tell(study, trial, state=TrialState.FAIL)
+    return True

@@ -108,6 +108,13 @@ class OutcomeLog:
     def __init__(self, sweep_dir: str | Path):
         self.path = Path(sweep_dir) / f"outcomes.{os.getpid()}.jsonl"
 
+    @classmethod
+    def at(cls, path: str | Path) -> OutcomeLog:
+        """The log of another process's sweep (a group job adding the trials it asked for itself)."""
+        log = cls.__new__(cls)
+        log.path = Path(path)
+        return log
+
     def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.write_text("")

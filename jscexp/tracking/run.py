@@ -68,6 +68,7 @@ class TrackedRun:
         self._texts: dict[str, str] = {}  # text artifacts not yet in the store
         self._files: dict[str, Path] = {}  # artifact name -> file, not yet in the store
         self._flushed = time.monotonic()
+        self._ended = False
         self.client = client(uri)
         self.experiment_id = ensure_experiment(self.client, experiment)
         self.run_id: str = ""
@@ -102,9 +103,14 @@ class TrackedRun:
     def __enter__(self) -> TrackedRun:
         return self
 
+    def close(self) -> None:
+        """Ends the run now (FINISHED), before its ``with`` block does (then a no-op)."""
+        self.__exit__(None, None, None)
+
     def __exit__(self, exc_type, exc, tb) -> None:
-        if isinstance(exc, TrackingLost):  # nobody to tell: the store is away
+        if isinstance(exc, TrackingLost) or self._ended:  # nobody to tell: the store is away; or ended already
             return
+        self._ended = True
         try:
             self._end(exc_type, exc)
         except Exception as err:

@@ -278,14 +278,31 @@ TrialHook = Callable[[int, int, dict[str, float]], bool]  # (trial, epoch, metri
 class EpochBook:
     """Every trial's history, best epoch and state, and why it stops: pruned by its hook, a
     non-finite training loss (a diverged run is a result: the lab's lr=1.0 row), or no better
-    validation accuracy for ``patience`` epochs. A stopped trial leaves ``active``."""
+    validation accuracy for ``patience`` epochs. A stopped trial leaves ``active``.
+
+    A slice can take a new trial (``restart``): its epochs count from the group epoch it
+    started in (``offsets``), its training time from then (``started``)."""
 
     def __init__(self, k: int, device: torch.device, *, max_epochs: list[int], hook: TrialHook | None = None,
                  patience: int | None = None):
         self.results = [FitResult() for _ in range(k)]
         self.active = torch.ones(k, dtype=torch.bool, device=device)
         self._flags = [True] * k  # the mask's host copy: no device sync per trial
-        self.max_epochs, self.hook, self.patience = max_epochs, hook, patience
+        self.max_epochs, self.hook, self.patience = list(max_epochs), hook, patience
+        self.offsets = [0] * k
+        self.started = [time.perf_counter()] * k
+
+    @property
+    def end(self) -> int:
+        """The group epoch after every trial's last."""
+        return max(o + m for o, m in zip(self.offsets, self.max_epochs))
+
+    def restart(self, k: int, next_epoch: int, max_epochs: int) -> None:
+        """Slice ``k`` trains a new trial from group epoch ``next_epoch``, for ``max_epochs``."""
+        self.results[k], self.offsets[k], self.max_epochs[k] = FitResult(), next_epoch, max_epochs
+        self.started[k] = time.perf_counter()
+        self._flags[k] = True
+        self.active[k] = True
 
     def any_active(self) -> bool:
         return any(self._flags)
@@ -308,10 +325,11 @@ class EpochBook:
                 self._flags[k] = False
                 self.active[k] = False
 
-    def record(self, epoch: int, metrics: list[dict[str, float]], state_dict: Callable[[int], dict]) -> None:
+    def record(self, group_epoch: int, metrics: list[dict[str, float]], state_dict: Callable[[int], dict]) -> None:
         for k, (result, m) in enumerate(zip(self.results, metrics)):
             if not self._flags[k]:
                 continue
+            epoch = group_epoch - self.offsets[k]  # the trial's own
             result.history.append({"epoch": epoch, **m})
             if m["val_acc"] > result.best_val_acc:
                 result.best_val_acc, result.best_epoch = m["val_acc"], epoch
@@ -348,22 +366,20 @@ def fit(engine: Engine, train, val, *, max_epochs: list[int], hook: TrialHook | 
     """
     book, tally = EpochBook(engine.k, engine.device, max_epochs=max_epochs, hook=hook, patience=patience), \
         Tally(engine.k, engine.device)
-    first = _resume(engine, train, book, resume) if resume else 0
-    spent = [r.fit_seconds for r in book.results]
-    start = time.perf_counter()
+    epoch = _resume(engine, train, book, resume) if resume else 0
+    book.started = [time.perf_counter() - r.fit_seconds for r in book.results]  # a resumed trial's time goes on
     mark("first_step", time.time())
     last_step = 0.0
-    for epoch in range(first, max(max_epochs)):
-        if not book.any_active():
-            break
+    while epoch < book.end and book.any_active():
         training = book.flags
         last_step = _epoch(engine, train, val, tally, book, epoch, progress)
-        if after_epoch is not None:
-            after_epoch(epoch, book)
         for k in (k for k, result in enumerate(book.results) if training[k]):
-            book.results[k].fit_seconds = spent[k] + time.perf_counter() - start
+            book.results[k].fit_seconds = time.perf_counter() - book.started[k]
             if keep is not None:
                 keep(k, Snapshot(epoch, book.results[k], engine.snapshot(k), train.rng_state))
+        if after_epoch is not None:
+            after_epoch(epoch, book)
+        epoch += 1
     mark("last_step", last_step)
     return book.results
 

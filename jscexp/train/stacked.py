@@ -164,6 +164,17 @@ class StackedModel:
                 raise ValueError(f"{name} {role}: the new model's quantiser is {type(quantiser).__name__}, not integer")
             stacked.set(trial, quantiser)
 
+    def restart_trial(self, trial: int, model: nn.Module, generator: torch.Generator | None) -> None:
+        """A new model in slice ``trial``: its weights and statistics, dropout p, quantiser
+        widths and dropout RNG (``generator``'s state) — as if it had been stacked from the start."""
+        self.load_trial(trial, model.state_dict())
+        for name in self._dropout_p:
+            self._dropout_p[name][trial] = float(model.get_submodule(name).p)  # type: ignore[arg-type]
+        if self._quantisers:
+            self.set_quantisers(trial, model)
+        if self.generators and generator is not None:
+            self.generators[trial].set_state(generator.get_state())
+
     @torch.no_grad()
     def load_trial(self, trial: int, state: dict[str, torch.Tensor]) -> None:
         """Puts a lone model's ``state_dict`` into trial ``trial``'s slice."""
@@ -249,7 +260,8 @@ class StackedOptimizer:
         self._k: dict[str, torch.Tensor] = {}
         self._build()
         self.state: dict[str, dict[str, torch.Tensor]] = {name: {} for name in params}
-        self.steps = 0
+        self.steps = [0] * len(hparams)  # per trial: Adam's bias corrections count a trial's own steps
+        self._restarted: torch.Tensor | None = None  # trials whose next step is their first (refilled)
         self.lr = [h["lr"] for h in hparams]
 
     def _build(self) -> None:
@@ -281,7 +293,23 @@ class StackedOptimizer:
         for buffers in self.state.values():
             for buffer in buffers.values():
                 buffer[dst] = buffer[src]
+        self.steps[dst] = self.steps[src]
         self.set_options(dst, self._opts[src])
+
+    @torch.no_grad()
+    def restart_trial(self, trial: int, hparams: dict) -> None:
+        """Trial ``trial`` starts afresh with ``hparams`` (a new search trial in a freed slice):
+        no buffers, no steps; its next step is what torch's first step would be."""
+        for buffers in self.state.values():
+            for buffer in buffers.values():
+                buffer[trial] = 0
+        self.steps[trial] = 0
+        if self._restarted is None:
+            self._restarted = torch.zeros(len(self.steps), dtype=torch.bool, device=self.device)
+        self._restarted[trial] = True
+        if (reason := self.unsupported(self.kind, [hparams])) is not None:
+            raise ValueError(f"no stacked optimizer for {reason}")
+        self.set_options(trial, {key: hparams[key] for key in self._opts[trial] if key in hparams})
 
     @classmethod
     def unsupported(cls, kind: str, hparams: list[dict]) -> str | None:
@@ -311,11 +339,10 @@ class StackedOptimizer:
     @torch.no_grad()
     def step(self, active: torch.Tensor) -> None:
         """One update of every active trial; masked trials keep their values exactly."""
-        self.steps += 1
+        self.steps = [t + 1 for t in self.steps]
         if self.kind != "SGD":  # the bias corrections in double, as torch computes them from Python floats
-            t = self.steps
-            self._k["bc2_sqrt"] = self._tensor([(1 - b**t) ** 0.5 for b in self._beta2])
-            self._k["step_size"] = self._tensor([lr / (1 - b**t) for lr, b in zip(self._lr, self._beta1)])
+            self._k["bc2_sqrt"] = self._tensor([(1 - b**t) ** 0.5 for b, t in zip(self._beta2, self.steps)])
+            self._k["step_size"] = self._tensor([lr / (1 - b**t) for lr, b, t in zip(self._lr, self._beta1, self.steps)])
         for name, p in self.params.items():
             if p.grad is None:
                 continue
@@ -323,6 +350,7 @@ class StackedOptimizer:
             new = self._sgd(name, p, h) if self.kind == "SGD" else self._adam(name, p, h)
             p.copy_(torch.where(_over(active, p), new, p))
             p.grad = None
+        self._restarted = None
 
     def _adam(self, name: str, p: torch.Tensor, h: dict[str, torch.Tensor]) -> torch.Tensor:
         grad, param = _grad(p), p.clone()
@@ -346,6 +374,8 @@ class StackedOptimizer:
             st["momentum_buffer"] = grad.clone()
         else:
             st["momentum_buffer"].mul_(h["momentum"]).addcmul_(h["1-dampening"], grad)
+            if self._restarted is not None:  # torch's first step takes the gradient undamped
+                st["momentum_buffer"].copy_(torch.where(_over(self._restarted, p), grad, st["momentum_buffer"]))
         buf = st["momentum_buffer"]
         with_momentum = torch.where(h["nesterov"] != 0, torch.addcmul(grad, h["momentum"], buf), buf)
         return torch.addcmul(p, -h["lr"], torch.where(h["momentum"] != 0, with_momentum, grad))
@@ -394,6 +424,7 @@ class LrSchedule:
         self._configs, self.bases = list(schedulers), list(lrs)
         self.epochs_done = 0
         self._trials = [self._start(s, lr) for s, lr in zip(schedulers, lrs)]
+        self._first = [0] * len(lrs)  # the group epoch each trial's own epoch 0 is (later for a refilled one)
 
     @staticmethod
     def _start(config: DictConfig, lr: float):
@@ -408,8 +439,9 @@ class LrSchedule:
 
     def __call__(self, epoch: int) -> list[float]:
         while self.epochs_done < epoch:
-            for trial in self._trials:
-                self._step(trial)
+            for trial, first in zip(self._trials, self._first):
+                if self.epochs_done >= first:
+                    self._step(trial)
             self.epochs_done += 1
         return [holder.param_groups[0]["lr"] for holder, _ in self._trials]
 
@@ -418,13 +450,18 @@ class LrSchedule:
         schedule (the cosine, say) goes on from the same epoch at the new scale."""
         self.bases[trial] = lr
         self._trials[trial] = self._start(self._configs[trial], lr)
-        for _ in range(self.epochs_done):
+        for _ in range(self.epochs_done - self._first[trial]):
             self._step(self._trials[trial])
 
     def copy_trial(self, dst: int, src: int) -> None:
         """Trial ``src``'s schedule for trial ``dst`` too."""
-        self._configs[dst] = self._configs[src]
+        self._configs[dst], self._first[dst] = self._configs[src], self._first[src]
         self.rebase(dst, self.bases[src])
+
+    def restart(self, trial: int, scheduler: DictConfig, lr: float) -> None:
+        """A new trial in slice ``trial`` whose epoch 0 is the group's next epoch."""
+        self._configs[trial], self._first[trial] = scheduler, self.epochs_done + 1
+        self.rebase(trial, lr)
 
 
 class StackedEngine:
@@ -454,6 +491,14 @@ class StackedEngine:
     def end_epoch(self) -> None:
         pass
 
+    def restart_trial(self, trial: int, model: nn.Module, generator: torch.Generator | None, hparams: dict,
+                      scheduler: DictConfig) -> None:
+        """Slice ``trial`` trains a new trial from the next epoch on: ``model`` freshly
+        initialised, the optimizer's state empty, its schedule from its own epoch 0."""
+        self.model.restart_trial(trial, model, generator)
+        self.optimizer.restart_trial(trial, hparams)
+        self.lr_schedule.restart(trial, scheduler, hparams["lr"])
+
     def state_dict(self, trial: int) -> dict[str, torch.Tensor]:
         return self.model.state_dict(trial)
 
@@ -462,7 +507,7 @@ class StackedEngine:
         per_param = {p: {name: split[p] for name, split in buffers.items()} for p in self.model.param_names}
         # only a CPU generator is a lone run's global RNG (no generators: no dropout, no draws)
         lone = self.model.generators and self.device.type == "cpu"
-        return {"model": self.state_dict(trial), "optimizer": {"steps": self.optimizer.steps, "state": per_param},
+        return {"model": self.state_dict(trial), "optimizer": {"steps": self.optimizer.steps[trial], "state": per_param},
                 "rng": {"cpu": self.model.generators[trial].get_state() if lone else None}}
 
     def restore(self, states: list[dict], epochs_done: int) -> None:
@@ -475,4 +520,4 @@ class StackedEngine:
         self.optimizer.state["flat"] = {
             name: torch.stack([self.model.join_row({p: b[name] for p, b in s.items()}) for s in saved]) for name in names
         }
-        self.optimizer.steps = states[0]["optimizer"]["steps"]
+        self.optimizer.steps = [s["optimizer"]["steps"] for s in states]
