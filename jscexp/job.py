@@ -267,15 +267,15 @@ def train(trials: list[Trial], runs: list, stack: contextlib.ExitStack, uri: str
 
     engine = engine_for(trials)
     slots = halving.Slots(trials, runs)
-    after = pbt.population(trials, runs, engine) or _refill(trials, slots, engine, stack, uri, tags)
-    refill = after if isinstance(after, halving.Refill) else None
+    population = pbt.population(trials, runs, engine)
+    refill = None if population else _refill(trials, slots, engine, stack, uri, tags)
     resume = [t.resume for t in trials if t.resume is not None] or None  # a batch starts from one epoch
     try:
         results = fit.train(trials[0].cfg, engine, trials[0].data, slots.hook, resume, slots.keep,
-                            [int(t.cfg.max_epochs) for t in trials], after)
+                            [int(t.cfg.max_epochs) for t in trials], population or refill)
         for k, (t, run_, result) in enumerate(zip(slots.trials, slots.runs, results)):
             if t.outcome is None:  # else pruned and ended already: its slice found no new trial
-                _finish(t, k, run_, result, after)
+                _finish(t, k, run_, result, population)
             if refill is not None:
                 refill.tell(t)
     except BaseException as err:
@@ -291,7 +291,7 @@ def _finish(t: Trial, k: int, run_, result, population) -> None:
     if result.pruned_at is not None:
         t.outcome = app.end_pruned(run_, result.pruned_at)
         return
-    pbt.at_best_epoch(t, k, population if not isinstance(population, halving.Refill) else None, result.best_epoch)
+    pbt.at_best_epoch(t, k, population, result.best_epoch)
     t.net.load_state_dict(result.best_state)
     t.outcome = app.finish_training(t.cfg, t.net, t.splits, run_, t.out_dir, result, t.calibration, t.quantised)
 

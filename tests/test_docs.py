@@ -31,7 +31,7 @@ def _first_point(word: str) -> str | None:
     key, _, value = word.partition("=")
     if word.startswith(("[", "hydra.", "hydra/")) or "<" in word or _SWEEP_FUNCTION.match(value):
         return None
-    return f"{key}={value.split(',')[0]}" if "," in value and not value.startswith(("'", '"', "[")) else word
+    return f"{key}={value.split(',')[0]}" if "," in value and not value.startswith(("'", '"', "[", "{")) else word
 
 
 COMMANDS = _commands()
