@@ -7,9 +7,10 @@ EPOCHS  ?= 5        # demo: epochs per run (the lab used 10)
 N       ?= 2        # workers: sweeper processes joining one Optuna study
 ARGS    ?=          # workers: the search, e.g. ARGS="+sweep=optuna_lr_bs backend=postgres"
 
+LAB_ARGS ?= --dataset jsc_synth --rows 100000 --epochs 3  # lab: the quick version; LAB_ARGS= for the lab's own
 STUDIES ?= optuna-journal.log  # dashboard: the Optuna storage (a journal file or a database URL)
 
-.PHONY: help install demo test quick lint bench bench-search workers services ui dashboard clean
+.PHONY: help install demo test quick lint lab bench bench-search workers services ui dashboard clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -47,6 +48,9 @@ workers: install ## N sweeper processes on one Optuna study: make workers N=2 AR
 
 services: install ## start PostgreSQL + an MLflow server on it (scripts/services.sh down stops them)
 	scripts/services.sh up
+
+lab: install ## labs 1-2 end to end: every experiment not run yet, then reports/lab.md + lab.html from MLflow
+	$(BIN)/python -m jscexp.report $(LAB_ARGS)
 
 bench: install ## time the training path against the MASE-style baseline and a raw loop (not a test)
 	$(BIN)/python bench/bench.py

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -19,7 +19,7 @@ def _pyplot():
 def training_curves(histories: dict[str, list[dict[str, float]]], path: Path, title: str = "") -> Path:
     """Accuracy and loss per epoch side by side: train vs validation for one run; for a
     sweep's runs, each run's validation curves (drawn once for the sweep, from its metrics)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
     splits = ("train", "val") if len(histories) == 1 else ("val",)
     for ax, what in zip(axes, ("acc", "loss")):
@@ -46,7 +46,7 @@ def population(histories: dict[str, list[dict[str, float]]], exploits: list[tupl
                title: str = "") -> Path:
     """Population-based training: each member's validation accuracy per epoch, and a marker
     where a member copied another after an epoch (its accuracy there: it was among the worst)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     for history in histories.values():
         points = [(h["epoch"], h["val_acc"]) for h in history if "val_acc" in h]
@@ -73,7 +73,7 @@ def metric_vs_param(
 
     An ``<metric> std`` column, when present (seed aggregates), becomes error bars.
     """
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     parts = table.groupby(groups, dropna=False, sort=False) if groups else [((), table)]
     for key, part in parts:

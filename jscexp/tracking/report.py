@@ -107,11 +107,11 @@ def publish_sweep(uri: str, experiment: str, parent_run_id: str) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         if table.vary and table.values["Test Accuracy"].notna().any():
             client.log_artifact(parent_run_id, str(plot(table, runs, Path(tmp) / "plot.png")))
-        if histories := _histories(client, runs):
+        if curves := histories(client, runs):
             title = "Training curves: " + ", ".join(sorted(set(tables.dataset_labels(runs)) - {""}))
-            client.log_artifact(parent_run_id, str(training_curves(histories, Path(tmp) / "training_curves.png", title)))
+            client.log_artifact(parent_run_id, str(training_curves(curves, Path(tmp) / "training_curves.png", title)))
             if exploits := _exploits(runs):
-                _log_population(client, parent_run_id, histories, exploits, Path(tmp))
+                _log_population(client, parent_run_id, curves, exploits, Path(tmp))
     return markdown
 
 
@@ -134,7 +134,7 @@ def _log_population(client, parent_run_id: str, histories: dict, exploits: list[
     client.log_text(parent_run_id, frame.to_csv(index=False), "population_exploits.csv")
 
 
-def _histories(client, runs: pd.DataFrame) -> dict[str, list[dict[str, float]]]:
+def histories(client, runs: pd.DataFrame) -> dict[str, list[dict[str, float]]]:
     """Each training run's per-epoch validation accuracy and loss, by run name, from the store."""
     out: dict[str, list[dict[str, float]]] = {}
     for _, run in runs.iterrows():

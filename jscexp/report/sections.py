@@ -1,0 +1,178 @@
+"""The lab report's sections, each built only from what MLflow holds: runs, metrics, tags and
+artifacts of the step's sweep (a confusion matrix evaluates the logged best checkpoint)."""
+
+from __future__ import annotations
+
+import io
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from jscexp.report.lab import Step
+from jscexp.tracking import report as sweep_report
+from jscexp.tracking.query import runs_frame
+from jscexp.tracking.store import client as store_client
+
+
+@dataclass
+class Section:
+    """One lab question: its tables (caption, markdown, html), figures (caption, PNG bytes) and
+    preformatted texts (caption, text)."""
+
+    key: str
+    title: str
+    sweep: str = ""  # the MLflow parent run it was built from
+    tables: list[tuple[str, str, str]] = field(default_factory=list)
+    figures: list[tuple[str, bytes]] = field(default_factory=list)
+    texts: list[tuple[str, str]] = field(default_factory=list)
+
+    def table(self, caption: str, table) -> None:
+        self.tables.append((caption, table.render("markdown"), table.render("html")))
+
+    def frame(self, caption: str, frame: pd.DataFrame) -> None:
+        self.tables.append((caption, frame.to_markdown(index=False), frame.to_html(index=False)))
+
+    def figure(self, caption: str, draw) -> None:
+        """``draw(path)`` writes a PNG; its bytes are kept (the HTML embeds them)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "figure.png"
+            draw(path)
+            self.figures.append((caption, path.read_bytes()))
+
+
+def build(uri: str, step: Step, parent: str) -> Section:
+    """The section of one lab step from its sweep ``parent``."""
+    runs = runs_frame(uri, step.key, sweep=parent)
+    section = Section(step.key, step.question, parent)
+    if step.key == "lab2_analyse":
+        _analysis(uri, section, runs)
+    elif step.key == "lab2_int8":
+        _int8(uri, section, runs)
+    else:
+        _sweep(uri, section, runs)
+    return section
+
+
+def _sweep(uri: str, section: Section, runs: pd.DataFrame) -> None:
+    """A lab table, accuracy against the swept knob, training curves; for the models, the best
+    run's confusion matrix; for PTQ vs QAT, accuracy against bits with its Pareto front."""
+    if section.key == "quant_bits":
+        runs = runs[runs["tags.jscexp.mode"].isin(["ptq", "qat"])].reset_index(drop=True)
+    table = sweep_report.make_table(runs, sweep_report.Comparison(vary=["auto"]))
+    section.table("The runs (fixed settings above the table)", table)
+    if table.vary and table.values["Test Accuracy"].notna().any():
+        section.figure("Test accuracy against the swept setting", lambda p: sweep_report.plot(table, runs, p))
+    if curves := sweep_report.histories(store_client(uri), runs):
+        from jscexp.tracking.plots import training_curves
+
+        section.figure("Validation accuracy and loss per epoch", lambda p: training_curves(curves, p, section.title))
+    if section.key == "lab1_models":
+        best = runs.loc[runs["metrics.best_val_acc"].idxmax()]
+        section.figure(f"Confusion matrix of the best run ({best['tags.mlflow.runName']}) on the test split",
+                       lambda p: _confusion(uri, best["run_id"], p))
+    if section.key == "quant_bits":
+        section.figure("Test accuracy against average weight bits, Pareto front", lambda p: _pareto(runs, p))
+
+
+def _analysis(uri: str, section: Section, runs: pd.DataFrame) -> None:
+    client = store_client(uri)
+    (run_id,) = runs["run_id"]
+    for name, caption in (("analysis/graph.txt", "The fx graph (report_graph_analysis_pass)"),
+                          ("analysis/node_meta.txt", "Statistics profile and node-meta table")):
+        section.texts.append((caption, _artifact_text(client, run_id, name)))
+
+
+def _int8(uri: str, section: Section, runs: pd.DataFrame) -> None:
+    client = store_client(uri)
+    quantised = runs[runs["tags.jscexp.mode"] == "ptq"]
+    metrics = ["test_acc", "float_test_acc", "acc_drop", "avg_weight_bits", "quant_offgrid_values"]
+    summary = quantised[["params.model.name", *(f"metrics.{m}" for m in metrics), "tags.jscexp.quant_check"]]
+    section.frame("int8 PTQ of each model: accuracy, bits and the grid check",
+                  summary.rename(columns=lambda c: c.split(".", 1)[1]).round(4))
+    for _, run in quantised.iterrows():
+        model = run["params.model.name"]
+        section.texts.append((f"{model}: quantised graph histogram", _artifact_text(client, run["run_id"], "quant/histogram.md")))
+        nodes = pd.read_csv(io.StringIO(_artifact_text(client, run["run_id"], "quant/nodes.csv")))
+        section.frame(f"{model}: each node before and after quantisation", nodes)
+
+
+def _artifact_text(client, run_id: str, name: str) -> str:
+    with tempfile.TemporaryDirectory() as tmp:
+        return Path(client.download_artifacts(run_id, name, tmp)).read_text()
+
+
+def _confusion(uri: str, run_id: str, path: Path) -> Path:
+    """Evaluates the run's logged best checkpoint on the test split of its logged config."""
+    import torch
+    from omegaconf import OmegaConf
+    from sklearn.metrics import confusion_matrix
+
+    from jscexp.data import CLASSES, load_splits
+    from jscexp.train.checkpoint import load_weights
+    from jscexp.train.fit import make_model
+
+    client = store_client(uri)
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = OmegaConf.load(client.download_artifacts(run_id, "config.yaml", tmp))
+        model = make_model(cfg.model)
+        load_weights(model, Path(client.download_artifacts(run_id, "checkpoints/best.ckpt", tmp)), cfg.model.name)
+    splits = load_splits(cfg.dataset)
+    x, y = splits.split("test")
+    model.eval()
+    with torch.no_grad():
+        predicted = model(torch.from_numpy(x)).argmax(dim=1).numpy()
+    matrix = confusion_matrix(y, predicted, labels=range(len(CLASSES)), normalize="true")
+    return _heatmap(matrix, list(CLASSES), path)
+
+
+def _heatmap(matrix, labels: list[str], path: Path) -> Path:
+    from jscexp.tracking.plots import pyplot
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    ax.imshow(matrix, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_yticks(range(len(labels)), labels)
+    for (i, j), v in pd.DataFrame(matrix).stack().items():
+        ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="white" if v > 0.5 else "black", fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true (each row sums to 1)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _pareto(runs: pd.DataFrame, path: Path) -> Path:
+    """Test accuracy against ``avg_weight_bits`` per mode; the front: no run with fewer bits is as accurate."""
+    from jscexp.tracking.plots import pyplot
+
+    points = runs[["tags.jscexp.mode", "metrics.avg_weight_bits", "metrics.test_acc"]].dropna()
+    points.columns = ["mode", "bits", "acc"]
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for mode, part in points.groupby("mode"):
+        ax.scatter(part["bits"], part["acc"], label=mode)
+    front = _front(points)
+    ax.plot(front["bits"], front["acc"], color="black", linestyle="--", label="Pareto front")
+    ax.set_xlabel("average weight bits (quantised Linear weights)")
+    ax.set_ylabel("test accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _front(points: pd.DataFrame) -> pd.DataFrame:
+    """The points no other beats on both: fewer (or equal) bits and higher accuracy."""
+    ordered = points.sort_values(["bits", "acc"], ascending=[True, False])
+    best, keep = -1.0, []
+    for i, row in ordered.iterrows():
+        if row["acc"] > best:
+            best = row["acc"]
+            keep.append(i)
+    return ordered.loc[keep]

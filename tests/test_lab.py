@@ -1,0 +1,81 @@
+"""``make lab`` (#21): every lab experiment as a sweep, one report from MLflow in Markdown and
+self-contained HTML, and a second run that trains nothing."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import mlflow_client
+
+TINY = ["--dataset", "jsc_synth", "--rows", "2000", "--epochs", "1"]
+SECTIONS = {  # experiment -> what its section must show (table columns, text)
+    "lab1_batch_size": ["Batch-Size", "Training Accuracy", "Validation Accuracy", "Test Accuracy"],
+    "lab1_max_epochs": ["Max-Epochs", "Test Accuracy"],
+    "lab1_learning_rate": ["Learning-Rate", "Test Accuracy"],
+    "lab1_models": ["Model", "Parameters", "Test Accuracy", "Confusion matrix of the best run"],
+    "lab2_analyse": ["call_module", "Statistics profile and node-meta table", "range_quantile"],
+    "lab2_int8": ["float_test_acc", "avg_weight_bits", "quant_check", "Quantized type", "LinearQ"],
+    "quant_bits": ["Test Accuracy", "Pareto front"],
+}
+FIGURES = 12  # 4 sweeps x (accuracy vs knob, curves) + confusion matrix + PTQ/QAT: vs bits, curves, Pareto
+
+
+def _lab(workdir) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "JSCEXP_PARENT_RUN_ID")}
+    return subprocess.run([sys.executable, "-m", "jscexp.report", *TINY], cwd=workdir, env=env, capture_output=True,
+                          text=True, timeout=900)
+
+
+def _trained_runs(workdir) -> set[str]:
+    client = mlflow_client(workdir)
+    experiments = [e.experiment_id for e in client.search_experiments() if e.name != "lab"]
+    return {r.info.run_id for r in client.search_runs(experiments, max_results=5000)}
+
+
+def test_make_lab_writes_every_section_in_both_formats_and_a_second_run_trains_nothing(workdir):
+    first = _lab(workdir)
+    assert first.returncode == 0, first.stderr[-3000:]
+    md, page = (workdir / "reports" / "lab.md").read_text(), (workdir / "reports" / "lab.html").read_text()
+    assert "synthetic stand-in: NOT physics results" in md and "Rows (train / val / test)" in md
+    assert re.search(r"Commit\*\*: [0-9a-f]{40}", md)
+    for key, shown in SECTIONS.items():
+        for text in (md, page):
+            assert f"(experiment `{key}`)" in text or f"<code>{key}</code>" in text, key
+        part = md.split(f"(experiment `{key}`)")[1].split("\n## ")[0]
+        assert all(s in part for s in shown), (key, [s for s in shown if s not in part])
+    linked = re.findall(r"!\[[^]]*\]\((lab_files/[^)]+\.png)\)", md)
+    assert len(linked) == FIGURES and all((workdir / "reports" / f).stat().st_size > 5000 for f in linked)
+    assert page.count("src='data:image/png;base64,") == FIGURES and "<img" in page and "lab_files/" not in page
+    client = mlflow_client(workdir)
+    (lab,) = client.search_runs([client.get_experiment_by_name("lab").experiment_id])
+    assert {a.path for a in client.list_artifacts(lab.info.run_id)} >= {"lab.md", "lab.html", "lab_files"}
+    _opens_in_chromium(workdir / "reports" / "lab.html")
+
+    trained = _trained_runs(workdir)
+    second = _lab(workdir)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert second.stdout.count("already done") == len(SECTIONS)
+    assert _trained_runs(workdir) == trained  # nothing trained, tested or quantised again
+    assert len(client.search_runs([client.get_experiment_by_name("lab").experiment_id])) == 2  # a report each time
+
+
+def _opens_in_chromium(page) -> None:
+    """Headless Chromium renders the page with every section and figure (CI installs it)."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        if os.environ.get("JSCEXP_REQUIRE_SERVICES") == "1":
+            pytest.fail("no chromium here (Debian: apt-get install chromium)")
+        return
+    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1200,1600"]
+    dom = subprocess.run([*flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120,
+                         check=True).stdout
+    assert dom.count("<h2") == len(SECTIONS) and dom.count("<img") == FIGURES
+    if shots := os.environ.get("JSCEXP_SCREENSHOTS"):  # the README's picture
+        subprocess.run([*flags, f"--screenshot={os.path.abspath(shots)}/lab-report.png", page.as_uri()],
+                       capture_output=True, timeout=120, check=True)
