@@ -76,3 +76,42 @@ def test_a_search_group_refills_pruned_slices_and_the_study_hears_each_trials_ow
         else:
             assert run.data.tags["jscexp.pruned"] == "true" and len(epochs) < 4
             assert sorted(t.intermediate_values) == epochs
+
+
+def test_an_interrupted_refilling_group_leaves_no_trial_or_run_running(workdir):
+    """SIGTERM once a slice was refilled: the trials the group job asked for itself are told
+    FAIL (interrupted) and enqueued again, like the sweeper's own; every run ends KILLED or
+    FINISHED; the exit is 130."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import optuna
+
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "JSCEXP_PARENT_RUN_ID")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jscexp", "-m", "sweeper=optuna", "hydra/sweeper/sampler=random",
+         "hydra/sweeper/pruner=successive_halving", "hydra.sweeper.pruner.min_resource=1",
+         "hydra.sweeper.pruner.reduction_factor=2", "hydra.sweeper.seed=0", "hydra.sweeper.n_trials=16",
+         "hydra.sweeper.n_jobs=4", "learning_rate=tag(log,interval(1e-4,1.0))", "dataset=jsc_synth",
+         "dataset.n_rows=20000", "max_epochs=40", "trainer.progress_bar=false", "data_seed=0", "experiment=halving"],
+        cwd=workdir, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if "takes a pruned trial's slice" in line:
+            proc.send_signal(signal.SIGTERM)
+            break
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(workdir / "optuna-journal.log")))
+    (summary,) = optuna.get_all_study_summaries(storage)
+    trials = optuna.load_study(study_name=summary.study_name, storage=storage).trials
+    assert not [t.number for t in trials if t.state.name == "RUNNING"]
+    asked_by_the_job = [t for t in trials if t.number >= 4]  # the sweeper asked 0-3
+    failed = [t for t in asked_by_the_job if t.state.name == "FAIL"]
+    assert failed and all(t.user_attrs["fail_reason"] == "interrupted" for t in failed)
+    retries = {t.user_attrs.get("retry_of") for t in trials if t.state.name == "WAITING"}
+    assert {t.number for t in failed} <= retries  # each enqueued again, as the sweeper's own are
+    statuses = {r.info.status for r in runs_of(workdir, "halving")}
+    assert "RUNNING" not in statuses and "KILLED" in statuses
