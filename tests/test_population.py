@@ -181,6 +181,8 @@ def test_a_pbt_sweep_puts_its_best_members_schedule_on_the_parent(workdir):
     # the population's picture and its exploit events, one row per lineage tag of its members
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"population.png", "population_exploits.csv", "training_curves.png"} <= artifacts
+    table = Path(client.download_artifacts(parent.info.run_id, "table.md", str(workdir))).read_text()
+    assert "pbt.learning_rate" in table and "pbt.optimizer.weight_decay" in table  # the knobs each ended with
     events = Path(client.download_artifacts(parent.info.run_id, "population_exploits.csv", str(workdir))).read_text()
     lineage = sum(k.startswith("jscexp.pbt.epoch_") for r in members for k in r.data.tags)
     assert events.splitlines()[0] == "member,after_epoch,exploit" and len(events.splitlines()) == 1 + lineage >= 2

@@ -51,7 +51,9 @@ def make_table(runs: pd.DataFrame, spec: Comparison) -> Table:
         spec_columns = [*spec.columns, "seed"]
     else:
         spec_columns = spec.columns
-    names = [*tables.PRESETS[spec.preset], *spec_columns, *vary]
+    # a population's members: the knobs they ended with beside the ones they started from
+    finals = [c[len("metrics."):] for c in runs if c.startswith("metrics.pbt.")] if "auto" in spec.vary else []
+    names = [*tables.PRESETS[spec.preset], *spec_columns, *(f for f in finals if f not in spec_columns), *vary]
     values, formats = tables.build(runs, names)
     metrics = [c for c in values.columns if _is_metric(runs, c)]
     if spec.seeds:
