@@ -186,3 +186,14 @@ def test_a_pbt_sweep_puts_its_best_members_schedule_on_the_parent(workdir):
     events = Path(client.download_artifacts(parent.info.run_id, "population_exploits.csv", str(workdir))).read_text()
     lineage = sum(k.startswith("jscexp.pbt.epoch_") for r in members for k in r.data.tags)
     assert events.splitlines()[0] == "member,after_epoch,exploit" and len(events.splitlines()) == 1 + lineage >= 2
+
+
+def test_a_diverged_member_copies_a_top_one_and_trains_on(workdir):
+    """A member whose loss went non-finite ranks last: at the next exploit it takes a top
+    member's state and knobs and trains its remaining epochs (no diverged tag in the end)."""
+    members = _pbt_group(workdir, "pbt_nan", trials=[[f"learning_rate={lr}"] for lr in (1e-3, 1e-2, 1e-1, 1e3)],
+                         extra=["model=mlp", "optimizer=sgd"])
+    revived = members["1000.0"]
+    assert "jscexp.pbt.epoch_0" in revived["tags"] and "jscexp.diverged" not in revived["tags"]
+    assert len(revived["series"]["val_acc"]) == 3 and math.isfinite(revived["series"]["val_acc"][-1])
+    assert revived["series"]["pbt.learning_rate"][1] <= 0.2  # a top member's rate, explored

@@ -36,7 +36,7 @@ class Tally:
     def __init__(self, k: int, device: torch.device):
         self.k, self.device = k, device
         self.acc = MulticlassAccuracy(NUM_CLASSES, average="micro").to(device)
-        self.loss = MeanMetric().to(device)
+        self.loss = MeanMetric(nan_strategy="disable").to(device)  # a NaN loss is the epoch's (divergence), not dropped
         self._reset()
 
     def _reset(self) -> None:
@@ -301,6 +301,13 @@ class EpochBook:
         """Slice ``k`` trains a new trial from group epoch ``next_epoch``, for ``max_epochs``."""
         self.results[k], self.offsets[k], self.max_epochs[k] = FitResult(), next_epoch, max_epochs
         self.started[k] = time.perf_counter()
+        self._flags[k] = True
+        self.active[k] = True
+
+    def revive(self, k: int) -> None:
+        """Slice ``k``, stopped by a non-finite loss, trains on (population-based training put
+        another member's state into it)."""
+        self.results[k].diverged_at = None
         self._flags[k] = True
         self.active[k] = True
 

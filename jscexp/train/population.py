@@ -139,15 +139,19 @@ class Population:
         for k in recorded:
             self.knobs_at[k][epoch] = dict(self.values[k])
             self.on_epoch(k, epoch, self.values[k])
-        alive = [k for k in recorded if book.flags[k]]  # not stopped, epochs left
+        # still training, or diverged just now: the worst of all, it copies a top member and goes on
+        alive = [k for k in recorded if book.flags[k] or book.results[k].diverged_at == epoch]
         if (epoch + 1) % self.settings.interval or epoch >= self.last_epoch or len(alive) < 2:
             return
-        scores = [book.results[k].history[-1]["val_acc"] for k in alive]
+        scores = [math.nan if book.results[k].diverged_at is not None else book.results[k].history[-1]["val_acc"]
+                  for k in alive]
         for d in plan(scores, [self.values[k] for k in alive], self.space, self.settings, epoch, self.rng):
             decision = Exploit(epoch, alive[d.member], alive[d.source], d.knobs)
             knobs = {**self.values[decision.source], **decision.knobs}
             exploit(self.engine, decision, self._quantised(decision.member, knobs))
             self.values[decision.member] = knobs
+            if book.results[decision.member].diverged_at is not None:
+                book.revive(decision.member)
             self.on_exploit(decision)
 
     def _quantised(self, member: int, knobs: dict[str, float]):
