@@ -79,3 +79,15 @@ def _opens_in_chromium(page) -> None:
     if shots := os.environ.get("JSCEXP_SCREENSHOTS"):  # the README's picture
         subprocess.run([*flags, f"--screenshot={os.path.abspath(shots)}/lab-report.png", page.as_uri()],
                        capture_output=True, timeout=120, check=True)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--rows", "5000"], "error: --rows sizes the stand-in: use it with --dataset jsc_synth"),
+    (["--dataset", "jsc_synth", "--epochs", "0"], "error: --epochs must be 1 or more, got 0"),
+    (["--dataset", "cifar"], "error: --dataset must be jsc or jsc_synth, got 'cifar'"),
+])
+def test_bad_lab_settings_are_one_line_exit_2_and_nothing_written(workdir, args, message):
+    result = subprocess.run([sys.executable, "-m", "jscexp.report", *args], cwd=workdir, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2 and result.stderr.startswith(message) and len(result.stderr.splitlines()) == 1
+    assert list(workdir.iterdir()) == []
