@@ -135,3 +135,39 @@ def test_a_run_whose_file_is_gone_when_it_ends_is_failed_not_left_running(tmp_pa
     for run_id, reason in ((ok_run.run_id, "FileNotFoundError"), (bad_run.run_id, "ValueError: diverged")):
         stored = client(uri).get_run(run_id)
         assert stored.info.status == "FAILED" and stored.data.tags["error"].startswith(reason)
+
+
+def test_a_tracking_server_that_holds_the_connection_is_waited_for_one_that_refuses_is_not(monkeypatch, capsys):
+    """A job that starts while the MLflow server is paused waits for it (the chaos test's
+    SIGSTOP); a server that never answers is one line once the patience is spent."""
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from jscexp.errors import UserError
+    from jscexp.tracking import store
+
+    calls = []
+
+    class Slow(BaseHTTPRequestHandler):
+        def do_GET(self):  # the first request hangs past the 5 s timeout, as a paused server does
+            calls.append(time.monotonic())
+            if len(calls) == 1 or self.server.hang:
+                time.sleep(6)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    server.hang = False
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    uri = f"http://127.0.0.1:{server.server_port}"
+    store.check_reachable(uri)  # the second try answers
+    assert len(calls) == 2 and "does not answer" in capsys.readouterr().err
+    server.hang = True
+    monkeypatch.setattr(store, "SERVER_PATIENCE", 1.0)
+    with pytest.raises(UserError, match=r"is unreachable \(timed out\); start it"):
+        store.check_reachable(uri)
+    server.shutdown()

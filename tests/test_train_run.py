@@ -117,3 +117,21 @@ def test_a_failing_job_is_recorded_failed_not_running(workdir, monkeypatch):
     (run,) = runs_of(workdir)
     assert run.info.status == "FAILED"
     assert run.data.tags["error"] == "RuntimeError: boom"
+
+
+def test_an_epochs_mean_loss_is_weighted_by_batch_size_and_a_nan_batch_makes_it_nan():
+    """The training loss a run logs: batches weighted by their size; a NaN batch loss (a trial
+    diverging mid-epoch) makes that trial's mean NaN and leaves its group mates' alone."""
+    import math
+
+    import torch
+
+    from jscexp.train.loop import Tally
+
+    tally = Tally(2, torch.device("cpu"))
+    y = torch.zeros(4, dtype=torch.long)
+    logits = torch.zeros(2, 4, 5)
+    tally.update(logits[:, :3], y[:3], torch.tensor([math.nan, 2.0]))  # a batch of 3
+    tally.update(logits[:, 3:], y[3:], torch.tensor([1.0, 4.0]))  # a batch of 1
+    first, second = tally.compute("train_")
+    assert math.isnan(first["train_loss"]) and second["train_loss"] == 2.5  # (2 x 3 + 4 x 1) / 4

@@ -140,12 +140,31 @@ def check_reachable(uri: str) -> None:
         if not os.path.isdir(folder):
             raise UserError(f"MLflow store {uri}: folder {folder} does not exist; fix mlflow.tracking_uri")
     elif uri.startswith(("http://", "https://")):
-        import urllib.request
+        _wait_for_server(uri)
 
+
+SERVER_PATIENCE = 120.0  # seconds a server that takes connections but does not answer is waited for
+
+
+def _wait_for_server(uri: str) -> None:
+    """A refused or unresolvable server is one line at once; one that holds the connection
+    without answering (paused, overloaded, restarting) is waited for — MLflow's own client
+    retries such a server for minutes — and only then is one line."""
+    import sys
+    import time
+    import urllib.request
+
+    from jscexp.errors import UserError
+
+    deadline = time.monotonic() + SERVER_PATIENCE
+    while True:
         try:
             urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5)
+            return
         except OSError as err:
             reason = getattr(err, "reason", err)
-            raise UserError(
-                f"MLflow server {mask(uri)} is unreachable ({reason}); start it or fix mlflow.tracking_uri"
-            ) from None
+            if not isinstance(reason, TimeoutError) or time.monotonic() >= deadline:
+                raise UserError(
+                    f"MLflow server {mask(uri)} is unreachable ({reason}); start it or fix mlflow.tracking_uri"
+                ) from None
+            print(f"MLflow server {mask(uri)} does not answer ({reason}): waiting", file=sys.stderr, flush=True)

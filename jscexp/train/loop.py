@@ -36,7 +36,8 @@ class Tally:
     def __init__(self, k: int, device: torch.device):
         self.k, self.device = k, device
         self.acc = MulticlassAccuracy(NUM_CLASSES, average="micro").to(device)
-        self.loss = MeanMetric(nan_strategy="disable").to(device)  # a NaN loss is the epoch's (divergence), not dropped
+        # a NaN batch loss makes the mean NaN (divergence) instead of being dropped; "disable" would drop the weights
+        self.loss = MeanMetric(nan_strategy=math.nan).to(device)
         self._reset()
 
     def _reset(self) -> None:
@@ -62,7 +63,7 @@ class Tally:
         out = []
         for k in range(self.k):
             self.acc.update(preds[k], targets)
-            self.loss.update(losses[k], weight=sizes)
+            self.loss.update(losses[k], weight=sizes.clone())  # torchmetrics writes into the weights of NaN values
             out.append({f"{prefix}acc": float(self.acc.compute()), f"{prefix}loss": float(self.loss.compute())})
             self.acc.reset()
             self.loss.reset()
