@@ -17,8 +17,8 @@ from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig, OmegaConf
 
 from hydra_plugins.jscexp_sweeper.config import JscexpOptunaSweeperConf  # noqa: F401  (registers the config)
-from jscexp.errors import UserError
-from jscexp.search.liveness import Heartbeat, fail_stale, retry
+from jscexp.errors import UserError, deferred_interrupts
+from jscexp.search.liveness import Heartbeat, fail_stale, give_up
 from jscexp.search.space import parse
 from jscexp.search.study import (
     STORAGE_ENV,
@@ -148,10 +148,17 @@ class JscexpOptunaSweeper(Sweeper):
         budget = self.o.n_trials - live_count(study)
         told: list = []
         while budget > 0 and (left := self.o.n_trials - live_count(study)) > 0:
-            trials = [self._ask(study, space) for _ in range(min(self.o.n_jobs, left, budget))]
-            budget -= len(trials)
-            trials = [t for t in trials if not surplus(study, t, self.o.n_trials)]
-            to_run = [t for t in trials if not self._reuse_duplicate(study, t)]
+            asked: list = []
+            try:  # an interrupt between the ask and the launch must not leave them RUNNING
+                for _ in range(min(self.o.n_jobs, left, budget)):
+                    with deferred_interrupts():
+                        asked.append(self._ask(study, space))
+                trials = [t for t in asked if not surplus(study, t, self.o.n_trials)]
+                to_run = [t for t in trials if not self._reuse_duplicate(study, t)]
+            except BaseException as err:
+                give_up(study, asked, err, self.o.max_retries)
+                raise
+            budget -= len(asked)
             if to_run:
                 told += self._launch(study, to_run, common, objectives)
             failed = sum(not o.ok for o in told)
@@ -164,7 +171,6 @@ class JscexpOptunaSweeper(Sweeper):
     def _launch(self, study, trials: list, common: tuple[list[str], list[str]], objectives: list[str]) -> list:
         """Runs ``trials`` as jobs (stacked where they can share a model) and tells the study
         each one's outcome; should the launch itself break off, its trials are told FAIL."""
-        from optuna.trial import TrialState
 
         from jscexp.group import stack_blocker
         from jscexp.sweep import launch
@@ -179,12 +185,7 @@ class JscexpOptunaSweeper(Sweeper):
                                             group_size(self.config.trainer.get("vectorize")),
                                             self._configs, stack_blocker)
         except BaseException as err:  # Ctrl-C, SIGTERM, a launcher's own error: no trial stays RUNNING
-            reason = "interrupted" if isinstance(err, KeyboardInterrupt) else f"the launch broke off: {type(err).__name__}: {err}"
-            for trial in trials:
-                trial.set_user_attr("fail_reason", reason[:1000])
-                tell(study, trial, state=TrialState.FAIL)
-                if isinstance(err, KeyboardInterrupt):  # the same command again goes on with it
-                    retry(study, trial, self.o.max_retries)
+            give_up(study, trials, err, self.o.max_retries)
             raise
         self.job_idx += launched
         outcomes = [tell_outcome(study, trial, outcome, objectives) for trial, outcome in zip(trials, outcomes)]

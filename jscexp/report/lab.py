@@ -104,16 +104,13 @@ def run_missing(s: Settings, uri: str, cwd: Path) -> dict[str, str]:
 
 def finished_sweep(uri: str, experiment: str, command: str) -> str | None:
     """The newest FINISHED sweep parent of ``command`` in ``experiment``, if any."""
+    from jscexp.tracking.resume import sweeps_of
     from jscexp.tracking.store import client
 
     mlflow = client(uri)
     exp = mlflow.get_experiment_by_name(experiment)
-    if exp is None:
-        return None
-    found = mlflow.search_runs([exp.experiment_id], "tags.`jscexp.kind` = 'sweep' and attributes.status = 'FINISHED'",
-                               order_by=["attributes.start_time DESC"], max_results=200)
-    same = [r for r in found if r.data.tags.get("jscexp.sweep_overrides") == command]
-    return same[0].info.run_id if same else None
+    finished = [r for r in sweeps_of(mlflow, exp.experiment_id, command) if r.info.status == "FINISHED"] if exp else []
+    return finished[0].info.run_id if finished else None
 
 
 def best_checkpoint(uri: str, parent: str, model: str) -> str | None:

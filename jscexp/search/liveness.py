@@ -104,3 +104,21 @@ def retry(study, trial, max_retries: int) -> bool:
     study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number, "retries": retries + 1},
                         skip_if_exists=False)
     return True
+
+
+def give_up(study, trials: list, err: BaseException, max_retries: int, what: str = "the launch") -> None:
+    """Trials asked but not told when ``err`` broke off ``what``: each still RUNNING is told
+    FAIL with the reason and, after an interrupt, enqueued again (the same command goes on with it)."""
+    from optuna.trial import TrialState
+
+    from jscexp.search.study import tell
+
+    interrupted = isinstance(err, KeyboardInterrupt)
+    reason = "interrupted" if interrupted else f"{what} broke off: {type(err).__name__}: {err}"
+    for trial in trials:
+        if study._storage.get_trial(trial._trial_id).state != TrialState.RUNNING:
+            continue  # told already (a surplus, a duplicate, a result)
+        trial.set_user_attr("fail_reason", reason[:1000])
+        tell(study, trial, state=TrialState.FAIL)
+        if interrupted:
+            retry(study, trial, max_retries)

@@ -14,8 +14,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from jscexp.search.liveness import Heartbeat, retry
-from jscexp.search.study import live_count, make_pruner, make_sampler, make_storage, surplus, tell, tell_outcome
+from jscexp.errors import deferred_interrupts
+from jscexp.search.liveness import Heartbeat, give_up
+from jscexp.search.study import live_count, make_pruner, make_sampler, make_storage, surplus, tell_outcome
 
 
 @dataclass
@@ -67,34 +68,31 @@ class Asker:
         self.open: dict[int, object] = {}  # trial number -> asked, not yet told
 
     def ask(self):
-        """A new trial, or None once the search has n_trials (counting those in flight)."""
+        """A new trial, or None once the search has n_trials (counting those in flight). An
+        interrupt waits until the trial is held here (so that ``close`` ends it)."""
         if live_count(self.study) >= self.spec.n_trials:
             return None
-        trial = self.study.ask(self.space)
-        if surplus(self.study, trial, self.spec.n_trials):
-            return None
-        self.open[trial.number] = trial
-        self.heartbeat.add(trial._trial_id)
+        with deferred_interrupts():
+            trial = self.study.ask(self.space)
+            if surplus(self.study, trial, self.spec.n_trials):
+                return None
+            self.open[trial.number] = trial
+            self.heartbeat.add(trial._trial_id)
         return trial
 
     def tell(self, number: int, outcome) -> None:
         """The trial's result to the study, and its outcome to the sweep's log."""
         from jscexp.sweep import OutcomeLog
 
-        outcome = tell_outcome(self.study, self.open.pop(number), outcome, self.spec.objectives)
+        with deferred_interrupts():  # told and no longer held, or still held
+            outcome = tell_outcome(self.study, self.open[number], outcome, self.spec.objectives)
+            del self.open[number]
         OutcomeLog.at(self.spec.outcome_log).add([outcome])
 
     def close(self, err: BaseException | None) -> None:
         """Stops the heartbeat; trials still open (the job broke off) are told FAIL with the
         reason, and after an interrupt enqueued again, as the sweeper does for its own."""
-        from optuna.trial import TrialState
-
         self.heartbeat.stop()
-        interrupted = isinstance(err, KeyboardInterrupt)
-        reason = "interrupted" if interrupted else f"the group job broke off: {type(err).__name__}: {err}"
-        for trial in self.open.values():
-            trial.set_user_attr("fail_reason", reason[:1000])  # type: ignore[attr-defined]
-            tell(self.study, trial, state=TrialState.FAIL)
-            if interrupted:
-                retry(self.study, trial, self.spec.max_retries)
+        if err is not None:
+            give_up(self.study, list(self.open.values()), err, self.spec.max_retries, "the group job")
         self.open.clear()

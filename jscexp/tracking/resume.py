@@ -45,15 +45,16 @@ def earlier_runs(uri: str, overrides: list[str]) -> Earlier:
     return Earlier(done[0].info.run_id, done[0].data.metrics, lost) if done else Earlier(lost=lost)
 
 
+def sweeps_of(client, experiment_id: str, sweep_overrides: str) -> list:
+    """The parent runs of this sweep command (its overrides as the callback tags them), newest first."""
+    found = client.search_runs([experiment_id], "tags.`jscexp.kind` = 'sweep'", order_by=["attributes.start_time DESC"],
+                               max_results=200)
+    return [r for r in found if r.data.tags.get("jscexp.sweep_overrides") == sweep_overrides]
+
+
 def resumable_parent(client, experiment_id: str, sweep_overrides: str) -> str | None:
     """The newest parent run of this sweep command, if it did not finish."""
-    found = client.search_runs(
-        [experiment_id],
-        "tags.`jscexp.kind` = 'sweep'",
-        order_by=["attributes.start_time DESC"],
-        max_results=50,
-    )
-    same = [r for r in found if r.data.tags.get("jscexp.sweep_overrides") == sweep_overrides]
+    same = sweeps_of(client, experiment_id, sweep_overrides)
     if same and same[0].info.status != "FINISHED":
         return same[0].info.run_id
     return None
