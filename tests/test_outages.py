@@ -171,3 +171,23 @@ def test_a_tracking_server_that_holds_the_connection_is_waited_for_one_that_refu
     with pytest.raises(UserError, match=r"is unreachable \(timed out\); start it"):
         store.check_reachable(uri)
     server.shutdown()
+
+
+def test_a_restarting_databases_errors_are_retried_a_bad_write_is_not():
+    """What the Optuna storage retries: a connection refused, reset or closed under a call,
+    or a session that must roll back after one; never a constraint violation."""
+    from optuna.exceptions import StorageInternalError
+    from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, PendingRollbackError
+
+    from jscexp.search.reconnect import _is_outage
+
+    def wrapped(cause: Exception) -> StorageInternalError:
+        err = StorageInternalError("An exception is raised during the commit.")
+        err.__cause__ = cause
+        return err
+
+    lost = [OperationalError("select", {}, Exception("server closed the connection unexpectedly")),
+            InterfaceError("select", {}, Exception("connection already closed")),
+            PendingRollbackError("Can't reconnect until invalid transaction is rolled back")]
+    assert all(_is_outage(wrapped(c)) for c in lost)
+    assert not _is_outage(wrapped(IntegrityError("insert", {}, Exception("duplicate key value"))))

@@ -50,11 +50,14 @@ class Reconnecting(BaseStorage):
 
 
 def _is_outage(err: Exception) -> bool:
-    """A lost or refused connection; not a constraint or a bad value, which a retry repeats."""
-    from sqlalchemy.exc import OperationalError
+    """A lost or refused connection — refused, reset, closed under a call, or a session left
+    to roll back by one: what a restarting PostgreSQL leaves behind; not a constraint
+    or a bad value, which a retry repeats."""
+    from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError, PendingRollbackError
 
     cause = err.__cause__ if isinstance(err, StorageInternalError) else err
-    return isinstance(cause, OperationalError) or bool(getattr(cause, "connection_invalidated", False))
+    lost = (OperationalError, InterfaceError, DisconnectionError, PendingRollbackError)
+    return isinstance(cause, lost) or bool(getattr(cause, "connection_invalidated", False))
 
 
 def _forward(name: str):
