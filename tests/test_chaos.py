@@ -10,6 +10,7 @@ folder and ports), so restarting and pausing them disturbs no other test.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -84,7 +85,7 @@ def test_three_workers_survive_a_kill_a_database_restart_and_a_paused_tracking_s
     time.sleep(20)
     os.killpg(server, signal.SIGCONT)
     for w in workers[1:]:
-        assert w.wait(timeout=600) == 0, (workdir / f"w{workers.index(w)}.log").read_text()[-3000:]
+        assert w.wait(timeout=600) == 0, _errors((workdir / f"w{workers.index(w)}.log").read_text())
 
     trials = optuna.load_study(study_name="chaos", storage=urls["JSCEXP_OPTUNA_STORAGE"]).trials
     states = Counter(t.state.name for t in trials)
@@ -135,3 +136,9 @@ def _beat_ms(url: str) -> float:
     for _ in range(20):
         beat.beat()
     return (time.perf_counter() - start) / 20 * 1000
+
+
+def _errors(log: str) -> str:
+    """A failed worker's exceptions, causes first (a plain tail loses the cause), then its tail."""
+    named = [line for line in log.splitlines() if re.match(r"^\s*[\w.]+(Error|Exception)\b", line)]
+    return "\n".join(named[-12:]) + "\n---\n" + log[-1500:]
