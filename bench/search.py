@@ -17,12 +17,11 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from overheads import jscexp_cli
 
-from sweeps import trial_runs
+from sweeps import folder_client, run_in_folder, trial_runs
 
 SEARCHES = {
     "grid 4 lr x 4 wd, job by job": ["+sweep=lr_wd_grid", "trainer.vectorize=off"],
@@ -34,13 +33,8 @@ SEARCHES = {
 
 def _search(args: list[str], work: Path, name: str) -> dict:
     """Runs one search in its own folder: its start, wall time and every trial's val_acc over time."""
-    folder = work / name
-    folder.mkdir()
-    started = jscexp_cli(["-m", *args], folder, cache=work / "cache")
-    wall = time.time() - started
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+    folder, started, wall = run_in_folder(["-m", *args], work, name)
+    client = folder_client(folder)
     curves = [[(m.timestamp / 1000 - started, m.value) for m in client.get_metric_history(r.info.run_id, "val_acc")]
               for r in trial_runs(folder)]
     return {"wall": wall, "curves": curves, "trials": len(curves)}

@@ -16,12 +16,18 @@ from overheads import jscexp_cli, read_marks
 GOALS = {"speed-up": 4.0, "wall / (2 x training + cold start)": 1.0, "per-trial overhead (ms)": 50.0}
 
 
-def _sweep(args: list[str], work: Path, name: str) -> tuple[float, float, int]:
-    """Runs ``python -m jscexp args`` in its own folder; returns (wall s, training s, runs)."""
+def run_in_folder(args: list[str], work: Path, name: str) -> tuple[Path, float, float]:
+    """Runs ``python -m jscexp args`` in its own folder ``work/name`` (step marks in its
+    ``marks``, the data cache shared); returns (the folder, the time it started, wall s)."""
     folder = work / name
     folder.mkdir()
     started = jscexp_cli(args, folder, folder / "marks", cache=work / "cache")
-    wall = time.time() - started
+    return folder, started, time.time() - started
+
+
+def _sweep(args: list[str], work: Path, name: str) -> tuple[float, float, int]:
+    """Runs ``python -m jscexp args`` in its own folder; returns (wall s, training s, runs)."""
+    folder, _, wall = run_in_folder(args, work, name)
     runs = trial_runs(folder)
     # stacked trials share their group's fit_seconds: count each group once
     groups = {r.data.tags.get("jscexp.vector_group") or r.info.run_id: r.data.metrics.get("fit_seconds", 0.0)
@@ -29,10 +35,15 @@ def _sweep(args: list[str], work: Path, name: str) -> tuple[float, float, int]:
     return wall, sum(groups.values()), len(runs)
 
 
-def trial_runs(folder: Path) -> list:
+def folder_client(folder: Path):
+    """The MLflow client of the store a command run in ``folder`` wrote."""
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+    return MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+
+
+def trial_runs(folder: Path) -> list:
+    client = folder_client(folder)
     experiments = [e.experiment_id for e in client.search_experiments()]
     return [r for r in client.search_runs(experiments, max_results=10000) if r.data.tags.get("jscexp.kind") != "sweep"]
 

@@ -52,6 +52,7 @@ class Trial:
     resume: Snapshot | None = None  # the state it goes on from
     run_id: str | None = None
     lost_runs: list[str] = field(default_factory=list)  # its earlier runs whose process died
+    keeps_state: bool = True  # saves and resumes its training state (not a refilled trial: jscexp.halving)
 
     @property
     def start_epoch(self) -> int:
@@ -201,7 +202,7 @@ def _find_state(t: Trial) -> None:
     """Where a training trial keeps its state, and the state it goes on from, if any."""
     from jscexp.train.snapshots import float_key, training_key
 
-    if not t.cfg.trainer.resume or t.cfg.pbt.space:  # a population starts over (jscexp.pbt)
+    if not t.cfg.trainer.resume or t.cfg.pbt.space or not t.keeps_state:  # a population or a refill starts over
         return
     key = (float_key if t.cfg.mode == "ptq" else training_key)(t.cfg, app.code_version())  # PTQ trains a float model
     t.state = StateFile(Path(t.cfg.trainer.state_dir), key)
@@ -314,14 +315,14 @@ def _refill(trials: list[Trial], slots: halving.Slots, engine, stack: contextlib
     def start(asked, k: int) -> Trial | None:
         values = [f"{name}={override_value(v)}" for name, v in asked.params.items()]
         t = Trial(with_values(first.cfg, [*values, f"optuna.trial={asked.number}"]),
-                  [*common, *values, f"+optuna.trial={asked.number}"], first.out_dir.parent / f"trial_{asked.number}")
+                  [*common, *values, f"+optuna.trial={asked.number}"], first.out_dir.parent / f"trial_{asked.number}",
+                  keeps_state=False)
         _guard(t, lambda: app.check_job(t.cfg))
         _guard(t, lambda: _prepare_trial(t, data))
         if t.error is not None:
             print(f"error: trial {asked.number}: {t.error}", file=sys.stderr)
             asker.tell(asked.number, t.outcome)
             return None
-        t.state = t.resume = None  # a refilled trial starts over if interrupted (jscexp.halving)
         replaced = {"jscexp.halving.replaced": slots.runs[k].run_id}
         run_ = stack.enter_context(app.open_run(t.cfg, uri, t.model, t.splits, t.overrides, t.out_dir,
                                                 {**tags, **replaced}))

@@ -128,7 +128,7 @@ def _confusion(uri: str, run_id: str, path: Path) -> Path:
 
 
 def _heatmap(matrix, labels: list[str], path: Path) -> Path:
-    from jscexp.tracking.plots import pyplot
+    from jscexp.tracking.plots import pyplot, save
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.5, 4))
@@ -139,15 +139,12 @@ def _heatmap(matrix, labels: list[str], path: Path) -> Path:
         ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="white" if v > 0.5 else "black", fontsize=8)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true (each row sums to 1)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def _pareto(runs: pd.DataFrame, path: Path) -> Path:
     """Test accuracy against ``avg_weight_bits`` per mode; the front: no run with fewer bits is as accurate."""
-    from jscexp.tracking.plots import pyplot
+    from jscexp.tracking.plots import pyplot, save
 
     points = runs[["tags.jscexp.mode", "metrics.avg_weight_bits", "metrics.test_acc"]].dropna()
     points.columns = ["mode", "bits", "acc"]
@@ -161,10 +158,7 @@ def _pareto(runs: pd.DataFrame, path: Path) -> Path:
     ax.set_ylabel("test accuracy")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def _front(points: pd.DataFrame) -> pd.DataFrame:

@@ -16,6 +16,14 @@ def pyplot():
     return plt
 
 
+def save(fig, path: Path) -> Path:
+    """Writes a finished figure to ``path`` (PNG) and frees it."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    pyplot().close(fig)
+    return path
+
+
 def training_curves(histories: dict[str, list[dict[str, float]]], path: Path, title: str = "") -> Path:
     """Accuracy and loss per epoch side by side: train vs validation for one run; for a
     sweep's runs, each run's validation curves (drawn once for the sweep, from its metrics)."""
@@ -36,10 +44,7 @@ def training_curves(histories: dict[str, list[dict[str, float]]], path: Path, ti
             ax.legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def population(histories: dict[str, list[dict[str, float]]], exploits: list[tuple[str, int]], path: Path,
@@ -60,10 +65,7 @@ def population(histories: dict[str, list[dict[str, float]]], exploits: list[tupl
     ax.set_ylabel("validation accuracy")
     ax.set_title(title or f"Population of {len(histories)}", fontsize=10)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def metric_vs_param(
@@ -90,7 +92,4 @@ def metric_vs_param(
     ax.grid(alpha=0.3)
     if groups:
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save(fig, path)
