@@ -191,3 +191,31 @@ def test_a_restarting_databases_errors_are_retried_a_bad_write_is_not():
             PendingRollbackError("Can't reconnect until invalid transaction is rolled back")]
     assert all(_is_outage(wrapped(c)) for c in lost)
     assert not _is_outage(wrapped(IntegrityError("insert", {}, Exception("duplicate key value"))))
+
+
+_INTERRUPT_AT_END = """
+import os, signal, sys
+from jscexp.errors import install_interrupt_handlers
+from jscexp.tracking import run as tracked
+from jscexp.tracking.store import client
+install_interrupt_handlers()
+upload = tracked.TrackedRun._upload
+def upload_then_signal(self):
+    os.kill(os.getpid(), signal.SIGTERM)  # lands while the run is being ended
+    upload(self)
+tracked.TrackedRun._upload = upload_then_signal
+run = tracked.TrackedRun(sys.argv[1], "x")
+try:
+    with run:
+        run.log_texts({"note.txt": "trained"})
+except KeyboardInterrupt:
+    print("interrupted", client(sys.argv[1]).get_run(run.run_id).info.status)
+"""
+
+
+def test_an_interrupt_while_a_run_is_being_ended_lets_it_end(tmp_path):
+    """Ending a run is one step (its files, its last metrics, its status): an interrupt that
+    lands in it waits until the run is ended, then stops the process; never RUNNING forever."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    result = subprocess.run([sys.executable, "-c", _INTERRUPT_AT_END, uri], capture_output=True, text=True, timeout=120)
+    assert result.stdout.split() == ["interrupted", "FINISHED"], result.stderr[-2000:]

@@ -23,11 +23,13 @@ def runs_frame(uri: str, experiment: str, *, sweep: str | None = "latest", filte
     that is not itself a sweep parent.
     """
     import mlflow
-    from mlflow.tracking import MlflowClient
+
+    from jscexp.errors import deferred_interrupts
+    from jscexp.tracking.store import client as store_client
 
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
         raise UserError(f"no MLflow store at {uri}: run from the directory holding mlflow.db or pass --tracking-uri")
-    client = MlflowClient(uri)
+    client = store_client(uri)  # an interrupted read would leave a SQLite store locked
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         names = ", ".join(e.name for e in client.search_experiments())
@@ -38,9 +40,10 @@ def runs_frame(uri: str, experiment: str, *, sweep: str | None = "latest", filte
     if sweep:
         clauses.append(f"tags.mlflow.parentRunId = '{sweep}'")
     mlflow.set_tracking_uri(uri)
-    frame = mlflow.search_runs(
-        [exp.experiment_id], " and ".join(clauses), order_by=["attributes.start_time ASC"], output_format="pandas"
-    )
+    with deferred_interrupts():
+        frame = mlflow.search_runs(
+            [exp.experiment_id], " and ".join(clauses), order_by=["attributes.start_time ASC"], output_format="pandas"
+        )
     if "tags.jscexp.kind" in frame:
         frame = frame[frame["tags.jscexp.kind"] != "sweep"]
     return frame.reset_index(drop=True)

@@ -30,11 +30,10 @@ def earlier_runs(uri: str, overrides: list[str]) -> Earlier:
     parent = os.environ.get(PARENT_ENV)
     if not parent or os.environ.get(RESUME_ENV) != "1":
         return Earlier()
-    from mlflow.tracking import MlflowClient
-
+    from jscexp.tracking.store import client as store_client
     from jscexp.tracking.store import mask
 
-    client = MlflowClient(uri)
+    client = store_client(uri)
     experiment = client.get_run(parent).info.experiment_id
     wanted = mask(" ".join(overrides)).replace("'", "\\'")
     found = client.search_runs(

@@ -112,7 +112,8 @@ class TrackedRun:
             return
         self._ended = True
         try:
-            self._end(exc_type, exc)
+            with deferred_interrupts():  # its files, last metrics and end are one step: not RUNNING forever
+                self._end(exc_type, exc)
         except Exception as err:
             if not _store_down(err):
                 raise
