@@ -91,3 +91,30 @@ def test_bad_lab_settings_are_one_line_exit_2_and_nothing_written(workdir, args,
                             timeout=120)
     assert result.returncode == 2 and result.stderr.startswith(message) and len(result.stderr.splitlines()) == 1
     assert list(workdir.iterdir()) == []
+
+
+def test_an_interrupted_lab_exits_130_and_leaves_no_run_running(workdir):
+    """Ctrl-C (SIGINT to the process group, as a terminal sends it) during a step: the step
+    ends its runs KILLED before the lab exits 130 with one line."""
+    import signal
+    import time
+
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "JSCEXP_PARENT_RUN_ID")}
+    proc = subprocess.Popen([sys.executable, "-m", "jscexp.report", "--dataset", "jsc_synth", "--rows", "20000",
+                             "--epochs", "2"], cwd=workdir, env=env, start_new_session=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("lab: lab1_max_epochs"):  # its first step finished, the second one starts
+            break
+    first_step = set(workdir.glob("multirun/*/*/*/metrics.jsonl"))
+    deadline = time.time() + 120
+    while not set(workdir.glob("multirun/*/*/*/metrics.jsonl")) - first_step and time.time() < deadline:
+        time.sleep(0.2)  # until the second step's group trains
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130 and err.strip().splitlines()[-1].startswith("interrupted: run make lab again"), err[-3000:]
+    client = mlflow_client(workdir)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()], max_results=1000)
+    statuses = [(r.info.status, r.data.tags.get("mlflow.runName")) for r in runs]
+    assert "RUNNING" not in {s for s, _ in statuses} and "KILLED" in {s for s, _ in statuses}, (statuses, err[-3000:])

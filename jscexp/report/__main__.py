@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # the step in flight ended its runs KILLED; finished steps stay done
+        print("interrupted: run make lab again to go on from the steps that finished", file=sys.stderr)
+        return 130
     print(f"lab report: {md} and {page} ({time.perf_counter() - started:.0f} s)")
     return 0
 

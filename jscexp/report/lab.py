@@ -89,9 +89,9 @@ def run_missing(s: Settings, uri: str, cwd: Path) -> dict[str, str]:
         parent = finished_sweep(uri, step.key, mask(step.command))
         if parent is None:
             print(f"lab: {step.key}: python -m jscexp -m {step.command}", flush=True)
-            result = subprocess.run([sys.executable, "-m", "jscexp", "-m", *step.overrides], cwd=cwd, check=False)
-            if result.returncode != 0:
-                raise UserError(f"lab step {step.key} failed (exit {result.returncode}): fix it and run make lab again; "
+            code = _run_step(step, cwd)
+            if code != 0:
+                raise UserError(f"lab step {step.key} failed (exit {code}): fix it and run make lab again; "
                                 "the steps that finished are not run again")
             parent = finished_sweep(uri, step.key, mask(step.command))
             if parent is None:
@@ -100,6 +100,18 @@ def run_missing(s: Settings, uri: str, cwd: Path) -> dict[str, str]:
             print(f"lab: {step.key}: already done (sweep run {parent}), not run again", flush=True)
         done[step.key] = parent
     return done
+
+
+def _run_step(step: Step, cwd: Path) -> int:
+    """The step's sweep in a process of its own; its exit code. On Ctrl-C (which the step's
+    process gets too) this waits while the step ends its runs KILLED and its trials FAIL:
+    ``subprocess.run`` would SIGKILL it a quarter second in, leaving them RUNNING."""
+    proc = subprocess.Popen([sys.executable, "-m", "jscexp", "-m", *step.overrides], cwd=cwd)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.wait()
+        raise
 
 
 def finished_sweep(uri: str, experiment: str, command: str) -> str | None:
