@@ -15,6 +15,7 @@ import torch
 from torch.nn import functional as F
 
 from jscexp.train import fit, loop, stacked
+from jscexp.train.process import job_state
 
 
 def _sync(device: str) -> None:
@@ -91,6 +92,11 @@ def raw_loop(model, x, y, batch_size: int, lr: float, warmup: int, steps: int, d
 
 
 def jscexp_path(cfg, model, *, splits, warmup: int, steps: int, device: str) -> float:
+    with job_state(cfg.trainer.num_threads, bool(cfg.trainer.deterministic)):  # as a job sets it
+        return _jscexp_path(cfg, model, splits=splits, warmup=warmup, steps=steps, device=device)
+
+
+def _jscexp_path(cfg, model, *, splits, warmup: int, steps: int, device: str) -> float:
     t = fit.plain_engine(cfg, model)
     data = fit.batches(t.device, splits, "train", int(cfg.batch_size), seed=int(cfg.data_seed))
     tally = loop.Tally(1, t.device)
@@ -108,6 +114,11 @@ def jscexp_path(cfg, model, *, splits, warmup: int, steps: int, device: str) -> 
 
 def stacked_path(cfg, models, *, splits, warmup: int, steps: int, device: str) -> float:
     """K trials in one stacked model (jscexp.group.engine_for's), Adam with one learning rate each."""
+    with job_state(cfg.trainer.num_threads, bool(cfg.trainer.deterministic)):
+        return _stacked_path(cfg, models, splits=splits, warmup=warmup, steps=steps, device=device)
+
+
+def _stacked_path(cfg, models, *, splits, warmup: int, steps: int, device: str) -> float:
     fabric = fit.make_fabric(cfg.trainer)
     model = stacked.StackedModel([m.to(fabric.device) for m in models])
     lrs = [{"lr": 1e-3 * (1 + k % 7)} for k in range(len(models))]

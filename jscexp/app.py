@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import jscexp
 from jscexp.analysis import analyse
-from jscexp.config import plain, without_plumbing
+from jscexp.config import CKPT_MODES, QUANTISED_MODES, plain, without_plumbing
 from jscexp.errors import UserError
 from jscexp.models import count_trainable
 from jscexp.quant import summary as qsummary
@@ -29,9 +29,6 @@ from jscexp.train import fit
 from jscexp.train.callbacks import log_epoch, report_to_trial
 from jscexp.train.checkpoint import load_weights, save_weights
 from jscexp.validate import check_knobs
-
-_QUANT_MODES = ("qat", "ptq", "transform")
-_NEEDS_CKPT = ("test", "transform")
 
 
 def check_job(cfg: DictConfig) -> None:
@@ -126,13 +123,15 @@ def dataset_input(cfg: DictConfig, data_info: dict) -> dict:
             "profile": json.dumps(profile)}
 
 
-def finish_training(cfg, net, splits, run, out_dir: Path, result, calibration, quantised=None) -> Outcome:
-    """After training: test, checkpoint, curves, final metrics, summaries; returns the job's result."""
+def finish_training(cfg, net, splits, run, out_dir: Path, result, calibration, quantised=None, *,
+                    show: bool = True) -> Outcome:
+    """After training: test, checkpoint, curves, final metrics, summaries; returns the job's
+    result. ``show``: print the quantisation histogram (a stacked group's trials share one)."""
     spec = plain(cfg.analysis)
     final = {**_record_fit(cfg, net, splits, run, out_dir, result), **qsummary.costs(net)}
     run.log_metrics(final, step=int(cfg.max_epochs))
     if quantised:
-        _log_quant_summaries(run, net, quantised[1], out_dir)
+        _log_quant_summaries(run, net, quantised[1], out_dir, show=show)
     run.log_texts(analyse(net, spec, calibration))
     return Outcome.finished(final, run.run_id, diverged=result.diverged_at is not None)
 
@@ -147,9 +146,9 @@ def _analyse(model, spec, calibration, run) -> dict[str, float]:
 
 
 def _check_mode(mode: str, quant_name: str, ckpt) -> None:
-    if mode in _NEEDS_CKPT and not ckpt:
+    if mode in CKPT_MODES and not ckpt:
         raise UserError(f"mode={mode} needs a checkpoint: add ckpt=PATH (a train run's checkpoints/best.ckpt)")
-    if mode in _QUANT_MODES and quant_name == "none":
+    if mode in QUANTISED_MODES and quant_name == "none":
         raise UserError(f"mode={mode} needs a quantisation: add quantisation=int8 (or int4, minifloat8, ternary, binary)")
     if mode == "train" and quant_name != "none":
         raise UserError(f"quantisation={quant_name} with mode=train: use mode=qat (train quantised) or mode=ptq")
@@ -222,6 +221,8 @@ def _trial_reporter(cfg):
 
 def _record_fit(cfg, model, splits, run, out_dir: Path, result) -> dict[str, float]:
     """Tests the trained (best-epoch) model and logs what a training run leaves behind."""
+    if result.best_epoch is None:
+        raise UserError("no epoch was trained and validated, so there is no best model to test: raise max_epochs")
     test = fit.evaluate(cfg, model, splits, "test")
     tags: dict[str, object] = {}
     if result.diverged_at is not None:
@@ -229,7 +230,7 @@ def _record_fit(cfg, model, splits, run, out_dir: Path, result) -> dict[str, flo
         print(f"training diverged (non-finite loss) in epoch {result.diverged_at}: stopped; best epoch kept")
     if result.stopped_early_at is not None:
         tags["jscexp.stopped_early_at_epoch"] = result.stopped_early_at
-    meta = {"model": plain(cfg.model)}
+    meta = {"model": plain(cfg.model), **without_plumbing({"dataset": plain(cfg.dataset)})}  # what it was trained as
     best = save_weights(model, out_dir / "checkpoints" / "best.ckpt", meta,
                         epoch=result.best_epoch, val_acc=result.best_val_acc)
     run.log_artifact(best, "checkpoints")
@@ -317,13 +318,14 @@ def _transform(cfg, quantised, run, out_dir: Path) -> dict[str, float]:
     return costs
 
 
-def _log_quant_summaries(run, net, changes, out_dir: Path) -> None:
-    """Prints the histogram and logs it, the node table and the grid verification."""
+def _log_quant_summaries(run, net, changes, out_dir: Path, *, show: bool = True) -> None:
+    """Prints the histogram (``show``) and logs it, the node table and the grid verification."""
     hist = qsummary.histogram(changes).to_markdown(index=False)
     nodes = qsummary.node_table(changes)
     checked = qsummary.verify(net)
     off = int(checked["off grid"].sum())
-    print(f"Quantized graph histogram:\n{hist}")
+    if show:
+        print(f"Quantized graph histogram:\n{hist}")
     run.log_texts({"quant/histogram.md": hist + "\n", "quant/nodes.csv": nodes.to_csv(index=False),
                    "quant/verification.csv": checked.to_csv(index=False)})
     run.log_metrics({"quant_offgrid_values": off, "quant_checked_values": int(checked["values"].sum())})

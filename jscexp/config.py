@@ -66,6 +66,31 @@ class Mode(StrEnum):
     analyse = "analyse"  # fx graph report, statistics profile, node-meta table
 
 
+TRAINING_MODES = (Mode.train, Mode.qat)  # a model trains in the job's own run
+QUANTISED_MODES = (Mode.qat, Mode.ptq, Mode.transform)  # they need quantisation=
+CKPT_MODES = (Mode.test, Mode.transform)  # they need ckpt=
+
+# What a job of each mode returns (a search's objectives are among them): a trained model's
+# numbers, and a quantised model's bit costs (a float model has none).
+FIT_METRICS = ("best_epoch", "best_train_acc", "best_val_acc", "test_acc", "test_loss", "fit_seconds",
+               "epoch_seconds_mean", "train_samples_per_second")
+COST_METRICS = ("avg_weight_bits", "model_size_bits", "avg_param_bits", "linear_bitops")
+_RETURNS = {
+    Mode.train: FIT_METRICS,
+    Mode.qat: FIT_METRICS + COST_METRICS,
+    Mode.ptq: ("float_val_acc", "float_test_acc", "float_test_loss", "best_val_acc", "test_acc", "test_loss",
+               "acc_drop") + COST_METRICS,  # and float_train_acc when it trained the float model itself
+    Mode.test: ("test_acc", "test_loss"),
+    Mode.transform: COST_METRICS,
+    Mode.analyse: (),
+}
+
+
+def returned_metrics(mode: str) -> tuple[str, ...]:
+    """The metrics every finished job of ``mode`` returns."""
+    return _RETURNS[Mode(mode)]
+
+
 @dataclass
 class TrainerConf:
     """``conf/trainer``: where and how a job trains (its values and units are in default.yaml)."""

@@ -16,7 +16,7 @@ import functools
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from jscexp.config import plain
+from jscexp.config import TRAINING_MODES, plain
 from jscexp.sweep.grouping import has_dropout
 from jscexp.sweep.overrides import is_vector_key
 
@@ -25,7 +25,7 @@ def stack_blocker(cfg: DictConfig) -> str | None:
     """Why a job cannot be a trial of a stacked model, or None when it can."""
     from jscexp.train.stacked import StackedOptimizer
 
-    if cfg.mode not in ("train", "qat"):
+    if cfg.mode not in TRAINING_MODES:
         return f"mode={cfg.mode}"
     if cfg.mode == "qat" and not _integer_only(cfg.quantisation):
         return "a quantiser other than integer"

@@ -32,7 +32,12 @@ class Slots:
         self.trained = list(zip(trials, runs))  # every (trial, run) that trained here, refills too
 
     def hook(self, k: int, epoch: int, metrics: dict[str, float]) -> bool:
-        return any([each(epoch, metrics) for each in self.hooks[k]])  # a list: every hook runs
+        """Logs slice ``k``'s epoch; a trial the search prunes ends PRUNED here, at once, so that
+        a later error of the group cannot turn it into a failure."""
+        pruned = any([each(epoch, metrics) for each in self.hooks[k]])  # a list: every hook runs
+        if pruned:
+            self.trials[k].outcome = app.end_pruned(self.runs[k], epoch)
+        return pruned
 
     def keep(self, k: int, snapshot) -> None:
         self.trials[k].keep(snapshot)
@@ -60,7 +65,7 @@ class Refill:
             asked = self.asker.ask()
             if asked is None:
                 return  # the search has its trials: the slice stays free
-            self.finish(k, result)
+            self.finish(k)
             t = self.start(asked, k)
             if t is None:
                 continue
@@ -69,17 +74,16 @@ class Refill:
             book.restart(k, epoch + 1, int(t.cfg.max_epochs))
             print(f"trial {asked.number} takes a pruned trial's slice from epoch {epoch + 1}")
 
-    def finish(self, k: int, result) -> None:
-        """The slice's pruned trial: PRUNED now, its run ended, told (when this job asked it)."""
-        t, run = self.slots.trials[k], self.slots.runs[k]
-        t.outcome = app.end_pruned(run, result.pruned_at)
-        run.close()
-        self.tell(t)
+    def finish(self, k: int) -> None:
+        """The slice's pruned trial (PRUNED since its hook): its run closed, told (when this job asked it)."""
+        self.slots.runs[k].close()
+        self.tell(self.slots.trials[k])
 
     def tell(self, t) -> None:
+        """A trial this job asked for: its outcome to the study (FAILED if it lacks an objective)."""
         number = int(t.cfg.optuna.trial)
         if number in self.asker.open:
-            self.asker.tell(number, t.outcome)
+            t.outcome = self.asker.tell(number, t.outcome)
 
 
 def refills(cfg) -> bool:

@@ -15,22 +15,22 @@ import contextlib
 import sys
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from jscexp import app, halving, pbt
-from jscexp.config import plain
+from jscexp.config import TRAINING_MODES, plain
 from jscexp.data import Splits
 from jscexp.errors import UserError
-from jscexp.sweep import GROUP_KEY, Outcome, trial_overrides
+from jscexp.sweep import GROUP_KEY, Interrupted, Outcome, trial_overrides
 from jscexp.tracking.shared import end_if_running
 from jscexp.train.loop import Snapshot, mark
+from jscexp.train.process import job_state
 from jscexp.train.snapshots import StateFile
 
-TRAINING_MODES = ("train", "qat")
 CONF = Path(__file__).resolve().parent.parent / "conf"  # where __main__'s config_path points
 
 
@@ -85,10 +85,18 @@ class Trial:
 
 
 def run(cfg: DictConfig, out_dir: Path, overrides: list[str]) -> Outcome | list[Outcome]:
-    """Runs a job: its outcome, or a group job's, one per trial. Bad input of a single job and
-    the job's own setup errors (an unreachable store) raise ``UserError``."""
+    """Runs a job: its outcome, or a group job's, one per trial and then one per trial it asked
+    the search for itself (refill). Bad input of a single job and the job's own setup errors (an
+    unreachable store) raise ``UserError``. The job runs in the process state its trainer config
+    sets, and leaves the process as it found it."""
+    with job_state(cfg.trainer.num_threads, bool(cfg.trainer.deterministic)):
+        return _run(cfg, out_dir, overrides)
+
+
+def _run(cfg: DictConfig, out_dir: Path, overrides: list[str]) -> Outcome | list[Outcome]:
     mark("job_start", time.time())  # make bench: a job's time besides its steps
     group = bool(cfg.get(GROUP_KEY))
+    cfg = cfg if group else with_checkpoint_recipe(cfg, overrides)
     each = trial_overrides(cfg, overrides)
     common = len(overrides) - 1  # a trial's overrides: the group job's, less the group, then its own
     trials = [Trial(_trial_config(cfg, o, o[common:]) if group else cfg, o, out_dir / f"trial_{i}" if group else out_dir)
@@ -100,19 +108,61 @@ def run(cfg: DictConfig, out_dir: Path, overrides: list[str]) -> Outcome | list[
         print(f"error: {err}", file=sys.stderr)
     from jscexp.group import stacked_batches
 
+    joined: list[Trial] = []  # trials the group asked the search for itself (jscexp.halving)
     for batch in stacked_batches([t for t in trials if t.pending]):
         try:
-            execute(batch, uri)
+            execute(batch, uri, joined)
         except Exception as err:  # its runs are ended FAILED; alone, the job's own failure
             if not group:
                 raise
-            for t in batch:  # trials trained apart from this batch keep their own outcomes
-                t.outcome = Outcome.of_exception(err)
-            print(f"error: {t.outcome.reason}", file=sys.stderr)
-    outcomes = [t.outcome for t in trials if t.outcome is not None]
-    assert len(outcomes) == len(trials), "every trial ends with an outcome"
+            _end_pending([*batch, *joined], Outcome.of_exception(err))
+        except KeyboardInterrupt:
+            if not group:
+                raise
+            raise Interrupted(_ended([*trials, *joined])) from None  # what had ended keeps its outcome
     mark("job_end", time.time())
-    return outcomes if group else outcomes[0]
+    if not group:
+        assert trials[0].outcome is not None, "a job ends with an outcome"
+        return trials[0].outcome
+    outcomes = _ended([*trials, *joined])
+    assert len(outcomes) == len(trials) + len(joined), "every trial ends with an outcome"
+    return outcomes
+
+
+def with_checkpoint_recipe(cfg: DictConfig, overrides: list[str]) -> DictConfig:
+    """A checkpoint knows the model and data recipe it was trained with: a command with ckpt=
+    that names neither (no ``model=``/``model.…``, no ``dataset…``) takes them from it."""
+    from jscexp.config import is_plumbing
+    from jscexp.sweep.overrides import override_key
+    from jscexp.train.checkpoint import saved_recipe
+
+    if not cfg.get("ckpt"):
+        return cfg
+    named = {override_key(o).split(".")[0] for o in overrides}
+    saved = {group: values for group, values in saved_recipe(Path(cfg.ckpt)).items() if group not in named}
+    if not saved:
+        return cfg
+    out = cfg.copy()
+    with open_dict(out):
+        for group, values in saved.items():  # where it caches and downloads stays this machine's
+            here = plain(out[group], resolve=False)
+            out[group] = {**{k: v for k, v in here.items() if is_plumbing(f"{group}.{k}")}, **values}
+    taken = ", ".join(f"{g}={v.get('name')}" for g, v in saved.items())
+    print(f"from the checkpoint: {taken} (name them on the command line to choose others)")
+    return out
+
+
+def _end_pending(trials: list[Trial], outcome: Outcome) -> None:
+    """An error broke off a batch: its trials still pending end with it; a trial that was pruned
+    or finished before keeps its outcome (written once)."""
+    for t in (t for t in trials if t.pending):
+        t.outcome = outcome
+        print(f"error: {' '.join(t.overrides)}: {outcome.reason}", file=sys.stderr)
+
+
+def _ended(trials: list[Trial]) -> list[Outcome]:
+    """The outcomes of the trials that have one, each with its trial's overrides."""
+    return [replace(t.outcome, overrides=list(t.overrides)) for t in trials if t.outcome is not None]
 
 
 def _trial_config(group_cfg: DictConfig, overrides: list[str], own: list[str]) -> DictConfig:
@@ -211,9 +261,10 @@ def _find_state(t: Trial) -> None:
         print(f"resuming {' '.join(t.overrides) or 'the run'} after epoch {t.resume.epoch} ({t.state.path})")
 
 
-def execute(trials: list[Trial], uri: str) -> None:
+def execute(trials: list[Trial], uri: str, joined: list[Trial] | None = None) -> None:
     """Runs ``trials`` (several only when they train as one stacked model), each in its own
-    MLflow run; every run ends when the batch does: FINISHED, or FAILED/KILLED with the error."""
+    MLflow run; every run ends when the batch does: FINISHED, or FAILED/KILLED with the error.
+    Trials the batch asks the search for itself (refill) are added to ``joined``."""
     group = {"jscexp.vector_group": uuid.uuid4().hex[:12]} if len(trials) > 1 else {}
     with contextlib.ExitStack() as runs:
         opened = [runs.enter_context(app.open_run(t.cfg, uri, t.model, t.splits, t.overrides, t.out_dir,
@@ -224,7 +275,7 @@ def execute(trials: list[Trial], uri: str) -> None:
             _end_lost_runs(t, uri)
         trained = list(zip(trials, opened))
         if trials[0].cfg.mode in TRAINING_MODES:
-            trained = train(trials, opened, runs, uri, group)
+            trained = train(trials, opened, runs, uri, group, [] if joined is None else joined)
         else:
             (t,), (run_,) = trials, opened
             t.outcome = app.run_mode(t.cfg, t.model, t.quantised, t.splits, t.calibration, run_, t.out_dir,
@@ -258,7 +309,8 @@ def _resumed(t: Trial) -> dict:
     return {"jscexp.resumed_after_epoch": t.resume.epoch} if t.resume else {}
 
 
-def train(trials: list[Trial], runs: list, stack: contextlib.ExitStack, uri: str, tags: dict) -> list[tuple]:
+def train(trials: list[Trial], runs: list, stack: contextlib.ExitStack, uri: str, tags: dict,
+          joined: list[Trial]) -> list[tuple]:
     """Trains the trials together (one stacked model, or one plain model when alone) and
     finishes each: a pruned one with its epochs so far, the others tested and recorded. In a
     search, slices the pruner frees may take new trials (``jscexp.halving``): returns every
@@ -269,13 +321,13 @@ def train(trials: list[Trial], runs: list, stack: contextlib.ExitStack, uri: str
     engine = engine_for(trials)
     slots = halving.Slots(trials, runs)
     population = pbt.population(trials, runs, engine)
-    refill = None if population else _refill(trials, slots, engine, stack, uri, tags)
+    refill = None if population else _refill(trials, slots, engine, stack, uri, tags, joined)
     resume = [t.resume for t in trials if t.resume is not None] or None  # a batch starts from one epoch
     try:
         results = fit.train(trials[0].cfg, engine, trials[0].data, slots.hook, resume, slots.keep,
                             [int(t.cfg.max_epochs) for t in trials], population or refill)
         for k, (t, run_, result) in enumerate(zip(slots.trials, slots.runs, results)):
-            if t.outcome is None:  # else pruned and ended already: its slice found no new trial
+            if t.outcome is None:  # else pruned, ended by its epoch hook
                 _finish(t, k, run_, result, population)
             if refill is not None:
                 refill.tell(t)
@@ -289,16 +341,14 @@ def train(trials: list[Trial], runs: list, stack: contextlib.ExitStack, uri: str
 
 
 def _finish(t: Trial, k: int, run_, result, population) -> None:
-    if result.pruned_at is not None:
-        t.outcome = app.end_pruned(run_, result.pruned_at)
-        return
     pbt.at_best_epoch(t, k, population, result.best_epoch)
     t.net.load_state_dict(result.best_state)
-    t.outcome = app.finish_training(t.cfg, t.net, t.splits, run_, t.out_dir, result, t.calibration, t.quantised)
+    t.outcome = app.finish_training(t.cfg, t.net, t.splits, run_, t.out_dir, result, t.calibration, t.quantised,
+                                    show=k == 0)  # a stacked group's trials share one histogram
 
 
 def _refill(trials: list[Trial], slots: halving.Slots, engine, stack: contextlib.ExitStack, uri: str,
-            tags: dict) -> halving.Refill | None:
+            tags: dict, joined: list[Trial]) -> halving.Refill | None:
     """In a search whose groups refill, the after-epoch step that fills freed slices."""
     if engine.k == 1 or not halving.refills(trials[0].cfg):
         return None
@@ -317,11 +367,12 @@ def _refill(trials: list[Trial], slots: halving.Slots, engine, stack: contextlib
         t = Trial(with_values(first.cfg, [*values, f"optuna.trial={asked.number}"]),
                   [*common, *values, f"+optuna.trial={asked.number}"], first.out_dir.parent / f"trial_{asked.number}",
                   keeps_state=False)
+        joined.append(t)
         _guard(t, lambda: app.check_job(t.cfg))
         _guard(t, lambda: _prepare_trial(t, data))
         if t.error is not None:
             print(f"error: trial {asked.number}: {t.error}", file=sys.stderr)
-            asker.tell(asked.number, t.outcome)
+            t.outcome = asker.tell(asked.number, t.outcome)
             return None
         replaced = {"jscexp.halving.replaced": slots.runs[k].run_id}
         run_ = stack.enter_context(app.open_run(t.cfg, uri, t.model, t.splits, t.overrides, t.out_dir,
@@ -371,7 +422,9 @@ def _train_float(t: Trial, model: torch.nn.Module, uri: str) -> tuple[dict[str, 
                  "mode=train"]
     out_dir = t.out_dir / "float"
     with app.open_run(cfg, uri, model, t.splits, overrides, out_dir) as run_:
-        (result,) = fit.train(cfg, fit.plain_engine(cfg, model, t.rng), t.data, halving.Slots([t], [run_]).hook,
+        hooks = app.epoch_hooks(cfg, run_)
+        (result,) = fit.train(cfg, fit.plain_engine(cfg, model, t.rng), t.data,
+                              lambda _, epoch, metrics: any([each(epoch, metrics) for each in hooks]),
                               [t.resume] if t.resume else None, lambda _, snapshot: t.keep(snapshot, run_.run_id))
         if result.pruned_at is not None:
             app.end_pruned(run_, result.pruned_at)

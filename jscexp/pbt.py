@@ -15,7 +15,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from jscexp.config import plain
 from jscexp.errors import UserError
-from jscexp.train.population import Population, Settings, check_space, is_width, knob_space
+from jscexp.sweep.checks import check_space, is_width
+from jscexp.train.population import Population, Settings, knob_space
 
 
 def check(t) -> None:
@@ -73,9 +74,9 @@ def _qat_model(t, knobs: dict[str, float]):
     return quantise(t.model, plain(with_knobs(t.cfg, knobs).quantisation), t.calibration)
 
 
-def at_best_epoch(t, k: int, pop: Population | None, best_epoch: int) -> None:
+def at_best_epoch(t, k: int, pop: Population | None, best_epoch: int | None) -> None:
     """A member whose widths were explored is tested and summarised with the widths it had
     in its best epoch (the weights kept are that epoch's)."""
-    if pop is None or best_epoch < 0 or not any(is_width(name) for name in pop.space):
+    if pop is None or best_epoch is None or not any(is_width(name) for name in pop.space):
         return
     t.quantised = _qat_model(t, pop.knobs_at[k][best_epoch])

@@ -80,8 +80,8 @@ def test_a_search_group_refills_pruned_slices_and_the_study_hears_each_trials_ow
 
 def test_an_interrupted_refilling_group_leaves_no_trial_or_run_running(workdir):
     """SIGTERM once a slice was refilled: the trials the group job asked for itself are told
-    FAIL (interrupted) and enqueued again, like the sweeper's own; every run ends KILLED or
-    FINISHED; the exit is 130."""
+    FAIL (interrupted) and enqueued again, like the sweeper's own; the sweeper's trial whose
+    slice was refilled stays PRUNED; every run ends KILLED or FINISHED; the exit is 130."""
     import os
     import signal
     import subprocess
@@ -113,5 +113,7 @@ def test_an_interrupted_refilling_group_leaves_no_trial_or_run_running(workdir):
     assert failed and all(t.user_attrs["fail_reason"] == "interrupted" for t in failed)
     retries = {t.user_attrs.get("retry_of") for t in trials if t.state.name == "WAITING"}
     assert {t.number for t in failed} <= retries  # each enqueued again, as the sweeper's own are
+    pruned = {t.number for t in trials if t.number < 4 and t.state.name == "PRUNED"}
+    assert pruned and not pruned & retries  # pruned before the interrupt: told so, not failed and trained again
     statuses = {r.info.status for r in runs_of(workdir, "halving")}
     assert "RUNNING" not in statuses and "KILLED" in statuses

@@ -160,9 +160,7 @@ def test_verification_passes_and_catches_an_off_grid_weight():
 
 
 def test_costs_of_jsc_tiny_by_hand():
-    float_costs = costs(build_model("jsc-tiny"))
-    assert float_costs == {"avg_weight_bits": 32.0, "model_size_bits": 117 * 32, "avg_param_bits": 32.0,
-                           "linear_bitops": 16 * 5 * 32 * 32}
+    assert costs(build_model("jsc-tiny")) == {}  # a float model: no bit costs, never a made-up 32
     gm, _ = quantise(build_model("jsc-tiny"), integer_cfg())
     # Linear weight 80 and bias 5 at 8 bits, BatchNorm's 32 parameters stay float.
     assert costs(gm) == {"avg_weight_bits": 8.0, "model_size_bits": 80 * 8 + 5 * 8 + 32 * 32,

@@ -59,6 +59,43 @@ def test_a_group_jobs_return_splits_per_trial_and_a_raised_job_fails_each_of_its
     assert out[1].reason == "ValueError: eval_batch_size must be positive" and out[2].reason == "bad knob"
 
 
+def test_trials_a_group_asked_for_itself_come_back_after_its_own_and_count_in_the_verdict():
+    """Refilled trials report through the group job's return value, not a side file: the
+    sweeper's failure rate and the sweep's verdict count them like any other."""
+    from hydra.core.utils import JobReturn, JobStatus
+
+    from jscexp.sweep import Outcome, Status, job_outcomes, verdict
+
+    asked = Outcome.failed("frac_width 10 is larger than width 8")
+    asked.overrides = ["lr=0.9", "+optuna.trial=7"]
+    group = JobReturn(status=JobStatus.COMPLETED,
+                      _return_value=[Outcome.pruned(1), Outcome.finished({"a": 1}), asked])
+    out = job_outcomes([group], [[0, 1]], [["lr=0.1"], ["lr=0.2"]])
+    assert [(o.overrides, o.status) for o in out] == [
+        (["lr=0.1"], Status.PRUNED), (["lr=0.2"], Status.FINISHED), (["lr=0.9", "+optuna.trial=7"], Status.FAILED)]
+    assert verdict(out).failures == ["lr=0.9 +optuna.trial=7: failed: frac_width 10 is larger than width 8"]
+
+
+def test_an_error_of_a_group_ends_only_its_pending_trials_and_an_interrupt_carries_the_ended_ones():
+    import pickle
+
+    from omegaconf import OmegaConf
+
+    from jscexp.job import Trial, _end_pending, _ended
+    from jscexp.sweep import Interrupted, Outcome, Status
+
+    trials = [Trial(OmegaConf.create({}), [f"lr={v}"], Path(".")) for v in (0.1, 0.2, 0.3)]
+    trials[0].outcome = Outcome.pruned(1, "r0")
+    trials[1].outcome = Outcome.finished({"best_val_acc": 0.7}, "r1")
+    _end_pending(trials, Outcome.of_exception(RuntimeError("CUDA out of memory")))
+    assert [t.outcome.status for t in trials] == [Status.PRUNED, Status.FINISHED, Status.FAILED]
+    assert trials[2].outcome.reason == "RuntimeError: CUDA out of memory"
+    carried = pickle.loads(pickle.dumps(Interrupted(_ended(trials[:2]))))  # as a launcher carries it
+    assert isinstance(carried, KeyboardInterrupt)
+    assert [(o.overrides, o.status) for o in carried.outcomes] == [(["lr=0.1"], Status.PRUNED),
+                                                                   (["lr=0.2"], Status.FINISHED)]
+
+
 def test_lower_layers_never_import_the_sweeper_plugins_and_the_sweep_layer_is_torch_free():
     offenders = [str(p.relative_to(ROOT)) for p in (ROOT / "jscexp").rglob("*.py") if "hydra_plugins" in p.read_text()
                  and any(line.lstrip().startswith(("import hydra_plugins", "from hydra_plugins"))

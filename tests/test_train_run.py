@@ -107,6 +107,21 @@ def test_checkpoint_for_another_model_is_refused(workdir, trained):
     assert len(runs_of(workdir)) == 1
 
 
+def test_a_checkpoint_brings_its_model_and_data_recipe_unless_the_command_names_them(workdir):
+    """README's `mode=test ckpt=…` and docs/quantisation.md's `mode=ptq|transform ckpt=…` after a
+    jsc-toy training on the stand-in: the commands name neither model nor dataset."""
+    trained = run_job([*FAST, "model=jsc-toy"], workdir / "train")
+    ckpt = runs_of(workdir)[-1].data.tags["jscexp.checkpoint"]
+    tested = run_job(["mode=test", f"ckpt={ckpt}", "trainer.progress_bar=false"], workdir / "test")
+    assert tested.metrics["test_acc"] == trained.metrics["test_acc"]  # the same model on the same test split
+    run = runs_of(workdir)[-1]
+    assert run.data.params["model.name"] == "jsc-toy" and run.data.params["dataset.n_rows"] == "6000"
+    ptq = run_job(["mode=ptq", "quantisation=int8", f"ckpt={ckpt}", "trainer.progress_bar=false"], workdir / "ptq")
+    assert ptq.metrics["float_test_acc"] == trained.metrics["test_acc"]
+    named = run_cli(["mode=test", f"ckpt={ckpt}", "model=jsc-tiny", *FAST], workdir)  # named: still refused
+    assert named.returncode == 2 and "is for model=jsc-toy, not model=jsc-tiny: add model=jsc-toy" in named.stderr
+
+
 def test_a_failing_job_is_recorded_failed_not_running(workdir, monkeypatch):
     def explode(*args, **kwargs):
         raise RuntimeError("boom")

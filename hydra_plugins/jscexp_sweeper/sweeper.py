@@ -26,12 +26,12 @@ from jscexp.search.study import (
     make_pruner,
     make_sampler,
     make_storage,
-    prunes,
     storage_url,
     surplus,
     tell,
     tell_outcome,
 )
+from jscexp.sweep import checks
 from jscexp.sweep.overrides import override_value
 from jscexp.tracking.store import mask
 
@@ -55,18 +55,6 @@ class JscexpOptunaSweeper(Sweeper):
         self.outcomes = OutcomeLog(self.sweep_dir)
         self.outcomes.start()
 
-    def _objectives(self) -> tuple[list[str], list[str]]:
-        objectives = list(self.o.objectives) if OmegaConf.is_list(self.o.objectives) else [self.o.objectives]
-        directions = list(self.o.direction) if OmegaConf.is_list(self.o.direction) else [self.o.direction]
-        if len(directions) == 1 and len(objectives) > 1:
-            directions *= len(objectives)
-        if len(directions) != len(objectives):
-            raise UserError(f"{len(objectives)} objectives {objectives} but {len(directions)} directions {directions}")
-        bad = [d for d in directions if d not in ("maximize", "minimize")]
-        if bad:
-            raise UserError(f"direction must be maximize or minimize, got {bad[0]}")
-        return objectives, directions
-
     def sweep(self, arguments: list[str]) -> Any:
         try:
             return self._sweep(arguments)
@@ -78,14 +66,7 @@ class JscexpOptunaSweeper(Sweeper):
         space, fixed = parse(OmegaConf.to_container(self.o.params) if self.o.params else None, arguments)
         if not space:
             raise UserError("nothing to search: give hydra.sweeper.params or sweep syntax such as lr=interval(1e-4,1e-1)")
-        objectives, directions = self._objectives()
-        if len(objectives) > 1 and prunes(self._pruner_cfg()):
-            raise UserError("pruning needs a single objective (Optuna cannot report intermediate values otherwise)")
-        if not 0 <= self.o.max_failure_rate <= 1:
-            raise UserError(f"hydra.sweeper.max_failure_rate must be between 0 and 1, got {self.o.max_failure_rate}")
-        if not 0 < self.o.heartbeat_interval < self.o.grace_period:
-            raise UserError("hydra.sweeper.heartbeat_interval must be above 0 and below grace_period, got "
-                            f"{self.o.heartbeat_interval} and {self.o.grace_period}")
+        objectives, directions = checks.objectives(self.o)  # checked against the mode before the sweep began
         study, url = self._open_study(space, fixed, objectives, directions)
         self._share_parent(study.study_name)
         log.info(f"Optuna study '{study.study_name}' in {mask(url)}: {live_count(study)}/{self.o.n_trials} trials done")
@@ -124,7 +105,7 @@ class JscexpOptunaSweeper(Sweeper):
         """What every trial's job needs to find its study (and its pruner) again; with a
         pruner, how a stacked group asks for trials to fill the slices it frees."""
         extra = []
-        if prunes(self._pruner_cfg()):
+        if checks.prunes(self._pruner_cfg()):
             extra.append(f"+optuna.pruner={override_value(self._pruner_cfg())}")
             if self.o.refill:
                 extra.append(f"+optuna.refill={override_value(str(self._refill_spec(name, url, space, objectives)))}")
@@ -137,8 +118,7 @@ class JscexpOptunaSweeper(Sweeper):
 
         spec = RefillSpec(name, url, {k: distribution_to_json(d) for k, d in space.items()},
                           OmegaConf.to_container(self.o.sampler, resolve=True), self.o.seed, self._pruner_cfg(),
-                          self.o.n_trials, objectives, self.o.heartbeat_interval, self.o.max_retries,
-                          str(self.outcomes.path.resolve()), sorted(space))
+                          self.o.n_trials, objectives, self.o.heartbeat_interval, self.o.max_retries, sorted(space))
         return spec.save(self.sweep_dir.resolve() / f"refill.{os.getpid()}.json")
 
     def _run_trials(self, study, space, common: tuple[list[str], list[str]], objectives: list[str]) -> None:
@@ -185,12 +165,27 @@ class JscexpOptunaSweeper(Sweeper):
                                             group_size(self.config.trainer.get("vectorize")),
                                             self._configs, stack_blocker)
         except BaseException as err:  # Ctrl-C, SIGTERM, a launcher's own error: no trial stays RUNNING
+            self._tell_ended(study, trials, getattr(err, "outcomes", []), objectives)
             give_up(study, trials, err, self.o.max_retries)
             raise
         self.job_idx += launched
-        outcomes = [tell_outcome(study, trial, outcome, objectives) for trial, outcome in zip(trials, outcomes)]
+        # after the launched trials' outcomes come those a group job asked for and told itself
+        outcomes = [*(tell_outcome(study, trial, outcome, objectives) for trial, outcome in zip(trials, outcomes)),
+                    *outcomes[len(trials):]]
         self.outcomes.add(outcomes)
         return outcomes
+
+    def _tell_ended(self, study, trials: list, ended: list, objectives: list[str]) -> None:
+        """An interrupted group job's trials that had ended (pruned, finished) are told so; only
+        the rest are failed and retried."""
+        from jscexp.sweep import Status
+        from jscexp.sweep.overrides import override_pairs
+
+        by_number = {int(t.number): t for t in trials}
+        for outcome in ended:
+            number = override_pairs(outcome.overrides).get("optuna.trial")
+            if outcome.status != Status.INTERRUPTED and number is not None and int(number) in by_number:
+                self.outcomes.add([tell_outcome(study, by_number[int(number)], outcome, objectives)])
 
     @staticmethod
     def _lineage(trial) -> list[str]:

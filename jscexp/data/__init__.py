@@ -44,6 +44,20 @@ def _has_openml_copy(cache_dir: Path) -> bool:
     return any(p.is_file() for p in (cache_dir / "openml").rglob("*"))
 
 
+def fetch_source(cfg) -> None:
+    """Puts the raw data ``cfg`` reads on disk, downloading it if it must. A sweep calls this
+    before its first job: data nobody can load is said once, not once per job."""
+    from jscexp.data import download
+
+    source, path = resolve_source(cfg)
+    if source == "openml":
+        download.fetch_openml_frame(Path(cfg.cache_dir).expanduser())
+    elif source == "cernbox" and path is not None and not path.is_file():
+        download.download(cfg.cernbox_url, path, timeout=float(cfg.download_timeout))
+    elif source == "file" and path is not None and not path.is_file():
+        raise UserError(f"data file {path} does not exist: fix dataset.path")
+
+
 def load_splits(cfg) -> Splits:
     """Loads the dataset the ``dataset`` config group describes, through the processed cache."""
     source, path = resolve_source(cfg)
@@ -111,4 +125,4 @@ def _build(cfg, source: str, path: Path | None, recipe: dict) -> Splits:
     return splits
 
 
-__all__ = ["CLASSES", "FEATURES", "Splits", "apply_recipe", "load_splits", "resolve_source"]
+__all__ = ["CLASSES", "FEATURES", "Splits", "apply_recipe", "fetch_source", "load_splits", "resolve_source"]

@@ -13,8 +13,6 @@ from jscexp.quant.transform import NodeChange
 if TYPE_CHECKING:
     import pandas as pd
 
-FLOAT_BITS = 32
-
 
 def _pandas():
     import pandas  # imported on use: a training run needs it only after its last step
@@ -59,22 +57,26 @@ def verify(model: nn.Module) -> pd.DataFrame:
 
 
 def _bits(module: nn.Module, param: str) -> int:
+    """A parameter's width: its quantiser's, else its dtype's (BatchNorm's float32: 32)."""
     if isinstance(module, LinearQ):
         q = module.w_quantiser if param == "weight" else module.b_quantiser
         if q is not None:
             return q.bits
-    return FLOAT_BITS
+    return getattr(module, param).element_size() * 8
 
 
 def costs(model: nn.Module) -> dict[str, float]:
-    """Bit costs for searches.
+    """Bit costs of a quantised model; none for a model without a quantised layer (a float
+    model's bits say nothing a search could trade against).
 
-    ``avg_weight_bits``: the Linear layers' weights at their quantised width (float ones at
-    32), per weight — what MASE's bit-width search trades accuracy against;
+    ``avg_weight_bits``: the Linear layers' weights at their quantised width (a float one at
+    its dtype's), per weight — what MASE's bit-width search trades accuracy against;
     ``model_size_bits`` and ``avg_param_bits``: every trainable parameter, BatchNorm's float
     ones included, in all and per parameter; ``linear_bitops``: per sample, Σ over Linear
-    layers of MACs × input bits × weight bits.
+    layers of MACs × input bits × weight bits (an input nobody quantises at the layer's dtype).
     """
+    if not any(isinstance(m, LinearQ) for m in model.modules()):
+        return {}
     size = count = weight_bits = weights = bitops = 0
     for module in model.modules():
         for pname, p in module.named_parameters(recurse=False):
@@ -85,7 +87,7 @@ def costs(model: nn.Module) -> dict[str, float]:
             weight_bits += module.weight.numel() * _bits(module, "weight")
             weights += module.weight.numel()
             x_q = module.x_quantiser if isinstance(module, LinearQ) else None
-            x_bits = x_q.bits if x_q is not None else FLOAT_BITS
+            x_bits = x_q.bits if x_q is not None else module.weight.element_size() * 8
             bitops += module.in_features * module.out_features * x_bits * _bits(module, "weight")
     return {"avg_weight_bits": weight_bits / weights, "model_size_bits": float(size), "avg_param_bits": size / count,
             "linear_bitops": float(bitops)}

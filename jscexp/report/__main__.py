@@ -92,8 +92,10 @@ def _header(uri: str, settings: Settings, parents: dict[str, str]) -> list[tuple
     tags, params = child.data.tags, child.data.params
     synthetic = tags.get("jscexp.synthetic") == "true"
     data = f"{tags.get('jscexp.dataset')} ({'synthetic stand-in: NOT physics results' if synthetic else 'real'})"
-    digest = child.inputs.dataset_inputs[0].dataset.digest if child.inputs.dataset_inputs else "?"
-    rows = " / ".join(params.get(f"data.rows_{s}", "?") for s in ("train", "val", "test"))
+    missing = f"not recorded (run {child.info.run_id})"  # said so, never a made-up value
+    digest = child.inputs.dataset_inputs[0].dataset.digest if child.inputs.dataset_inputs else missing
+    counts = [params.get(f"data.rows_{s}") for s in ("train", "val", "test")]
+    rows = " / ".join(counts) if all(counts) else missing
     scale = "the lab's own" if settings.epochs is None else f"{settings.epochs} where the lab trained 10 (epochs sweep 1–20x)"
     return [("Data", data), ("Data hash", digest), ("Rows (train / val / test)", rows),
             ("Commit", tags.get("mlflow.source.git.commit", "not a git checkout")), ("Epochs", scale),

@@ -125,13 +125,20 @@ def finished_sweep(uri: str, experiment: str, command: str) -> str | None:
     return finished[0].info.run_id if finished else None
 
 
-def best_checkpoint(uri: str, parent: str, model: str) -> str | None:
-    """The weights of the best finished ``model`` run of sweep ``parent``."""
+def best_checkpoint(uri: str, parent: str, model: str) -> str:
+    """The weights of the best finished ``model`` run of sweep ``parent`` (lab1_models'): lab 2
+    analyses that trained model, never an untrained one, so a missing one is an error."""
     from jscexp.tracking.store import client
 
     mlflow = client(uri)
     experiment = mlflow.get_run(parent).info.experiment_id
     runs = mlflow.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent}' and params.`model.name` = '{model}' "
                               "and attributes.status = 'FINISHED'", order_by=["metrics.best_val_acc DESC"], max_results=1)
-    path = runs[0].data.tags.get("jscexp.checkpoint") if runs else None
-    return path if path and Path(path).is_file() else None
+    if not runs:
+        raise UserError(f"lab step lab1_models (sweep run {parent}) has no finished {model} run, whose checkpoint "
+                        "lab 2 analyses: delete that sweep run and run make lab again")
+    path = runs[0].data.tags.get("jscexp.checkpoint")
+    if not path or not Path(path).is_file():
+        raise UserError(f"the {model} checkpoint that lab step lab1_models wrote is gone ({path}): delete its sweep "
+                        f"run {parent} (experiment lab1_models) and run make lab again")
+    return path

@@ -3,9 +3,10 @@
 When the search's pruner stops a trial of a stacked group, its slice would sit idle until the
 group ends. With a ``RefillSpec`` (written by the sweeper, read by the job) the group asks the
 study for a new trial while the search has trials left, and trains it in that slice. The job
-then owns that trial: it keeps its heartbeat, tells the study its result, and adds its
-outcome to the sweep's outcome log; should the job break off, it tells the trial FAIL (and,
-after an interrupt, enqueues its retry) like the sweeper does for its own.
+then owns that trial: it keeps its heartbeat, tells the study its result and returns its
+outcome after its own trials' (the sweep's verdict and failure rate count it like any other);
+should the job break off, it tells the trial FAIL (and, after an interrupt, enqueues its
+retry) like the sweeper does for its own.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ class RefillSpec:
     objectives: list[str]
     heartbeat_interval: float
     max_retries: int
-    outcome_log: str  # the sweeper's OutcomeLog file: the sweep's verdict counts these trials too
     knobs: list[str] = field(default_factory=list)  # the searched config keys
 
     def save(self, path: Path) -> Path:
@@ -80,14 +80,13 @@ class Asker:
             self.heartbeat.add(trial._trial_id)
         return trial
 
-    def tell(self, number: int, outcome) -> None:
-        """The trial's result to the study, and its outcome to the sweep's log."""
-        from jscexp.sweep import OutcomeLog
-
+    def tell(self, number: int, outcome):
+        """The trial's result to the study; returns its outcome as told (FAILED when it lacks
+        an objective)."""
         with deferred_interrupts():  # told and no longer held, or still held
             outcome = tell_outcome(self.study, self.open[number], outcome, self.spec.objectives)
             del self.open[number]
-        OutcomeLog.at(self.spec.outcome_log).add([outcome])
+        return outcome
 
     def close(self, err: BaseException | None) -> None:
         """Stops the heartbeat; trials still open (the job broke off) are told FAIL with the

@@ -98,10 +98,6 @@ def make_pruner(cfg: dict):
     return _instantiate("pruner", cfg)
 
 
-def prunes(cfg: dict) -> bool:
-    return not cfg.get("_target_", "").endswith("NopPruner")
-
-
 def trial_handle(study_name: str, storage: str, number: int, pruner: dict):
     """The ``optuna.trial.Trial`` a job reports to, looked up in the shared storage."""
     import optuna

@@ -6,8 +6,8 @@ nothing here imports them, torch or MLflow.
 """
 
 from jscexp.sweep.grouping import grouped_jobs, job_composer, job_outcomes, launch
-from jscexp.sweep.outcomes import Outcome, OutcomeLog, Status, Verdict, verdict
+from jscexp.sweep.outcomes import Interrupted, Outcome, OutcomeLog, Status, Verdict, verdict
 from jscexp.sweep.overrides import GROUP_KEY, group_override, override_key, override_value, trial_overrides
 
-__all__ = ["GROUP_KEY", "Outcome", "OutcomeLog", "Status", "Verdict", "group_override", "grouped_jobs",
+__all__ = ["GROUP_KEY", "Interrupted", "Outcome", "OutcomeLog", "Status", "Verdict", "group_override", "grouped_jobs",
            "job_composer", "job_outcomes", "launch", "override_key", "override_value", "trial_overrides", "verdict"]

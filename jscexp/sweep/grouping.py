@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from omegaconf import DictConfig
 
@@ -66,29 +67,31 @@ def has_dropout(cfg: DictConfig) -> bool:
 
 def job_outcomes(returns: list, members: list[list[int]], jobs: list[list[str]]) -> list[Outcome]:
     """The launched jobs' Hydra returns as one Outcome per original job, in their order: a
-    group job's outcomes split per trial; a job that raised, FAILED with its one-line reason."""
+    group job's outcomes split per trial; a job that raised, FAILED with its one-line reason.
+    After them, the outcomes of trials a group job asked the search for itself (refill)."""
     from hydra.core.utils import JobStatus
 
     out: list[Outcome | None] = [None] * len(jobs)
+    asked: list[Outcome] = []
     for ret, indices in zip(returns, members):
         value = ret._return_value
         if ret.status != JobStatus.COMPLETED:
             values = [Outcome.of_exception(value)] * len(indices)
         elif isinstance(value, Outcome):
             values = [value]
-        elif isinstance(value, list) and len(value) == len(indices) and all(isinstance(v, Outcome) for v in value):
-            values = value
+        elif isinstance(value, list) and len(value) >= len(indices) and all(isinstance(v, Outcome) for v in value):
+            values, asked = value[: len(indices)], asked + value[len(indices) :]
         else:
             values = [Outcome.failed(f"the job returned {type(value).__name__}, not an outcome")] * len(indices)
         for i, outcome in zip(indices, values):
-            out[i] = Outcome(outcome.status, outcome.reason, dict(outcome.metrics), list(jobs[i]), outcome.run_id)
-    return [o for o in out if o is not None]
+            out[i] = replace(outcome, metrics=dict(outcome.metrics), overrides=list(jobs[i]))
+    return [o for o in out if o is not None] + asked
 
 
 def launch(launcher, jobs: list[list[str]], initial_job_idx: int, size: int, compose: Compose | None = None,
            blocker: Blocker | None = None) -> tuple[list[Outcome], int]:
-    """Launches ``jobs`` (stackable ones grouped); returns one Outcome per job and how many
-    jobs went out."""
+    """Launches ``jobs`` (stackable ones grouped); returns one Outcome per job (then one per
+    trial a group job asked for itself) and how many jobs went out."""
     launched, members = grouped_jobs(jobs, size, compose, blocker)
     returns = launcher.launch(launched, initial_job_idx=initial_job_idx)
     return job_outcomes(returns, members, jobs), len(launched)

@@ -75,6 +75,18 @@ class Outcome:
             (f": {self.reason}" if self.reason else "")
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM broke off a group job: the outcomes its trials had already, each with
+    its overrides, so that a trial pruned or finished before is told so, not failed and retried."""
+
+    def __init__(self, outcomes: list[Outcome]):
+        super().__init__("interrupted")
+        self.outcomes = outcomes
+
+    def __reduce__(self):  # a launcher may carry it across processes
+        return Interrupted, (self.outcomes,)
+
+
 def one_line(text: str) -> str:
     lines = str(text).strip().splitlines()
     return (lines[0] if lines else "no reason given")[:1000]
@@ -107,13 +119,6 @@ class OutcomeLog:
 
     def __init__(self, sweep_dir: str | Path):
         self.path = Path(sweep_dir) / f"outcomes.{os.getpid()}.jsonl"
-
-    @classmethod
-    def at(cls, path: str | Path) -> OutcomeLog:
-        """The log of another process's sweep (a group job adding the trials it asked for itself)."""
-        log = cls.__new__(cls)
-        log.path = Path(path)
-        return log
 
     def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

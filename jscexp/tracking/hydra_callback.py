@@ -28,6 +28,7 @@ class MlflowSweepCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         from jscexp.errors import UserError
+        from jscexp.sweep.checks import check_sweep
         from jscexp.tracking.resume import RESUME_ENV, resumable_parent
         from jscexp.tracking.run import TrackedRun
         from jscexp.tracking.store import (
@@ -36,10 +37,9 @@ class MlflowSweepCallback(Callback):
             ensure_experiment,
             mask,
         )
-        from jscexp.validate import group_size
 
         try:
-            group_size(config.trainer.get("vectorize"))  # before the sweep's parent run exists
+            check_sweep(config)  # what can be wrong before the first trial: before the sweep's parent run exists
             uri = tracking_uri(config.mlflow.tracking_uri)
             check_reachable(uri)
         except UserError as err:  # Hydra would only warn about a callback's error and go on

@@ -97,8 +97,10 @@ class TrackedRun:
     @property
     def link(self) -> str:
         """Where the run opens in the MLflow UI (for a local store, once ``make ui`` serves it)."""
-        base, later = (self.uri.rstrip("/"), "") if self.uri.startswith("http") else ("http://127.0.0.1:5000", " (make ui)")
-        return f"{base}/#/experiments/{self.experiment_id}/runs/{self.run_id}{later}"
+        from jscexp.tracking.links import ui_link
+
+        base, later = (self.uri, "") if self.uri.startswith("http") else ("http://127.0.0.1:5000", " (make ui)")
+        return ui_link(base, self.experiment_id, self.run_id) + later
 
     def __enter__(self) -> TrackedRun:
         return self

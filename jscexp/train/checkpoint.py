@@ -12,8 +12,17 @@ from jscexp.errors import UserError, first_line
 _PREFIX = "model."  # kept from the Lightning-module layout, so older checkpoints still load
 
 
-def load_weights(model: torch.nn.Module, path: Path, model_name: str) -> None:
-    """Loads ``path``'s weights into ``model``; any mismatch is a one-line UserError."""
+def saved_recipe(path: Path) -> dict:
+    """What the checkpoint says it was trained as (``model``, ``dataset``: config groups); empty
+    when it says nothing or cannot be read (``load_weights`` then says why)."""
+    try:
+        meta = _read(path).get("jscexp")
+    except UserError:
+        return {}
+    return {k: v for k, v in (meta or {}).items() if k in ("model", "dataset") and isinstance(v, dict)}
+
+
+def _read(path: Path) -> dict:
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist: pass ckpt= a train run's checkpoints/best.ckpt")
     try:
@@ -27,6 +36,12 @@ def load_weights(model: torch.nn.Module, path: Path, model_name: str) -> None:
         ) from err
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise UserError(f"checkpoint {path} has no state_dict: it was not written by a jscexp train run")
+    return ckpt
+
+
+def load_weights(model: torch.nn.Module, path: Path, model_name: str) -> None:
+    """Loads ``path``'s weights into ``model``; any mismatch is a one-line UserError."""
+    ckpt = _read(path)
     saved = (ckpt.get("jscexp") or {}).get("model", {}).get("name")
     if saved is not None and saved != model_name:
         raise UserError(f"checkpoint {path} is for model={saved}, not model={model_name}: add model={saved}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
 
 import torch
 from hydra.utils import instantiate
@@ -24,22 +23,16 @@ def make_model(model_cfg: DictConfig) -> torch.nn.Module:
 
 
 def make_fabric(t: DictConfig):
-    """The device (and its threads) a job runs on; set before anything touches torch's pools."""
+    """The device a job runs on (its threads and deterministic mode: ``jscexp.train.process``)."""
     devices = pinned_devices(t, _job_num())
     devices = devices if isinstance(devices, int | str) else tuple(devices)  # hashable: a list of GPU ids
-    return _fabric(str(t.accelerator), devices, t.num_threads, bool(t.deterministic))
+    return _fabric(str(t.accelerator), devices)
 
 
-@functools.lru_cache(maxsize=8)  # once per process and setting: a stacked group tests K models on it
-def _fabric(accelerator: str, devices: int | str | tuple, num_threads: int | None, deterministic: bool):
+@functools.lru_cache(maxsize=8)  # once per process and device: a stacked group tests K models on it
+def _fabric(accelerator: str, devices: int | str | tuple):
     from lightning_fabric import Fabric
 
-    if num_threads:
-        torch.set_num_threads(int(num_threads))
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it to be deterministic
-        torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.benchmark = False
     return Fabric(accelerator=accelerator, devices=list(devices) if isinstance(devices, tuple) else devices)
 
 

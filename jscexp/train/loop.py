@@ -244,8 +244,8 @@ class FitResult:
     """One trial's training: its per-epoch history, best epoch and why it stopped early, if it did."""
 
     history: list[dict[str, float]] = field(default_factory=list)
-    best_val_acc: float = -math.inf
-    best_epoch: int = -1
+    best_val_acc: float | None = None  # None until an epoch is validated: never a made-up score
+    best_epoch: int | None = None
     best_state: dict[str, torch.Tensor] = field(default_factory=dict)
     diverged_at: int | None = None
     stopped_early_at: int | None = None
@@ -339,7 +339,7 @@ class EpochBook:
                 continue
             epoch = group_epoch - self.offsets[k]  # the trial's own
             result.history.append({"epoch": epoch, **m})
-            if m["val_acc"] > result.best_val_acc:
+            if result.best_val_acc is None or m["val_acc"] > result.best_val_acc:
                 result.best_val_acc, result.best_epoch = m["val_acc"], epoch
                 result.best_state = state_dict(k)
             if self.hook is not None and self.hook(k, epoch, m):
@@ -354,7 +354,8 @@ class EpochBook:
             self.active[k] = False
 
     def _patience_ran_out(self, result: FitResult, epoch: int, max_epochs: int) -> bool:
-        return self.patience is not None and epoch - result.best_epoch >= self.patience and epoch < max_epochs - 1
+        return (self.patience is not None and result.best_epoch is not None and epoch - result.best_epoch >= self.patience
+                and epoch < max_epochs - 1)
 
 
 def fit(engine: Engine, train, val, *, max_epochs: list[int], hook: TrialHook | None = None,

@@ -20,6 +20,8 @@ import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from jscexp.sweep.checks import is_width
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -107,11 +109,6 @@ def exploit(engine, decision: Exploit, quantised=None) -> None:
     engine.optimizer.lr = engine.lr_schedule(engine.lr_schedule.epochs_done)  # the new rate from the next step
 
 
-def is_width(name: str) -> bool:
-    """An integer quantiser's width knob (``quantisation.weight_width``, ``…frac_width``)."""
-    return name.startswith("quantisation.") and name.endswith("width")
-
-
 def knob_space(space: Mapping[str, Mapping]) -> dict[str, Knob]:
     """``pbt.space`` as Knobs: each name's ``{low, high, log, integer}``."""
     return {name: Knob(float(r["low"]), float(r["high"]), bool(r.get("log", False)), bool(r.get("integer", False)))
@@ -160,26 +157,3 @@ class Population:
             return None
         return self.requantise(member, knobs)
 
-
-EXPLORABLE = ("learning_rate", "model.dropout", "optimizer.", "quantisation.")
-
-
-def check_space(space: Mapping[str, Mapping], cfg) -> None:
-    """``pbt.space`` against a trial's config, before any run exists: one line if wrong."""
-    from omegaconf import OmegaConf
-
-    from jscexp.errors import UserError
-
-    for name, r in space.items():
-        if not name.startswith(EXPLORABLE) or name == "optimizer.lr" or OmegaConf.select(cfg, name) is None \
-                or (name.startswith("quantisation.") and not is_width(name)):
-            raise UserError(f"pbt.space.{name}: population-based training explores learning_rate, model.dropout, "
-                            "an optimizer option the config sets (optimizer.weight_decay, optimizer.momentum) "
-                            "or, with mode=qat, an integer quantiser's width (quantisation.weight_width)")
-        if not isinstance(r, Mapping) or not {"low", "high"} <= set(r) or not float(r["low"]) <= float(r["high"]):
-            raise UserError(f"pbt.space.{name} must be {{low: L, high: H}} with L <= H (and log: true for a log range)")
-        if r.get("log") and float(r["low"]) <= 0:
-            raise UserError(f"pbt.space.{name}: a log range needs low > 0, got {r['low']}")
-        if is_width(name) and (cfg.mode != "qat" or not r.get("integer")):
-            raise UserError(f"pbt.space.{name}: a width is explored in QAT as an integer range: mode=qat and "
-                            "{low: L, high: H, integer: true}")

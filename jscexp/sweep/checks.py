@@ -1,0 +1,138 @@
+"""What a sweep can know is wrong before its first trial, checked when it starts: before its
+MLflow parent run or its Optuna study exists (the sweep callback calls ``check_sweep``), so a
+mistake costs one line and exit 2, never a run or a trial per job.
+
+Checked: the group size; a search's objectives against what its jobs' mode returns, its
+sampler and pruner (config groups, not strings), its numbers; a population's size, settings
+and explored knobs; the data (downloaded here, once, when it must be).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from omegaconf import DictConfig, OmegaConf
+
+from jscexp.config import plain, plain_list, returned_metrics
+from jscexp.errors import UserError
+from jscexp.validate import group_size
+
+OPTUNA_SWEEPER = "hydra_plugins.jscexp_sweeper.sweeper.JscexpOptunaSweeper"
+EXPLORABLE = ("learning_rate", "model.dropout", "optimizer.", "quantisation.")  # what PBT may explore
+
+
+def check_sweep(config: DictConfig) -> None:
+    """The sweep's config (the command's fixed knobs, its sweeper's settings): one line if wrong."""
+    group_size(config.trainer.get("vectorize"))
+    sweeper = config.hydra.sweeper
+    if sweeper.get("_target_") == OPTUNA_SWEEPER:
+        objectives(sweeper, str(config.mode))
+        _check_search(sweeper)
+    if config.pbt.space:
+        check_population(config)
+    if not _swept(config, "dataset"):  # one dataset for every job: on disk before the first, or one line
+        from jscexp.data import fetch_source
+
+        fetch_source(config.dataset)
+
+
+
+def objectives(sweeper: DictConfig, mode: str | None = None) -> tuple[list[str], list[str]]:
+    """The search's objectives and one direction each; with ``mode``, each objective must be a
+    metric a job of that mode returns (else every trial would train, then fail)."""
+    names = list(sweeper.objectives) if OmegaConf.is_list(sweeper.objectives) else [sweeper.objectives]
+    directions = list(sweeper.direction) if OmegaConf.is_list(sweeper.direction) else [sweeper.direction]
+    if len(directions) == 1 and len(names) > 1:
+        directions *= len(names)
+    if len(directions) != len(names):
+        raise UserError(f"{len(names)} objectives {names} but {len(directions)} directions {directions}")
+    if bad := [d for d in directions if d not in ("maximize", "minimize")]:
+        raise UserError(f"direction must be maximize or minimize, got {bad[0]}")
+    returned = returned_metrics(mode) if mode is not None else None
+    if returned is not None and (unknown := [n for n in names if n not in returned]):
+        offer = f"it returns {', '.join(returned)}" if returned else "it returns no metric to search on"
+        raise UserError(f"hydra.sweeper.objectives: {unknown[0]!r} is not a metric a mode={mode} job returns; {offer}")
+    return names, directions
+
+
+def prunes(pruner: Mapping) -> bool:
+    """Whether the search's pruner stops trials (Optuna's NopPruner does not)."""
+    return not str(pruner.get("_target_", "")).endswith("NopPruner")
+
+
+def _check_search(o: DictConfig) -> None:
+    for group in ("sampler", "pruner"):
+        node = o.get(group)
+        if not isinstance(node, DictConfig) or "_target_" not in node:
+            raise UserError(f"hydra.sweeper.{group} is a config group, not a value: choose it with "
+                            f"hydra/sweeper/{group}={node} (and set its options as hydra.sweeper.{group}.<option>=…)")
+    if len(objectives(o)[0]) > 1 and prunes(o.pruner):
+        raise UserError("pruning needs a single objective (Optuna cannot report intermediate values otherwise)")
+    if not 0 <= o.max_failure_rate <= 1:
+        raise UserError(f"hydra.sweeper.max_failure_rate must be between 0 and 1, got {o.max_failure_rate}")
+    if not 0 < o.heartbeat_interval < o.grace_period:
+        raise UserError("hydra.sweeper.heartbeat_interval must be above 0 and below grace_period, got "
+                        f"{o.heartbeat_interval} and {o.grace_period}")
+    if o.n_trials < 1 or o.n_jobs < 1:
+        raise UserError(f"hydra.sweeper.n_trials and n_jobs must be 1 or more, got {o.n_trials} and {o.n_jobs}")
+
+
+def check_population(config: DictConfig) -> None:
+    """Population-based training: two members or more, its settings in range, its knobs explorable."""
+    if config.hydra.sweeper.get("_target_") != OPTUNA_SWEEPER and grid_size(config) < 2:
+        raise UserError("pbt trains a population: sweep two or more trials that stack (-m learning_rate=1e-3,1e-2)")
+    pbt = config.pbt
+    if pbt.interval < 1:
+        raise UserError(f"pbt.interval must be 1 or more epochs, got {pbt.interval}")
+    if not 0 < pbt.quantile_fraction <= 0.5:
+        raise UserError(f"pbt.quantile_fraction must be above 0 and at most 0.5, got {pbt.quantile_fraction}")
+    if not 0 <= pbt.resample_probability <= 1:
+        raise UserError(f"pbt.resample_probability must be between 0 and 1, got {pbt.resample_probability}")
+    if not pbt.factors or any(f <= 0 for f in pbt.factors):
+        raise UserError(f"pbt.factors must be positive numbers, got {list(pbt.factors)}")
+    check_space(plain(pbt.space), config)
+
+
+def grid_size(config: DictConfig) -> int:
+    """How many jobs a grid sweep of this command makes."""
+    size = 1
+    for override in _overrides(config).values():
+        if override.is_sweep_override():
+            size *= len(list(override.sweep_string_iterator()))
+    return size
+
+
+def _swept(config: DictConfig, group: str) -> bool:
+    """Whether the sweep varies ``group`` (or a key under it) from job to job."""
+    return any(o.is_sweep_override() and key.split(".")[0] == group for key, o in _overrides(config).items())
+
+
+def _overrides(config: DictConfig) -> dict:
+    """The sweep's overrides by key: its sweeper's ``params``, then the command's (which win)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = config.hydra.sweeper.get("params") or {}
+    texts = [f"{k}={v}" for k, v in params.items()] + plain_list(config.hydra.overrides.task, resolve=False)
+    return {o.key_or_group: o for o in OverridesParser.create().parse_overrides(texts)}
+
+
+def is_width(name: str) -> bool:
+    """An integer quantiser's width knob (``quantisation.weight_width``, ``…frac_width``)."""
+    return name.startswith("quantisation.") and name.endswith("width")
+
+
+def check_space(space: Mapping[str, Mapping], cfg) -> None:
+    """``pbt.space`` against a config, before any run exists: one line if wrong."""
+    for name, r in space.items():
+        if not name.startswith(EXPLORABLE) or name == "optimizer.lr" or OmegaConf.select(cfg, name) is None \
+                or (name.startswith("quantisation.") and not is_width(name)):
+            raise UserError(f"pbt.space.{name}: population-based training explores learning_rate, model.dropout, "
+                            "an optimizer option the config sets (optimizer.weight_decay, optimizer.momentum) "
+                            "or, with mode=qat, an integer quantiser's width (quantisation.weight_width)")
+        if not isinstance(r, Mapping) or not {"low", "high"} <= set(r) or not float(r["low"]) <= float(r["high"]):
+            raise UserError(f"pbt.space.{name} must be {{low: L, high: H}} with L <= H (and log: true for a log range)")
+        if r.get("log") and float(r["low"]) <= 0:
+            raise UserError(f"pbt.space.{name}: a log range needs low > 0, got {r['low']}")
+        if is_width(name) and (cfg.mode != "qat" or not r.get("integer")):
+            raise UserError(f"pbt.space.{name}: a width is explored in QAT as an integer range: mode=qat and "
+                            "{low: L, high: H, integer: true}")
