@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from jscexp import app, halving, pbt
+from jscexp import app, intrain
 from jscexp.config import TRAINING_MODES, plain
 from jscexp.data import Splits
 from jscexp.errors import UserError
@@ -52,7 +52,7 @@ class Trial:
     resume: Snapshot | None = None  # the state it goes on from
     run_id: str | None = None
     lost_runs: list[str] = field(default_factory=list)  # its earlier runs whose process died
-    keeps_state: bool = True  # saves and resumes its training state (not a refilled trial: jscexp.halving)
+    keeps_state: bool = True  # saves and resumes its training state (not a refilled trial: jscexp.intrain.halving)
 
     @property
     def start_epoch(self) -> int:
@@ -108,7 +108,7 @@ def _run(cfg: DictConfig, out_dir: Path, overrides: list[str]) -> Outcome | list
         print(f"error: {err}", file=sys.stderr)
     from jscexp.group import stacked_batches
 
-    joined: list[Trial] = []  # trials the group asked the search for itself (jscexp.halving)
+    joined: list[Trial] = []  # trials the group asked the search for itself (jscexp.intrain.halving)
     for batch in stacked_batches([t for t in trials if t.pending]):
         try:
             execute(batch, uri, joined)
@@ -239,8 +239,7 @@ def _prepare_trial(t: Trial, data: dict) -> None:
         check_batch_fits(int(cfg.batch_size), len(t.data.y_train))
         _find_state(t)
     t.quantised = quantise(t.model, qcfg, t.calibration) if qcfg["name"] != "none" else None  # validates it
-    if cfg.pbt.space:
-        pbt.check(t)
+    intrain.check(t)
     spec = plain(cfg.analysis)
     checked = ("analysis", repr(t.model), repr(spec))  # a group's trials share a model's shape
     if checked not in data:
@@ -312,76 +311,65 @@ def _resumed(t: Trial) -> dict:
 def train(trials: list[Trial], runs: list, stack: contextlib.ExitStack, uri: str, tags: dict,
           joined: list[Trial]) -> list[tuple]:
     """Trains the trials together (one stacked model, or one plain model when alone) and
-    finishes each: a pruned one with its epochs so far, the others tested and recorded. In a
-    search, slices the pruner frees may take new trials (``jscexp.halving``): returns every
-    (trial, run) that trained."""
+    finishes each: a pruned one with its epochs so far, the others tested and recorded. The
+    group's in-training search (``jscexp.intrain``: PBT, refilling pruned slices) acts between
+    epochs; trials it asks for are added to ``joined``. Returns every (trial, run) that trained."""
+    from jscexp import intrain
     from jscexp.group import engine_for
     from jscexp.train import fit
 
     engine = engine_for(trials)
-    slots = halving.Slots(trials, runs)
-    population = pbt.population(trials, runs, engine)
-    refill = None if population else _refill(trials, slots, engine, stack, uri, tags, joined)
+    slots = intrain.Slots(trials, runs)
+
+    def open_joined(t: Trial, extra: dict):
+        run_ = stack.enter_context(app.open_run(t.cfg, uri, t.model, t.splits, t.overrides, t.out_dir,
+                                                {**tags, **extra}))
+        t.run_id = run_.run_id
+        return run_
+
+    search = intrain.start(intrain.Group(trials, slots, engine, _joiner(trials[0], joined), open_joined))
     resume = [t.resume for t in trials if t.resume is not None] or None  # a batch starts from one epoch
     try:
         results = fit.train(trials[0].cfg, engine, trials[0].data, slots.hook, resume, slots.keep,
-                            [int(t.cfg.max_epochs) for t in trials], population or refill)
+                            [int(t.cfg.max_epochs) for t in trials], search.after_epoch)
         for k, (t, run_, result) in enumerate(zip(slots.trials, slots.runs, results)):
             if t.outcome is None:  # else pruned, ended by its epoch hook
-                _finish(t, k, run_, result, population)
-            if refill is not None:
-                refill.tell(t)
+                search.before_test(t, k, result)
+                _finish(t, k, run_, result)
+            search.ended(t)
     except BaseException as err:
-        if refill is not None:
-            refill.asker.close(err)
+        search.close(err)
         raise
-    if refill is not None:
-        refill.asker.close(None)
+    search.close(None)
     return slots.trained
 
 
-def _finish(t: Trial, k: int, run_, result, population) -> None:
-    pbt.at_best_epoch(t, k, population, result.best_epoch)
+def _finish(t: Trial, k: int, run_, result) -> None:
     t.net.load_state_dict(result.best_state)
     t.outcome = app.finish_training(t.cfg, t.net, t.splits, run_, t.out_dir, result, t.calibration, t.quantised,
                                     show=k == 0)  # a stacked group's trials share one histogram
 
 
-def _refill(trials: list[Trial], slots: halving.Slots, engine, stack: contextlib.ExitStack, uri: str,
-            tags: dict, joined: list[Trial]) -> halving.Refill | None:
-    """In a search whose groups refill, the after-epoch step that fills freed slices."""
-    if engine.k == 1 or not halving.refills(trials[0].cfg):
-        return None
-    from jscexp.search.refill import Asker, RefillSpec
+def _joiner(first: Trial, joined: list[Trial]):
+    """How a group takes in a trial its search asked for (``join(values, number)``): the first
+    trial's config with the asked knob values and Optuna trial number, checked and prepared as
+    any trial (on the group's data), its ``error`` set if bad; added to ``joined``."""
     from jscexp.sweep.configs import with_values
-    from jscexp.sweep.overrides import override_key, override_value
+    from jscexp.sweep.overrides import override_key
 
-    first = trials[0]
-    spec = RefillSpec.load(first.cfg.optuna.refill)
-    asker = Asker(spec)
-    common = [o for o in first.overrides if override_key(o) not in (*spec.knobs, "optuna.trial")]
     data: dict[str, object] = {OmegaConf.to_yaml(first.cfg.dataset, resolve=True): first.splits}
 
-    def start(asked, k: int) -> Trial | None:
-        values = [f"{name}={override_value(v)}" for name, v in asked.params.items()]
-        t = Trial(with_values(first.cfg, [*values, f"optuna.trial={asked.number}"]),
-                  [*common, *values, f"+optuna.trial={asked.number}"], first.out_dir.parent / f"trial_{asked.number}",
-                  keeps_state=False)
+    def join(values: list[str], number: int) -> Trial:
+        asked = {override_key(v) for v in values} | {"optuna.trial"}
+        common = [o for o in first.overrides if override_key(o) not in asked]
+        t = Trial(with_values(first.cfg, [*values, f"optuna.trial={number}"]), [*common, *values, f"+optuna.trial={number}"],
+                  first.out_dir.parent / f"trial_{number}", keeps_state=False)
         joined.append(t)
         _guard(t, lambda: app.check_job(t.cfg))
         _guard(t, lambda: _prepare_trial(t, data))
-        if t.error is not None:
-            print(f"error: trial {asked.number}: {t.error}", file=sys.stderr)
-            t.outcome = asker.tell(asked.number, t.outcome)
-            return None
-        replaced = {"jscexp.halving.replaced": slots.runs[k].run_id}
-        run_ = stack.enter_context(app.open_run(t.cfg, uri, t.model, t.splits, t.overrides, t.out_dir,
-                                                {**tags, **replaced}))
-        t.run_id = run_.run_id
-        slots.replace(k, t, run_)
         return t
 
-    return halving.Refill(asker, slots, engine, start)
+    return join
 
 
 def float_model(t: Trial, model: torch.nn.Module, uri: str) -> tuple[dict[str, float], str] | int:
@@ -422,7 +410,7 @@ def _train_float(t: Trial, model: torch.nn.Module, uri: str) -> tuple[dict[str, 
                  "mode=train"]
     out_dir = t.out_dir / "float"
     with app.open_run(cfg, uri, model, t.splits, overrides, out_dir) as run_:
-        hooks = app.epoch_hooks(cfg, run_)
+        hooks = app.epoch_hooks(cfg, run_)  # its run's, not the PTQ trial's: a pruned float model ends only its run
         (result,) = fit.train(cfg, fit.plain_engine(cfg, model, t.rng), t.data,
                               lambda _, epoch, metrics: any([each(epoch, metrics) for each in hooks]),
                               [t.resume] if t.resume else None, lambda _, snapshot: t.keep(snapshot, run_.run_id))

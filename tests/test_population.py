@@ -49,7 +49,7 @@ def test_an_exploited_member_quantises_with_its_new_width(tmp_path):
     from jscexp import app
     from jscexp.config import plain
     from jscexp.data import load_splits
-    from jscexp.pbt import with_knobs
+    from jscexp.intrain.pbt import with_knobs
     from jscexp.quant.transform import quantise
     from jscexp.train import fit
     from jscexp.train.population import Exploit, exploit

@@ -162,6 +162,25 @@ class Engine(Protocol):
         ...
 
 
+class SliceEngine(Engine, Protocol):
+    """An engine whose trials are slices of one model, which an in-training search
+    (``jscexp.intrain``: PBT, refilling pruned slices) may reshape between epochs."""
+
+    def copy_trial(self, dst: int, src: int) -> None:
+        """Slice ``src``'s whole state (weights, optimizer buffers, schedule, dropout RNG) into ``dst``."""
+        ...
+
+    def set_knobs(self, trial: int, knobs: dict[str, float], quantised: torch.nn.Module | None = None) -> None:
+        """Slice ``trial`` goes on with new knobs (learning rate, dropout, optimizer options; widths
+        through ``quantised``, a QAT model built with them) from its next step."""
+        ...
+
+    def restart_trial(self, trial: int, model: torch.nn.Module, generator: torch.Generator | None, hparams: dict,
+                      scheduler) -> None:
+        """Slice ``trial`` trains a new trial from the next epoch on."""
+        ...
+
+
 @dataclass
 class PlainEngine:
     """One model stepped by torch's own optimizer and scheduler, placed by Lightning Fabric."""

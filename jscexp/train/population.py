@@ -10,7 +10,7 @@ step instead). A new learning rate rebases the member's schedule: it goes on fro
 epoch as if it had started at that rate (``jscexp.train.stacked.LrSchedule.rebase``).
 
 ``plan`` decides from the scores and a ``random.Random`` alone, so the same seed gives the
-same decisions; ``exploit`` carries one decision out on a ``StackedEngine``.
+same decisions; ``exploit`` carries one decision out on a ``SliceEngine``.
 """
 
 from __future__ import annotations
@@ -19,8 +19,12 @@ import math
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from jscexp.sweep.checks import is_width
+
+if TYPE_CHECKING:
+    from jscexp.train.loop import SliceEngine
 
 
 @dataclass(frozen=True)
@@ -87,26 +91,12 @@ def plan(scores: list[float], values: list[dict[str, float]], space: dict[str, K
     return decisions
 
 
-def exploit(engine, decision: Exploit, quantised=None) -> None:
-    """Carries ``decision`` out on a ``StackedEngine``: the source's whole state into the
-    member's slice, then the member's new knobs, in force from its next step. Widths
-    (``quantisation.*width``) take effect through ``quantised``: a QAT model built with the
-    member's new widths, whose quantisers its slice then uses."""
-    for part in (engine.model, engine.optimizer, engine.lr_schedule):
-        part.copy_trial(decision.member, decision.source)
-    for name, value in decision.knobs.items():
-        if name == "learning_rate":
-            engine.lr_schedule.rebase(decision.member, value)
-        elif name == "model.dropout":
-            engine.model.set_dropout(decision.member, value)
-        elif name.startswith("optimizer.") and name != "optimizer.lr":
-            engine.optimizer.set_options(decision.member, {name.removeprefix("optimizer."): value})
-        elif not is_width(name):
-            raise ValueError(f"population-based training cannot explore {name}: "
-                             "learning_rate, optimizer.<option>, model.dropout or quantisation.<role>_width")
-    if quantised is not None:
-        engine.model.set_quantisers(decision.member, quantised)
-    engine.optimizer.lr = engine.lr_schedule(engine.lr_schedule.epochs_done)  # the new rate from the next step
+def exploit(engine: SliceEngine, decision: Exploit, quantised=None) -> None:
+    """Carries ``decision`` out on a stacked engine: the source's whole state into the member's
+    slice, then the member's new knobs (widths through ``quantised``: a QAT model built with
+    the member's new widths, whose quantisers its slice then uses)."""
+    engine.copy_trial(decision.member, decision.source)
+    engine.set_knobs(decision.member, decision.knobs, quantised)
 
 
 def knob_space(space: Mapping[str, Mapping]) -> dict[str, Knob]:

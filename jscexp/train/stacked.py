@@ -25,6 +25,7 @@ from torch.nn import functional as F
 
 from jscexp.quant.integer import IntegerQuantiser, StackedInteger
 from jscexp.quant.layers import LinearQ, ReLUQ
+from jscexp.sweep.checks import is_width
 from jscexp.train.loop import Tally
 
 
@@ -490,6 +491,30 @@ class StackedEngine:
 
     def end_epoch(self) -> None:
         pass
+
+    def copy_trial(self, dst: int, src: int) -> None:
+        """Slice ``src``'s whole state into ``dst``: weights, BatchNorm statistics, dropout RNG,
+        optimizer buffers and step counts, learning-rate schedule."""
+        for part in (self.model, self.optimizer, self.lr_schedule):
+            part.copy_trial(dst, src)
+
+    def set_knobs(self, trial: int, knobs: dict[str, float], quantised: nn.Module | None = None) -> None:
+        """Slice ``trial``'s new knobs, in force from its next step: a new learning rate rebases
+        its schedule; widths (``quantisation.*width``) take effect through ``quantised``, a QAT
+        model built with them, whose quantisers the slice then uses."""
+        for name, value in knobs.items():
+            if name == "learning_rate":
+                self.lr_schedule.rebase(trial, value)
+            elif name == "model.dropout":
+                self.model.set_dropout(trial, value)
+            elif name.startswith("optimizer.") and name != "optimizer.lr":
+                self.optimizer.set_options(trial, {name.removeprefix("optimizer."): value})
+            elif not is_width(name):
+                raise ValueError(f"a stacked slice cannot change {name}: "
+                                 "learning_rate, optimizer.<option>, model.dropout or quantisation.<role>_width")
+        if quantised is not None:
+            self.model.set_quantisers(trial, quantised)
+        self.optimizer.lr = self.lr_schedule(self.lr_schedule.epochs_done)  # the new rate from the next step
 
     def restart_trial(self, trial: int, model: nn.Module, generator: torch.Generator | None, hparams: dict,
                       scheduler: DictConfig) -> None:

@@ -1,5 +1,5 @@
-"""Population-based training as a job runs it (``pbt.space`` set on a stacked group): the
-knobs from each trial's config, the members' MLflow records, and QAT widths rebuilt.
+"""Population-based training as an in-training search (``pbt.space`` set on a stacked group):
+the knobs from each trial's config, the members' MLflow records, and QAT widths rebuilt.
 
 The population itself (who copies whom, the explored knobs) is ``jscexp.train.population``.
 An interrupted population starts over: its members keep no resumable state, since a
@@ -15,7 +15,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from jscexp.config import plain
 from jscexp.errors import UserError
+from jscexp.intrain import Group
 from jscexp.sweep.checks import check_space, is_width
+from jscexp.train.loop import EpochBook, FitResult
 from jscexp.train.population import Population, Settings, knob_space
 
 
@@ -24,6 +26,8 @@ def check(t) -> None:
     an explored width is built at both ends of its range (frac_width must still fit)."""
     from jscexp.quant.transform import quantise
 
+    if not t.cfg.pbt.space:
+        return
     space = plain(t.cfg.pbt.space)
     check_space(space, t.cfg)
     for name, knob in knob_space(space).items():
@@ -42,13 +46,14 @@ def with_knobs(cfg: DictConfig, knobs: dict[str, float]) -> DictConfig:
     return out
 
 
-def population(trials: list, runs: list, engine) -> Population | None:
-    """The trials as a population when ``pbt.space`` is set: each member's knobs per epoch as
-    ``pbt.<knob>`` metrics, each exploit as tags on the run that copied."""
+def start(group: Group) -> PbtSearch | None:
+    """The group's trials as a population when ``pbt.space`` is set: each member's knobs per
+    epoch as ``pbt.<knob>`` metrics, each exploit as tags on the run that copied."""
+    trials, runs = group.trials, group.slots.runs
     pbt = trials[0].cfg.pbt
     if not pbt.space:
         return None
-    if engine.k == 1:
+    if group.engine.k == 1:  # the sweep's check refuses a grid of one; this is a group that did not stack
         raise UserError("pbt trains a population: sweep two or more trials that stack (-m learning_rate=1e-3,1e-2)")
     space = knob_space(plain(pbt.space))
     values = [{name: float(OmegaConf.select(t.cfg, name)) for name in space} for t in trials]
@@ -64,19 +69,34 @@ def population(trials: list, runs: list, engine) -> Population | None:
                                  "jscexp.pbt.copied_from": runs[d.source].run_id})
 
     last = max(int(t.cfg.max_epochs) for t in trials) - 1
-    return Population(engine, settings, space, values, int(pbt.seed), last, on_epoch, on_exploit,
-                      lambda k, knobs: _qat_model(trials[k], knobs)[0])
+    return PbtSearch(Population(group.engine, settings, space, values, int(pbt.seed), last, on_epoch, on_exploit,
+                                lambda k, knobs: _qat_model(trials[k], knobs)[0]), trials)
+
+
+class PbtSearch:
+    """The population between epochs; a member is tested with the widths of its best epoch."""
+
+    def __init__(self, population: Population, trials: list):
+        self.population, self.trials = population, trials
+
+    def after_epoch(self, epoch: int, book: EpochBook) -> None:
+        self.population(epoch, book)
+
+    def before_test(self, trial, k: int, result: FitResult) -> None:
+        """A member whose widths were explored is tested and summarised with the widths it had
+        in its best epoch (the weights kept are that epoch's)."""
+        if result.best_epoch is None or not any(is_width(name) for name in self.population.space):
+            return
+        trial.quantised = _qat_model(trial, self.population.knobs_at[k][result.best_epoch])
+
+    def ended(self, trial) -> None:
+        pass
+
+    def close(self, err: BaseException | None) -> None:
+        pass
 
 
 def _qat_model(t, knobs: dict[str, float]):
     from jscexp.quant.transform import quantise
 
     return quantise(t.model, plain(with_knobs(t.cfg, knobs).quantisation), t.calibration)
-
-
-def at_best_epoch(t, k: int, pop: Population | None, best_epoch: int | None) -> None:
-    """A member whose widths were explored is tested and summarised with the widths it had
-    in its best epoch (the weights kept are that epoch's)."""
-    if pop is None or best_epoch is None or not any(is_width(name) for name in pop.space):
-        return
-    t.quantised = _qat_model(t, pop.knobs_at[k][best_epoch])
