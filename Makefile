@@ -10,10 +10,10 @@ ARGS    ?=          # workers: the search, e.g. ARGS="+sweep=optuna_lr_bs backen
 LAB_ARGS ?= --dataset jsc_synth --rows 100000 --epochs 3  # lab: the quick version; LAB_ARGS= for the lab's own
 STUDIES ?= optuna-journal.log  # dashboard: the Optuna storage (a journal file or a database URL)
 
-.PHONY: help install demo test quick lint lab bench bench-search workers services ui dashboard clean
+.PHONY: help install demo test test-slow quick lint lab bench bench-search workers services ui dashboard clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
 install: $(VENV)/.installed ## create .venv with CPU torch 2.13.0 and jscexp (editable)
 
@@ -30,13 +30,19 @@ demo: install ## the main job: lab-1 batch-size sweep on the synthetic stand-in,
 	$(BIN)/python -m jscexp -m +sweep=lab1_batch_size dataset=jsc_synth dataset.n_rows=$(strip $(ROWS)) max_epochs=$(strip $(EPOCHS))
 	$(BIN)/python -m jscexp.table --experiment lab1_batch_size
 
-test: install ## run the test suite (starts PostgreSQL and an MLflow server for the scale-out tests)
+test: install ## the test suite but its slow end-to-end tests (PostgreSQL + an MLflow server for the scale-out ones)
+	@$(MAKE) --no-print-directory _pytest MARKS="not slow"
+
+test-slow: install ## the slow end-to-end tests: the lab, the chaos test, the UI, kills and outages (CI runs them too)
+	@$(MAKE) --no-print-directory _pytest MARKS="slow"
+
+_pytest:
 	@scripts/services.sh up || echo "warning: no PostgreSQL/MLflow server: the scale-out tests will be skipped" >&2
 	@set -a; [ ! -f .services/env ] || . .services/env; set +a; \
-	  $(BIN)/python -m pytest -n 3 --dist loadfile --durations=15; status=$$?; scripts/services.sh down; exit $$status
+	  $(BIN)/python -m pytest -n 3 --dist loadfile --durations=15 -m "$(MARKS)"; status=$$?; scripts/services.sh down; exit $$status
 
-quick: install ## the tests without the slow ones (no services needed), while you work
-	$(BIN)/python -m pytest -m "not slow"
+quick: install ## the tests that start no process and no service, while you work (about a minute)
+	$(BIN)/python -m pytest -n 2 -m "not slow and not cli"
 
 lint: install ## ruff (configured in pyproject.toml) and mypy on jscexp/
 	$(BIN)/ruff check .
@@ -58,7 +64,8 @@ bench: install ## time the training path against the MASE-style baseline and a r
 bench-search: install ## grid (job by job, stacked), TPE and PBT on one space: best val acc and wall time
 	$(BIN)/python bench/search.py
 
-ui: install ## open the MLflow UI on ./mlflow.db at http://127.0.0.1:5000
+ui: install ## the MLflow UI on ./mlflow.db: open the link it prints (the runs of each experiment)
+	@$(BIN)/python -m jscexp.tracking.links sqlite:///mlflow.db http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
 
 dashboard: install ## open optuna-dashboard on the studies (STUDIES=optuna-journal.log) at http://127.0.0.1:8080

@@ -151,7 +151,7 @@ def ratios(steps: pd.DataFrame) -> pd.DataFrame:
 def overhead_table(o: dict[str, float]) -> pd.DataFrame:
     rows = [
         ("python -m jscexp --help", o["help_s"], "<= 1.5 s", o["help_s"] <= 1.5),
-        ("cold start to first step (cached data)", o["cold_start_s"], "<= 4 s", o["cold_start_s"] <= 4),
+        ("cold start to first step (cached data)", o["cold_start_s"], "", None),  # no goal: Fabric and torchmetrics stay
         ("between jobs, last step to next first step (max)", o["gap_max_s"], "<= 1 s", o["gap_max_s"] <= 1),
         ("between jobs (mean)", o["gap_mean_s"], "", None),
         ("9-job grid wall time", o["grid_wall_s"], "", None),

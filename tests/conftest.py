@@ -28,6 +28,16 @@ CONF = ROOT / "conf"
 FAST = ["dataset=jsc_synth", "dataset.n_rows=6000", "max_epochs=1", "trainer.progress_bar=false"]
 
 
+def pytest_collection_modifyitems(items):
+    """A test that starts jscexp (or another program) as a process of its own is marked ``cli``:
+    each start costs seconds of imports, so ``make quick`` leaves them out."""
+    starts = {"run_cli", "sweep", "subprocess", "start_mlflow_server"}
+    for item in items:
+        code = getattr(getattr(item, "function", None), "__code__", None)
+        if code is not None and starts & set(code.co_names):
+            item.add_marker(pytest.mark.cli)
+
+
 @pytest.fixture(scope="session")
 def data_cache(tmp_path_factory):
     """One processed-splits cache for the whole session (never the user's ~/.cache)."""

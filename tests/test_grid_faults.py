@@ -14,6 +14,7 @@ import torch
 from conftest import FAST, mlflow_client, run_cli, runs_of
 
 
+@pytest.mark.slow
 def test_sigterm_marks_the_run_killed_and_the_same_command_resumes(workdir):
     args = ["-m", "dataset=jsc_synth", "dataset.n_rows=20000", "trainer.progress_bar=false", "max_epochs=10",
             "batch_size=16", "seed=0,1,2"]

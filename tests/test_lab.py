@@ -38,6 +38,7 @@ def _trained_runs(workdir) -> set[str]:
     return {r.info.run_id for r in client.search_runs(experiments, max_results=5000)}
 
 
+@pytest.mark.slow
 def test_make_lab_writes_every_section_in_both_formats_and_a_second_run_trains_nothing(workdir):
     first = _lab(workdir)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -93,6 +94,7 @@ def test_bad_lab_settings_are_one_line_exit_2_and_nothing_written(workdir, args,
     assert list(workdir.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_an_interrupted_lab_exits_130_and_leaves_no_run_running(workdir):
     """Ctrl-C (SIGINT to the process group, as a terminal sends it) during a step: the step
     ends its runs KILLED before the lab exits 130 with one line."""

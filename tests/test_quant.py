@@ -311,6 +311,7 @@ def untimed(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if "seconds" not in k and k != "train_samples_per_second"}
 
 
+@pytest.mark.slow
 def test_parallel_ptq_jobs_train_their_float_model_once(workdir):
     """Two joblib workers quantising the same float model at two widths: the lock under
     trainer.state_dir lets one train it; the other waits and quantises that run's checkpoint."""

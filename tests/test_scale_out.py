@@ -99,6 +99,7 @@ def _grid(workdir, services, launcher: str, batch_sizes: str) -> tuple[dict, lis
     return parent_and_children(uri, name)
 
 
+@pytest.mark.slow
 def test_submitit_local_grid_of_three(workdir, services):
     parent, children = _grid(workdir, services, "submitit_local", "32,64,128")
     assert sorted(int(c["params"]["batch_size"]) for c in children) == [32, 64, 128]
@@ -108,6 +109,7 @@ def test_submitit_local_grid_of_three(workdir, services):
     assert list(workdir.glob("multirun/*/*/.submitit/*/*_log.out"))  # submitit's own job folders
 
 
+@pytest.mark.slow
 def test_joblib_grid_of_four_on_two_workers(workdir, services):
     _, children = _grid(workdir, services, "joblib", "32,64,128,256")
     assert sorted(int(c["params"]["batch_size"]) for c in children) == [32, 64, 128, 256]

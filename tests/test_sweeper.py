@@ -56,6 +56,7 @@ def test_quoted_values_reach_their_trials_verbatim(workdir):
     assert [t.state.name for t in study(workdir, "quoted").trials] == ["COMPLETE", "COMPLETE"]
     assert sorted(r.data.params["note"] for r in children(workdir)) == ["a b", "c"]
 
+@pytest.mark.slow
 def test_a_tpe_search_resumes_and_counts_the_study_total(workdir):
     args = ["hydra.sweeper.n_trials=6", "hydra.sweeper.seed=1", "hydra.sweeper.study_name=tpe",
             "learning_rate=tag(log,interval(1e-4,1e-1))", "batch_size=choice(32,64,128)"]
