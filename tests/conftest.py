@@ -29,13 +29,25 @@ FAST = ["dataset=jsc_synth", "dataset.n_rows=6000", "max_epochs=1", "trainer.pro
 
 
 def pytest_collection_modifyitems(items):
-    """A test that starts jscexp (or another program) as a process of its own is marked ``cli``:
-    each start costs seconds of imports, so ``make quick`` leaves them out."""
+    """A test that starts jscexp (or another program) as a process of its own, or whose
+    fixtures do, is marked ``cli``: each start costs seconds of imports, so ``make quick``
+    leaves them out."""
     starts = {"run_cli", "sweep", "subprocess", "start_mlflow_server"}
     for item in items:
-        code = getattr(getattr(item, "function", None), "__code__", None)
-        if code is not None and starts & set(code.co_names):
+        info = getattr(item, "_fixtureinfo", None)
+        fixtures = [d.func for name in getattr(item, "fixturenames", ()) if info is not None
+                    for d in info.name2fixturedefs.get(name, ())]
+        if any(starts & _names(f.__code__) for f in [getattr(item, "function", None), *fixtures] if f is not None):
             item.add_marker(pytest.mark.cli)
+
+
+def _names(code) -> set[str]:
+    """The global and attribute names a function's code uses, its comprehensions' and inner functions' too."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if hasattr(const, "co_names"):
+            names |= _names(const)
+    return names
 
 
 @pytest.fixture(scope="session")

@@ -44,6 +44,22 @@ def test_a_sweep_mistake_is_one_line_before_any_run_or_trial(workdir, args, line
     assert not (workdir / "optuna-journal.log").exists()  # no study, no trial
 
 
+def test_data_nobody_can_load_is_said_once_before_any_job(workdir):
+    """Offline, with no copy on disk: the sweep's own setup error — one line, exit 2, no parent
+    run — not the same download error once per job and a FAILED parent."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"  # nothing listens here once it closes
+    result = run_cli(["-m", "dataset=jsc", "dataset.source=cernbox", f"dataset.cernbox_url={dead}/download",
+                      "dataset.download_timeout=2", "max_epochs=1", "learning_rate=1e-3,1e-2,1e-1"], workdir)
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "dataset=jsc_synth" in errors[0], result.stderr
+    assert runs_of(workdir) == []
+
+
 def test_the_objectives_a_mode_returns_are_the_ones_its_jobs_return(workdir):
     """The table the check reads (jscexp.config.returned_metrics) against real jobs' outcomes."""
     from jscexp.config import returned_metrics

@@ -118,11 +118,22 @@ def train_epoch(fabric, model, optimizer, batches: Iterable, tally: Tally, progr
 
 @torch.no_grad()  # not inference_mode: the tally is reused by training steps
 def measure(model, batches: Iterable, tally: Tally) -> None:
-    """Adds one ``model``'s predictions and cross-entropy over ``batches`` to ``tally``."""
-    model.eval()
-    for x, y in batches:
-        logits = model(x)
-        tally.update(logits.unsqueeze(0), y, F.cross_entropy(logits, y).unsqueeze(0))
+    """The one evaluation loop: adds a model's predictions and cross-entropy over ``batches``
+    to ``tally``, for one model (logits [B, C]) or K stacked trials (logits [K, B, C])."""
+    model.train(False)
+    with torch.no_grad():
+        for x, y in batches:
+            logits = model(x)
+            if logits.dim() == 2:
+                tally.update(logits.unsqueeze(0), y, F.cross_entropy(logits, y).unsqueeze(0))
+            else:
+                tally.update(logits, y, trial_losses(logits, y))
+
+
+def trial_losses(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Each stacked trial's mean cross-entropy over the batch: [K]."""
+    k, b, c = logits.shape
+    return F.cross_entropy(logits.reshape(k * b, c), y.repeat(k), reduction="none").view(k, b).mean(dim=1)
 
 
 def evaluate(model, batches: Iterable, tally: Tally, prefix: str = "") -> dict[str, float]:

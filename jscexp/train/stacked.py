@@ -26,7 +26,7 @@ from torch.nn import functional as F
 from jscexp.quant.integer import IntegerQuantiser, StackedInteger
 from jscexp.quant.layers import LinearQ, ReLUQ
 from jscexp.sweep.checks import is_width
-from jscexp.train.loop import Tally
+from jscexp.train.loop import Tally, measure, trial_losses
 
 
 class StackedModel:
@@ -394,12 +394,6 @@ def _torch_defaults(kind: str) -> dict:
     return {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
 
 
-def trial_losses(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Each trial's mean cross-entropy over the batch: [K]."""
-    k, b, c = logits.shape
-    return F.cross_entropy(logits.reshape(k * b, c), y.repeat(k), reduction="none").view(k, b).mean(dim=1)
-
-
 def train_epoch(model: StackedModel, optimizer: StackedOptimizer, batches, tally: Tally,
                 active: torch.Tensor, max_steps: int | None = None) -> int:
     """One pass of stacked steps over ``batches``; returns the number of steps taken."""
@@ -480,11 +474,7 @@ class StackedEngine:
         train_epoch(self.model, self.optimizer, batches, tally, active)
 
     def evaluate(self, batches, tally: Tally) -> None:
-        self.model.train(False)
-        with torch.no_grad():
-            for x, y in batches:
-                logits = self.model(x)
-                tally.update(logits, y, trial_losses(logits, y))
+        measure(self.model, batches, tally)
 
     def lrs(self) -> list[float]:
         return self.optimizer.lr
