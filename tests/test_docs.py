@@ -53,3 +53,44 @@ def test_every_shown_command_composes(where, words):
         return
     overrides = [p for p in (_first_point(w) for w in args if w != "-m") if p is not None]
     compose_cfg(overrides)  # an unknown group, option or key raises
+
+
+# What the README's everyday commands need to run here: the stand-in, small, quiet.
+SMALL = {"dataset": "jsc_synth", "dataset.n_rows": "3000", "max_epochs": "1", "trainer.progress_bar": "false"}
+
+
+def _everyday() -> list[list[str]]:
+    """README's "Everyday commands" block, one argument list per ``python -m`` line."""
+    (block,) = [b for b in _BLOCK.findall((ROOT / "README.md").read_text()) if "# one run:" in b]
+    # bash reads \` inside double quotes as a backquote; shlex keeps the backslash
+    lines = [shlex.split(line.replace("\\`", "`"), comments=True) for line in block.replace("\\\n", " ").splitlines()]
+    return [words[2:] for words in lines if words[:2] == ["python", "-m"]]
+
+
+def _small(args: list[str], workdir) -> list[str]:
+    """A jscexp command on the stand-in at test size; a placeholder checkpoint is the first run's."""
+    if args[0] != "jscexp":
+        return args
+    ckpt = next(iter(sorted(workdir.glob("outputs/*/*/checkpoints/best.ckpt"))), None)
+    out = [f"ckpt={ckpt}" if a.startswith("ckpt=") and "<" in a else a
+           for a in args[1:] if a.split("=", 1)[0].lstrip("+") not in SMALL]
+    search = ["hydra.sweeper.n_trials=2"] if any("optuna" in a for a in args) else []
+    return ["jscexp", *out, *(f"{k}={v}" for k, v in SMALL.items()), *search] if "--help" not in args else args
+
+
+@pytest.mark.slow
+def test_readmes_everyday_commands_run_as_printed(workdir):
+    """Each command of README's everyday block, in its order, on the stand-in with small data:
+    a command printed wrong fails here, not on a newcomer's machine."""
+    import subprocess
+    import sys
+
+    commands = _everyday()
+    assert len(commands) >= 12
+    for args in commands:
+        small = _small(args, workdir)
+        result = subprocess.run([sys.executable, "-m", *small], cwd=workdir, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, f"{' '.join(small)}\n{result.stderr[-3000:]}"
+        if args[0] == "jscexp.table" and "-o" not in args:
+            assert "| " in result.stdout, ' '.join(small)
+    assert (workdir / "lr.png").stat().st_size > 0 and "jsc-toy" in (workdir / "runs.csv").read_text().splitlines()[1]

@@ -201,6 +201,8 @@ def test_sweep_parent_gets_table_and_plot(store):
         (["-e", "seeds", "--sort", "nope"], "error: unknown column 'nope'"),
         (["-e", "seeds", "--vary", "none", "--plot", "x.png"], "error: --plot needs a swept column"),
         (["-e", "seeds", "--filter", "params.batch_size = '7'"], "error: no runs match"),
+        (["-e", "seeds", "--filter", "params.\\`model.name\\` = 'jsc-toy'"],
+         "error: --filter \"params.\\\\`model.name\\\\` = 'jsc-toy'\" is not an MLflow filter"),
     ],
 )
 def test_bad_requests_get_one_line(store, capsys, tmp_path, args, message):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from jscexp.errors import UserError
+from jscexp.errors import UserError, first_line
 
 
 def latest_sweep_id(client, experiment_id: str) -> str | None:
@@ -40,10 +40,16 @@ def runs_frame(uri: str, experiment: str, *, sweep: str | None = "latest", filte
     if sweep:
         clauses.append(f"tags.mlflow.parentRunId = '{sweep}'")
     mlflow.set_tracking_uri(uri)
-    with deferred_interrupts():
-        frame = mlflow.search_runs(
-            [exp.experiment_id], " and ".join(clauses), order_by=["attributes.start_time ASC"], output_format="pandas"
-        )
+    try:
+        with deferred_interrupts():
+            frame = mlflow.search_runs(
+                [exp.experiment_id], " and ".join(clauses), order_by=["attributes.start_time ASC"], output_format="pandas"
+            )
+    except mlflow.exceptions.MlflowException as err:
+        if not filter_string:
+            raise
+        raise UserError(f"--filter {filter_string!r} is not an MLflow filter ({first_line(err)}): write e.g. "
+                        "\"params.batch_size = '64'\", a dotted name in backquotes: params.`model.name`") from None
     if "tags.jscexp.kind" in frame:
         frame = frame[frame["tags.jscexp.kind"] != "sweep"]
     return frame.reset_index(drop=True)
