@@ -164,6 +164,15 @@ def overhead_table(o: dict[str, float]) -> pd.DataFrame:
     )
 
 
+def print_steps(args, device: str) -> None:
+    steps = time_paths(args, device)
+    print(steps.to_markdown(index=False, floatfmt=".1f") + "\n")
+    print(ratios(steps).to_markdown(index=False, floatfmt=".2f") + "\n")
+    print("Vectorised trials (K trials as one stacked model; vs one at a time = K x c's us/step / stacked us/step):\n")
+    print(time_stacked(args, device, steps).to_markdown(index=False, floatfmt=".1f") + "\n")
+    sys.stdout.flush()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=1000, help="timed steps per path (default 1000)")
@@ -176,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sweep-rows", type=int, default=100000, help="stand-in rows of the sweep table's sweeps")
     p.add_argument("--sweep-epochs", type=int, default=3, help="epochs of the sweep table's lr sweep (epochs sweep: 1…8x)")
     p.add_argument("--no-sweeps", action="store_true", help="skip the sweep table (whole sweeps, job by job vs stacked)")
+    p.add_argument("--sweeps-only", action="store_true", help="only the sweep table")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--no-overheads", action="store_true",
                    help="skip the CLI timings (--help, cold start, grid): they need the full install, MLflow included")
@@ -184,13 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     name = torch.cuda.get_device_name() if device == "cuda" else f"cpu, {torch.get_num_threads()} threads"
     print(f"# jscexp bench: {name}; median of {args.repeats} x {args.steps} timed steps after {args.warmup} warm-up; "
           f"synthetic stand-in of {args.rows} rows; torch {torch.__version__}\n")
-    steps = time_paths(args, device)
-    print(steps.to_markdown(index=False, floatfmt=".1f") + "\n")
-    print(ratios(steps).to_markdown(index=False, floatfmt=".2f") + "\n")
-    print("Vectorised trials (K trials as one stacked model; vs one at a time = K x c's us/step / stacked us/step):\n")
-    print(time_stacked(args, device, steps).to_markdown(index=False, floatfmt=".1f") + "\n")
-    sys.stdout.flush()
-    if not args.no_overheads:
+    if not args.sweeps_only:
+        print_steps(args, device)
+    if not args.no_overheads and not args.sweeps_only:
         print(overhead_table(overheads.measure(args.grid_rows, args.grid_rows, args.grid_epochs, args.repeats))
               .to_markdown(index=False) + "\n")
         sys.stdout.flush()

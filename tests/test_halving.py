@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from itertools import islice
 
+import pytest
 import torch
 
 from conftest import SMALL, compose_cfg, mlflow_client, run_cli, runs_of, stacked_engine, stacked_steps
@@ -78,6 +79,7 @@ def test_a_search_group_refills_pruned_slices_and_the_study_hears_each_trials_ow
             assert sorted(t.intermediate_values) == epochs
 
 
+@pytest.mark.slow
 def test_an_interrupted_refilling_group_leaves_no_trial_or_run_running(workdir):
     """SIGTERM once a slice was refilled: the trials the group job asked for itself are told
     FAIL (interrupted) and enqueued again, like the sweeper's own; the sweeper's trial whose

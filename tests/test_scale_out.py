@@ -56,6 +56,7 @@ def parent_and_children(uri: str, experiment: str) -> tuple[dict, list[dict]]:
     return parents[0], children
 
 
+@pytest.mark.slow
 def test_two_workers_on_a_postgres_study_share_the_trials_and_one_parent(workdir, services):
     import optuna
 

@@ -26,6 +26,7 @@ def test_dedup_reuses_an_identical_config_and_a_failing_trial_does_not_end_the_s
     assert len([r for r in children(workdir) if r.data.tags["jscexp.optuna_study"] == "one_point"]) == 1  # not retrained
 
 
+@pytest.mark.slow
 def test_two_workers_on_one_storage_finish_n_distinct_trials(workdir):
     import os
 
