@@ -120,3 +120,44 @@ def test_an_interrupted_lab_exits_130_and_leaves_no_run_running(workdir):
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()], max_results=1000)
     statuses = [(r.info.status, r.data.tags.get("mlflow.runName")) for r in runs]
     assert "RUNNING" not in {s for s, _ in statuses} and "KILLED" in {s for s, _ in statuses}, (statuses, err[-3000:])
+
+
+def _sweep_with_child(client, experiment: str, params: dict, tags: dict) -> str:
+    """A FINISHED sweep parent with one FINISHED child, as a lab step leaves them."""
+    exp = client.create_experiment(experiment)
+    parent = client.create_run(exp, tags={"jscexp.kind": "sweep"}).info.run_id
+    child = client.create_run(exp, tags={"mlflow.parentRunId": parent, **tags}).info.run_id
+    for key, value in params.items():
+        client.log_param(child, key, value)
+    client.log_metric(child, "best_val_acc", 0.7)
+    for run in (child, parent):
+        client.set_terminated(run, "FINISHED")
+    return parent
+
+
+def test_lab_2_refuses_a_missing_jsc_toy_checkpoint_naming_the_step_that_made_it(workdir):
+    """Never an untrained jsc-toy profiled in its place."""
+    from jscexp.errors import UserError
+    from jscexp.report.lab import best_checkpoint
+
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    client = mlflow_client(workdir)
+    gone = _sweep_with_child(client, "lab1_models", {"model.name": "jsc-toy"}, {"jscexp.checkpoint": "/gone/best.ckpt"})
+    with pytest.raises(UserError, match="the jsc-toy checkpoint that lab step lab1_models wrote is gone"):
+        best_checkpoint(uri, gone, "jsc-toy")
+    tiny_only = _sweep_with_child(client, "lab1_models_tiny", {"model.name": "jsc-tiny"}, {})
+    with pytest.raises(UserError, match="lab step lab1_models .* has no finished jsc-toy run"):
+        best_checkpoint(uri, tiny_only, "jsc-toy")
+
+
+def test_the_reports_header_says_what_a_run_did_not_record(workdir):
+    """No '?' standing in for a data hash or row counts: the header names the run that lacks them."""
+    from jscexp.report.__main__ import _header
+    from jscexp.report.lab import Settings
+
+    parent = _sweep_with_child(mlflow_client(workdir), "lab1_batch_size", {"data.rows_train": "700"},
+                               {"jscexp.dataset": "jsc_synth", "jscexp.synthetic": "true"})
+    header = dict(_header(f"sqlite:///{workdir / 'mlflow.db'}", Settings("jsc_synth", 1000, 1), {"lab1_batch_size": parent}))
+    assert header["Data hash"].startswith("not recorded (run ") and header["Rows (train / val / test)"].startswith(
+        "not recorded (run ")
+    assert "?" not in " ".join(header.values())

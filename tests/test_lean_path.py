@@ -120,3 +120,16 @@ def test_the_sweep_and_overhead_tables_read_their_goals_from_the_numbers(monkeyp
                                      "grid_wall_s": 30.0, "grid_not_training_share": 0.4}).set_index("overhead")
     assert overhead.loc["cold start to first step (cached data)", "target"] == ""
     assert overhead.loc["python -m jscexp --help", "met"] == "yes"
+
+
+def test_a_training_without_a_validated_epoch_has_no_best_score_and_no_made_up_result(tmp_path):
+    """best_val_acc and best_epoch are None until an epoch is validated (not -inf, -1), and
+    such a training is a failure with its reason, never a test of a model nobody chose."""
+    from jscexp import app
+    from jscexp.errors import UserError
+    from jscexp.train.loop import FitResult
+
+    empty = FitResult()
+    assert empty.best_val_acc is None and empty.best_epoch is None
+    with pytest.raises(UserError, match="no epoch was trained and validated"):
+        app._record_fit(None, None, None, None, tmp_path, empty)
