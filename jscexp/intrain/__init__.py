@@ -1,7 +1,7 @@
 """In-training searches: what a stacked group does with its slices between epochs.
 
 Population-based training (``pbt``) and successive halving with refill (``halving``) are
-each one module here, behind one protocol, ``Search``: ``loop.fit`` calls ``after_epoch``
+each one module here, behind one protocol, the class ``Search`` (whose steps do nothing): ``loop.fit`` calls ``after_epoch``
 once every slice has recorded the epoch; the job calls ``before_test`` for each trial that
 trained to its end, ``ended`` once a trial has its outcome, and ``close`` when the group
 ends (with the error that broke it off, if one did). Each module offers ``check(trial)``
@@ -16,24 +16,27 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from jscexp import app
 from jscexp.train.loop import EpochBook, FitResult, SliceEngine
 
 
-class Search(Protocol):
-    def after_epoch(self, epoch: int, book: EpochBook) -> None: ...
+class Search:
+    """The protocol, each step doing nothing unless a search overrides it (a group without an
+    in-training search runs this one)."""
+
+    def after_epoch(self, epoch: int, book: EpochBook) -> None:
+        pass
 
     def before_test(self, trial: Any, k: int, result: FitResult) -> None:
         """Trial ``trial`` of slice ``k`` trained to its end and is about to be tested."""
-        ...
 
     def ended(self, trial: Any) -> None:
         """Trial ``trial`` has its outcome."""
-        ...
 
-    def close(self, err: BaseException | None) -> None: ...
+    def close(self, err: BaseException | None) -> None:
+        """The group ended (``err``: what broke it off)."""
 
 
 class Slots:
@@ -45,11 +48,12 @@ class Slots:
         self.trained = list(zip(trials, runs))  # every (trial, run) that trained here, refills too
 
     def hook(self, k: int, epoch: int, metrics: dict[str, float]) -> bool:
-        """Logs slice ``k``'s epoch; a trial the search prunes ends PRUNED here, at once, so that
-        a later error of the group cannot turn it into a failure."""
+        """Logs slice ``k``'s epoch; a trial the search prunes ends PRUNED here, its run with it,
+        at once: a later error or interrupt of the group cannot turn it into a failure."""
         pruned = any([each(epoch, metrics) for each in self.hooks[k]])  # a list: every hook runs
         if pruned:
             self.trials[k].outcome = app.end_pruned(self.runs[k], epoch)
+            self.runs[k].close()
         return pruned
 
     def keep(self, k: int, snapshot) -> None:
@@ -74,22 +78,6 @@ class Group:
     open_run: Callable[[Any, dict], Any]
 
 
-class _Nothing:
-    """A group without an in-training search."""
-
-    def after_epoch(self, epoch: int, book: EpochBook) -> None:
-        pass
-
-    def before_test(self, trial: Any, k: int, result: FitResult) -> None:
-        pass
-
-    def ended(self, trial: Any) -> None:
-        pass
-
-    def close(self, err: BaseException | None) -> None:
-        pass
-
-
 def _kinds() -> list:
     from jscexp.intrain import halving, pbt
 
@@ -102,7 +90,7 @@ def start(group: Group) -> Search:
         search = kind.start(group)
         if search is not None:
             return search
-    return _Nothing()
+    return Search()
 
 
 def check(trial) -> None:

@@ -18,9 +18,9 @@ its own: the sweep counts them like any other.
 
 from __future__ import annotations
 
-from jscexp.intrain import Group
+from jscexp.intrain import Group, Search
 from jscexp.sweep.overrides import is_vector_key, override_value
-from jscexp.train.loop import EpochBook, FitResult
+from jscexp.train.loop import EpochBook
 
 
 def check(t) -> None:
@@ -45,7 +45,7 @@ def start(group: Group) -> Refill | None:
     return Refill(Asker(RefillSpec.load(group.trials[0].cfg.optuna.refill)), group)
 
 
-class Refill:
+class Refill(Search):
     """After each epoch, each slice whose trial was pruned in it takes a new trial, while the
     study gives one; the job then owns that trial (its heartbeat, its result to the study)."""
 
@@ -63,8 +63,7 @@ class Refill:
             asked = self.asker.ask()
             if asked is None:
                 return  # the search has its trials: the slice stays free
-            slots.runs[k].close()  # its trial ended PRUNED when its hook pruned it
-            self.ended(slots.trials[k])
+            self.ended(slots.trials[k])  # it ended PRUNED, its run with it, when its hook pruned it
             t = self._take(asked, k)
             if t is None:
                 continue
@@ -86,9 +85,6 @@ class Refill:
         run = self.group.open_run(t, {"jscexp.halving.replaced": self.group.slots.runs[k].run_id})
         self.group.slots.replace(k, t, run)
         return t
-
-    def before_test(self, trial, k: int, result: FitResult) -> None:
-        pass
 
     def ended(self, trial) -> None:
         """A trial this job asked for: its outcome to the study (FAILED if it lacks an objective)."""

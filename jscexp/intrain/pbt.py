@@ -15,8 +15,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from jscexp.config import plain
 from jscexp.errors import UserError
-from jscexp.intrain import Group
-from jscexp.sweep.checks import check_space, is_width
+from jscexp.intrain import Group, Search
+from jscexp.sweep.checks import ONE_MEMBER, check_space, is_width
 from jscexp.train.loop import EpochBook, FitResult
 from jscexp.train.population import Population, Settings, knob_space
 
@@ -54,7 +54,7 @@ def start(group: Group) -> PbtSearch | None:
     if not pbt.space:
         return None
     if group.engine.k == 1:  # the sweep's check refuses a grid of one; this is a group that did not stack
-        raise UserError("pbt trains a population: sweep two or more trials that stack (-m learning_rate=1e-3,1e-2)")
+        raise UserError(ONE_MEMBER)
     space = knob_space(plain(pbt.space))
     values = [{name: float(OmegaConf.select(t.cfg, name)) for name in space} for t in trials]
     settings = Settings(int(pbt.interval), float(pbt.quantile_fraction), float(pbt.resample_probability),
@@ -70,14 +70,14 @@ def start(group: Group) -> PbtSearch | None:
 
     last = max(int(t.cfg.max_epochs) for t in trials) - 1
     return PbtSearch(Population(group.engine, settings, space, values, int(pbt.seed), last, on_epoch, on_exploit,
-                                lambda k, knobs: _qat_model(trials[k], knobs)[0]), trials)
+                                lambda k, knobs: _qat_model(trials[k], knobs)[0]))
 
 
-class PbtSearch:
+class PbtSearch(Search):
     """The population between epochs; a member is tested with the widths of its best epoch."""
 
-    def __init__(self, population: Population, trials: list):
-        self.population, self.trials = population, trials
+    def __init__(self, population: Population):
+        self.population = population
 
     def after_epoch(self, epoch: int, book: EpochBook) -> None:
         self.population(epoch, book)
@@ -88,12 +88,6 @@ class PbtSearch:
         if result.best_epoch is None or not any(is_width(name) for name in self.population.space):
             return
         trial.quantised = _qat_model(trial, self.population.knobs_at[k][result.best_epoch])
-
-    def ended(self, trial) -> None:
-        pass
-
-    def close(self, err: BaseException | None) -> None:
-        pass
 
 
 def _qat_model(t, knobs: dict[str, float]):

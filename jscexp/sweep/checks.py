@@ -19,6 +19,7 @@ from jscexp.validate import group_size
 
 OPTUNA_SWEEPER = "hydra_plugins.jscexp_sweeper.sweeper.JscexpOptunaSweeper"
 EXPLORABLE = ("learning_rate", "model.dropout", "optimizer.", "quantisation.")  # what PBT may explore
+ONE_MEMBER = "pbt trains a population: sweep two or more trials that stack (-m learning_rate=1e-3,1e-2)"
 
 
 def check_sweep(config: DictConfig) -> None:
@@ -26,8 +27,7 @@ def check_sweep(config: DictConfig) -> None:
     group_size(config.trainer.get("vectorize"))
     sweeper = config.hydra.sweeper
     if sweeper.get("_target_") == OPTUNA_SWEEPER:
-        objectives(sweeper, str(config.mode))
-        _check_search(sweeper)
+        _check_search(sweeper, objectives(sweeper, str(config.mode))[0])
     if config.pbt.space:
         check_population(config)
     if not _swept(config, "dataset"):  # one dataset for every job: on disk before the first, or one line
@@ -60,13 +60,13 @@ def prunes(pruner: Mapping) -> bool:
     return not str(pruner.get("_target_", "")).endswith("NopPruner")
 
 
-def _check_search(o: DictConfig) -> None:
+def _check_search(o: DictConfig, names: list[str]) -> None:
     for group in ("sampler", "pruner"):
         node = o.get(group)
         if not isinstance(node, DictConfig) or "_target_" not in node:
             raise UserError(f"hydra.sweeper.{group} is a config group, not a value: choose it with "
                             f"hydra/sweeper/{group}={node} (and set its options as hydra.sweeper.{group}.<option>=…)")
-    if len(objectives(o)[0]) > 1 and prunes(o.pruner):
+    if len(names) > 1 and prunes(o.pruner):
         raise UserError("pruning needs a single objective (Optuna cannot report intermediate values otherwise)")
     if not 0 <= o.max_failure_rate <= 1:
         raise UserError(f"hydra.sweeper.max_failure_rate must be between 0 and 1, got {o.max_failure_rate}")
@@ -80,7 +80,7 @@ def _check_search(o: DictConfig) -> None:
 def check_population(config: DictConfig) -> None:
     """Population-based training: two members or more, its settings in range, its knobs explorable."""
     if config.hydra.sweeper.get("_target_") != OPTUNA_SWEEPER and grid_size(config) < 2:
-        raise UserError("pbt trains a population: sweep two or more trials that stack (-m learning_rate=1e-3,1e-2)")
+        raise UserError(ONE_MEMBER)
     pbt = config.pbt
     if pbt.interval < 1:
         raise UserError(f"pbt.interval must be 1 or more epochs, got {pbt.interval}")

@@ -121,13 +121,12 @@ def measure(model, batches: Iterable, tally: Tally) -> None:
     """The one evaluation loop: adds a model's predictions and cross-entropy over ``batches``
     to ``tally``, for one model (logits [B, C]) or K stacked trials (logits [K, B, C])."""
     model.train(False)
-    with torch.no_grad():
-        for x, y in batches:
-            logits = model(x)
-            if logits.dim() == 2:
-                tally.update(logits.unsqueeze(0), y, F.cross_entropy(logits, y).unsqueeze(0))
-            else:
-                tally.update(logits, y, trial_losses(logits, y))
+    for x, y in batches:
+        logits = model(x)
+        if logits.dim() == 2:
+            tally.update(logits.unsqueeze(0), y, F.cross_entropy(logits, y).unsqueeze(0))
+        else:
+            tally.update(logits, y, trial_losses(logits, y))
 
 
 def trial_losses(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

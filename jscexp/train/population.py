@@ -146,4 +146,3 @@ class Population:
         if self.requantise is None or not any(is_width(name) for name in knobs):
             return None
         return self.requantise(member, knobs)
-
