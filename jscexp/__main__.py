@@ -30,7 +30,7 @@ def main(cfg: DictConfig) -> Outcome | list[Outcome]:
     hc = HydraConfig.get()
     overrides = list(hc.overrides.task)
     try:
-        outcome = _job(cfg, Path(hc.runtime.output_dir), overrides)
+        outcome = _job(cfg, Path(hc.runtime.output_dir), overrides, Path(hc.runtime.cwd))
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         if hc.mode == RunMode.MULTIRUN:
@@ -42,10 +42,10 @@ def main(cfg: DictConfig) -> Outcome | list[Outcome]:
     return outcome
 
 
-def _job(cfg: DictConfig, out_dir: Path, overrides: list[str]) -> Outcome | list[Outcome]:
+def _job(cfg: DictConfig, out_dir: Path, overrides: list[str], launch_dir: Path) -> Outcome | list[Outcome]:
     from jscexp.job import run  # torch and friends: only once a job runs
 
-    return run(cfg, out_dir, overrides)
+    return run(cfg, out_dir, overrides, launch_dir)
 
 
 def entry() -> None:

@@ -84,23 +84,41 @@ class Trial:
         self.error, self.outcome = err, Outcome.failed(str(err))
 
 
-def run(cfg: DictConfig, out_dir: Path, overrides: list[str]) -> Outcome | list[Outcome]:
+def run(cfg: DictConfig, out_dir: Path, overrides: list[str], launch_dir: Path | None = None) -> Outcome | list[Outcome]:
     """Runs a job: its outcome, or a group job's, one per trial and then one per trial it asked
     the search for itself (refill). Bad input of a single job and the job's own setup errors (an
     unreachable store) raise ``UserError``. The job runs in the process state its trainer config
-    sets, and leaves the process as it found it."""
+    sets, and leaves the process as it found it. ``launch_dir``: where the command ran, which
+    its relative paths are from (the job may run elsewhere: ``hydra.job.chdir``)."""
     with job_state(cfg.trainer.num_threads, bool(cfg.trainer.deterministic)):
-        return _run(cfg, out_dir, overrides)
+        return _run(anchored(cfg, launch_dir or Path.cwd()), out_dir, overrides, launch_dir or Path.cwd())
 
 
-def _run(cfg: DictConfig, out_dir: Path, overrides: list[str]) -> Outcome | list[Outcome]:
+def anchored(cfg: DictConfig, launch_dir: Path) -> DictConfig:
+    """The config with the paths a user gave taken from ``launch_dir`` also when the job runs in
+    its output folder (``hydra.job.chdir=True``, as the official Optuna sweeper's examples do):
+    the SQLite MLflow store (else each job would start a store of its own), dataset.path, ckpt."""
+    if Path.cwd() == launch_dir:
+        return cfg
+    from jscexp.tracking import tracking_uri
+
+    out = cfg.copy()
+    if (uri := tracking_uri(cfg.mlflow.tracking_uri, base=launch_dir)).startswith("sqlite:"):
+        out.mlflow.tracking_uri = uri
+    for key in ("dataset.path", "ckpt"):
+        if value := OmegaConf.select(cfg, key):
+            OmegaConf.update(out, key, str(launch_dir / Path(value).expanduser()))
+    return out
+
+
+def _run(cfg: DictConfig, out_dir: Path, overrides: list[str], launch_dir: Path) -> Outcome | list[Outcome]:
     mark("job_start", time.time())  # make bench: a job's time besides its steps
     group = bool(cfg.get(GROUP_KEY))
     cfg = cfg if group else with_checkpoint_recipe(cfg, overrides)
     each = trial_overrides(cfg, overrides)
     common = len(overrides) - 1  # a trial's overrides: the group job's, less the group, then its own
-    trials = [Trial(_trial_config(cfg, o, o[common:]) if group else cfg, o, out_dir / f"trial_{i}" if group else out_dir)
-              for i, o in enumerate(each)]
+    trials = [Trial(anchored(_trial_config(cfg, o, o[common:]), launch_dir) if group else cfg, o,
+                    out_dir / f"trial_{i}" if group else out_dir) for i, o in enumerate(each)]
     uri = prepare(trials)
     if not group and trials[0].error is not None:
         raise trials[0].error

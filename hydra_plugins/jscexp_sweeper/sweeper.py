@@ -16,17 +16,21 @@ from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig, OmegaConf
 
-from hydra_plugins.jscexp_sweeper.config import JscexpOptunaSweeperConf  # noqa: F401  (registers the config)
+import hydra_plugins.jscexp_sweeper.config  # noqa: F401  (registers the config)
 from jscexp.errors import UserError, deferred_interrupts
 from jscexp.search.liveness import Heartbeat, fail_stale, give_up
 from jscexp.search.space import parse
 from jscexp.search.study import (
     STORAGE_ENV,
+    grid,
+    is_grid,
     live_count,
     make_pruner,
     make_sampler,
     make_storage,
+    param_overrides,
     storage_url,
+    summary,
     surplus,
     tell,
     tell_outcome,
@@ -67,11 +71,25 @@ class JscexpOptunaSweeper(Sweeper):
         if not space:
             raise UserError("nothing to search: give hydra.sweeper.params or sweep syntax such as lr=interval(1e-4,1e-1)")
         objectives, directions = checks.objectives(self.o)  # checked against the mode before the sweep began
+        self.seed = checks.sampler_seed(self.o)
+        self._cap_at_grid(space)
         study, url = self._open_study(space, fixed, objectives, directions)
         self._share_parent(study.study_name)
         log.info(f"Optuna study '{study.study_name}' in {mask(url)}: {live_count(study)}/{self.o.n_trials} trials done")
         self._run_trials(study, space, (fixed, self._plumbing(study.study_name, url, space, objectives)), objectives)
         return self._report(study, objectives)
+
+    def _cap_at_grid(self, space: dict) -> None:
+        """A grid search ends with its grid: more trials would only repeat points."""
+        if not is_grid(self.o.sampler):
+            return
+        size = 1
+        for points in grid(space).values():
+            size *= len(points)
+        if self.o.n_trials > size:
+            log.warning(f"hydra.sweeper.n_trials={self.o.n_trials} is more than the grid's {size} points: "
+                        f"the search stops at {size}")
+            self.o.n_trials = size
 
     def _pruner_cfg(self) -> dict:
         return OmegaConf.to_container(self.o.pruner, resolve=True)
@@ -80,16 +98,16 @@ class JscexpOptunaSweeper(Sweeper):
         import optuna
 
         name = self.o.study_name or self._default_study_name(space, fixed, objectives)
-        spec = self.o.storage or self.config.get("optuna_storage")  # the sweeper's own, else the backend's
-        url = storage_url(spec)
+        # the sweeper's own storage, else the backend's; resolved here, before any job changes folder
+        url = storage_url(self.o.storage or self.config.get("optuna_storage"))
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        storage = make_storage(url)
         if mask(url) != url:  # credentials travel to the jobs by environment, never in overrides or logs
             os.environ[STORAGE_ENV] = url
             url = f"env:{STORAGE_ENV}"
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        storage = make_storage(spec)
         # A resumed study must not replay the suggestions of its first launch: offset the seed
         # by the trials already there (same command, same history -> same suggestions).
-        seed = self.o.seed
+        seed = self.seed
         if seed is not None and name in optuna.get_all_study_names(storage):
             seed += len(optuna.load_study(study_name=name, storage=storage).trials)
         study = optuna.create_study(
@@ -117,7 +135,7 @@ class JscexpOptunaSweeper(Sweeper):
         from jscexp.search.refill import RefillSpec
 
         spec = RefillSpec(name, url, {k: distribution_to_json(d) for k, d in space.items()},
-                          OmegaConf.to_container(self.o.sampler, resolve=True), self.o.seed, self._pruner_cfg(),
+                          OmegaConf.to_container(self.o.sampler, resolve=True), self.seed, self._pruner_cfg(),
                           self.o.n_trials, objectives, self.o.heartbeat_interval, self.o.max_retries, sorted(space))
         return spec.save(self.sweep_dir.resolve() / f"refill.{os.getpid()}.json")
 
@@ -157,7 +175,7 @@ class JscexpOptunaSweeper(Sweeper):
         from jscexp.validate import group_size
 
         fixed, plumbing = common
-        jobs = [[*fixed, *self._trial_overrides(t), *plumbing, f"+optuna.trial={t.number}", *self._lineage(t)]
+        jobs = [[*fixed, *param_overrides(t), *plumbing, f"+optuna.trial={t.number}", *self._lineage(t)]
                 for t in trials]
         try:
             with Heartbeat(study._storage, [t._trial_id for t in trials], self.o.heartbeat_interval):
@@ -204,10 +222,6 @@ class JscexpOptunaSweeper(Sweeper):
                                study.study_name, lost.number, lost.reason)
 
     @staticmethod
-    def _trial_overrides(trial) -> list[str]:
-        return [f"{k}={override_value(v)}" for k, v in trial.params.items()]
-
-    @staticmethod
     def _ask(study, space):
         try:
             return study.ask(space)
@@ -239,16 +253,7 @@ class JscexpOptunaSweeper(Sweeper):
         return False
 
     def _report(self, study, objectives: list[str]):
-        from optuna.trial import TrialState
-
-        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        results: dict[str, Any] = {"study_name": study.study_name, "objectives": objectives,
-                                   "n_complete": len(complete)}
-        if complete and len(objectives) == 1:
-            results.update(best_params=study.best_params, best_value=study.best_value)
-        elif complete:
-            results["pareto_front"] = [{"number": t.number, "params": t.params, "values": t.values}
-                                       for t in study.best_trials]
+        results = summary(study, objectives)
         if failures := [o.line() for o in self.outcomes.read() if not o.ok]:
             results["failed"] = failures
         self.sweep_dir.mkdir(parents=True, exist_ok=True)

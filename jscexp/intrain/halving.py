@@ -19,7 +19,7 @@ its own: the sweep counts them like any other.
 from __future__ import annotations
 
 from jscexp.intrain import Group, Search
-from jscexp.sweep.overrides import is_vector_key, override_value
+from jscexp.sweep.overrides import is_vector_key
 from jscexp.train.loop import EpochBook
 
 
@@ -77,7 +77,9 @@ class Refill(Search):
         config is bad (told FAIL, with its one-line reason)."""
         import sys
 
-        t = self.group.join([f"{name}={override_value(v)}" for name, v in asked.params.items()], asked.number)
+        from jscexp.search.study import param_overrides
+
+        t = self.group.join(param_overrides(asked), asked.number)
         if t.error is not None:
             print(f"error: trial {asked.number}: {t.error}", file=sys.stderr)
             self.ended(t)

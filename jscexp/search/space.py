@@ -1,9 +1,11 @@
 """Hydra's sweep syntax → Optuna distributions.
 
-``choice(a,b)`` / ``a,b`` → categorical; ``range(a,b[,s])`` → the values Hydra itself would
-enumerate (stop excluded: the official plugin hands Optuna ``b`` as an inclusive high, a bug);
-``interval(a,b)`` → float; ``int(interval(a,b))`` → int; ``tag(log, …)`` → log scale.
-Anything else is a fixed value passed to every trial.
+``choice(a,b)`` / ``a,b`` → categorical; ``range(a,b[,s])`` → a stepped int or float
+distribution over the values Hydra itself would enumerate (stop excluded: the official
+plugin hands Optuna ``b`` as an inclusive high, a bug), ordered, so TPE and CMA-ES can model
+it; ``shuffle(range(…))`` → categorical, as in the official plugin; ``interval(a,b)`` → float;
+``int(interval(a,b))`` → int; ``tag(log, …)`` → log scale. Anything else is a fixed value
+passed to every trial.
 """
 
 from __future__ import annotations
@@ -17,14 +19,11 @@ from jscexp.errors import UserError
 
 
 def _range_values(sweep: RangeSweep) -> list:
-    start, stop, step = sweep.start, sweep.stop, sweep.step  # Hydra's grammar fills all three
-    assert start is not None and stop is not None and step is not None
-    if step == 0 or (step > 0) != (stop > start):
-        raise UserError(f"range({start}, {stop}, {step}) is empty")
-    values, v = [], start
-    while (v < stop) if step > 0 else (v > stop):
-        values.append(round(v, 12) if isinstance(v, float) else v)
-        v += step
+    """The values Hydra's grid sweeper enumerates for the same text (its own ``range()``),
+    without float dust."""
+    values = [] if sweep.step == 0 else [round(v, 12) if isinstance(v, float) else v for v in sweep.range()]
+    if not values:
+        raise UserError(f"range({sweep.start}, {sweep.stop}, {sweep.step}) is empty")
     return values
 
 
@@ -38,6 +37,20 @@ def _choice(name: str, value) -> None | bool | int | float | str:
                     "can choose from: sweep it with the grid sweeper (sweeper=grid) instead")
 
 
+def _range_distribution(name: str, sweep: RangeSweep, log: bool):
+    import optuna.distributions as d
+
+    values = _range_values(sweep)
+    if log and sweep.step not in (None, 1):
+        raise UserError(f"{name}: a log range cannot have a step: use tag(log, int(interval(a, b)))")
+    if sweep.shuffle:
+        return d.CategoricalDistribution(values)
+    low, high, step = min(values), max(values), abs(sweep.step or 1)
+    if all(isinstance(v, int) for v in values):
+        return d.IntDistribution(low, high, step=int(step), log=log)
+    return d.FloatDistribution(float(low), float(high), step=None if log else float(step), log=log)
+
+
 def to_distribution(override: Override):
     import optuna.distributions as d
 
@@ -47,14 +60,7 @@ def to_distribution(override: Override):
     if isinstance(value, ChoiceSweep):
         return d.CategoricalDistribution([_choice(name, v) for v in value.list])
     if isinstance(value, RangeSweep):
-        values = _range_values(value)
-        if log and value.step not in (None, 1):
-            raise UserError(f"{name}: a log range cannot have a step: use tag(log, int(interval(a, b)))")
-        if all(isinstance(v, int) for v in values):
-            step = int(value.step or 1)
-            return d.IntDistribution(values[0], values[-1], step=abs(step), log=log) if step > 0 \
-                else d.CategoricalDistribution(values)
-        return d.CategoricalDistribution(values)
+        return _range_distribution(name, value, log)
     if isinstance(value, IntervalSweep):
         start, end = value.start, value.end
         assert start is not None and end is not None  # Hydra's grammar needs both

@@ -45,26 +45,33 @@ def make_storage(url: str | None):
 
 
 def storage_url(url: str | None) -> str:
-    """The storage as the job sees it (absolute, so a job running elsewhere opens the same file)."""
+    """The storage as every job sees it, resolved once where the sweep starts: a journal file
+    or a SQLite database by its absolute path, so a job in another folder (``hydra.job.chdir``,
+    a cluster node) opens the same study, not an empty one of its own."""
     url = url or DEFAULT_JOURNAL
-    return url if "://" in url or url.startswith("env:") else str(Path(url).resolve())
+    if url.startswith("env:"):
+        return url
+    if "://" not in url:
+        return str(Path(url).resolve())
+    from sqlalchemy.engine import make_url
+
+    rdb = make_url(url)
+    path = rdb.database
+    if rdb.get_backend_name() != "sqlite" or not path or path == ":memory:" or path.startswith("file:"):
+        return url
+    return rdb.set(database=str(Path(path).resolve())).render_as_string(hide_password=False)
 
 
 def _instantiate(what: str, cfg: dict, **extra):
     """An Optuna sampler or pruner from its ``_target_`` config; a bad keyword is one line."""
     import inspect
 
-    from hydra.utils import get_class, instantiate
+    from hydra.utils import instantiate
 
-    target = cfg.get("_target_", "")
-    try:
-        cls = get_class(target)
-    except Exception:  # noqa: BLE001 — any unimportable target means "fix the config"
-        raise UserError(f"{what} _target_ '{target}' is not an Optuna class: pick one of hydra/sweeper/{what}") from None
+    from jscexp.sweep.checks import optuna_class
+
+    cls = optuna_class(what, cfg)
     accepted = inspect.signature(cls).parameters
-    unknown = sorted(set(cfg) - {"_target_"} - set(accepted))
-    if unknown:
-        raise UserError(f"{cls.__name__} has no option {', '.join(unknown)}: it takes {', '.join(accepted) or 'none'}")
     try:
         return instantiate(cfg, **{k: v for k, v in extra.items() if k in accepted}, _convert_="all")
     except Exception as err:  # noqa: BLE001 — Optuna's own check of a value, e.g. a negative reduction_factor
@@ -72,25 +79,46 @@ def _instantiate(what: str, cfg: dict, **extra):
 
 
 def make_sampler(cfg: dict, seed: int | None, space: dict, n_objectives: int):
-    """The sampler of ``hydra/sweeper/sampler`` (its config), seeded; GridSampler gets the search's grid."""
-    name = cfg.get("_target_", "").rsplit(".", 1)[-1]
-    if name == "CmaEsSampler" and n_objectives > 1:
+    """The sampler of ``hydra/sweeper/sampler`` (its config) with ``seed`` (the search's:
+    ``checks.sampler_seed``, in place of the node's own); GridSampler gets the search's grid."""
+    if cfg.get("_target_", "").endswith("CmaEsSampler") and n_objectives > 1:
         raise UserError("sampler cmaes is single-objective: use nsgaii or tpe for several objectives")
-    return _instantiate("sampler", cfg, seed=seed, search_space=_grid(space) if name == "GridSampler" else None)
+    cfg = {k: v for k, v in cfg.items() if k != "seed"}
+    return _instantiate("sampler", cfg, seed=seed, search_space=grid(space) if is_grid(cfg) else None)
 
 
-def _grid(space: dict) -> dict:
-    import optuna
+def is_grid(sampler: dict) -> bool:
+    return str(sampler.get("_target_", "")).endswith("GridSampler")
 
-    grid = {}
+
+def grid(space: dict) -> dict:
+    """The search's points per knob, as Hydra's grid sweeper enumerates the same text."""
+    import optuna.distributions as d
+
+    points = {}
     for key, dist in space.items():
-        if isinstance(dist, optuna.distributions.CategoricalDistribution):
-            grid[key] = list(dist.choices)
-        elif isinstance(dist, optuna.distributions.IntDistribution) and not dist.log:
-            grid[key] = list(range(dist.low, dist.high + 1, dist.step))
+        if isinstance(dist, d.CategoricalDistribution):
+            points[key] = list(dist.choices)
+        elif isinstance(dist, d.IntDistribution | d.FloatDistribution) and dist.step is not None and not dist.log:
+            n = round((dist.high - dist.low) / dist.step) + 1
+            points[key] = [_point(dist.low + i * dist.step) for i in range(n)]
         else:
             raise UserError(f"sampler grid needs choice/range values, not an interval for {key}")
-    return grid
+    return points
+
+
+def _point(value: float | int) -> float | int:
+    """A stepped value without float dust (0.30000000000000004 → 0.3), as Hydra prints it."""
+    return round(value, 12) if isinstance(value, float) else value
+
+
+def param_overrides(trial) -> list[str]:
+    """A trial's parameters as its job's overrides (a stepped value as Hydra's grid sweeper
+    would write it: ``model.dropout=0.6``, not ``0.6000000000000001``)."""
+    from jscexp.sweep.overrides import override_value
+
+    return [f"{k}={override_value(_point(v) if getattr(trial.distributions[k], 'step', None) else v)}"
+            for k, v in trial.params.items()]
 
 
 def make_pruner(cfg: dict):
@@ -170,3 +198,19 @@ def surplus(study, trial, n_trials: int) -> bool:
     trial.set_user_attr("fail_reason", "surplus: another worker took the last slot of n_trials")
     tell(study, trial, state=TrialState.FAIL)
     return True
+
+
+def summary(study, objectives: list[str]) -> dict:
+    """``optimization_results.yaml``: the official plugin's keys (``name``, ``best_params`` and
+    ``best_value``, or ``solutions`` — each non-dominated trial once, a reused duplicate left
+    out), then jscexp's (``study_name``, ``objectives``, ``n_complete``; a solution's ``number``)."""
+    from optuna.trial import TrialState
+
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    results: dict = {"name": "optuna"}
+    if complete and len(objectives) == 1:
+        results.update(best_params=study.best_params, best_value=study.best_value)
+    elif complete:
+        results["solutions"] = [{"params": t.params, "values": t.values, "number": t.number}
+                                for t in study.best_trials if "duplicate_of" not in t.user_attrs]
+    return {**results, "study_name": study.study_name, "objectives": objectives, "n_complete": len(complete)}

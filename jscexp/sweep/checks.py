@@ -2,24 +2,34 @@
 MLflow parent run or its Optuna study exists (the sweep callback calls ``check_sweep``), so a
 mistake costs one line and exit 2, never a run or a trial per job.
 
-Checked: the group size; a search's objectives against what its jobs' mode returns, its
-sampler and pruner (config groups, not strings), its numbers; a population's size, settings
-and explored knobs; the data (downloaded here, once, when it must be).
+Checked: the group size; a search's settings (no key its schema lacks), objectives against
+what its jobs' mode returns, its sampler and pruner (config groups, not strings, each option
+one its Optuna class takes), one seed, its numbers; a population's size, settings and
+explored knobs; the data (downloaded here, once, when it must be).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
 from jscexp.config import plain, plain_list, returned_metrics
 from jscexp.errors import UserError
+from jscexp.sweep.searchconf import JscexpOptunaSweeperConf
 from jscexp.validate import group_size
 
 OPTUNA_SWEEPER = "hydra_plugins.jscexp_sweeper.sweeper.JscexpOptunaSweeper"
 EXPLORABLE = ("learning_rate", "model.dropout", "optimizer.", "quantisation.")  # what PBT may explore
 ONE_MEMBER = "pbt trains a population: sweep two or more trials that stack (-m learning_rate=1e-3,1e-2)"
+# The official hydra-optuna-sweeper's options this sweeper lacks, and what to use instead.
+OFFICIAL_ONLY = {
+    "custom_search_space": "a Python-defined (conditional) space is not supported: give every knob in "
+                           "hydra.sweeper.params or as sweep syntax",
+    "search_space": "the official plugin's deprecated form: give the space as hydra.sweeper.params (sweep syntax)",
+    "experiment_sequence": "not supported: the sweeper asks its study for trials itself",
+}
 
 
 def check_sweep(config: DictConfig) -> None:
@@ -27,6 +37,7 @@ def check_sweep(config: DictConfig) -> None:
     group_size(config.trainer.get("vectorize"))
     sweeper = config.hydra.sweeper
     if sweeper.get("_target_") == OPTUNA_SWEEPER:
+        _check_keys(sweeper)
         _check_search(sweeper, objectives(sweeper, str(config.mode))[0])
     if config.pbt.space:
         check_population(config)
@@ -60,12 +71,50 @@ def prunes(pruner: Mapping) -> bool:
     return not str(pruner.get("_target_", "")).endswith("NopPruner")
 
 
+def _check_keys(o: DictConfig) -> None:
+    """The sweeper's config is strict: a key its schema lacks (a typo after ``+hydra.sweeper.``,
+    an official option this sweeper does not have) would otherwise be ignored."""
+    valid = [f.name for f in dataclasses.fields(JscexpOptunaSweeperConf) if not f.name.startswith("_")]
+    if unknown := [str(k) for k in o if k not in valid and not str(k).startswith("_")]:
+        why = OFFICIAL_ONLY.get(unknown[0], f"it has {', '.join(k for k in valid if k != 'defaults')}")
+        raise UserError(f"hydra.sweeper.{unknown[0]} is not a setting of jscexp's Optuna sweeper: {why}")
+
+
+def sampler_seed(o: DictConfig) -> int | None:
+    """The search's seed, from ``hydra.sweeper.seed`` or (the official plugin's place)
+    ``hydra.sweeper.sampler.seed``; two different ones are refused, never one silently dropped."""
+    own, node = o.get("seed"), o.sampler.get("seed")
+    if own is not None and node is not None and own != node:
+        raise UserError(f"two seeds, hydra.sweeper.seed={own} and hydra.sweeper.sampler.seed={node}: give one")
+    return own if own is not None else node
+
+
+def optuna_class(what: str, cfg: Mapping) -> type:
+    """The Optuna sampler or pruner class a ``_target_`` config names; an option the class does
+    not take is one line listing those it does."""
+    import inspect
+
+    from hydra.utils import get_class
+
+    target = cfg.get("_target_", "")
+    try:
+        cls = get_class(target)
+    except Exception:  # noqa: BLE001 — any unimportable target means "fix the config"
+        raise UserError(f"{what} _target_ '{target}' is not an Optuna class: pick one of hydra/sweeper/{what}") from None
+    accepted = inspect.signature(cls).parameters
+    if unknown := sorted(set(cfg) - {"_target_"} - set(accepted)):
+        raise UserError(f"{cls.__name__} has no option {', '.join(unknown)}: it takes {', '.join(accepted) or 'none'}")
+    return cls
+
+
 def _check_search(o: DictConfig, names: list[str]) -> None:
     for group in ("sampler", "pruner"):
         node = o.get(group)
         if not isinstance(node, DictConfig) or "_target_" not in node:
             raise UserError(f"hydra.sweeper.{group} is a config group, not a value: choose it with "
                             f"hydra/sweeper/{group}={node} (and set its options as hydra.sweeper.{group}.<option>=…)")
+        optuna_class(group, node)
+    sampler_seed(o)
     if len(names) > 1 and prunes(o.pruner):
         raise UserError("pruning needs a single objective (Optuna cannot report intermediate values otherwise)")
     if not 0 <= o.max_failure_rate <= 1:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+from pathlib import Path
 
 DEFAULT_URI = "sqlite:///mlflow.db"  # embedded store in the directory the user runs from
 PARENT_ENV = "JSCEXP_PARENT_RUN_ID"  # set by the sweep callback, read by every job it launches
@@ -30,16 +31,17 @@ def from_env(value: str | None, what: str) -> str | None:
     return os.environ[name]
 
 
-def tracking_uri(configured: str | None = None) -> str:
+def tracking_uri(configured: str | None = None, base: Path | None = None) -> str:
     """Config key first (``env:NAME`` allowed), then ``MLFLOW_TRACKING_URI``, then the embedded SQLite store.
 
-    A relative SQLite path is made absolute: MLflow caches one store per URI string, so a
-    relative one would keep writing to the first directory a process ran from.
+    A relative SQLite path is made absolute (from ``base``, else the working folder): MLflow
+    caches one store per URI string, so a relative one would keep writing to the first
+    directory a process ran from.
     """
     uri = from_env(configured, "mlflow.tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
     prefix = "sqlite:///"
     if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
-        uri = prefix + os.path.abspath(uri[len(prefix) :])
+        uri = prefix + os.path.abspath(Path(base or Path.cwd()) / uri[len(prefix) :])
     return uri
 
 
