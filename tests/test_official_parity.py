@@ -194,6 +194,44 @@ def test_a_ported_grid_config_stops_at_its_grid_and_says_so(workdir):
     assert client.get_run(runs[0].info.run_id).data.metrics["test_loss"] > 0
 
 
+PORTED_EXAMPLE = """\
+# @package _global_
+# example/conf/config.yaml of the official plugin, ported: jscexp's knobs for x and y
+defaults:
+  - override /sweeper: optuna
+  - override /hydra/sweeper/sampler: tpe
+
+experiment: search
+hydra:
+  sweeper:
+    sampler:
+      seed: 123
+    direction: minimize
+    objectives: [test_loss]
+    study_name: sphere
+    storage: null
+    n_trials: 2
+    n_jobs: 1
+    params:
+      learning_rate: range(0.005, 0.055, step=0.005)
+      batch_size: choice(64, 128, 256)
+"""
+
+
+@pytest.mark.slow
+def test_a_ported_example_config_asks_the_same_values_with_its_seed_twice(workdir):
+    """The issue's case: a seed under ``hydra: sweeper: sampler:`` was thrown away."""
+    (workdir / "ported" / "sweep").mkdir(parents=True)
+    (workdir / "ported" / "sweep" / "official_example.yaml").write_text(PORTED_EXAMPLE)
+    for name in ("sphere", "sphere2"):
+        result = run_cli(["-m", "--config-dir", str(workdir / "ported"), "+sweep=official_example", *FAST,
+                          f"hydra.sweeper.study_name={name}"], workdir)
+        assert result.returncode == 0, result.stderr[-3000:]
+    first, second = study(workdir, "sphere").trials, study(workdir, "sphere2").trials
+    assert len(first) == 2 and [t.params for t in first] == [t.params for t in second]
+    assert {t.distributions["learning_rate"] for t in first} == {FloatDistribution(0.005, 0.05, step=0.005)}
+
+
 def test_several_objectives_give_solutions_each_non_dominated_trial_once():
     """test_optuna_multi_objective_example's checks on the results file, with a trial the sweeper
     reused for a duplicate (it was listed twice)."""
