@@ -128,12 +128,21 @@ def finish_training(cfg, net, splits, run, out_dir: Path, result, calibration, q
     """After training: test, checkpoint, curves, final metrics, summaries; returns the job's
     result. ``show``: print the quantisation histogram (a stacked group's trials share one)."""
     spec = plain(cfg.analysis)
-    final = {**_record_fit(cfg, net, splits, run, out_dir, result), **qsummary.costs(net)}
+    final = {**_record_fit(cfg, net, splits, run, out_dir, result), **costs(cfg, net)}
     run.log_metrics(final, step=int(cfg.max_epochs))
     if quantised:
         _log_quant_summaries(run, net, quantised[1], out_dir, show=show)
     run.log_texts(analyse(net, spec, calibration))
     return Outcome.finished(final, run.run_id, diverged=result.diverged_at is not None)
+
+
+def costs(cfg, net) -> dict[str, float]:
+    """A quantised model's bit and hardware costs (none for a float one); da4ml's estimate
+    where ``hardware.estimate`` asks for it."""
+    from jscexp.quant.cost import estimate, wants_estimate
+
+    found = qsummary.costs(net)
+    return {**found, **estimate(net)} if found and wants_estimate(cfg.hardware, net) else found
 
 
 def _analyse(model, spec, calibration, run) -> dict[str, float]:
@@ -285,7 +294,7 @@ def _ptq(cfg, model, qcfg, splits, calibration, run, out_dir: Path, float_model)
         "test_acc": test["acc"],
         "test_loss": test["loss"],
         "acc_drop": float_metrics["test_acc"] - test["acc"],
-        **qsummary.costs(net),
+        **costs(cfg, net),
     }
     run.log_metrics(final)
     _log_quant_summaries(run, net, changes, out_dir)
@@ -311,11 +320,11 @@ def _transform(cfg, quantised, run, out_dir: Path) -> dict[str, float]:
         path,
     )
     run.log_artifact(path, "quantised")
-    costs = qsummary.costs(net)
-    run.log_metrics(costs)
+    found = costs(cfg, net)
+    run.log_metrics(found)
     _log_quant_summaries(run, net, changes, out_dir)
     print(f"quantised model written to {path}")
-    return costs
+    return found
 
 
 def _log_quant_summaries(run, net, changes, out_dir: Path, *, show: bool = True) -> None:

@@ -74,7 +74,7 @@ CKPT_MODES = (Mode.test, Mode.transform)  # they need ckpt=
 # numbers, and a quantised model's bit costs (a float model has none).
 FIT_METRICS = ("best_epoch", "best_train_acc", "best_val_acc", "test_acc", "test_loss", "fit_seconds",
                "epoch_seconds_mean", "train_samples_per_second")
-COST_METRICS = ("avg_weight_bits", "model_size_bits", "avg_param_bits", "linear_bitops")
+COST_METRICS = ("avg_weight_bits", "model_size_bits", "avg_param_bits", "linear_bitops", "bops", "ebops")
 _RETURNS = {
     Mode.train: FIT_METRICS,
     Mode.qat: FIT_METRICS + COST_METRICS,
@@ -122,6 +122,17 @@ class PbtConf:
 
 
 @dataclass
+class HardwareConf:
+    """``hardware``: a quantised run's hardware cost (docs/hardware.md). ``bops`` and ``ebops``
+    are always logged; da4ml's ``est_lut``/``est_latency`` trace the fixed-point layers, which
+    costs ~0.06 s for jsc-toy but ~0.9 s for jsc-10x: ``auto`` estimates models whose quantised
+    Linear layers hold at most ``estimate_max_weights`` weights, ``true`` every one."""
+
+    estimate: Any = "auto"  # auto | true | false
+    estimate_max_weights: int = 1024
+
+
+@dataclass
 class JscexpConf:
     """The top-level knobs, typed: a value of the wrong type is Hydra's one-line error, exit 2.
     The groups (model, dataset, …) keep their own keys; conf/config.yaml sets the defaults."""
@@ -144,6 +155,7 @@ class JscexpConf:
     max_epochs: int = 10
     learning_rate: float = 1e-3
     pbt: PbtConf = field(default_factory=PbtConf)
+    hardware: HardwareConf = field(default_factory=HardwareConf)
 
 
 SCHEMA = "jscexp_schema"

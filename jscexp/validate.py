@@ -9,13 +9,16 @@ from jscexp.errors import UserError
 
 def check_knobs(cfg) -> None:
     """Values the schema's types cannot rule out (jscexp.config types them): batch_size and
-    max_epochs positive, learning_rate positive and finite, trainer.vectorize off / auto / K."""
+    max_epochs positive, learning_rate positive and finite, trainer.vectorize off / auto / K,
+    hardware.estimate auto / true / false."""
     for key in ("batch_size", "max_epochs"):
         if cfg[key] <= 0:
             raise UserError(f"{key} must be a positive integer, got {cfg[key]!r}")
     if not math.isfinite(cfg.learning_rate) or cfg.learning_rate <= 0:
         raise UserError(f"learning_rate must be a positive number, got {cfg.learning_rate!r}")
     group_size(cfg.trainer.get("vectorize"))  # a bad value fails single runs too, not only sweeps
+    if cfg.hardware.estimate not in ("auto", True, False):
+        raise UserError(f"hardware.estimate must be auto, true or false, got {cfg.hardware.estimate!r}")
 
 
 def group_size(setting) -> int:

@@ -20,10 +20,10 @@ SECTIONS = {  # experiment -> what its section must show (table columns, text)
     "lab1_learning_rate": ["Learning-Rate", "Test Accuracy"],
     "lab1_models": ["Model", "Parameters", "Test Accuracy", "Confusion matrix of the best run"],
     "lab2_analyse": ["call_module", "Statistics profile and node-meta table", "range_quantile"],
-    "lab2_int8": ["float_test_acc", "avg_weight_bits", "quant_check", "Quantized type", "LinearQ"],
-    "quant_bits": ["Test Accuracy", "Pareto front"],
+    "lab2_int8": ["float_test_acc", "avg_weight_bits", "bops", "ebops", "quant_check", "Quantized type", "LinearQ"],
+    "quant_bits": ["Test Accuracy", "BOPs", "EBOPs", "est. LUT", "EBOPs and estimated LUTs, with each Pareto front"],
 }
-FIGURES = 12  # 4 sweeps x (accuracy vs knob, curves) + confusion matrix + PTQ/QAT: vs bits, curves, Pareto
+FIGURES = 12  # 4 sweeps x (accuracy vs knob, curves) + confusion matrix + PTQ/QAT: vs bits, curves, the fronts
 
 
 def _lab(workdir) -> subprocess.CompletedProcess:

@@ -87,10 +87,14 @@ def test_quantised_trials_with_their_own_widths_match_their_runs_alone(workdir):
     trials = [[f"quantisation.weight_width={w}", 'quantisation.weight_frac_width="${sub:${quantisation.weight_width},1}"',
                f"quantisation.data_in_width={x}", f"quantisation.data_in_frac_width={x - 2}"]
               for w, x in ((2, 4), (3, 6), (5, 8), (8, 3))]
-    _, stacked = alone_and_stacked(workdir, common, trials, ("quantisation.weight_width", "quantisation.data_in_width"))
+    alone, stacked = alone_and_stacked(workdir, common, trials,
+                                       ("quantisation.weight_width", "quantisation.data_in_width"))
     for key, vec in stacked.items():
         assert vec["metrics"]["quant_offgrid_values"] == 0 and vec["tags"]["jscexp.quant_check"] == "passed"
         assert int(vec["params"]["quantisation.weight_frac_width"]) == int(key[0]) - 1
+        w, x = int(key[0]), int(key[1])  # each trial's own hardware cost, by hand: 16-8-8-5, ⌈log2 n⌉ 4, 3, 3
+        assert vec["metrics"]["bops"] == 128 * (x * w + x + w + 4) + (64 + 40) * (x * w + x + w + 3)
+        assert vec["metrics"]["ebops"] == alone[key]["metrics"]["ebops"]
 
 
 def test_trials_with_their_own_epochs_follow_their_own_schedule_and_stop_after_it(workdir):

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from jscexp.quant.cost import hardware_costs, param_bits
 from jscexp.quant.layers import LinearQ
 from jscexp.quant.transform import NodeChange
 
@@ -56,15 +57,6 @@ def verify(model: nn.Module) -> pd.DataFrame:
     return _pandas().DataFrame(rows, columns=["layer", "tensor", "quantiser", "values", "on grid", "off grid"])
 
 
-def _bits(module: nn.Module, param: str) -> int:
-    """A parameter's width: its quantiser's, else its dtype's (BatchNorm's float32: 32)."""
-    if isinstance(module, LinearQ):
-        q = module.w_quantiser if param == "weight" else module.b_quantiser
-        if q is not None:
-            return q.bits
-    return getattr(module, param).element_size() * 8
-
-
 def costs(model: nn.Module) -> dict[str, float]:
     """Bit costs of a quantised model; none for a model without a quantised layer (a float
     model's bits say nothing a search could trade against).
@@ -73,7 +65,8 @@ def costs(model: nn.Module) -> dict[str, float]:
     its dtype's), per weight — what MASE's bit-width search trades accuracy against;
     ``model_size_bits`` and ``avg_param_bits``: every trainable parameter, BatchNorm's float
     ones included, in all and per parameter; ``linear_bitops``: per sample, Σ over Linear
-    layers of MACs × input bits × weight bits (an input nobody quantises at the layer's dtype).
+    layers of MACs × input bits × weight bits (an input nobody quantises at the layer's dtype);
+    ``bops`` and ``ebops``: ``hardware_costs``.
     """
     if not any(isinstance(m, LinearQ) for m in model.modules()):
         return {}
@@ -81,13 +74,14 @@ def costs(model: nn.Module) -> dict[str, float]:
     for module in model.modules():
         for pname, p in module.named_parameters(recurse=False):
             if p.requires_grad:
-                size += p.numel() * _bits(module, pname)
+                size += p.numel() * param_bits(module, pname)
                 count += p.numel()
         if isinstance(module, nn.Linear):
-            weight_bits += module.weight.numel() * _bits(module, "weight")
+            weight_bits += module.weight.numel() * param_bits(module, "weight")
             weights += module.weight.numel()
             x_q = module.x_quantiser if isinstance(module, LinearQ) else None
             x_bits = x_q.bits if x_q is not None else module.weight.element_size() * 8
-            bitops += module.in_features * module.out_features * x_bits * _bits(module, "weight")
+            bitops += module.in_features * module.out_features * x_bits * param_bits(module, "weight")
     return {"avg_weight_bits": weight_bits / weights, "model_size_bits": float(size), "avg_param_bits": size / count,
-            "linear_bitops": float(bitops)}
+            "linear_bitops": float(bitops), **hardware_costs(model)}
+

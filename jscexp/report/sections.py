@@ -73,7 +73,8 @@ def _sweep(uri: str, section: Section, runs: pd.DataFrame) -> None:
         section.figure(f"Confusion matrix of the best run ({best['tags.mlflow.runName']}) on the test split",
                        lambda p: _confusion(uri, best["run_id"], p))
     if section.key == "quant_bits":
-        section.figure("Test accuracy against average weight bits, Pareto front", lambda p: _pareto(runs, p))
+        section.figure("Test accuracy against weight bits, EBOPs and estimated LUTs, with each Pareto front",
+                       lambda p: _pareto(runs, p))
 
 
 def _analysis(uri: str, section: Section, runs: pd.DataFrame) -> None:
@@ -87,7 +88,7 @@ def _analysis(uri: str, section: Section, runs: pd.DataFrame) -> None:
 def _int8(uri: str, section: Section, runs: pd.DataFrame) -> None:
     client = store_client(uri)
     quantised = runs[runs["tags.jscexp.mode"] == "ptq"]
-    metrics = ["test_acc", "float_test_acc", "acc_drop", "avg_weight_bits", "quant_offgrid_values"]
+    metrics = ["test_acc", "float_test_acc", "acc_drop", "avg_weight_bits", "bops", "ebops", "quant_offgrid_values"]
     summary = quantised[["params.model.name", *(f"metrics.{m}" for m in metrics), "tags.jscexp.quant_check"]]
     section.frame("int8 PTQ of each model: accuracy, bits and the grid check",
                   summary.rename(columns=lambda c: c.split(".", 1)[1]).round(4))
@@ -142,22 +143,29 @@ def _heatmap(matrix, labels: list[str], path: Path) -> Path:
     return save(fig, path)
 
 
+# cost metric -> axis label; a cost no run logged (est_lut of a model too big to trace) has no panel
+PARETO_AXES = {"avg_weight_bits": "average weight bits (quantised Linear weights)", "ebops": "EBOPs (HGQ)",
+               "est_lut": "estimated LUTs (da4ml)"}
+
+
 def _pareto(runs: pd.DataFrame, path: Path) -> Path:
-    """Test accuracy against ``avg_weight_bits`` per mode; the front: no run with fewer bits is as accurate."""
+    """Test accuracy against each cost, per mode; the front: no run that costs less is as accurate."""
     from jscexp.tracking.plots import pyplot, save
 
-    points = runs[["tags.jscexp.mode", "metrics.avg_weight_bits", "metrics.test_acc"]].dropna()
-    points.columns = ["mode", "bits", "acc"]
+    costs = [c for c in PARETO_AXES if f"metrics.{c}" in runs.columns]
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for mode, part in points.groupby("mode"):
-        ax.scatter(part["bits"], part["acc"], label=mode)
-    front = _front(points)
-    ax.plot(front["bits"], front["acc"], color="black", linestyle="--", label="Pareto front")
-    ax.set_xlabel("average weight bits (quantised Linear weights)")
-    ax.set_ylabel("test accuracy")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    fig, axes = plt.subplots(1, len(costs), figsize=(5 * len(costs), 4), squeeze=False)
+    for ax, cost in zip(axes[0], costs):
+        points = runs[["tags.jscexp.mode", f"metrics.{cost}", "metrics.test_acc"]].dropna()
+        points.columns = ["mode", "bits", "acc"]
+        for mode, part in points.groupby("mode"):
+            ax.scatter(part["bits"], part["acc"], label=mode)
+        front = _front(points)
+        ax.plot(front["bits"], front["acc"], color="black", linestyle="--", label="Pareto front")
+        ax.set_xlabel(PARETO_AXES[cost])
+        ax.set_ylabel("test accuracy")
+        ax.grid(alpha=0.3)
+        ax.legend()
     return save(fig, path)
 
 

@@ -53,7 +53,8 @@ def make_table(runs: pd.DataFrame, spec: Comparison) -> Table:
         spec_columns = spec.columns
     # a population's members: the knobs they ended with beside the ones they started from
     finals = [c[len("metrics."):] for c in runs if c.startswith("metrics.pbt.")] if "auto" in spec.vary else []
-    names = [*tables.PRESETS[spec.preset], *spec_columns, *(f for f in finals if f not in spec_columns), *vary]
+    costs = tables.hardware_columns(runs) if spec.preset == "lab" else []
+    names = [*tables.PRESETS[spec.preset], *costs, *spec_columns, *(f for f in finals if f not in spec_columns), *vary]
     values, formats = tables.build(runs, names)
     metrics = [c for c in values.columns if _is_metric(runs, c)]
     if spec.seeds:

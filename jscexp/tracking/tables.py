@@ -50,7 +50,19 @@ LAB: dict[str, tuple[str | Callable, type, Callable]] = {
     "Test Accuracy": ("metrics.test_acc", float, _acc),
     "time (s)": ("metrics.fit_seconds", float, _seconds),
 }
+# A quantised run's hardware cost (docs/hardware.md): lab tables show those their runs logged.
+HARDWARE: dict[str, tuple[str | Callable, type, Callable]] = {
+    "BOPs": ("metrics.bops", float, lambda v: f"{v:,.0f}"),
+    "EBOPs": ("metrics.ebops", float, lambda v: f"{v:,.0f}"),
+    "est. LUT": ("metrics.est_lut", float, lambda v: f"{v:,.0f}"),
+    "est. latency": ("metrics.est_latency", float, lambda v: f"{v:.0f}"),
+}
 PRESETS = {"lab": list(LAB), "none": []}
+
+
+def hardware_columns(runs: pd.DataFrame) -> list[str]:
+    """The hardware-cost columns some of ``runs`` logged (a float sweep: none)."""
+    return [name for name, (source, _, _) in HARDWARE.items() if source in runs.columns]
 # Override keys a user sweeps -> the lab column that shows them.
 _OVERRIDE_COLUMN = {
     "model": "Model",
@@ -66,6 +78,8 @@ def resolve(runs: pd.DataFrame, name: str) -> tuple[str, str | Callable, type, C
     """Maps a user's column name to (display name, source, type, text format)."""
     if name in LAB:
         return (name, *LAB[name])
+    if name in HARDWARE:
+        return (name, *HARDWARE[name])
     if name in _OVERRIDE_COLUMN:
         return (_OVERRIDE_COLUMN[name], *LAB[_OVERRIDE_COLUMN[name]])
     # A config group swept by option (model=jsc-tiny,jsc-toy) shows as its name; the optimizer

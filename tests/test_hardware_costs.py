@@ -1,0 +1,114 @@
+"""BOPs and EBOPs (docs/hardware.md) against values worked by hand."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from jscexp.models import build_model
+from jscexp.quant.summary import costs, hardware_costs
+from jscexp.quant.transform import quantise
+
+
+def integer(w: int = 8, f: int = 4, x: int = 8, xf: int = 4) -> dict:
+    """Every Linear at w-bit weights and biases and x-bit inputs."""
+    return {"by": "type", "default": {"config": {"name": None}},
+            "linear": {"config": {"name": "integer", "data_in_width": x, "data_in_frac_width": xf, "weight_width": w,
+                                  "weight_frac_width": f, "bias_width": w, "bias_frac_width": f}}}
+
+
+def _set_weights(gm, value: float, zeros: int = 0, tiny: int = 0) -> None:
+    """Every Linear weight ``value``; in the first, ``zeros`` of them 0 and ``tiny`` of them
+    0.01, which an f=4 grid (step 1/16) rounds to 0 as well."""
+    linears = [m for m in gm.modules() if isinstance(m, torch.nn.Linear)]
+    with torch.no_grad():
+        for m in linears:
+            m.weight.fill_(value)
+        flat = linears[0].weight.view(-1)
+        flat[:zeros] = 0.0
+        flat[zeros:zeros + tiny] = 0.01
+
+
+def test_jsc_tiny_at_int8_is_the_issues_worked_value():
+    """16→5 at 8 bits: 80·(8·8 + 8 + 8 + log2 16) = 6720 BOPs (the anchors' worked value);
+    EBOPs: 80·64 = 5120 multiplications' bits, plus the bias term 5·8."""
+    gm, _ = quantise(build_model("jsc-tiny"), integer())
+    _set_weights(gm, 0.5)
+    assert hardware_costs(gm) == {"bops": 6720.0, "ebops": 5120.0 + 40}
+
+
+def test_a_weight_quantised_to_zero_is_no_multiplication():
+    gm, _ = quantise(build_model("jsc-tiny"), integer())
+    _set_weights(gm, 0.5, zeros=7, tiny=3)
+    assert hardware_costs(gm) == {"bops": 6720.0, "ebops": (80 - 10) * 64.0 + 40}
+
+
+def test_jsc_toy_at_two_presets_by_hand():
+    """16-8-8-5, n = 16, 8, 8 (log2: 4, 3, 3); 128 + 64 + 40 multiplications, 8 + 8 + 5 biases."""
+    int8, _ = quantise(build_model("jsc-toy"), integer())
+    _set_weights(int8, 0.5)
+    assert hardware_costs(int8) == {"bops": 128 * 84 + 64 * 83 + 40 * 83.0, "ebops": 232 * 64 + 21 * 8.0}
+    # 6-bit weights and biases, 6-bit inputs: the anchors' 16→8→5 at b = 6 gives 8696 for its two layers
+    int6, _ = quantise(build_model("jsc-toy"), integer(6, 3, 6, 3))
+    _set_weights(int6, 0.5)
+    assert hardware_costs(int6) == {"bops": 128 * 52 + 64 * 51 + 40 * 51.0, "ebops": 232 * 36 + 21 * 6.0}
+    assert 128 * 52 + 40 * 51 == 8696
+
+
+def test_log2_n_is_rounded_up_for_a_width_that_is_no_power_of_two():
+    """jsc-10x's 60→32 layer: ⌈log2 60⌉ = 6 adder levels."""
+    gm, _ = quantise(build_model("jsc-10x"), integer())
+    _set_weights(gm, 0.5)
+    per_mult = 64 + 8 + 8
+    assert hardware_costs(gm)["bops"] == 16 * 60 * (per_mult + 4) + 60 * 32 * (per_mult + 6) + 32 * 5 * (per_mult + 5)
+
+
+def test_an_unquantised_input_counts_at_its_dtypes_32_bits():
+    cfg = integer()
+    del cfg["linear"]["config"]["data_in_width"], cfg["linear"]["config"]["data_in_frac_width"]
+    gm, _ = quantise(build_model("jsc-tiny"), cfg)
+    _set_weights(gm, 0.5)
+    assert hardware_costs(gm) == {"bops": 80 * (32 * 8 + 32 + 8 + 4.0), "ebops": 80 * 32 * 8 + 40.0}
+
+
+@pytest.mark.parametrize("model", ["jsc-tiny", "jsc-toy"])
+def test_a_float_model_has_no_hardware_cost(model):
+    assert costs(build_model(model)) == {}  # no bops, no ebops: never a made-up number
+
+
+def test_the_estimate_traces_the_arithmetic_the_model_computes():
+    """da4ml's trace of a quantised Linear predicts, bit for bit, what jscexp's layer gives on
+    inputs on its input grid: the estimate is of this model's arithmetic, not another's."""
+    from da4ml.trace import FixedVariableArrayInput, comb_trace
+    from da4ml.trace.ops import quantize
+
+    from jscexp.quant.cost import estimate
+
+    gm, _ = quantise(build_model("jsc-toy"), integer())
+    layer = gm.get_submodule("seq_blocks.2")
+    inp = FixedVariableArrayInput((16,))
+    w, b = layer.effective_weight().detach().double().numpy().T, layer.effective_bias().detach().double().numpy()
+    logic = comb_trace(inp, quantize(inp, 1, 3, 4) @ w + b)
+    x = layer.x_quantiser(torch.randn(256, 16) * 4)
+    assert (logic.predict(x.double().numpy()) == layer(x).double().detach().numpy()).all()
+    found = estimate(gm)
+    assert set(found) == {"est_lut", "est_latency"} and found["est_lut"] > logic.cost > 0
+
+
+def test_every_quantised_run_logs_its_costs_and_a_float_run_none(workdir):
+    from conftest import FAST, run_job
+
+    qat = run_job([*FAST, "model=jsc-toy", "mode=qat", "quantisation=int8"], workdir / "qat")
+    assert {"bops", "ebops", "est_lut", "est_latency"} <= set(qat.metrics) and qat.metrics["bops"] == 19384
+    big = run_job([*FAST, "model=jsc-10x", "mode=qat", "quantisation=int8"], workdir / "big")
+    assert "ebops" in big.metrics and "est_lut" not in big.metrics  # 3040 weights: opt-in (hardware.estimate=true)
+    trained = run_job([*FAST, "model=jsc-toy"], workdir / "float")
+    assert not {"bops", "ebops", "est_lut", "est_latency"} & set(trained.metrics)
+
+    from jscexp.tracking.query import runs_frame
+    from jscexp.tracking.report import Comparison, make_table
+
+    values = make_table(runs_frame(f"sqlite:///{workdir / 'mlflow.db'}", "jscexp"), Comparison(vary=["Model"])).values
+    by_model = {(m, b == b): row for m, b, row in zip(values["Model"], values["BOPs"], values.to_dict("records"))}
+    assert by_model[("jsc-toy", True)]["BOPs"] == 19384 and by_model[("jsc-toy", True)]["est. LUT"] == qat.metrics["est_lut"]
+    assert by_model[("jsc-10x", True)]["EBOPs"] == big.metrics["ebops"]
