@@ -132,6 +132,7 @@ def finish_training(cfg, net, splits, run, out_dir: Path, result, calibration, q
     run.log_metrics(final, step=int(cfg.max_epochs))
     if quantised:
         _log_quant_summaries(run, net, quantised[1], out_dir, show=show)
+        final.update(firmware(cfg, net, splits, run, out_dir))
     run.log_texts(analyse(net, spec, calibration))
     return Outcome.finished(final, run.run_id, diverged=result.diverged_at is not None)
 
@@ -143,6 +144,21 @@ def costs(cfg, net) -> dict[str, float]:
 
     found = qsummary.costs(net)
     return {**found, **estimate(net)} if found and wants_estimate(cfg.hardware, net) else found
+
+
+def firmware(cfg, net, splits, run, out_dir: Path) -> dict[str, float]:
+    """With ``hardware.export``: the quantised model's hls4ml project, its C simulation checked
+    on the test split (jscexp.export), recorded on the run; its metrics."""
+    if not cfg.hardware.export:
+        return {}
+    from jscexp.export import csim_check, tarball
+
+    check = csim_check(net, splits.split("test")[0], out_dir / "hls4ml_prj")
+    run.log_metrics(check.metrics())
+    run.set_tags(check.tags())
+    run.log_artifact(tarball(out_dir / "hls4ml_prj", out_dir / "hls4ml_prj.tar.gz"), "hls4ml")
+    print(check.line())
+    return check.metrics()
 
 
 def _analyse(model, spec, calibration, run) -> dict[str, float]:
@@ -298,6 +314,7 @@ def _ptq(cfg, model, qcfg, splits, calibration, run, out_dir: Path, float_model)
     }
     run.log_metrics(final)
     _log_quant_summaries(run, net, changes, out_dir)
+    final.update(firmware(cfg, net, splits, run, out_dir))
     run.log_texts(analyse(net, plain(cfg.analysis), calibration))
     print(f"float test_acc={float_metrics['test_acc']:.4f}  quantised test_acc={test['acc']:.4f}")
     return final

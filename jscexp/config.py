@@ -130,6 +130,7 @@ class HardwareConf:
 
     estimate: Any = "auto"  # auto | true | false
     estimate_max_weights: int = 1024
+    export: bool = False  # at the end of every quantised run: hls4ml export + C-simulation check (~15 s each)
 
 
 @dataclass

@@ -29,6 +29,8 @@ def stack_blocker(cfg: DictConfig) -> str | None:
         return f"mode={cfg.mode}"
     if cfg.mode == "qat" and not _integer_only(cfg.quantisation):
         return "a quantiser other than integer"
+    if cfg.mode == "qat" and (cfg.quantisation.get("batch_norm1d") or {}).get("config", {}).get("name"):
+        return "a quantised BatchNorm1d (the stacked model has no folded form of it)"
     if cfg.mode == "train" and cfg.quantisation.name != "none":
         return "quantisation with mode=train"
     options = plain(cfg.optimizer)

@@ -17,8 +17,27 @@ def check_knobs(cfg) -> None:
     if not math.isfinite(cfg.learning_rate) or cfg.learning_rate <= 0:
         raise UserError(f"learning_rate must be a positive number, got {cfg.learning_rate!r}")
     group_size(cfg.trainer.get("vectorize"))  # a bad value fails single runs too, not only sweeps
+    check_hardware(cfg)
+
+
+def check_hardware(cfg) -> None:
+    """``hardware.*``: an estimate setting it knows; an export only of quantised fixed-point
+    runs, and only where g++ can build the C simulation."""
+    import shutil
+
     if cfg.hardware.estimate not in ("auto", True, False):
         raise UserError(f"hardware.estimate must be auto, true or false, got {cfg.hardware.estimate!r}")
+    if not cfg.hardware.export:
+        return
+    if cfg.mode not in ("qat", "ptq"):
+        raise UserError(f"hardware.export=true exports quantised runs: mode=qat or mode=ptq, not mode={cfg.mode}")
+    names = {str(v.get("config", {}).get("name")) for v in cfg.quantisation.values() if hasattr(v, "get")}
+    if names - {"None", "integer"}:
+        raise UserError(f"hardware.export=true: hls4ml has no type for the {', '.join(sorted(names - {'None', 'integer'}))} "
+                        "format: export fixed-point (integer) presets, e.g. quantisation=int8 or int8_all")
+    if shutil.which("g++") is None:
+        raise UserError("hardware.export=true: g++ is not installed, and hls4ml compiles the C simulation with it "
+                        "(apt-get install g++)")
 
 
 def group_size(setting) -> int:

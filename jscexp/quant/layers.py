@@ -56,7 +56,42 @@ class ReLUQ(nn.ReLU):
         return f"data_in={self.x_quantiser.describe()}" if self.x_quantiser else ""
 
 
+class BatchNormQ(nn.BatchNorm1d):
+    """Fake-quantises its input; evaluating, it computes y = x·s + t with its folded scale
+    s = γ/√(σ²+ε) and shift t = β − μ·s on their grids (roles ``weight`` and ``bias``), which is
+    what hls4ml's BatchNormalization computes. Training normalises by the batch as BatchNorm
+    does, on the quantised input (the folded grids apply to the trained statistics)."""
+
+    def __init__(self, bn: nn.BatchNorm1d, *, data_in=None, weight=None, bias=None):
+        super().__init__(bn.num_features, eps=bn.eps, momentum=bn.momentum, affine=bn.affine,
+                         track_running_stats=bn.track_running_stats)
+        self.load_state_dict(bn.state_dict())
+        self.x_quantiser, self.w_quantiser, self.b_quantiser = data_in, weight, bias
+
+    def folded(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scale, shift) on their grids."""
+        assert self.running_var is not None and self.running_mean is not None, "BatchNormQ tracks running statistics"
+        scale = self.weight / torch.sqrt(self.running_var + self.eps)
+        shift = self.bias - self.running_mean * scale
+        return (scale if self.w_quantiser is None else self.w_quantiser(scale),
+                shift if self.b_quantiser is None else self.b_quantiser(shift))
+
+    def forward(self, x):
+        x = _apply(self.x_quantiser, x)
+        if self.training:
+            return super().forward(x)
+        scale, shift = self.folded()
+        return x * scale + shift
+
+    def extra_repr(self) -> str:
+        parts = [super().extra_repr()]
+        for role, q in (("data_in", self.x_quantiser), ("scale", self.w_quantiser), ("shift", self.b_quantiser)):
+            if q is not None:
+                parts.append(f"{role}={q.describe()}")
+        return ", ".join(parts)
+
+
 # fx op name of a module type -> its quantised replacement
-QUANTISED = {"linear": LinearQ, "relu": ReLUQ}
+QUANTISED = {"linear": LinearQ, "relu": ReLUQ, "batch_norm1d": BatchNormQ}
 # Roles whose quantiser must be unsigned (ReLU's input is meant to be non-negative).
 UNSIGNED_ROLES = {"relu": {"data_in"}}

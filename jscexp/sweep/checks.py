@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from jscexp.config import plain, plain_list, returned_metrics
 from jscexp.errors import UserError
 from jscexp.sweep.searchconf import JscexpOptunaSweeperConf
-from jscexp.validate import group_size
+from jscexp.validate import check_hardware, group_size
 
 OPTUNA_SWEEPER = "hydra_plugins.jscexp_sweeper.sweeper.JscexpOptunaSweeper"
 EXPLORABLE = ("learning_rate", "model.dropout", "optimizer.", "quantisation.")  # what PBT may explore
@@ -35,6 +35,8 @@ OFFICIAL_ONLY = {
 def check_sweep(config: DictConfig) -> None:
     """The sweep's config (the command's fixed knobs, its sweeper's settings): one line if wrong."""
     group_size(config.trainer.get("vectorize"))
+    if not _swept(config, "mode") and not _swept(config, "quantisation"):
+        check_hardware(config)
     sweeper = config.hydra.sweeper
     if sweeper.get("_target_") == OPTUNA_SWEEPER:
         _check_keys(sweeper)

@@ -1,0 +1,101 @@
+"""Export stage: a quantised run's firmware twin. hls4ml converts the run's quantised model
+(PyTorch front end, ``io_parallel``, one ``ap_fixed`` per tensor: ``jscexp.export.hls``),
+g++ compiles its C simulation, and the run's whole test split goes through both: the run gets
+``csim_exact`` (logits equal bit for bit), ``csim_argmax`` (same class), the tag
+``jscexp.csim_check`` and the HLS project as a tarball (docs/hardware.md)."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.fx
+
+from jscexp.errors import UserError
+from jscexp.export.hls import FLOAT_STANDIN, precisions, twin
+
+ARGMAX_GOAL = 0.999  # a model with float tensors (BatchNorm kept in float): the same class this often
+
+
+@dataclass(frozen=True)
+class CsimCheck:
+    exact: float  # share of test jets whose logits equal jscexp's bit for bit
+    argmax: float  # share with the same predicted class
+    all_fixed: bool  # every tensor carries a fixed-point type: exactness is the goal
+    seconds: float
+
+    @property
+    def reason(self) -> str | None:
+        """Why the check failed, or None when it passed."""
+        if self.all_fixed and self.exact < 1.0:
+            return f"csim_exact {self.exact:.6f} < 1 on a model whose every tensor is fixed point"
+        if self.argmax < ARGMAX_GOAL:
+            return f"csim_argmax {self.argmax:.6f} < {ARGMAX_GOAL} (float tensors typed {FLOAT_STANDIN})"
+        return None
+
+    def metrics(self) -> dict[str, float]:
+        return {"csim_exact": self.exact, "csim_argmax": self.argmax, "csim_seconds": self.seconds}
+
+    def tags(self) -> dict[str, str]:
+        """``jscexp.csim_check`` passed or failed, and why it failed: never a silent pass."""
+        reason = self.reason
+        return {"jscexp.csim_check": "failed", "jscexp.csim_check_reason": reason} if reason \
+            else {"jscexp.csim_check": "passed"}
+
+    def line(self) -> str:
+        verdict = f"failed: {self.reason}" if self.reason else "passed"
+        return (f"C simulation check {verdict}: csim_exact={self.exact:.6f} csim_argmax={self.argmax:.6f} "
+                f"({self.seconds:.1f} s)")
+
+
+def needs_gxx() -> None:
+    if shutil.which("g++") is None:
+        raise UserError("g++ is not installed: hls4ml compiles the C simulation with it (apt-get install g++)")
+
+
+def build(gm: torch.fx.GraphModule, n_inputs: int, out_dir: Path, layers: dict | None = None):
+    """The compiled hls4ml model of ``gm`` in ``out_dir``; ``layers``: precisions other than
+    jscexp's (a test's deliberately wrong one)."""
+    import hls4ml
+
+    model = twin(gm)
+    cfg = hls4ml.utils.config_from_pytorch_model(model, input_shape=(n_inputs,), granularity="name",
+                                                  backend="Vitis", default_precision=FLOAT_STANDIN)
+    input_name = next(iter(cfg["LayerName"]))
+    for name, types in (layers or precisions(gm, input_name)).items():
+        cfg["LayerName"].setdefault(name, {}).setdefault("Precision", {}).update(types)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(out_dir.parent / "hls4ml.log", "a") as log, contextlib.redirect_stdout(log):  # its layer-by-layer chatter
+        hls_model = hls4ml.converters.convert_from_pytorch_model(model, hls_config=cfg, output_dir=str(out_dir),
+                                                                 backend="Vitis", io_type="io_parallel")
+        hls_model.compile()
+    return hls_model
+
+
+def csim_check(gm: torch.fx.GraphModule, x: np.ndarray, out_dir: Path, layers: dict | None = None) -> CsimCheck:
+    """Builds the twin and runs ``x`` (the test split) through it and through ``gm``."""
+    import time
+
+    needs_gxx()
+    started = time.perf_counter()
+    gm = gm.eval()
+    hls_model = build(gm, x.shape[1], out_dir, layers)
+    with torch.no_grad():
+        ref = gm(torch.from_numpy(x)).double().numpy()
+    sim = np.asarray(hls_model.predict(np.ascontiguousarray(x, dtype=np.float32)), dtype=np.float64).reshape(ref.shape)
+    exact = float(np.mean(np.all(sim == ref, axis=1)))
+    argmax = float(np.mean(sim.argmax(axis=1) == ref.argmax(axis=1)))
+    fixed = all(FLOAT_STANDIN not in t for types in precisions(gm, "x").values() for t in types.values())
+    return CsimCheck(exact, argmax, fixed, time.perf_counter() - started)
+
+
+def tarball(project: Path, path: Path) -> Path:
+    """The HLS project (sources, config, the C simulation's build) as ``path``."""
+    with tarfile.open(path, "w:gz") as tar:
+        tar.add(project, arcname=project.name)
+    return path

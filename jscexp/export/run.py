@@ -1,0 +1,92 @@
+"""``python -m jscexp.export RUN_ID``: a logged quantised run, rebuilt from its artifacts,
+exported and checked; the check's numbers, tag and project go onto the same run."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import torch
+
+from jscexp.errors import UserError
+from jscexp.export import CsimCheck, csim_check, needs_gxx, tarball
+
+QUANTISED_MODES = ("qat", "ptq")
+
+
+def export_run(uri: str, run_id: str, out_dir: Path) -> CsimCheck:
+    """Checks the run can be exported (one line if not, nothing written), then builds its HLS
+    project in ``out_dir``, checks it on the run's test split and records the check on the run."""
+    from jscexp.tracking.store import client
+
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():  # MLflow would create it
+        raise UserError(f"no MLflow store at {uri}: run this where the runs were made, or give --tracking-uri")
+    mlflow = client(uri)
+    run = _quantised_run(mlflow, run_id, uri)
+    needs_gxx()
+    with tempfile.TemporaryDirectory() as tmp:
+        gm, x_test = _rebuild(mlflow, run, Path(tmp))
+    check = csim_check(gm, x_test, out_dir / "hls4ml_prj")
+    record(mlflow, run_id, check, tarball(out_dir / "hls4ml_prj", out_dir / "hls4ml_prj.tar.gz"))
+    return check
+
+
+def record(mlflow, run_id: str, check: CsimCheck, project: Path) -> None:
+    """Onto the finished run: the check's metrics, its tags and the project's tarball."""
+    import time
+
+    from mlflow.entities import Metric, RunTag
+
+    now = int(time.time() * 1000)
+    mlflow.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in check.metrics().items()],
+                     tags=[RunTag(k, v) for k, v in check.tags().items()])
+    mlflow.log_artifact(run_id, str(project), "hls4ml")
+
+
+def _quantised_run(mlflow, run_id: str, uri: str):
+    from mlflow.exceptions import MlflowException
+
+    from jscexp.tracking.store import mask
+
+    try:
+        run = mlflow.get_run(run_id)
+    except MlflowException:
+        raise UserError(f"no run {run_id} in {mask(uri)}: take a run id from python -m jscexp.table or make ui") from None
+    mode = run.data.tags.get("jscexp.mode")
+    if mode not in QUANTISED_MODES:
+        raise UserError(f"run {run_id} is a mode={mode} run, a float model: export a quantised one "
+                        "(mode=qat or mode=ptq with a fixed-point preset)")
+    return run
+
+
+def _rebuild(mlflow, run, tmp: Path):
+    """The run's quantised model (its config, its weights: QAT's own checkpoint, PTQ's float
+    model's) in evaluation mode, and its test split's features."""
+    from omegaconf import OmegaConf
+
+    from jscexp.config import plain
+    from jscexp.data import load_splits
+    from jscexp.quant.transform import quantise
+    from jscexp.train.checkpoint import load_weights
+    from jscexp.train.fit import make_model
+
+    run_id, tags = run.info.run_id, run.data.tags
+    cfg = OmegaConf.load(mlflow.download_artifacts(run_id, "config.yaml", str(tmp)))
+    model = make_model(cfg.model)
+    load_weights(model, _weights(mlflow, run_id, tags, tmp), cfg.model.name)
+    splits = load_splits(cfg.dataset)
+    calibration = torch.from_numpy(splits.x_train[: int(cfg.analysis.num_samples)])
+    gm, _ = quantise(model, plain(cfg.quantisation), calibration)
+    return gm.eval(), splits.split("test")[0]
+
+
+def _weights(mlflow, run_id: str, tags: dict, tmp: Path) -> Path:
+    if tags.get("jscexp.mode") == "qat":
+        return Path(mlflow.download_artifacts(run_id, "checkpoints/best.ckpt", str(tmp)))
+    if float_run := tags.get("jscexp.float_run_id"):
+        return Path(mlflow.download_artifacts(float_run, "checkpoints/best.ckpt", str(tmp)))
+    checkpoint = Path(tags.get("jscexp.checkpoint", ""))
+    if not checkpoint.is_file():
+        raise UserError(f"run {run_id} quantised checkpoint {checkpoint}, which is no longer on disk: "
+                        "run the PTQ again, or export a QAT run")
+    return checkpoint
