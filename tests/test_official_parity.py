@@ -124,6 +124,20 @@ def test_an_official_option_jscexp_lacks_is_one_line_exit_2_and_no_trial(workdir
     assert runs_of(workdir, "search") == [] and not (workdir / "optuna-journal.log").exists()
 
 
+def test_jobs_in_their_own_folders_share_one_relative_sqlite_study_and_one_mlflow_store(workdir):
+    """The issue's case: ``hydra.job.chdir=True`` with ``storage=sqlite:///rel.db`` failed every
+    trial (each job opened an empty rel.db of its own)."""
+    import optuna
+
+    sweep(workdir, "hydra.job.chdir=True", "hydra.sweeper.storage=sqlite:///rel.db", "hydra.sweeper.study_name=rel",
+          "hydra.sweeper.n_trials=1", "learning_rate=interval(1e-3,1e-2)")
+    assert states(optuna.load_study(study_name="rel", storage=f"sqlite:///{workdir / 'rel.db'}")) == ["COMPLETE"]
+    assert not list(workdir.glob("multirun/**/*.db"))
+    assert [r.data.tags["jscexp.optuna_trial"] for r in runs_of(workdir, "search")
+            if r.data.tags.get("jscexp.kind") != "sweep"] == ["0"]
+
+
+@pytest.mark.slow
 def test_the_official_example_runs_in_job_folders_on_a_relative_sqlite_store_and_repeats_with_its_seed(workdir):
     """test_optuna_example, ported: TPE seeded on its node, hydra.job.chdir=True, a SQLite store
     (here relative: every trial failed on it), a study name, a fixed knob. The same command
