@@ -186,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sweep-epochs", type=int, default=3, help="epochs of the sweep table's lr sweep (epochs sweep: 1…8x)")
     p.add_argument("--no-sweeps", action="store_true", help="skip the sweep table (whole sweeps, job by job vs stacked)")
     p.add_argument("--sweeps-only", action="store_true", help="only the sweep table")
+    p.add_argument("--no-hardware", action="store_true", help="skip the hardware table")
+    p.add_argument("--hardware-only", action="store_true",
+                   help="only the hardware table (cost metrics, da4ml estimate, hls4ml export + C simulation)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--no-overheads", action="store_true",
                    help="skip the CLI timings (--help, cold start, grid): they need the full install, MLflow included")
@@ -194,8 +197,17 @@ def main(argv: list[str] | None = None) -> int:
     name = torch.cuda.get_device_name() if device == "cuda" else f"cpu, {torch.get_num_threads()} threads"
     print(f"# jscexp bench: {name}; median of {args.repeats} x {args.steps} timed steps after {args.warmup} warm-up; "
           f"synthetic stand-in of {args.rows} rows; torch {torch.__version__}\n")
-    if not args.sweeps_only:
+    if not args.sweeps_only and not args.hardware_only:
         print_steps(args, device)
+    if args.hardware_only or not (args.sweeps_only or args.no_hardware):
+        import hardware
+
+        print("What a quantised run's hardware cost and its firmware twin cost (median of "
+              f"{args.repeats}; the export once):\n")
+        print(hardware.table(args.repeats).to_markdown(index=False) + "\n")
+        sys.stdout.flush()
+        if args.hardware_only:
+            return 0
     if not args.no_overheads and not args.sweeps_only:
         print(overhead_table(overheads.measure(args.grid_rows, args.grid_rows, args.grid_epochs, args.repeats))
               .to_markdown(index=False) + "\n")

@@ -68,7 +68,15 @@ def _everyday() -> list[list[str]]:
 
 
 def _small(args: list[str], workdir) -> list[str]:
-    """A jscexp command on the stand-in at test size; a placeholder checkpoint is the first run's."""
+    """A jscexp command on the stand-in at test size; a placeholder checkpoint is the first run's,
+    a placeholder run id the newest QAT run's."""
+    if args[0] == "jscexp.export":
+        from conftest import mlflow_client
+
+        client = mlflow_client(workdir)
+        (newest, *_) = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                                          "tags.`jscexp.mode` = 'qat'", order_by=["attributes.start_time DESC"])
+        return [a if "<" not in a else newest.info.run_id for a in args]
     if args[0] != "jscexp":
         return args
     ckpt = next(iter(sorted(workdir.glob("outputs/*/*/checkpoints/best.ckpt"))), None)

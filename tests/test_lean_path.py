@@ -80,7 +80,7 @@ def test_bench_prints_every_step_row_in_seconds(tmp_path):
     is make bench). Timing values are never asserted: the machine is shared."""
     out = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "bench.py"), "--steps", "3", "--warmup", "1", "--repeats", "1",
-         "--stacked-steps", "2", "--rows", "3000", "--no-overheads", "--no-sweeps"],
+         "--stacked-steps", "2", "--rows", "3000", "--no-overheads", "--no-sweeps", "--no-hardware"],
         cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
     )
     assert out.returncode == 0, out.stderr[-3000:]
