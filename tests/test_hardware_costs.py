@@ -112,3 +112,13 @@ def test_every_quantised_run_logs_its_costs_and_a_float_run_none(workdir):
     by_model = {(m, b == b): row for m, b, row in zip(values["Model"], values["BOPs"], values.to_dict("records"))}
     assert by_model[("jsc-toy", True)]["BOPs"] == 19384 and by_model[("jsc-toy", True)]["est. LUT"] == qat.metrics["est_lut"]
     assert by_model[("jsc-10x", True)]["EBOPs"] == big.metrics["ebops"]
+
+
+def test_the_int4_preset_of_jsc_toy_by_hand():
+    """conf/quantisation/int4: 4-bit weights and biases, 8-bit Linear inputs (b_a·b_w = 32)."""
+    from conftest import compose_cfg
+    from jscexp.config import plain
+
+    gm, _ = quantise(build_model("jsc-toy"), plain(compose_cfg(["quantisation=int4"]).quantisation))
+    _set_weights(gm, 0.5)
+    assert hardware_costs(gm) == {"bops": 128 * 48 + 64 * 47 + 40 * 47.0, "ebops": 232 * 32 + 21 * 4.0}

@@ -169,6 +169,15 @@ def test_the_official_example_runs_in_job_folders_on_a_relative_sqlite_store_and
     assert [t.params for t in again.trials] == [t.params for t in st.trials]
 
 
+def _run_ported(workdir, name: str, text: str, *args: str):
+    """``-m +sweep=<name>`` with ``text`` as that sweep file, from a config dir of its own."""
+    (workdir / "ported" / "sweep").mkdir(parents=True, exist_ok=True)
+    (workdir / "ported" / "sweep" / f"{name}.yaml").write_text(text)
+    result = run_cli(["-m", "--config-dir", str(workdir / "ported"), f"+sweep={name}", *FAST, *args], workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
 PORTED_GRID = """\
 # @package _global_
 # tests/conf/test_grid.yaml of the official plugin, ported: jscexp's knobs for x, y, z
@@ -193,10 +202,7 @@ hydra:
 @pytest.mark.slow
 def test_a_ported_grid_config_stops_at_its_grid_and_says_so(workdir):
     """test_example_with_grid_sampler: n_trials above the grid's size runs the grid once."""
-    (workdir / "ported" / "sweep").mkdir(parents=True)
-    (workdir / "ported" / "sweep" / "official_grid.yaml").write_text(PORTED_GRID)
-    result = run_cli(["-m", "--config-dir", str(workdir / "ported"), "+sweep=official_grid", *FAST], workdir)
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = _run_ported(workdir, "official_grid", PORTED_GRID)
     assert "hydra.sweeper.n_trials=20 is more than the grid's 4 points: the search stops at 4" in result.stdout
     st = study(workdir, "sphere")
     assert states(st) == ["COMPLETE"] * 4
@@ -235,12 +241,8 @@ hydra:
 @pytest.mark.slow
 def test_a_ported_example_config_asks_the_same_values_with_its_seed_twice(workdir):
     """The issue's case: a seed under ``hydra: sweeper: sampler:`` was thrown away."""
-    (workdir / "ported" / "sweep").mkdir(parents=True)
-    (workdir / "ported" / "sweep" / "official_example.yaml").write_text(PORTED_EXAMPLE)
     for name in ("sphere", "sphere2"):
-        result = run_cli(["-m", "--config-dir", str(workdir / "ported"), "+sweep=official_example", *FAST,
-                          f"hydra.sweeper.study_name={name}"], workdir)
-        assert result.returncode == 0, result.stderr[-3000:]
+        _run_ported(workdir, "official_example", PORTED_EXAMPLE, f"hydra.sweeper.study_name={name}")
     first, second = study(workdir, "sphere").trials, study(workdir, "sphere2").trials
     assert len(first) == 2 and [t.params for t in first] == [t.params for t in second]
     assert {t.distributions["learning_rate"] for t in first} == {FloatDistribution(0.005, 0.05, step=0.005)}
