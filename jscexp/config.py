@@ -29,13 +29,13 @@ def plain_list(node: ListConfig, *, resolve: bool = True) -> list[Any]:
 
 
 # Config keys that do not decide what a run computes: where it logs and caches, how it is
-# shown or grouped, which trial a search made it. config.yaml keeps them; a run's params and
+# shown or grouped, which trial a search made it, which costs it adds after training. config.yaml keeps them; a run's params and
 # the key its training state is saved under leave them out.
 PLUMBING = (
     "analysis", "mlflow", "optuna", "optuna_storage", "experiment", "vector_trials",
     "dataset.cache_dir", "dataset.use_cache", "dataset.download_timeout", "dataset.cernbox_url",
     "trainer.progress_bar", "trainer.progress_refresh", "trainer.vectorize", "trainer.eval_batch_size",
-    "trainer.resume", "trainer.state_dir",
+    "trainer.resume", "trainer.state_dir", "hardware",
 )
 
 
