@@ -125,8 +125,8 @@ class PbtConf:
 class HardwareConf:
     """``hardware``: a quantised run's hardware cost (docs/hardware.md). ``bops`` and ``ebops``
     are always logged; da4ml's ``est_lut``/``est_latency`` trace the fixed-point layers, which
-    costs ~0.06 s for jsc-toy but ~0.9 s for jsc-10x: ``auto`` estimates models whose quantised
-    Linear layers hold at most ``estimate_max_weights`` weights, ``true`` every one."""
+    costs 0.02 s for jsc-toy but 0.35 s for jsc-10x (docs/speed.md): ``auto`` estimates models
+    whose quantised Linear layers hold at most ``estimate_max_weights`` weights, ``true`` every one."""
 
     estimate: Any = "auto"  # auto | true | false
     estimate_max_weights: int = 1024
