@@ -122,3 +122,15 @@ def test_the_int4_preset_of_jsc_toy_by_hand():
     gm, _ = quantise(build_model("jsc-toy"), plain(compose_cfg(["quantisation=int4"]).quantisation))
     _set_weights(gm, 0.5)
     assert hardware_costs(gm) == {"bops": 128 * 48 + 64 * 47 + 40 * 47.0, "ebops": 232 * 32 + 21 * 4.0}
+
+
+def test_a_layer_given_its_own_widths_costs_its_own():
+    """Per-layer widths by fx node name over the op's (jsc-toy's middle Linear at 4-bit weights)."""
+    cfg = integer()
+    cfg["seq_blocks_5"] = {"config": {"weight_width": 4, "weight_frac_width": 2}}
+    gm, changes = quantise(build_model("jsc-toy"), cfg)
+    _set_weights(gm, 0.5)
+    bits = {name: m.w_quantiser.width for name, m in gm.named_modules() if hasattr(m, "w_quantiser")}
+    assert bits == {"seq_blocks.2": 8, "seq_blocks.5": 4, "seq_blocks.8": 8}
+    assert hardware_costs(gm) == {"bops": 128 * 84 + 64 * (32 + 8 + 4 + 3) + 40 * 83.0,
+                                  "ebops": 128 * 64 + 64 * 32 + 40 * 64 + 21 * 8.0}

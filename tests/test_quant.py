@@ -188,6 +188,9 @@ def test_avg_weight_bits_tells_the_bit_widths_apart():
          "exponent_width 8 leaves no sign bit in width 8"),
         (["quantisation.by=name", "~quantisation.linear", "+quantisation.seq_block_2.config.name=integer"],
          "no node called seq_block_2 (did you mean seq_blocks_2, seq_blocks_3?); the nodes are output, seq_blocks_0"),
+        (["+quantisation.seq_block_2.config.weight_width=4"],  # a layer's own width, misspelt
+         "quantisation by type: no op or layer called seq_block_2 (did you mean seq_blocks_2, seq_blocks_3?); "
+         "the layers are seq_blocks_0, seq_blocks_1, seq_blocks_2, seq_blocks_3"),
         (["quantisation=none"], "mode=qat needs a quantisation: add quantisation=int8"),
     ],
 )

@@ -97,6 +97,20 @@ def test_quantised_trials_with_their_own_widths_match_their_runs_alone(workdir):
         assert vec["metrics"]["ebops"] == alone[key]["metrics"]["ebops"]
 
 
+@pytest.mark.slow
+def test_trials_with_their_own_per_layer_widths_match_their_runs_alone(workdir):
+    """A width per layer (fx node name) is a knob like any width: trials differing in jsc-toy's
+    middle Linear share one stacked model, each with its lone run's numbers and costs."""
+    common = [*SMALL, "model=jsc-toy", "optimizer=sgd", "learning_rate=5e-2", "mode=qat", "quantisation=int8"]
+    trials = [[f"+quantisation.seq_blocks_5.config.weight_width={w}",
+               f"+quantisation.seq_blocks_5.config.weight_frac_width={w - 1}"] for w in (2, 4, 6)]
+    alone, stacked = alone_and_stacked(workdir, common, trials, ("quantisation.seq_blocks_5.config.weight_width",))
+    for key, vec in stacked.items():
+        w = int(key[0])
+        assert vec["metrics"]["bops"] == 128 * 84 + 64 * (8 * w + 8 + w + 3) + 40 * 83
+        assert vec["metrics"]["ebops"] == alone[key]["metrics"]["ebops"] and vec["tags"]["jscexp.quant_check"] == "passed"
+
+
 def test_trials_with_their_own_epochs_follow_their_own_schedule_and_stop_after_it(workdir):
     """The lab's epochs sweep as one stacked model: each trial's cosine schedule runs to its own
     last epoch and its numbers are its lone run's; the shorter ones stop while the rest train."""

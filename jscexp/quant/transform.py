@@ -2,6 +2,8 @@
 
 ``by: type`` keys ops (``linear``, ``relu``, …), ``by: name`` keys fx node names
 (``seq_blocks_2``, …); ``default`` covers the rest; ``config.name: null`` leaves a node alone.
+With ``by: type``, a node's own entry (``seq_blocks_2: {config: {weight_width: 4}}``) refines
+its op's: per-layer widths, sweepable like any width (``+quantisation.seq_blocks_2.config.weight_width=2,4``).
 """
 
 from __future__ import annotations
@@ -111,16 +113,7 @@ def quantise(
         raise UserError(f"quantisation.by must be 'type' or 'name', got '{by}'")
     gm = torch.fx.symbolic_trace(copy.deepcopy(model))  # the float model stays untouched
     module_nodes = [n for n in gm.graph.nodes if n.op == "call_module"]
-    if by == "name":
-        names = {n.name for n in gm.graph.nodes}
-        unknown = [k for k in qcfg if k not in ("by", "default") and k not in names and isinstance(qcfg[k], Mapping)]
-        if unknown:
-            close = {m for k in unknown for m in difflib.get_close_matches(k, names, n=2)}
-            hint = f" (did you mean {', '.join(sorted(close))}?)" if close else ""
-            raise UserError(
-                f"quantisation by name: no node called {', '.join(unknown)}{hint}; "
-                f"the nodes are {', '.join(sorted(names))}"
-            )
+    _check_keys(gm, qcfg, by)
     ranges = _ranges(gm, calibration) if uses_auto_frac(qcfg) else {}
     default = (qcfg.get("default") or {}).get("config") or {}
     changes: list[NodeChange] = []
@@ -129,6 +122,8 @@ def quantise(
         key = op if by == "type" else node.name
         explicit = key in qcfg and isinstance(qcfg[key], Mapping)
         entry = (qcfg[key].get("config") or {}) if explicit else default
+        if by == "type" and isinstance(qcfg.get(node.name), Mapping):  # the layer's own widths over its op's
+            entry, explicit, key = {**entry, **(qcfg[node.name].get("config") or {})}, True, node.name
         replace = node in module_nodes and entry.get("name") is not None
         if replace and op not in QUANTISED:
             if not explicit:
@@ -146,6 +141,20 @@ def quantise(
         changes.append(NodeChange(node.name, node.name, op, type_name, new_type, replace))
     gm.recompile()
     return gm, changes
+
+
+def _check_keys(gm: torch.fx.GraphModule, qcfg: Mapping, by: str) -> None:
+    """Every entry names a node (or, ``by: type``, an op): a misspelt layer is one line listing them."""
+    layers = [n.name for n in gm.graph.nodes if n.op == "call_module"]
+    names = set(layers) if by == "type" else {n.name for n in gm.graph.nodes}
+    ops = {node_kind(gm, n)[0] for n in gm.graph.nodes} | set(QUANTISED) if by == "type" else set()
+    unknown = [k for k in qcfg if k not in ("by", "default") and k not in names | ops and isinstance(qcfg[k], Mapping)]
+    if unknown:
+        close = {m for k in unknown for m in difflib.get_close_matches(k, names | ops, n=2)}
+        hint = f" (did you mean {', '.join(sorted(close))}?)" if close else ""
+        what, listed = ("op or layer", "layers") if by == "type" else ("node", "nodes")
+        raise UserError(f"quantisation by {by}: no {what} called {', '.join(unknown)}{hint}; "
+                        f"the {listed} are {', '.join(sorted(names if by == 'name' else layers))}")
 
 
 def _set_submodule(gm: nn.Module, target: str, module: nn.Module) -> None:
