@@ -73,6 +73,7 @@ class _Payload:
         return (os.system, ("touch pwned",))
 
 
+@pytest.mark.slow
 def test_a_pickle_payload_checkpoint_is_refused_and_never_runs(workdir):
     with open(workdir / "evil.ckpt", "wb") as f:
         pickle.dump({"state_dict": {}, "x": _Payload()}, f)

@@ -87,6 +87,7 @@ def test_a_tpe_search_resumes_and_counts_the_study_total(workdir):
     assert out.returncode == 0, out.stderr
     assert [t["number"] for t in json.loads(out.stdout)] == list(range(8))
 
+@pytest.mark.slow
 def test_median_pruner_stops_a_bad_trial_early(workdir):
     common = ["hydra.sweeper.study_name=prune", "hydra/sweeper/pruner=median", "hydra/sweeper/sampler=random",
               "hydra.sweeper.pruner.n_warmup_steps=1", "hydra.sweeper.pruner.n_startup_trials=2", "max_epochs=4"]
@@ -167,6 +168,7 @@ def test_search_sweep_files_select_our_sweeper(name, objectives):
     space, _ = parse(dict(cfg.hydra.sweeper.params), [])
     assert len(space) == 2
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sampler, pruner", [("cmaes", "hyperband"), ("qmc", "successive_halving")])
 def test_every_sampler_and_pruner_runs_a_search(workdir, sampler, pruner):
     sweep(workdir, "hydra.sweeper.study_name=s", f"hydra/sweeper/sampler={sampler}", f"hydra/sweeper/pruner={pruner}",
