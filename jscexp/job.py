@@ -303,15 +303,20 @@ def execute(trials: list[Trial], uri: str, joined: list[Trial] | None = None) ->
         print(_headline(t, run_))
 
 
-_HEADLINE = ("test_acc", "best_val_acc", "float_test_acc", "acc_drop", "avg_weight_bits")
+_HEADLINE = ("test_acc", "best_val_acc", "float_test_acc", "acc_drop")
+_COSTS = ("avg_weight_bits", "ebops", "est_lut")  # a quantised model's: a float one's bits say nothing
 
 
 def _headline(t: Trial, run_) -> str:
     """One line per finished run: its headline metrics, its id and where to open it."""
     assert t.outcome is not None
-    keys = _HEADLINE if t.cfg.quantisation.name != "none" else _HEADLINE[:-1]  # a float model's bits say nothing
-    numbers = " ".join(f"{k}={t.outcome.metrics[k]:.4g}" for k in keys if k in t.outcome.metrics)
+    keys = _HEADLINE + (_COSTS if t.cfg.quantisation.name != "none" else ())
+    numbers = " ".join(f"{k}={_number(t.outcome.metrics[k])}" for k in keys if k in t.outcome.metrics)
     return f"{t.outcome.status.value}: {numbers or 'no metrics'} · run {run_.run_id} · {run_.link}"
+
+
+def _number(value: float) -> str:
+    return f"{value:.4g}" if abs(value) < 1e4 else f"{value:.0f}"  # 15016, not 1.502e+04
 
 
 def _end_lost_runs(t: Trial, uri: str) -> None:
