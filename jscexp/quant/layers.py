@@ -13,6 +13,11 @@ from torch.nn import functional as F
 from jscexp.quant._base import Quantiser
 
 
+def _described(base: str, **roles: Quantiser | None) -> str:
+    """A layer's repr with each role's quantiser: ``16, 5, data_in=integer(width=8, …)``."""
+    return ", ".join([base, *(f"{role}={q.describe()}" for role, q in roles.items() if q is not None)])
+
+
 def _apply(q: Quantiser | None, x: torch.Tensor | None) -> torch.Tensor | None:
     return x if q is None or x is None else q(x)
 
@@ -35,11 +40,7 @@ class LinearQ(nn.Linear):
         return F.linear(_apply(self.x_quantiser, x), self.effective_weight(), self.effective_bias())
 
     def extra_repr(self) -> str:
-        parts = [super().extra_repr()]
-        for role, q in (("data_in", self.x_quantiser), ("weight", self.w_quantiser), ("bias", self.b_quantiser)):
-            if q is not None:
-                parts.append(f"{role}={q.describe()}")
-        return ", ".join(parts)
+        return _described(super().extra_repr(), data_in=self.x_quantiser, weight=self.w_quantiser, bias=self.b_quantiser)
 
 
 class ReLUQ(nn.ReLU):
@@ -84,11 +85,7 @@ class BatchNormQ(nn.BatchNorm1d):
         return x * scale + shift
 
     def extra_repr(self) -> str:
-        parts = [super().extra_repr()]
-        for role, q in (("data_in", self.x_quantiser), ("scale", self.w_quantiser), ("shift", self.b_quantiser)):
-            if q is not None:
-                parts.append(f"{role}={q.describe()}")
-        return ", ".join(parts)
+        return _described(super().extra_repr(), data_in=self.x_quantiser, scale=self.w_quantiser, shift=self.b_quantiser)
 
 
 # fx op name of a module type -> its quantised replacement
