@@ -151,12 +151,12 @@ def firmware(cfg, net, splits, run, out_dir: Path) -> dict[str, float]:
     on the test split (jscexp.export), recorded on the run; its metrics."""
     if not cfg.hardware.export:
         return {}
-    from jscexp.export import csim_check, tarball
+    from jscexp.export import export
 
-    check = csim_check(net, splits.split("test")[0], out_dir / "hls4ml_prj")
+    check, project = export(net, splits.split("test")[0], out_dir)
     run.log_metrics(check.metrics())
     run.set_tags(check.tags())
-    run.log_artifact(tarball(out_dir / "hls4ml_prj", out_dir / "hls4ml_prj.tar.gz"), "hls4ml")
+    run.log_artifact(project, "hls4ml")
     print(check.line())
     return check.metrics()
 

@@ -69,6 +69,7 @@ class Mode(StrEnum):
 TRAINING_MODES = (Mode.train, Mode.qat)  # a model trains in the job's own run
 QUANTISED_MODES = (Mode.qat, Mode.ptq, Mode.transform)  # they need quantisation=
 CKPT_MODES = (Mode.test, Mode.transform)  # they need ckpt=
+EXPORTED_MODES = (Mode.qat, Mode.ptq)  # a quantised model with a test split: hls4ml's C simulation checks it
 
 # What a job of each mode returns (a search's objectives are among them): a trained model's
 # numbers, and a quantised model's bit costs (a float model has none).

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from jscexp.config import TRAINING_MODES, plain
 from jscexp.sweep.grouping import has_dropout
 from jscexp.sweep.overrides import is_vector_key
+from jscexp.validate import quantiser_names
 
 
 def stack_blocker(cfg: DictConfig) -> str | None:
@@ -27,7 +28,7 @@ def stack_blocker(cfg: DictConfig) -> str | None:
 
     if cfg.mode not in TRAINING_MODES:
         return f"mode={cfg.mode}"
-    if cfg.mode == "qat" and not _integer_only(cfg.quantisation):
+    if cfg.mode == "qat" and not quantiser_names(cfg.quantisation) <= {"integer"}:  # the one with a stacked form
         return "a quantiser other than integer"
     if cfg.mode == "qat" and (cfg.quantisation.get("batch_norm1d") or {}).get("config", {}).get("name"):
         return "a quantised BatchNorm1d (the stacked model has no folded form of it)"
@@ -86,14 +87,6 @@ def stackable(cfgs: list[DictConfig]) -> bool:
                 "dropout": has_dropout(c)}
 
     return all(stack_blocker(c) is None for c in cfgs) and all(shared(c) == shared(cfgs[0]) for c in cfgs[1:])
-
-
-def _integer_only(qcfg: DictConfig) -> bool:
-    """Whether every quantiser the config names is ``integer`` (the one with a stacked form)."""
-    from jscexp.tracking import flatten
-
-    flat = flatten(plain(qcfg))
-    return all(v in (None, "integer") for k, v in flat.items() if ".config." in k and k.endswith("name"))
 
 
 def engine_for(trials: list):

@@ -23,21 +23,34 @@ def check_knobs(cfg) -> None:
 def check_hardware(cfg) -> None:
     """``hardware.*``: an estimate setting it knows; an export only of quantised fixed-point
     runs, and only where g++ can build the C simulation."""
-    import shutil
+    from jscexp.config import EXPORTED_MODES
 
     if cfg.hardware.estimate not in ("auto", True, False):
         raise UserError(f"hardware.estimate must be auto, true or false, got {cfg.hardware.estimate!r}")
     if not cfg.hardware.export:
         return
-    if cfg.mode not in ("qat", "ptq"):
+    if cfg.mode not in EXPORTED_MODES:
         raise UserError(f"hardware.export=true exports quantised runs: mode=qat or mode=ptq, not mode={cfg.mode}")
-    names = {str(v.get("config", {}).get("name")) for v in cfg.quantisation.values() if hasattr(v, "get")}
-    if names - {"None", "integer"}:
-        raise UserError(f"hardware.export=true: hls4ml has no type for the {', '.join(sorted(names - {'None', 'integer'}))} "
+    if other := sorted(quantiser_names(cfg.quantisation) - {"integer"}):
+        raise UserError(f"hardware.export=true: hls4ml has no type for the {', '.join(other)} "
                         "format: export fixed-point (integer) presets, e.g. quantisation=int8 or int8_all")
+    check_gxx("hardware.export=true: ")
+
+
+def check_gxx(prefix: str = "") -> None:
+    """hls4ml compiles its C simulation with g++: without it, one line saying so."""
+    import shutil
+
     if shutil.which("g++") is None:
-        raise UserError("hardware.export=true: g++ is not installed, and hls4ml compiles the C simulation with it "
-                        "(apt-get install g++)")
+        raise UserError(f"{prefix}g++ is not installed: hls4ml compiles the C simulation with it (apt-get install g++)")
+
+
+def quantiser_names(qcfg) -> set[str]:
+    """The quantisers a quantisation config names: each entry's ``name`` and ``<role>_name``."""
+    from jscexp.config import plain
+
+    return {str(v) for entry in plain(qcfg).values() if isinstance(entry, dict)
+            for k, v in (entry.get("config") or {}).items() if k.endswith("name") and v is not None}
 
 
 def group_size(setting) -> int:

@@ -7,7 +7,6 @@ g++ compiles its C simulation, and the run's whole test split goes through both:
 from __future__ import annotations
 
 import contextlib
-import shutil
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +15,8 @@ import numpy as np
 import torch
 import torch.fx
 
-from jscexp.errors import UserError
 from jscexp.export.hls import FLOAT_STANDIN, precisions, twin
+from jscexp.validate import check_gxx
 
 ARGMAX_GOAL = 0.999  # a model with float tensors (BatchNorm kept in float): the same class this often
 
@@ -53,49 +52,47 @@ class CsimCheck:
                 f"({self.seconds:.1f} s)")
 
 
-def needs_gxx() -> None:
-    if shutil.which("g++") is None:
-        raise UserError("g++ is not installed: hls4ml compiles the C simulation with it (apt-get install g++)")
-
-
 def build(gm: torch.fx.GraphModule, n_inputs: int, out_dir: Path, layers: dict | None = None):
-    """The compiled hls4ml model of ``gm`` in ``out_dir``; ``layers``: precisions other than
-    jscexp's (a test's deliberately wrong one)."""
+    """The compiled hls4ml model of ``gm`` in ``out_dir`` and the precisions it was given;
+    ``layers``: precisions other than jscexp's (a test's deliberately wrong one)."""
     import hls4ml
 
     model = twin(gm)
     cfg = hls4ml.utils.config_from_pytorch_model(model, input_shape=(n_inputs,), granularity="name",
                                                   backend="Vitis", default_precision=FLOAT_STANDIN)
-    input_name = next(iter(cfg["LayerName"]))
-    for name, types in (layers or precisions(gm, input_name)).items():
+    layers = layers or precisions(gm, next(iter(cfg["LayerName"])))  # hls4ml's first layer is the input
+    for name, types in layers.items():
         cfg["LayerName"].setdefault(name, {}).setdefault("Precision", {}).update(types)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with open(out_dir.parent / "hls4ml.log", "a") as log, contextlib.redirect_stdout(log):  # its layer-by-layer chatter
         hls_model = hls4ml.converters.convert_from_pytorch_model(model, hls_config=cfg, output_dir=str(out_dir),
                                                                  backend="Vitis", io_type="io_parallel")
         hls_model.compile()
-    return hls_model
+    return hls_model, layers
 
 
 def csim_check(gm: torch.fx.GraphModule, x: np.ndarray, out_dir: Path, layers: dict | None = None) -> CsimCheck:
     """Builds the twin and runs ``x`` (the test split) through it and through ``gm``."""
     import time
 
-    needs_gxx()
+    check_gxx()
     started = time.perf_counter()
     gm = gm.eval()
-    hls_model = build(gm, x.shape[1], out_dir, layers)
+    hls_model, layers = build(gm, x.shape[1], out_dir, layers)
     with torch.no_grad():
         ref = gm(torch.from_numpy(x)).double().numpy()
     sim = np.asarray(hls_model.predict(np.ascontiguousarray(x, dtype=np.float32)), dtype=np.float64).reshape(ref.shape)
     exact = float(np.mean(np.all(sim == ref, axis=1)))
     argmax = float(np.mean(sim.argmax(axis=1) == ref.argmax(axis=1)))
-    fixed = all(FLOAT_STANDIN not in t for types in precisions(gm, "x").values() for t in types.values())
+    fixed = all(FLOAT_STANDIN not in t for types in layers.values() for t in types.values())
     return CsimCheck(exact, argmax, fixed, time.perf_counter() - started)
 
 
-def tarball(project: Path, path: Path) -> Path:
-    """The HLS project (sources, config, the C simulation's build) as ``path``."""
-    with tarfile.open(path, "w:gz") as tar:
+def export(gm: torch.fx.GraphModule, x: np.ndarray, out_dir: Path) -> tuple[CsimCheck, Path]:
+    """``out_dir/hls4ml_prj`` checked on ``x`` (a run's test split), and the project as a
+    tarball beside it (sources, config, the C simulation's build)."""
+    project = out_dir / "hls4ml_prj"
+    check = csim_check(gm, x, project)
+    with tarfile.open(out_dir / "hls4ml_prj.tar.gz", "w:gz") as tar:
         tar.add(project, arcname=project.name)
-    return path
+    return check, out_dir / "hls4ml_prj.tar.gz"

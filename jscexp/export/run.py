@@ -8,10 +8,10 @@ from pathlib import Path
 
 import torch
 
+from jscexp.config import EXPORTED_MODES
 from jscexp.errors import UserError
-from jscexp.export import CsimCheck, csim_check, needs_gxx, tarball
-
-QUANTISED_MODES = ("qat", "ptq")
+from jscexp.export import CsimCheck, export
+from jscexp.validate import check_gxx
 
 
 def export_run(uri: str, run_id: str, out_dir: Path) -> CsimCheck:
@@ -23,11 +23,11 @@ def export_run(uri: str, run_id: str, out_dir: Path) -> CsimCheck:
         raise UserError(f"no MLflow store at {uri}: run this where the runs were made, or give --tracking-uri")
     mlflow = client(uri)
     run = _quantised_run(mlflow, run_id, uri)
-    needs_gxx()
+    check_gxx()  # before the run's data is loaded
     with tempfile.TemporaryDirectory() as tmp:
         gm, x_test = _rebuild(mlflow, run, Path(tmp))
-    check = csim_check(gm, x_test, out_dir / "hls4ml_prj")
-    record(mlflow, run_id, check, tarball(out_dir / "hls4ml_prj", out_dir / "hls4ml_prj.tar.gz"))
+    check, project = export(gm, x_test, out_dir)
+    record(mlflow, run_id, check, project)
     return check
 
 
@@ -53,7 +53,7 @@ def _quantised_run(mlflow, run_id: str, uri: str):
     except MlflowException:
         raise UserError(f"no run {run_id} in {mask(uri)}: take a run id from python -m jscexp.table or make ui") from None
     mode = run.data.tags.get("jscexp.mode")
-    if mode not in QUANTISED_MODES:
+    if mode not in EXPORTED_MODES:
         raise UserError(f"run {run_id} is a mode={mode} run, a float model: export a quantised one "
                         "(mode=qat or mode=ptq with a fixed-point preset)")
     return run

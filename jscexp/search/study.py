@@ -53,13 +53,9 @@ def storage_url(url: str | None) -> str:
         return url
     if "://" not in url:
         return str(Path(url).resolve())
-    from sqlalchemy.engine import make_url
+    from jscexp.tracking.store import absolute_sqlite
 
-    rdb = make_url(url)
-    path = rdb.database
-    if rdb.get_backend_name() != "sqlite" or not path or path == ":memory:" or path.startswith("file:"):
-        return url
-    return rdb.set(database=str(Path(path).resolve())).render_as_string(hide_password=False)
+    return absolute_sqlite(url)
 
 
 def _instantiate(what: str, cfg: dict, **extra):

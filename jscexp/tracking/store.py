@@ -39,10 +39,16 @@ def tracking_uri(configured: str | None = None, base: Path | None = None) -> str
     directory a process ran from.
     """
     uri = from_env(configured, "mlflow.tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
-    prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
-        uri = prefix + os.path.abspath(Path(base or Path.cwd()) / uri[len(prefix) :])
-    return uri
+    return absolute_sqlite(uri, base)
+
+
+def absolute_sqlite(url: str, base: Path | None = None) -> str:
+    """A SQLite URL (``sqlite:///`` or ``sqlite+driver:///``) with a relative file path made
+    absolute from ``base`` (else the working folder); any other URL as it is."""
+    scheme, sep, path = url.partition(":///")
+    if not sep or scheme.split("+")[0] != "sqlite" or not path or path.startswith(("/", "file:")) or path == ":memory:":
+        return url
+    return f"{scheme}:///{os.path.abspath(Path(base or Path.cwd()) / path)}"
 
 
 def client(uri: str):
