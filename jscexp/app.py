@@ -354,6 +354,10 @@ def _log_quant_summaries(run, net, changes, out_dir: Path, *, show: bool = True)
         print(f"Quantized graph histogram:\n{hist}")
     run.log_texts({"quant/histogram.md": hist + "\n", "quant/nodes.csv": nodes.to_csv(index=False),
                    "quant/verification.csv": checked.to_csv(index=False)})
+    if not (learned := qsummary.learned_widths(net)).empty:  # the widths training ended with
+        run.log_texts({"quant/learned_widths.md": learned.to_markdown(index=False) + "\n",
+                       "quant/learned_widths.csv": learned.to_csv(index=False)})
+        run.log_params({f"learned.{r.layer}.{r.role}_width": r._5 for r in learned.itertuples()})
     run.log_metrics({"quant_offgrid_values": off, "quant_checked_values": int(checked["values"].sum())})
     run.set_tags({"jscexp.quant_check": "passed" if off == 0 else "failed"})
     if off:

@@ -18,6 +18,34 @@ def check_knobs(cfg) -> None:
         raise UserError(f"learning_rate must be a positive number, got {cfg.learning_rate!r}")
     group_size(cfg.trainer.get("vectorize"))  # a bad value fails single runs too, not only sweeps
     check_hardware(cfg)
+    check_learned(cfg)
+
+
+def check_learned(cfg) -> None:
+    """Learned widths (``learned`` quantisers, ``quantisation.beta``): trained, so mode=qat;
+    fixed point in every role beside them; β ≥ 0 and only where some width is learned."""
+    names = quantiser_names(cfg.quantisation)
+    beta = cfg.quantisation.get("beta")
+    if "learned" not in names:
+        if beta is not None:
+            raise UserError(f"quantisation.beta is the penalty on learned widths, but quantisation="
+                            f"{cfg.quantisation.name} learns none: use quantisation=learned (fixed point)")
+        return
+    if beta is not None:
+        check_beta(beta)
+    if other := sorted(names - {"integer", "learned"}):
+        raise UserError(f"learned widths are fixed point: quantise every other role with integer, "
+                        f"not {', '.join(other)}")
+    if cfg.mode != "qat":
+        raise UserError(f"quantisation={cfg.quantisation.name} learns its widths in training: use mode=qat, "
+                        f"not mode={cfg.mode}")
+
+
+def check_beta(beta) -> float:
+    """``quantisation.beta``: a number ≥ 0."""
+    if isinstance(beta, bool) or not isinstance(beta, int | float) or not math.isfinite(beta) or beta < 0:
+        raise UserError(f"quantisation.beta must be a number ≥ 0 (the EBOPs penalty's strength), got {beta!r}")
+    return float(beta)
 
 
 def check_hardware(cfg) -> None:
@@ -31,7 +59,7 @@ def check_hardware(cfg) -> None:
         return
     if cfg.mode not in EXPORTED_MODES:
         raise UserError(f"hardware.export=true exports quantised runs: mode=qat or mode=ptq, not mode={cfg.mode}")
-    if other := sorted(quantiser_names(cfg.quantisation) - {"integer"}):
+    if other := sorted(quantiser_names(cfg.quantisation) - {"integer", "learned"}):
         raise UserError(f"hardware.export=true: hls4ml has no type for the {', '.join(other)} "
                         "format: export fixed-point (integer) presets, e.g. quantisation=int8 or int8_all")
     check_gxx("hardware.export=true: ")

@@ -59,10 +59,10 @@ class Fixed:
 def _fixed(q, what: str) -> Fixed | None:
     if q is None:
         return None
-    if not isinstance(q, IntegerQuantiser):
+    if (fixed := q.fixed()) is None:
         raise UserError(f"{what}: hls4ml has no type for the '{q.name}' format: export runs of fixed-point "
                         "(integer) presets, e.g. quantisation=int8 or int8_all")
-    return Fixed.of(q)
+    return Fixed.of(fixed)
 
 
 def twin(gm: torch.fx.GraphModule) -> nn.Module:

@@ -73,10 +73,12 @@ def _rebuild(mlflow, run, tmp: Path):
     run_id, tags = run.info.run_id, run.data.tags
     cfg = OmegaConf.load(mlflow.download_artifacts(run_id, "config.yaml", str(tmp)))
     model = make_model(cfg.model)
-    load_weights(model, _weights(mlflow, run_id, tags, tmp), cfg.model.name)
+    learned = load_weights(model, _weights(mlflow, run_id, tags, tmp), cfg.model.name)
     splits = load_splits(cfg.dataset)
     calibration = torch.from_numpy(splits.x_train[: int(cfg.analysis.num_samples)])
     gm, _ = quantise(model, plain(cfg.quantisation), calibration)
+    if learned:  # the widths the run learned
+        gm.load_state_dict({**gm.state_dict(), **learned})
     return gm.eval(), splits.split("test")[0]
 
 

@@ -19,6 +19,7 @@ its own: the sweep counts them like any other.
 from __future__ import annotations
 
 from jscexp.intrain import Group, Search
+from jscexp.quant.learned import beta_of
 from jscexp.sweep.overrides import is_vector_key
 from jscexp.train.loop import EpochBook
 
@@ -68,7 +69,8 @@ class Refill(Search):
             if t is None:
                 continue
             generator = dropout_generator(engine.device, int(t.cfg.seed), t.rng["cpu"])
-            engine.restart_trial(k, t.net, generator, plain(t.cfg.optimizer), t.cfg.scheduler)
+            engine.restart_trial(k, t.net, generator, plain(t.cfg.optimizer), t.cfg.scheduler,
+                                 beta_of(t.cfg.quantisation))
             book.restart(k, epoch + 1, int(t.cfg.max_epochs))
             print(f"trial {asked.number} takes a pruned trial's slice from epoch {epoch + 1}")
 

@@ -7,10 +7,11 @@ from jscexp.errors import UserError
 from jscexp.quant._base import Quantiser
 from jscexp.quant.binary import BinaryQuantiser, TernaryQuantiser
 from jscexp.quant.integer import IntegerQuantiser
+from jscexp.quant.learned import LearnedQuantiser
 from jscexp.quant.minifloat import MinifloatQuantiser
 
 QUANTISERS: dict[str, type[Quantiser]] = {
-    q.name: q for q in (IntegerQuantiser, MinifloatQuantiser, BinaryQuantiser, TernaryQuantiser)
+    q.name: q for q in (IntegerQuantiser, MinifloatQuantiser, BinaryQuantiser, TernaryQuantiser, LearnedQuantiser)
 }
 
 

@@ -35,6 +35,11 @@ class Quantiser(abc.ABC):
         never by calling ``quantise`` (a check by the code under test cannot fail); ``source``
         is the float tensor they came from, for formats whose levels depend on it."""
 
+    def fixed(self):
+        """The fixed-point (integer) format that holds this quantiser's values, or None for
+        another format (hls4ml and da4ml know fixed point only)."""
+        return None
+
     def describe(self) -> str:
         fields = ", ".join(f"{k}={v}" for k, v in vars(self).items() if not k.startswith("_"))
         return f"{self.name}({fields})"

@@ -12,10 +12,11 @@ from torch import nn
 
 from jscexp.quant.integer import IntegerQuantiser
 from jscexp.quant.layers import LinearQ
+from jscexp.quant.learned import LearnedQuantiser
 
 
 def param_bits(module: nn.Module, param: str) -> int:
-    """A parameter's width: its quantiser's, else its dtype's (BatchNorm's float32: 32)."""
+    """A parameter's width: its quantiser's (a learned one's widest), else its dtype's (BatchNorm's float32: 32)."""
     if isinstance(module, LinearQ):
         q = module.w_quantiser if param == "weight" else module.b_quantiser
         if q is not None:
@@ -23,29 +24,51 @@ def param_bits(module: nn.Module, param: str) -> int:
     return getattr(module, param).element_size() * 8
 
 
-def _input_bits(layer: LinearQ) -> int:
-    """The layer's input width; an input nobody quantises at its dtype's (32 for float32, as
-    the BOPs reference code takes for an unquantised first layer)."""
-    return layer.x_quantiser.bits if layer.x_quantiser is not None else layer.weight.element_size() * 8
+def widths(module: nn.Module, role: str) -> torch.Tensor:
+    """A role's width per value (broadcasting over its tensor): a learned quantiser's own,
+    with the penalty's gradient; else its quantiser's one width; unquantised, its dtype's (an
+    input nobody quantises at 32 for float32, as the BOPs reference code takes for a first layer)."""
+    q = getattr(module, {"data_in": "x_quantiser", "weight": "w_quantiser", "bias": "b_quantiser"}[role], None)
+    if isinstance(q, LearnedQuantiser):
+        return q.widths()
+    weight = module.weight
+    assert isinstance(weight, torch.Tensor), "a layer with a weight tensor"
+    return torch.tensor(float(q.bits if q is not None else weight.element_size() * 8))
+
+
+def ebops_of(b_a: torch.Tensor, b_w: torch.Tensor, performed: torch.Tensor, b_b: torch.Tensor | None) -> torch.Tensor:
+    """HGQ's EBOPs of dense layers whose leading dimensions (if any) are separate models:
+    Σ over the multiplications performed (``performed`` [..., m, n]) of b_a·b_w, plus Σ of the
+    m bias widths. ``b_a`` broadcasts over [..., m, n] (one input width per model), ``b_b`` over [..., m]."""
+    total = (performed * b_w * b_a).sum(dim=(-2, -1))
+    return total if b_b is None else total + b_b.expand(performed.shape[:-1]).sum(dim=-1)
+
+
+def ebops(model: nn.Module) -> torch.Tensor:
+    """The model's EBOPs as a tensor, differentiable in its learned widths (the β·EBOPs loss term)."""
+    total = torch.zeros(())
+    for layer in quantised_linears(model):
+        performed = (layer.effective_weight() != 0).detach()
+        b_b = widths(layer, "bias") if layer.bias is not None else None
+        total = total + ebops_of(widths(layer, "data_in").to(performed.device), widths(layer, "weight"), performed, b_b)
+    return total
 
 
 def hardware_costs(model: nn.Module) -> dict[str, float]:
-    """Bit operations per sample over the quantised Linear layers.
+    """Bit operations per sample over the quantised Linear layers, with each value's own width.
 
-    ``bops`` (Baskin et al.; Hawks et al. 2021 on JSC): Σ m·n·(b_a·b_w + b_a + b_w + ⌈log2 n⌉),
-    no pruning term. ``ebops`` (HGQ, arXiv 2405.00645; HGQ2's dense layer): Σ over the
-    multiplications performed — a weight quantised to 0 is none — of b_a·b_w, plus the bias
-    term b_b·m.
+    ``bops`` (Baskin et al.; Hawks et al. 2021 on JSC): Σ over the m·n weights of
+    b_a·b_w + b_a + b_w + ⌈log2 n⌉ (m·n·(…) for one width per layer), no pruning term.
+    ``ebops`` (HGQ, arXiv 2405.00645; HGQ2's dense layer): Σ over the multiplications performed
+    — a weight quantised to 0 is none — of b_a·b_w, plus the bias widths (b_b·m for one width).
     """
-    bops = ebops = 0
-    for layer in quantised_linears(model):
-        n, m = layer.in_features, layer.out_features
-        b_a, b_w = _input_bits(layer), param_bits(layer, "weight")
-        bops += m * n * (b_a * b_w + b_a + b_w + math.ceil(math.log2(n)))
-        with torch.no_grad():
-            performed = int(layer.effective_weight().count_nonzero())
-        ebops += performed * b_a * b_w + (m * param_bits(layer, "bias") if layer.bias is not None else 0)
-    return {"bops": float(bops), "ebops": float(ebops)}
+    bops = 0.0
+    with torch.no_grad():
+        for layer in quantised_linears(model):
+            b_a, b_w = widths(layer, "data_in").double(), widths(layer, "weight").double()
+            per_weight = b_a * b_w + b_a + b_w + math.ceil(math.log2(layer.in_features))
+            bops += float(per_weight.expand(layer.weight.shape).sum())
+        return {"bops": bops, "ebops": float(ebops(model))}
 
 
 def quantised_linears(model: nn.Module) -> list[LinearQ]:
@@ -56,7 +79,7 @@ def traceable(model: nn.Module) -> bool:
     """Whether da4ml can trace every quantised Linear: fixed-point input, weight and bias."""
     layers = quantised_linears(model)
     return bool(layers) and all(
-        isinstance(q, IntegerQuantiser) for layer in layers
+        q is not None and q.fixed() is not None for layer in layers
         for q in (layer.x_quantiser, layer.w_quantiser, *([layer.b_quantiser] if layer.bias is not None else [])))
 
 
@@ -77,7 +100,7 @@ def estimate(model: nn.Module) -> dict[str, float]:
 
     lut = latency = 0.0
     for layer in quantised_linears(model):
-        q = layer.x_quantiser
+        q = layer.x_quantiser.fixed() if layer.x_quantiser is not None else None
         assert isinstance(q, IntegerQuantiser), "estimate() needs traceable(model)"
         inp = FixedVariableArrayInput((layer.in_features,))
         x = quantize(inp, int(q.signed), q.width - q.frac_width - int(q.signed), q.frac_width)  # its input format

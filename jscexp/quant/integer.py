@@ -38,6 +38,9 @@ class IntegerQuantiser(Quantiser):
             return -(2 ** (self.width - 1)), 2 ** (self.width - 1) - 1
         return 0, 2**self.width - 1
 
+    def fixed(self) -> IntegerQuantiser:
+        return self
+
     def quantise(self, x: torch.Tensor) -> torch.Tensor:
         low, high = self.levels
         return torch.fake_quantize_per_tensor_affine(x, 2.0**-self.frac_width, 0, low, high)
@@ -76,6 +79,7 @@ class StackedInteger:
         def tensor(values) -> torch.Tensor:
             return torch.tensor(values, dtype=torch.float32, device=device)
 
+        self.bits = tensor([q.width for q in quantisers])
         self.inv_scale = tensor([2.0**q.frac_width for q in quantisers])
         self.scale = tensor([2.0**-q.frac_width for q in quantisers])
         self.low, self.high = (tensor(v) for v in zip(*(q.levels for q in quantisers)))
@@ -89,9 +93,14 @@ class StackedInteger:
 
     def set(self, trial: int, quantiser: IntegerQuantiser) -> None:
         """Trial ``trial`` quantises with ``quantiser`` from here on (population-based training's widths)."""
+        self.bits[trial] = quantiser.width
         self.inv_scale[trial], self.scale[trial] = 2.0**quantiser.frac_width, 2.0**-quantiser.frac_width
         self.low[trial], self.high[trial] = quantiser.levels
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, params=None) -> torch.Tensor:
         shape = (-1, *([1] * (x.dim() - 1)))
         return _FakeQuantise.apply(x, *(t.view(shape) for t in (self.inv_scale, self.scale, self.low, self.high)))
+
+    def widths(self, like: torch.Tensor, params=None) -> torch.Tensor:
+        """Each trial's width, viewed to broadcast over a stacked [K, ...] tensor like ``like``."""
+        return self.bits.view(-1, *([1] * (like.dim() - 1)))

@@ -11,6 +11,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from jscexp.quant._base import Quantiser
+from jscexp.quant.learned import LearnedQuantiser
 
 
 def _described(base: str, **roles: Quantiser | None) -> str:
@@ -28,6 +29,10 @@ class LinearQ(nn.Linear):
     def __init__(self, linear: nn.Linear, *, data_in=None, weight=None, bias=None):
         super().__init__(linear.in_features, linear.out_features, bias=linear.bias is not None)
         self.load_state_dict(linear.state_dict())
+        shapes = ((data_in, ()), (weight, self.weight.shape), (bias, self.bias.shape if self.bias is not None else None))
+        for q, shape in shapes:
+            if isinstance(q, LearnedQuantiser) and shape is not None:
+                q.bind(torch.Size(shape))  # a width per weight, per bias, one for the input
         self.x_quantiser, self.w_quantiser, self.b_quantiser = data_in, weight, bias
 
     def effective_weight(self) -> torch.Tensor:

@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from jscexp.quant.cost import hardware_costs, param_bits
+from jscexp.quant.cost import hardware_costs, param_bits, widths
 from jscexp.quant.layers import LinearQ
+from jscexp.quant.learned import LearnedQuantiser
 from jscexp.quant.transform import NodeChange
 
 if TYPE_CHECKING:
@@ -57,6 +58,21 @@ def verify(model: nn.Module) -> pd.DataFrame:
     return _pandas().DataFrame(rows, columns=["layer", "tensor", "quantiser", "values", "on grid", "off grid"])
 
 
+def learned_widths(model: nn.Module) -> pd.DataFrame:
+    """Per layer (fx node name) and role, the learned widths a trained model ended with: how
+    many values, their least, mean and largest width, how many are 0 bits (cost nothing)."""
+    from jscexp.quant.learned import roles
+
+    rows = []
+    with torch.no_grad():
+        for name, role, q in roles(model):
+            b = q.widths()
+            rows.append((name.replace(".", "_"), role, b.numel(), int(b.min()), round(float(b.mean()), 3), int(b.max()),
+                         int((b == 0).sum())))
+    return _pandas().DataFrame(rows, columns=["layer", "role", "values", "min width", "mean width", "max width",
+                                              "zero width"])
+
+
 def costs(model: nn.Module) -> dict[str, float]:
     """Bit costs of a quantised model; none for a model without a quantised layer (a float
     model's bits say nothing a search could trade against).
@@ -70,18 +86,24 @@ def costs(model: nn.Module) -> dict[str, float]:
     """
     if not any(isinstance(m, LinearQ) for m in model.modules()):
         return {}
-    size = count = weight_bits = weights = bitops = 0
-    for module in model.modules():
-        for pname, p in module.named_parameters(recurse=False):
-            if p.requires_grad:
-                size += p.numel() * param_bits(module, pname)
-                count += p.numel()
-        if isinstance(module, nn.Linear):
-            weight_bits += module.weight.numel() * param_bits(module, "weight")
-            weights += module.weight.numel()
-            x_q = module.x_quantiser if isinstance(module, LinearQ) else None
-            x_bits = x_q.bits if x_q is not None else module.weight.element_size() * 8
-            bitops += module.in_features * module.out_features * x_bits * param_bits(module, "weight")
+    size = count = weight_bits = weights = bitops = 0.0
+    with torch.no_grad():
+        for module in model.modules():
+            for pname, p in module.named_parameters(recurse=False):
+                if p.requires_grad and not isinstance(module, LearnedQuantiser):  # a width is no weight
+                    size += _bits(module, pname, p)
+                    count += p.numel()
+            if isinstance(module, nn.Linear):
+                w_bits = _bits(module, "weight", module.weight)
+                weight_bits += w_bits
+                weights += module.weight.numel()
+                bitops += float((widths(module, "data_in") * widths(module, "weight")).expand(module.weight.shape).sum())
     return {"avg_weight_bits": weight_bits / weights, "model_size_bits": float(size), "avg_param_bits": size / count,
             "linear_bitops": float(bitops), **hardware_costs(model)}
 
+
+def _bits(module: nn.Module, pname: str, p: torch.Tensor) -> float:
+    """All the bits of one parameter tensor: each value at its own width."""
+    if isinstance(module, nn.Linear) and pname in ("weight", "bias"):
+        return float(widths(module, pname).expand(p.shape).sum())
+    return float(p.numel() * param_bits(module, pname))

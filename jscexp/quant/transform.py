@@ -58,7 +58,7 @@ def _quantisers(entry: Mapping, op: str, where: str, ranges: Mapping[str, float]
         role_name = entry.get(f"{role}_name", name)
         if not opts and f"{role}_name" not in entry:
             continue
-        if role in unsigned and role_name == "integer":
+        if role in unsigned and role_name in ("integer", "learned"):
             opts["signed"] = False
         if opts.get("frac_width") == "auto":
             if role not in ranges:

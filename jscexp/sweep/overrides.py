@@ -38,9 +38,10 @@ def override_value(value) -> str:
 
 
 def is_vector_key(key: str) -> bool:
-    """A knob that may differ between stacked trials: VECTOR_KEYS, and any quantiser width
-    (``quantisation.weight_width``, ``…frac_width``: per-trial integer quantisers)."""
-    return key in VECTOR_KEYS or (key.startswith("quantisation.") and key.endswith("width"))
+    """A knob that may differ between stacked trials: VECTOR_KEYS, any quantiser width
+    (``quantisation.weight_width``, ``…frac_width``: per-trial integer quantisers) and the
+    learned widths' penalty ``quantisation.beta``."""
+    return key in VECTOR_KEYS or (key.startswith("quantisation.") and key.endswith(("width", ".beta")))
 
 
 def group_override(trials: list[list[str]]) -> str:

@@ -39,17 +39,21 @@ def _read(path: Path) -> dict:
     return ckpt
 
 
-def load_weights(model: torch.nn.Module, path: Path, model_name: str) -> None:
-    """Loads ``path``'s weights into ``model``; any mismatch is a one-line UserError."""
+def load_weights(model: torch.nn.Module, path: Path, model_name: str) -> dict[str, torch.Tensor]:
+    """Loads ``path``'s weights into the float ``model``; any mismatch is a one-line UserError.
+    Returns what else a QAT checkpoint holds: its learned widths (``….w_quantiser.scaled_width``),
+    for the quantised model built from ``model``."""
     ckpt = _read(path)
     saved = (ckpt.get("jscexp") or {}).get("model", {}).get("name")
     if saved is not None and saved != model_name:
         raise UserError(f"checkpoint {path} is for model={saved}, not model={model_name}: add model={saved}")
-    weights = {k[len(_PREFIX):]: v for k, v in ckpt["state_dict"].items() if k.startswith(_PREFIX)}
+    state = {k[len(_PREFIX):]: v for k, v in ckpt["state_dict"].items() if k.startswith(_PREFIX)}
+    weights = {k: v for k, v in state.items() if "_quantiser." not in k}
     try:
         model.load_state_dict(weights)
     except RuntimeError as err:
         raise UserError(f"checkpoint {path} does not fit model={model_name}: {first_line(err)}") from err
+    return {k: v for k, v in state.items() if k not in weights}
 
 
 def save_weights(model: torch.nn.Module, path: Path, meta: dict, **extra) -> Path:

@@ -72,7 +72,19 @@ def plain_engine(cfg: DictConfig, model: torch.nn.Module, rng: dict | None = Non
         torch.set_rng_state(rng["cpu"])
         if rng.get("cuda") is not None:
             torch.cuda.set_rng_state_all(rng["cuda"])
-    return loop.PlainEngine(fabric, wrapped, optimizer, scheduler)
+    return loop.PlainEngine(fabric, wrapped, optimizer, scheduler, penalty=penalty(cfg, model))
+
+
+def penalty(cfg: DictConfig, model: torch.nn.Module):
+    """The β·EBOPs loss term of a model that learns its widths (``quantisation.beta``), else None."""
+    from jscexp.quant.learned import beta_of, learns
+
+    if not learns(model):
+        return None
+    beta = beta_of(cfg.quantisation)
+    from jscexp.quant.cost import ebops
+
+    return lambda: beta * ebops(model)
 
 
 def train(cfg: DictConfig, engine: loop.Engine, splits: Splits, hook: loop.TrialHook,

@@ -98,15 +98,16 @@ class Progress:
 
 
 def train_epoch(fabric, model, optimizer, batches: Iterable, tally: Tally, progress: Progress | None = None,
-                max_steps: int | None = None) -> int:
-    """One pass of optimiser steps; returns the number of steps taken."""
+                max_steps: int | None = None, penalty: Callable[[], torch.Tensor] | None = None) -> int:
+    """One pass of optimiser steps; returns the number of steps taken. ``penalty()``, a term
+    added to the loss that is minimised (learned widths' β·EBOPs), stays out of the reported loss."""
     model.train()
     steps = 0
     for steps, (x, y) in enumerate(batches, start=1):
         optimizer.zero_grad(set_to_none=True)
         logits = model(x)
         loss = F.cross_entropy(logits, y)
-        fabric.backward(loss)
+        fabric.backward(loss if penalty is None else loss + penalty())
         optimizer.step()
         tally.update(logits.unsqueeze(0), y, loss.unsqueeze(0))
         if progress is not None:
@@ -186,8 +187,8 @@ class SliceEngine(Engine, Protocol):
         ...
 
     def restart_trial(self, trial: int, model: torch.nn.Module, generator: torch.Generator | None, hparams: dict,
-                      scheduler) -> None:
-        """Slice ``trial`` trains a new trial from the next epoch on."""
+                      scheduler, beta: float = 0.0) -> None:
+        """Slice ``trial`` trains a new trial from the next epoch on (``beta``: its learned widths' penalty)."""
         ...
 
 
@@ -200,6 +201,7 @@ class PlainEngine:
     optimizer: torch.optim.Optimizer
     scheduler: object | None
     k: int = 1
+    penalty: Callable[[], torch.Tensor] | None = None  # added to the training loss (β·EBOPs)
 
     @property
     def device(self) -> torch.device:
@@ -209,7 +211,7 @@ class PlainEngine:
         pass
 
     def train_epoch(self, batches, tally, active, progress) -> None:
-        train_epoch(self.fabric, self.model, self.optimizer, batches, tally, progress)
+        train_epoch(self.fabric, self.model, self.optimizer, batches, tally, progress, penalty=self.penalty)
 
     def evaluate(self, batches, tally) -> None:
         measure(self.model, batches, tally)

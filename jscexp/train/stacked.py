@@ -23,8 +23,10 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.nn import functional as F
 
+from jscexp.quant.cost import ebops_of
 from jscexp.quant.integer import IntegerQuantiser, StackedInteger
 from jscexp.quant.layers import LinearQ, ReLUQ
+from jscexp.quant.learned import StackedLearned
 from jscexp.sweep.checks import is_width
 from jscexp.train.loop import Tally, measure, trial_losses
 
@@ -82,17 +84,35 @@ class StackedModel:
         h = x.expand(self.k, *x.shape)
         for name, layer in self._chain:
             if isinstance(layer, nn.Linear):
-                h = self._quantised(name, "data_in", h)
-                w = self._quantised(name, "weight", params[f"{name}.weight"])
-                b = self._quantised(name, "bias", params[f"{name}.bias"])
+                h = self._quantised(name, "data_in", h, params)
+                w = self._quantised(name, "weight", params[f"{name}.weight"], params)
+                b = self._quantised(name, "bias", params[f"{name}.bias"], params)
                 h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
             elif isinstance(layer, nn.BatchNorm1d):
                 h = self._batch_norm(name, layer, h, params)
             elif isinstance(layer, nn.Dropout):
                 h = self._dropout(name, h) if self.base.training else h
             else:
-                h = torch.relu(self._quantised(name, "data_in", h))
+                h = torch.relu(self._quantised(name, "data_in", h, params))
         return h
+
+    def ebops(self) -> torch.Tensor:
+        """Each trial's EBOPs ([K]; ``jscexp.quant.cost.ebops`` of its lone model), differentiable
+        in its learned widths: the β·EBOPs loss term."""
+        params, total = self.params, torch.zeros(self.k, device=self.flat.device)
+        for name, layer in self._chain:
+            if not isinstance(layer, LinearQ):
+                continue
+            w = params[f"{name}.weight"]
+            performed = (self._quantised(name, "weight", w, params) != 0).detach()
+            b_b = self._widths(name, "bias", params[f"{name}.bias"], params)
+            total = total + ebops_of(self._widths(name, "data_in", w, params), self._widths(name, "weight", w, params),
+                                     performed, b_b)
+        return total
+
+    def _widths(self, name: str, role: str, like: torch.Tensor, params) -> torch.Tensor:
+        quantiser = self._quantisers.get((name, role))
+        return torch.tensor(float(self.flat.element_size() * 8)) if quantiser is None else quantiser.widths(like, params)
 
     def _dropout(self, name: str, h: torch.Tensor) -> torch.Tensor:
         """F.dropout's own arithmetic per trial: noise = bernoulli(1 - p) / (1 - p); h * noise."""
@@ -105,9 +125,9 @@ class StackedModel:
             noise.append(keep.div_(1 - p))
         return h * torch.stack(noise)
 
-    def _quantised(self, name: str, role: str, x: torch.Tensor) -> torch.Tensor:
+    def _quantised(self, name: str, role: str, x: torch.Tensor, params) -> torch.Tensor:
         quantiser = self._quantisers.get((name, role))
-        return x if quantiser is None else quantiser(x)
+        return x if quantiser is None else quantiser(x, params)
 
     def _batch_norm(self, name: str, layer: nn.BatchNorm1d, h: torch.Tensor, params) -> torch.Tensor:
         """Trial k's channel c is channel k*C+c of one batch norm: same statistics, one call."""
@@ -160,6 +180,8 @@ class StackedModel:
     def set_quantisers(self, trial: int, model: nn.Module) -> None:
         """Trial ``trial`` quantises as ``model`` (a QAT model of the same chain) does: its widths."""
         for (name, role), stacked in self._quantisers.items():
+            if isinstance(stacked, StackedLearned):
+                continue  # learned widths are parameters: the slice's weights carry them
             quantiser = getattr(model.get_submodule(name), _ROLES[role], None)
             if not isinstance(quantiser, IntegerQuantiser):
                 raise ValueError(f"{name} {role}: the new model's quantiser is {type(quantiser).__name__}, not integer")
@@ -215,15 +237,16 @@ _CHAIN_TYPES = (nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Dropout, LinearQ, ReLUQ)
 _ROLES = {"data_in": "x_quantiser", "weight": "w_quantiser", "bias": "b_quantiser"}
 
 
-def _stacked_quantisers(models, chain, device) -> dict[tuple[str, str], StackedInteger] | None:
+def _stacked_quantisers(models, chain, device) -> dict[tuple[str, str], StackedInteger | StackedLearned] | None:
     """Per (layer, role), the trials' quantisers stacked; None when one cannot be stacked."""
-    out = {}
+    out: dict[tuple[str, str], StackedInteger | StackedLearned] = {}
     for name, _ in chain:
         for role, attr in _ROLES.items():
             quantisers = [getattr(m.get_submodule(name), attr, None) for m in models]
             if all(q is None for q in quantisers):
                 continue
-            if (stacked := StackedInteger.of(quantisers, device)) is None:
+            stacked = StackedInteger.of(quantisers, device) or StackedLearned.of(quantisers, f"{name}.{attr}.scaled_width")
+            if stacked is None:
                 return None
             out[(name, role)] = stacked
     return out
@@ -395,15 +418,17 @@ def _torch_defaults(kind: str) -> dict:
 
 
 def train_epoch(model: StackedModel, optimizer: StackedOptimizer, batches, tally: Tally,
-                active: torch.Tensor, max_steps: int | None = None) -> int:
-    """One pass of stacked steps over ``batches``; returns the number of steps taken."""
+                active: torch.Tensor, max_steps: int | None = None, betas: torch.Tensor | None = None) -> int:
+    """One pass of stacked steps over ``batches``; returns the number of steps taken. ``betas``
+    [K]: each trial's β of the β·EBOPs term its learned widths add to the minimised loss."""
     model.train(True)
     steps = 0
     for steps, (x, y) in enumerate(batches, start=1):
         logits = model(x)
         losses = trial_losses(logits, y)
+        minimised = losses if betas is None else losses + betas * model.ebops()
         # masked trials' losses may be NaN: keep them out of the sum that is differentiated
-        torch.where(active, losses, torch.zeros_like(losses)).sum().backward()
+        torch.where(active, minimised, torch.zeros_like(losses)).sum().backward()
         optimizer.step(active)
         tally.update(logits, y, losses)
         if steps == max_steps:
@@ -463,15 +488,17 @@ class StackedEngine:
     """K trials' steps in one stacked model, for ``loop.fit``: each with its own learning rate
     per epoch (``lr_schedule(epoch)``); a stopped trial's slice is masked, not removed."""
 
-    def __init__(self, model: StackedModel, optimizer: StackedOptimizer, lr_schedule: LrSchedule):
+    def __init__(self, model: StackedModel, optimizer: StackedOptimizer, lr_schedule: LrSchedule,
+                 betas: list[float] | None = None):
         self.model, self.optimizer, self.lr_schedule = model, optimizer, lr_schedule
         self.k, self.device = model.k, model.flat.device
+        self.betas = None if betas is None else torch.tensor(betas, dtype=torch.float32, device=self.device)
 
     def start_epoch(self, epoch: int) -> None:
         self.optimizer.lr = self.lr_schedule(epoch)
 
     def train_epoch(self, batches, tally: Tally, active: torch.Tensor, progress=None) -> None:
-        train_epoch(self.model, self.optimizer, batches, tally, active)
+        train_epoch(self.model, self.optimizer, batches, tally, active, betas=self.betas)
 
     def evaluate(self, batches, tally: Tally) -> None:
         measure(self.model, batches, tally)
@@ -507,9 +534,11 @@ class StackedEngine:
         self.optimizer.lr = self.lr_schedule(self.lr_schedule.epochs_done)  # the new rate from the next step
 
     def restart_trial(self, trial: int, model: nn.Module, generator: torch.Generator | None, hparams: dict,
-                      scheduler: DictConfig) -> None:
+                      scheduler: DictConfig, beta: float = 0.0) -> None:
         """Slice ``trial`` trains a new trial from the next epoch on: ``model`` freshly
-        initialised, the optimizer's state empty, its schedule from its own epoch 0."""
+        initialised, the optimizer's state empty, its schedule from its own epoch 0, its β."""
+        if self.betas is not None:
+            self.betas[trial] = beta
         self.model.restart_trial(trial, model, generator)
         self.optimizer.restart_trial(trial, hparams)
         self.lr_schedule.restart(trial, scheduler, hparams["lr"])

@@ -1,0 +1,145 @@
+"""Learned widths (#28, HGQ-style): the quantiser's arithmetic and surrogate gradient worked by
+hand, per-weight costs by hand, training that moves the widths and a penalty that lowers EBOPs,
+and the bad inputs."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import FAST, mlflow_client, run_cli, run_job, runs_of
+from jscexp.errors import UserError
+from jscexp.quant.integer import IntegerQuantiser
+from jscexp.quant.layers import LinearQ
+from jscexp.quant.learned import LearnedQuantiser
+
+
+def test_at_its_starting_widths_a_learned_quantiser_is_the_integer_one():
+    x = torch.randn(4000) * 3
+    x[:4] = torch.tensor([0.125 / 2, 3 * 0.125 / 2, 7.99, -9.0])  # ties round half to even; saturation both ways
+    learned = LearnedQuantiser(width=6, frac_width=3).bind(x.shape)
+    assert torch.equal(learned(x), IntegerQuantiser(width=6, frac_width=3)(x))
+    assert learned.fixed().describe() == "integer(width=6, frac_width=3, signed=True)"
+
+
+def test_each_value_has_its_own_width_and_the_width_gradient_is_hgqs_surrogate():
+    """int_bits 1 ([-1, 1)); widths 2, 2, 2, 0: f = 1 for the first three."""
+    q = LearnedQuantiser(width=2, frac_width=1).bind(torch.Size([4]))
+    with torch.no_grad():
+        q.scaled_width.copy_(torch.tensor([2.0, 2.0, 2.0, -0.4]))  # below 0: width 0
+    x = torch.tensor([0.3, -0.7, 5.0, 0.6], requires_grad=True)
+    out = q(x)
+    assert out.tolist() == [0.5, -0.5, 0.5, 0.0]  # 0.6 → 1 step; -1.4 → -1; 10 saturates at 1; width 0 → 0
+    out.sum().backward()
+    ln2 = math.log(2)
+    # ∂q/∂b = ln2·(x − q) inside the range; 5.0 is outside (saturated): no gradient to it or its width
+    assert torch.allclose(q.scaled_width.grad, torch.tensor([ln2 * -0.2, ln2 * -0.2, 0.0, ln2 * 0.6]))
+    assert x.grad.tolist() == [1.0, 1.0, 0.0, 1.0]
+    assert q.on_grid(out.detach()).all() and not q.on_grid(torch.tensor([0.25, -1.5, 0.75, 0.5])).any()
+
+
+def test_per_weight_widths_cost_by_hand():
+    """A 2→2 layer: input width 4; weight widths [[3, 0], [2, 5]] (the 0-bit one is no
+    multiplication); bias widths [4, 6]."""
+    from jscexp.quant.cost import hardware_costs
+    from jscexp.quant.summary import costs
+
+    linear = nn.Linear(2, 2)
+    with torch.no_grad():
+        linear.weight.copy_(torch.tensor([[0.5, 0.25], [-0.75, 0.3]]))
+        linear.bias.copy_(torch.tensor([0.1, -0.2]))
+    layer = LinearQ(linear, data_in=LearnedQuantiser(width=4, frac_width=2),
+                    weight=LearnedQuantiser(width=4, frac_width=3), bias=LearnedQuantiser(width=4, frac_width=3))
+    with torch.no_grad():
+        layer.w_quantiser.scaled_width.copy_(torch.tensor([[3.0, 0.0], [2.0, 5.0]]))
+        layer.b_quantiser.scaled_width.copy_(torch.tensor([4.0, 6.0]))
+    assert layer.effective_weight().tolist() == [[0.5, 0.0], [-1.0, 0.3125]]
+    # EBOPs: 4·(3 + 2 + 5) + (4 + 6); BOPs: Σ per weight of b_a·b_w + b_a + b_w + ⌈log2 2⌉
+    assert hardware_costs(layer) == {"bops": (12 + 4 + 3 + 1) + (0 + 4 + 0 + 1) + (8 + 4 + 2 + 1) + (20 + 4 + 5 + 1),
+                                     "ebops": 50.0}
+    found = costs(layer)
+    assert found["avg_weight_bits"] == 2.5 and found["model_size_bits"] == 10 + 10  # the widths are no parameters
+    assert layer.w_quantiser.fixed().describe() == "integer(width=5, frac_width=4, signed=True)"
+
+
+def _learned_runs(workdir: Path, *args: str) -> dict[float, object]:
+    result = run_cli(["-m", *FAST, "max_epochs=2", "model=jsc-toy", "mode=qat", "quantisation=learned",
+                      "learning_rate=0.01", *args], workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return {float(r.data.params["quantisation.beta"]): r for r in runs_of(workdir)
+            if r.data.tags.get("jscexp.kind") != "sweep"}
+
+
+def test_learned_widths_move_and_the_penalty_lowers_ebops(workdir):
+    """β = 0 and β = 1e-4 in one stacked job: the widths leave where they started (8), the
+    penalty's run ends with fewer EBOPs, and each run's logged costs are its checkpoint's."""
+    from omegaconf import OmegaConf
+
+    from jscexp.quant.summary import costs
+    from jscexp.quant.transform import quantise
+    from jscexp.train.checkpoint import load_weights
+    from jscexp.train.fit import make_model
+
+    runs = _learned_runs(workdir, "quantisation.beta=0,1e-4")
+    assert {r.info.status for r in runs.values()} == {"FINISHED"}
+    assert len({r.data.tags["jscexp.vector_group"] for r in runs.values()}) == 1  # one stacked model
+    assert runs[1e-4].data.metrics["ebops"] < 0.8 * runs[0.0].data.metrics["ebops"]
+    client = mlflow_client(workdir)
+    for run in runs.values():
+        widths = {k: float(v) for k, v in run.data.params.items() if k.startswith("learned.")}
+        assert len(widths) == 9 and any(w != 8 for w in widths.values())
+        assert run.data.tags["jscexp.quant_check"] == "passed" and run.data.metrics["quant_offgrid_values"] == 0
+        table = Path(client.download_artifacts(run.info.run_id, "quant/learned_widths.csv", str(workdir)))
+        assert table.read_text().startswith("layer,role,values,min width,mean width,max width,zero width\n")
+        cfg = OmegaConf.load(client.download_artifacts(run.info.run_id, "config.yaml", str(workdir)))
+        model = make_model(cfg.model)
+        learned = load_weights(model, Path(run.data.tags["jscexp.checkpoint"]), "jsc-toy")
+        net, _ = quantise(model, OmegaConf.to_container(cfg.quantisation, resolve=True))
+        net.load_state_dict({**net.state_dict(), **learned})
+        found = costs(net)
+        assert {k: found[k] for k in ("bops", "ebops", "avg_weight_bits")} == \
+            {k: run.data.metrics[k] for k in ("bops", "ebops", "avg_weight_bits")}
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["quantisation=learned", "quantisation.beta=-1"], "quantisation.beta must be a number ≥ 0"),
+        (["quantisation=int8", "+quantisation.beta=1e-5"],
+         "quantisation.beta is the penalty on learned widths, but quantisation=int8 learns none"),
+        (["quantisation=minifloat8", "+quantisation.beta=1e-5"], "quantisation=minifloat8 learns none"),
+        (["quantisation=learned", "+quantisation.linear.config.weight_name=minifloat"],
+         "learned widths are fixed point: quantise every other role with integer, not minifloat"),
+        (["quantisation=learned", "+quantisation.seq_block_5.config.weight_width=4"],
+         "no op or layer called seq_block_5 (did you mean seq_blocks_5"),
+    ],
+)
+def test_bad_learned_width_input_is_refused_before_any_run(workdir, overrides, message):
+    with pytest.raises(UserError, match=re.escape(message)):
+        run_job([*FAST, "mode=qat", "model=jsc-toy", *overrides], workdir / "out")
+    assert runs_of(workdir) == []
+
+
+def test_learned_widths_outside_qat_are_one_line_on_the_cli(workdir):
+    result = run_cli([*FAST, "mode=ptq", "quantisation=learned"], workdir)
+    assert result.returncode == 2
+    assert result.stderr == "error: quantisation=learned learns its widths in training: use mode=qat, not mode=ptq\n"
+    assert runs_of(workdir) == []
+
+
+@pytest.mark.slow
+def test_stacked_learned_width_trials_match_their_runs_alone(workdir):
+    from test_vectorised import SMALL, alone_and_stacked
+
+    common = [*SMALL, "model=jsc-toy", "optimizer=sgd", "learning_rate=5e-2", "mode=qat", "quantisation=learned"]
+    trials = [[f"quantisation.beta={b}"] for b in (0, 1e-5, 1e-4)]
+    alone, stacked = alone_and_stacked(workdir, common, trials, ("quantisation.beta",))
+    for key, vec in stacked.items():
+        assert vec["metrics"]["ebops"] == alone[key]["metrics"]["ebops"]
+        assert {k: v for k, v in vec["params"].items() if k.startswith("learned.")} == \
+            {k: v for k, v in alone[key]["params"].items() if k.startswith("learned.")}
