@@ -5,6 +5,7 @@ Examples:
   python -m jscexp.table -e lab1_learning_rate --plot lr.png
   python -m jscexp.table -e jscexp --sweep all --filter "params.`model.name` = 'jsc-toy'" --format csv
   python -m jscexp.table -e seeds --seeds --columns val_loss --sort "Test Accuracy" --desc
+  python -m jscexp.table -e optuna_mixed_precision --front         # the accuracy–EBOPs front
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--desc", action="store_true", help="sort descending")
     p.add_argument("--seeds", action="store_true", help="mean ± std over runs that differ only in seed")
     p.add_argument("--finished-only", action="store_true", help="leave out RUNNING/FAILED/KILLED runs")
+    p.add_argument("--front", nargs="?", const="ebops", default=None, metavar="COST",
+                   help="only the runs on the front of validation accuracy against COST (default ebops; "
+                        "bops, est_lut, avg_weight_bits), cheapest first")
     p.add_argument("--format", default="markdown", help="markdown (default), csv, latex, html, json")
     p.add_argument("--output", "-o", type=Path, default=None, help="write to this file instead of stdout")
     p.add_argument("--plot", type=Path, default=None, metavar="PNG", help="also plot a metric vs the swept column")
@@ -64,6 +68,8 @@ def _run(args) -> int:
     )
     if runs.empty:
         raise UserError(f"no runs match in experiment '{args.experiment}' (sweep {args.sweep}, filter '{args.filter}')")
+    if args.front:
+        runs = _front(runs, args.front)
     vary = args.vary or (["auto"] if args.format in ("markdown", "latex", "html") else ["none"])
     vary = [] if vary == ["none"] else vary
     spec = Comparison(args.preset, args.columns, vary, args.sort, args.desc, args.seeds, args.finished_only)
@@ -80,6 +86,16 @@ def _run(args) -> int:
     else:
         print(text)
     return 0
+
+
+def _front(runs, cost: str):
+    from jscexp.tracking.front import ACCURACY, front_of
+
+    on_front = front_of(runs, cost).reset_index(drop=True)
+    if on_front.empty:
+        raise UserError(f"--front {cost}: no finished run has both {ACCURACY} and {cost} (quantised runs log "
+                        "ebops, bops, avg_weight_bits; est_lut where hardware.estimate traced them)")
+    return on_front
 
 
 if __name__ == "__main__":

@@ -22,8 +22,11 @@ SECTIONS = {  # experiment -> what its section must show (table columns, text)
     "lab2_analyse": ["call_module", "Statistics profile and node-meta table", "range_quantile"],
     "lab2_int8": ["float_test_acc", "avg_weight_bits", "bops", "ebops", "quant_check", "Quantized type", "LinearQ"],
     "quant_bits": ["Test Accuracy", "BOPs", "EBOPs", "est. LUT", "EBOPs and estimated LUTs, with each Pareto front"],
+    "optuna_mixed_precision": ["val acc", "EBOPs", "seq_blocks_2.weight_width", "seq_blocks_8.data_in_width"],
+    "learned_widths": ["val acc", "EBOPs", "avg weight bits", "beta"],
 }
-FIGURES = 12  # 4 sweeps x (accuracy vs knob, curves) + confusion matrix + PTQ/QAT: vs bits, curves, the fronts
+# 4 sweeps x (accuracy vs knob, curves) + confusion matrix + PTQ/QAT: vs bits, curves, the fronts + 2 searched fronts
+FIGURES = 14
 
 
 def _lab(workdir) -> subprocess.CompletedProcess:

@@ -76,6 +76,10 @@ def steps(s: Settings, toy: str | None = None) -> list[Step]:
               "experiment=lab2_int8", *common, *s.epochs_of(10)]),
         Step("quant_bits", "Lab 2, swept: PTQ vs QAT at 2–8 bit fixed point",
              ["+sweep=quant_bits", *common, *s.epochs_of(10)]),
+        Step("optuna_mixed_precision", "Beyond the lab: the accuracy–EBOPs front searched, a width per layer "
+             "(Optuna NSGA-II, two objectives)", ["+sweep=optuna_mixed_precision", *common, *s.epochs_of(10)]),
+        Step("learned_widths", "Beyond the lab: the accuracy–EBOPs front learned, a width per weight "
+             "(HGQ-style, one β per trial)", ["+sweep=learned_widths", *common, *s.epochs_of(10)]),
     ]
 
 

@@ -12,6 +12,7 @@ import pandas as pd
 
 from jscexp.report.lab import Step
 from jscexp.tracking import report as sweep_report
+from jscexp.tracking.front import non_dominated
 from jscexp.tracking.query import runs_frame
 from jscexp.tracking.store import client as store_client
 
@@ -50,6 +51,8 @@ def build(uri: str, step: Step, parent: str) -> Section:
         _analysis(uri, section, runs)
     elif step.key == "lab2_int8":
         _int8(uri, section, runs)
+    elif step.key in ("optuna_mixed_precision", "learned_widths"):
+        _front(uri, section, runs)
     else:
         _sweep(uri, section, runs)
     return section
@@ -75,6 +78,21 @@ def _sweep(uri: str, section: Section, runs: pd.DataFrame) -> None:
     if section.key == "quant_bits":
         section.figure("Test accuracy against weight bits, EBOPs and estimated LUTs, with each Pareto front",
                        lambda p: _pareto(runs, p))
+
+
+def _front(uri: str, section: Section, runs: pd.DataFrame) -> None:
+    """The sweep's accuracy–EBOPs front as a table, and drawn beside the uniform-width QAT runs
+    of the same model and data (quant_bits's)."""
+    from jscexp.tracking import front
+    from jscexp.tracking.tables import vary_columns
+
+    on_front = front.front_of(runs)
+    knobs = [k for k in vary_columns(runs, ["auto"]) if f"params.{k}" in runs]
+    section.frame(f"The front: {len(on_front)} of {len(runs)} runs, none beaten on both validation accuracy and EBOPs",
+                  front.table(on_front, knobs))
+    reference = front.uniform_reference(store_client(uri), runs)
+    section.figure("Validation accuracy against EBOPs: the runs, their front, the uniform-width QAT runs",
+                   lambda p: front.plot(runs, on_front, reference, p, section.title))
 
 
 def _analysis(uri: str, section: Section, runs: pd.DataFrame) -> None:
@@ -160,21 +178,10 @@ def _pareto(runs: pd.DataFrame, path: Path) -> Path:
         points.columns = ["mode", "bits", "acc"]
         for mode, part in points.groupby("mode"):
             ax.scatter(part["bits"], part["acc"], label=mode)
-        front = _front(points)
+        front = non_dominated(points, "acc", "bits")
         ax.plot(front["bits"], front["acc"], color="black", linestyle="--", label="Pareto front")
         ax.set_xlabel(PARETO_AXES[cost])
         ax.set_ylabel("test accuracy")
         ax.grid(alpha=0.3)
         ax.legend()
     return save(fig, path)
-
-
-def _front(points: pd.DataFrame) -> pd.DataFrame:
-    """The points no other beats on both: fewer (or equal) bits and higher accuracy."""
-    ordered = points.sort_values(["bits", "acc"], ascending=[True, False])
-    best, keep = -1.0, []
-    for i, row in ordered.iterrows():
-        if row["acc"] > best:
-            best = row["acc"]
-            keep.append(i)
-    return ordered.loc[keep]

@@ -110,12 +110,31 @@ def publish_sweep(uri: str, experiment: str, parent_run_id: str) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         if table.vary and table.values["Test Accuracy"].notna().any():
             client.log_artifact(parent_run_id, str(plot(table, runs, Path(tmp) / "plot.png")))
+        _log_front(client, parent_run_id, runs, [v for v in table.vary if f"params.{v}" in runs], Path(tmp))
         if curves := histories(client, runs):
             title = "Training curves: " + ", ".join(sorted(set(tables.dataset_labels(runs)) - {""}))
             client.log_artifact(parent_run_id, str(training_curves(curves, Path(tmp) / "training_curves.png", title)))
             if exploits := _exploits(runs):
                 _log_population(client, parent_run_id, curves, exploits, Path(tmp))
     return markdown
+
+
+def _log_front(client, parent_run_id: str, runs: pd.DataFrame, knobs: list[str], tmp: Path) -> None:
+    """A quantised sweep's accuracy–EBOPs front: front.md and front.csv (its runs, costs and
+    knobs), front.png (beside it the store's uniform-width runs of the same model and data)."""
+    from jscexp.tracking import front
+
+    on_front = front.front_of(runs)
+    if on_front.empty:
+        return
+    rows = front.table(on_front, knobs)
+    client.log_text(parent_run_id, rows.to_markdown(index=False) + "\n", "front.md")
+    client.log_text(parent_run_id, rows.to_csv(index=False), "front.csv")
+    data = ", ".join(d.replace("(synthetic)", "(synthetic stand-in: not physics results)")
+                     for d in sorted(set(tables.dataset_labels(runs)) - {""}))
+    title = f"Validation accuracy vs EBOPs: {len(on_front)} of {len(runs)} runs on the front\n{data}"
+    reference = front.uniform_reference(client, runs)
+    client.log_artifact(parent_run_id, str(front.plot(runs, on_front, reference, tmp / "front.png", title)))
 
 
 def _exploits(runs: pd.DataFrame) -> list[tuple[str, int, str]]:
