@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import math
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -92,7 +94,7 @@ def test_learned_widths_move_and_the_penalty_lowers_ebops(workdir):
     client = mlflow_client(workdir)
     for run in runs.values():
         widths = {k: float(v) for k, v in run.data.params.items() if k.startswith("learned.")}
-        assert len(widths) == 9 and any(w != 8 for w in widths.values())
+        assert len(widths) == 6 and any(w != 8 for w in widths.values())  # 3 layers: input, weights
         assert run.data.tags["jscexp.quant_check"] == "passed" and run.data.metrics["quant_offgrid_values"] == 0
         table = Path(client.download_artifacts(run.info.run_id, "quant/learned_widths.csv", str(workdir)))
         assert table.read_text().startswith("layer,role,values,min width,mean width,max width,zero width\n")
@@ -104,6 +106,27 @@ def test_learned_widths_move_and_the_penalty_lowers_ebops(workdir):
         found = costs(net)
         assert {k: found[k] for k in ("bops", "ebops", "avg_weight_bits")} == \
             {k: run.data.metrics[k] for k in ("bops", "ebops", "avg_weight_bits")}
+    _front_is_non_dominated(workdir, list(runs.values()))
+
+
+def _front_is_non_dominated(workdir: Path, runs: list) -> None:
+    """The sweep parent's front.csv and ``jscexp.table --front`` hold exactly the runs no other
+    run beats on both validation accuracy and EBOPs."""
+    import pandas as pd
+
+    def beaten(r) -> bool:
+        acc, cost = r.data.metrics["best_val_acc"], r.data.metrics["ebops"]
+        return any(o.data.metrics["best_val_acc"] >= acc and o.data.metrics["ebops"] <= cost
+                   and (o.data.metrics["best_val_acc"], o.data.metrics["ebops"]) != (acc, cost) for o in runs)
+
+    expected = {r.data.tags["mlflow.runName"] for r in runs if not beaten(r)}
+    (parent,) = [r for r in runs_of(workdir) if r.data.tags.get("jscexp.kind") == "sweep"]
+    csv = mlflow_client(workdir).download_artifacts(parent.info.run_id, "front.csv", str(workdir))
+    assert set(pd.read_csv(csv)["run"]) == expected
+    shown = subprocess.run([sys.executable, "-m", "jscexp.table", "--front", "--format", "csv"], cwd=workdir,
+                           capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    assert len(shown.stdout.strip().splitlines()) == 1 + len(expected)
 
 
 @pytest.mark.parametrize(

@@ -47,8 +47,9 @@ def auto_frac(width: int, max_abs: float, signed: bool) -> int:
     return min(max(width - int(signed) - max(int_bits, 0), 0), width)
 
 
-def _quantisers(entry: Mapping, op: str, where: str, ranges: Mapping[str, float]) -> dict:
-    """One quantiser per role that the entry gives options for (``weight_width`` → weight)."""
+def _quantisers(entry: Mapping, op: str, where: str, ranges: Mapping[str, float], rate=None) -> dict:
+    """One quantiser per role that the entry gives options for (``weight_width`` → weight);
+    a learned one moves its widths at ``rate`` (``quantisation.width_rate``) unless its entry says."""
     name = entry.get("name")
     unsigned = UNSIGNED_ROLES.get(op, set())
     made = {}
@@ -64,6 +65,8 @@ def _quantisers(entry: Mapping, op: str, where: str, ranges: Mapping[str, float]
             if role not in ranges:
                 raise UserError(f"quantisation {where} {role}: frac_width auto needs a profiled range (no data here)")
             opts["frac_width"] = auto_frac(int(opts.get("width", 0)), ranges[role], opts.get("signed", True))
+        if role_name == "learned" and rate is not None:
+            opts.setdefault("rate", rate)
         made[role] = make_quantiser(role_name, what=f"quantisation {where} {role}", **opts)
     if not made:
         raise UserError(f"quantisation {where}: config names '{name}' but gives no data_in_/weight_/bias_ options")
@@ -134,7 +137,7 @@ def quantise(
                 )
         new_type = type_name
         if replace:
-            quantisers = _quantisers(entry, op, key, ranges.get(node.name, {}))
+            quantisers = _quantisers(entry, op, key, ranges.get(node.name, {}), qcfg.get("width_rate"))
             new = QUANTISED[op](gm.get_submodule(node.target), **quantisers)
             _set_submodule(gm, node.target, new)
             new_type = type(new).__name__
