@@ -209,7 +209,7 @@ def test_auto_groups_only_jobs_that_keep_their_own_numbers():
     assert len(grouped(["+optimizer.amsgrad=true", "learning_rate=0.1"], ["+optimizer.amsgrad=true", "learning_rate=0.2"])) == 2
 
 
-@pytest.mark.parametrize(("quantisation", "expected"), [("int8", True), ("int4", True), ("minifloat8", False)])
+@pytest.mark.parametrize(("quantisation", "expected"), [("int8", True), ("int4", True), ("learned", True), ("minifloat8", False)])
 def test_only_integer_quantisers_stack(quantisation, expected):
     from conftest import compose_cfg
     from jscexp.group import stackable

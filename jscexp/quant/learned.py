@@ -3,7 +3,7 @@ its own width, trained by gradient descent with the network and pulled down by �
 
 A role's integer bits ``i`` stay as configured (``width - frac_width``, sign included); the
 trainable ``width`` b sets the fractional bits f = b − i. Forward: b rounded (half to even)
-and kept ≥ 0; the value is fixed point with b bits, f of them fractional, rounding half to
+and kept in [0, 32]; the value is fixed point with b bits, f of them fractional, rounding half to
 even and saturating like the integer quantiser; b = 0 gives 0 (a weight that costs nothing).
 Backward: the value's gradient passes straight through inside the format's range; the width's
 is HGQ's surrogate — the error δ = x − q halves with each fractional bit, so ∂q/∂b = ln 2 · δ.
@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from jscexp.errors import UserError
-from jscexp.quant._base import Quantiser, positive_int
+from jscexp.quant._base import Quantiser, positive_int, ste
 from jscexp.quant.integer import IntegerQuantiser
 from jscexp.validate import check_beta
 
@@ -59,8 +59,7 @@ def learned_quantise(x: torch.Tensor, width: torch.Tensor, int_bits: int, signed
 
 def rounded(width: torch.Tensor) -> torch.Tensor:
     """The widths the forward pass uses, with a straight-through gradient (the EBOPs penalty's)."""
-    b = in_force(width)
-    return b.detach() + (width - width.detach())
+    return ste(width, in_force(width))
 
 
 class LearnedQuantiser(nn.Module, Quantiser):
