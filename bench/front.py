@@ -36,8 +36,7 @@ def searches(k: int) -> dict[str, list[str]]:
     widths = ",".join(str(w) for w in WIDTHS[:k])
     betas = ",".join(f"{b:g}" for b in BETAS[:k])
     return {
-        f"uniform grid, widths {widths}": ["+sweep=quant_bits", "mode=qat", f"quantisation.weight_width={widths}",
-                                          "trainer.vectorize=auto"],
+        f"uniform grid, widths {widths}": ["+sweep=quant_bits", "mode=qat", f"quantisation.weight_width={widths}"],
         f"Optuna NSGA-II, {k} trials": ["+sweep=optuna_mixed_precision", f"hydra.sweeper.n_trials={k}",
                                         f"hydra.sweeper.n_jobs={k}"],
         f"learned widths, beta {betas}": ["+sweep=learned_widths", f"quantisation.beta={betas}"],

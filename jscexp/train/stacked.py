@@ -80,35 +80,39 @@ class StackedModel:
         self.base.train(mode)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self._forward(x, self.params)[0]
+
+    def with_ebops(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The logits and each trial's EBOPs ([K]; ``jscexp.quant.cost.ebops`` of its lone model),
+        differentiable in its learned widths (the β·EBOPs loss term), from one forward pass."""
         params = self.params
-        h = x.expand(self.k, *x.shape)
+        h, weights = self._forward(x, params)
+        total = torch.zeros(self.k, device=self.flat.device)
+        for name, w in weights.items():
+            performed = (w != 0).detach()
+            b_b = self._widths(name, "bias", params[f"{name}.bias"], params)
+            total = total + ebops_of(self._widths(name, "data_in", w, params), self._widths(name, "weight", w, params),
+                                     performed, b_b)
+        return h, total
+
+    def _forward(self, x: torch.Tensor, params) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """[K, batch, classes], and each quantised Linear's weights as the forward used them."""
+        h, weights = x.expand(self.k, *x.shape), {}
         for name, layer in self._chain:
             if isinstance(layer, nn.Linear):
                 h = self._quantised(name, "data_in", h, params)
                 w = self._quantised(name, "weight", params[f"{name}.weight"], params)
                 b = self._quantised(name, "bias", params[f"{name}.bias"], params)
                 h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+                if isinstance(layer, LinearQ):
+                    weights[name] = w
             elif isinstance(layer, nn.BatchNorm1d):
                 h = self._batch_norm(name, layer, h, params)
             elif isinstance(layer, nn.Dropout):
                 h = self._dropout(name, h) if self.base.training else h
             else:
                 h = torch.relu(self._quantised(name, "data_in", h, params))
-        return h
-
-    def ebops(self) -> torch.Tensor:
-        """Each trial's EBOPs ([K]; ``jscexp.quant.cost.ebops`` of its lone model), differentiable
-        in its learned widths: the β·EBOPs loss term."""
-        params, total = self.params, torch.zeros(self.k, device=self.flat.device)
-        for name, layer in self._chain:
-            if not isinstance(layer, LinearQ):
-                continue
-            w = params[f"{name}.weight"]
-            performed = (self._quantised(name, "weight", w, params) != 0).detach()
-            b_b = self._widths(name, "bias", params[f"{name}.bias"], params)
-            total = total + ebops_of(self._widths(name, "data_in", w, params), self._widths(name, "weight", w, params),
-                                     performed, b_b)
-        return total
+        return h, weights
 
     def _widths(self, name: str, role: str, like: torch.Tensor, params) -> torch.Tensor:
         quantiser = self._quantisers.get((name, role))
@@ -424,9 +428,13 @@ def train_epoch(model: StackedModel, optimizer: StackedOptimizer, batches, tally
     model.train(True)
     steps = 0
     for steps, (x, y) in enumerate(batches, start=1):
-        logits = model(x)
-        losses = trial_losses(logits, y)
-        minimised = losses if betas is None else losses + betas * model.ebops()
+        if betas is None:
+            logits = model(x)
+            minimised = losses = trial_losses(logits, y)
+        else:
+            logits, ebops = model.with_ebops(x)
+            losses = trial_losses(logits, y)
+            minimised = losses + betas * ebops
         # masked trials' losses may be NaN: keep them out of the sum that is differentiated
         torch.where(active, minimised, torch.zeros_like(losses)).sum().backward()
         optimizer.step(active)
