@@ -92,6 +92,9 @@ def test_learned_widths_move_and_the_penalty_lowers_ebops(workdir):
     assert len({r.data.tags["jscexp.vector_group"] for r in runs.values()}) == 1  # one stacked model
     assert runs[1e-4].data.metrics["ebops"] < 0.8 * runs[0.0].data.metrics["ebops"]
     client = mlflow_client(workdir)
+    per_epoch = {b: [m.value for m in sorted(client.get_metric_history(r.info.run_id, "epoch_ebops"), key=lambda m: m.step)]
+                 for b, r in runs.items()}  # the widths' cost after each epoch
+    assert [len(v) for v in per_epoch.values()] == [2, 2] and per_epoch[1e-4][-1] < per_epoch[0.0][-1]
     for run in runs.values():
         widths = {k: float(v) for k, v in run.data.params.items() if k.startswith("learned.")}
         assert len(widths) == 6 and any(w != 8 for w in widths.values())  # 3 layers: input, weights
@@ -164,5 +167,6 @@ def test_stacked_learned_width_trials_match_their_runs_alone(workdir):
     alone, stacked = alone_and_stacked(workdir, common, trials, ("quantisation.beta",))
     for key, vec in stacked.items():
         assert vec["metrics"]["ebops"] == alone[key]["metrics"]["ebops"]
+        assert vec["metrics"]["epoch_ebops"] == alone[key]["metrics"]["epoch_ebops"]
         assert {k: v for k, v in vec["params"].items() if k.startswith("learned.")} == \
             {k: v for k, v in alone[key]["params"].items() if k.startswith("learned.")}

@@ -72,19 +72,14 @@ def plain_engine(cfg: DictConfig, model: torch.nn.Module, rng: dict | None = Non
         torch.set_rng_state(rng["cpu"])
         if rng.get("cuda") is not None:
             torch.cuda.set_rng_state_all(rng["cuda"])
-    return loop.PlainEngine(fabric, wrapped, optimizer, scheduler, penalty=penalty(cfg, model))
+    return loop.PlainEngine(fabric, wrapped, optimizer, scheduler, beta=learned_beta(cfg, model))
 
 
-def penalty(cfg: DictConfig, model: torch.nn.Module):
-    """The β·EBOPs loss term of a model that learns its widths (``quantisation.beta``), else None."""
+def learned_beta(cfg: DictConfig, model: torch.nn.Module) -> float | None:
+    """β of the β·EBOPs loss term of a model that learns its widths (``quantisation.beta``), else None."""
     from jscexp.quant.learned import beta_of, learns
 
-    if not learns(model):
-        return None
-    beta = beta_of(cfg.quantisation)
-    from jscexp.quant.cost import ebops
-
-    return lambda: beta * ebops(model)
+    return beta_of(cfg.quantisation) if learns(model) else None
 
 
 def train(cfg: DictConfig, engine: loop.Engine, splits: Splits, hook: loop.TrialHook,

@@ -8,6 +8,7 @@ once per epoch. Nothing here reads a config: ``jscexp.train.fit`` builds the pie
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
@@ -160,6 +161,10 @@ class Engine(Protocol):
 
     def end_epoch(self) -> None: ...
 
+    def widths_cost(self) -> list[dict[str, float]]:
+        """Per trial, ``epoch_ebops`` (its EBOPs now) where it learns its widths, else nothing."""
+        ...
+
     def state_dict(self, trial: int) -> dict[str, torch.Tensor]: ...
 
     def snapshot(self, trial: int) -> dict:
@@ -201,7 +206,7 @@ class PlainEngine:
     optimizer: torch.optim.Optimizer
     scheduler: object | None
     k: int = 1
-    penalty: Callable[[], torch.Tensor] | None = None  # added to the training loss (β·EBOPs)
+    beta: float | None = None  # learned widths: β of the β·EBOPs term added to the training loss
 
     @property
     def device(self) -> torch.device:
@@ -211,7 +216,16 @@ class PlainEngine:
         pass
 
     def train_epoch(self, batches, tally, active, progress) -> None:
-        train_epoch(self.fabric, self.model, self.optimizer, batches, tally, progress, penalty=self.penalty)
+        penalty = None if self.beta is None else functools.partial(_penalty, self.beta, self.model)
+        train_epoch(self.fabric, self.model, self.optimizer, batches, tally, progress, penalty=penalty)
+
+    def widths_cost(self) -> list[dict[str, float]]:
+        if self.beta is None:
+            return [{}]
+        from jscexp.quant.cost import ebops
+
+        with torch.no_grad():
+            return [{"epoch_ebops": float(ebops(self.model))}]
 
     def evaluate(self, batches, tally) -> None:
         measure(self.model, batches, tally)
@@ -257,6 +271,12 @@ class PlainEngine:
             torch.set_rng_state(state["rng"]["cpu"])
         if state["rng"].get("cuda") is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+
+
+def _penalty(beta: float, model: torch.nn.Module) -> torch.Tensor:
+    from jscexp.quant.cost import ebops
+
+    return beta * ebops(model)
 
 
 def _fast_forward(scheduler, epochs: int) -> None:
@@ -444,8 +464,8 @@ def _epoch(engine: Engine, train, val, tally: Tally, book: EpochBook, epoch: int
     train_metrics = tally.compute("train_")
     engine.evaluate(val, tally)
     seconds, lrs = time.perf_counter() - epoch_start, engine.lrs()
-    metrics = [{**t, **v, "epoch_seconds": seconds, "lr": lr}
-               for t, v, lr in zip(train_metrics, tally.compute("val_"), lrs)]
+    metrics = [{**t, **v, **c, "epoch_seconds": seconds, "lr": lr}
+               for t, v, lr, c in zip(train_metrics, tally.compute("val_"), lrs, engine.widths_cost())]
     if progress is not None:
         progress.end(metrics[0])
     engine.end_epoch()

@@ -87,13 +87,24 @@ class StackedModel:
         differentiable in its learned widths (the β·EBOPs loss term), from one forward pass."""
         params = self.params
         h, weights = self._forward(x, params)
+        return h, self._ebops(params, weights)
+
+    @torch.no_grad()
+    def ebops(self) -> list[float]:
+        """Each trial's EBOPs at its widths and weights now."""
+        params = self.params
+        weights = {name: self._quantised(name, "weight", params[f"{name}.weight"], params)
+                   for name, layer in self._chain if isinstance(layer, LinearQ)}
+        return self._ebops(params, weights).tolist()
+
+    def _ebops(self, params, weights: dict[str, torch.Tensor]) -> torch.Tensor:
         total = torch.zeros(self.k, device=self.flat.device)
         for name, w in weights.items():
             performed = (w != 0).detach()
             b_b = self._widths(name, "bias", params[f"{name}.bias"], params)
             total = total + ebops_of(self._widths(name, "data_in", w, params), self._widths(name, "weight", w, params),
                                      performed, b_b)
-        return h, total
+        return total
 
     def _forward(self, x: torch.Tensor, params) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """[K, batch, classes], and each quantised Linear's weights as the forward used them."""
@@ -516,6 +527,11 @@ class StackedEngine:
 
     def end_epoch(self) -> None:
         pass
+
+    def widths_cost(self) -> list[dict[str, float]]:
+        if self.betas is None:
+            return [{}] * self.k
+        return [{"epoch_ebops": e} for e in self.model.ebops()]
 
     def copy_trial(self, dst: int, src: int) -> None:
         """Slice ``src``'s whole state into ``dst``: weights, BatchNorm statistics, dropout RNG,
