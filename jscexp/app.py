@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import os
-import socket
 import subprocess
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from jscexp.quant import summary as qsummary
 from jscexp.quant.transform import quantise
 from jscexp.sweep import Outcome
 from jscexp.tracking import PARENT_ENV, TrackedRun, flatten
+from jscexp.tracking.resume import WORKER_TAG, worker_id
 from jscexp.train import fit
 from jscexp.train.callbacks import log_epoch, report_to_trial
 from jscexp.train.checkpoint import load_weights, save_weights
@@ -186,7 +186,7 @@ def _tags(cfg: DictConfig, data_info: dict, overrides: list[str]) -> dict[str, s
         "jscexp.dataset": cfg.dataset.name,
         "jscexp.synthetic": str(bool(data_info["synthetic"])).lower(),
         "jscexp.overrides": " ".join(overrides),
-        "jscexp.worker": f"{socket.gethostname()}:{os.getpid()}",  # which process ran it (parallel launchers)
+        WORKER_TAG: worker_id(),  # which process ran it (parallel launchers)
     }
     if parent := os.environ.get(PARENT_ENV):
         tags["mlflow.parentRunId"] = parent

@@ -161,3 +161,24 @@ def test_a_preempted_submitit_job_requeues_itself_and_resumes(workdir):
     resumed = runs["FINISHED"]
     assert "jscexp.resumed_after_epoch" in resumed.data.tags
     assert sorted(m.step for m in client.get_metric_history(resumed.info.run_id, "val_acc")) == [0, 1, 2, 3]
+
+
+def test_a_running_sweep_of_a_live_process_is_another_workers_not_an_interrupted_one(tmp_path):
+    """Workers on one study start the same command side by side: a RUNNING parent whose process
+    still runs on this host is left to it; once that process is gone, the command resumes it."""
+    import socket
+
+    from jscexp.tracking.resume import WORKER_TAG, resumable_parent
+    from jscexp.tracking.store import client as store_client
+
+    client = store_client(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("sweeps")
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        parent = client.create_run(experiment, tags={"jscexp.kind": "sweep", "jscexp.sweep_overrides": "lr=1,2",
+                                                     WORKER_TAG: f"{socket.gethostname()}:{other.pid}"}).info.run_id
+        assert resumable_parent(client, experiment, "lr=1,2") is None
+    finally:
+        other.kill()
+        other.wait()
+    assert resumable_parent(client, experiment, "lr=1,2") == parent

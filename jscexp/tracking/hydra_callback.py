@@ -29,7 +29,7 @@ class MlflowSweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         from jscexp.errors import UserError
         from jscexp.sweep.checks import check_sweep
-        from jscexp.tracking.resume import RESUME_ENV, resumable_parent
+        from jscexp.tracking.resume import RESUME_ENV, WORKER_TAG, resumable_parent, worker_id
         from jscexp.tracking.run import TrackedRun
         from jscexp.tracking.store import (
             check_reachable,
@@ -57,7 +57,7 @@ class MlflowSweepCallback(Callback):
             uri,
             config.experiment,
             run_name=sweep_name(task, search),
-            tags={"jscexp.kind": "sweep", "jscexp.sweep_overrides": command},
+            tags={"jscexp.kind": "sweep", "jscexp.sweep_overrides": command, WORKER_TAG: worker_id()},
             reopen=previous,
         )
         os.environ[PARENT_ENV] = self._parent.run_id

@@ -9,11 +9,17 @@ with its own overrides.
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass, field
 
 from jscexp.tracking.store import PARENT_ENV
 
 RESUME_ENV = "JSCEXP_RESUMING"
+WORKER_TAG = "jscexp.worker"  # host:pid of the process that ran a run or a sweep
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 @dataclass
@@ -52,11 +58,26 @@ def sweeps_of(client, experiment_id: str, sweep_overrides: str) -> list:
 
 
 def resumable_parent(client, experiment_id: str, sweep_overrides: str) -> str | None:
-    """The newest parent run of this sweep command, if it did not finish."""
+    """The newest parent run of this sweep command, if it did not finish and is not another
+    worker's live sweep (workers on one study start the same command side by side)."""
     same = sweeps_of(client, experiment_id, sweep_overrides)
-    if same and same[0].info.status != "FINISHED":
+    if same and same[0].info.status != "FINISHED" and not _live(same[0]):
         return same[0].info.run_id
     return None
+
+
+def _live(run) -> bool:
+    """A RUNNING sweep whose process still runs, on this host (elsewhere no one can tell)."""
+    host, _, pid = run.data.tags.get(WORKER_TAG, "").rpartition(":")
+    if run.info.status != "RUNNING" or host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 FLOAT_TAG = "jscexp.float_key"  # on every mode=train run: the hash of its float training

@@ -74,15 +74,20 @@ class TrackedRun:
         self.run_id: str = ""
         try:
             with deferred_interrupts():  # a run that exists is held here, to be ended
-                run = self._reopen(reopen) if reopen else self._create(run_name, tags)
+                run = self._reopen(reopen, tags) if reopen else self._create(run_name, tags)
                 self.run_id, self.artifact_uri = run.info.run_id, run.info.artifact_uri
         except KeyboardInterrupt as err:
             if self.run_id:
                 self.__exit__(KeyboardInterrupt, err, None)
             raise
 
-    def _reopen(self, run_id: str):
+    def _reopen(self, run_id: str, tags: Mapping | None):
+        """RUNNING again, with ``tags`` as they are now (the worker that reopened it)."""
+        from mlflow.entities import RunTag
+
         self.client.update_run(run_id, status="RUNNING")
+        if tags:
+            self.client.log_batch(run_id, tags=[RunTag(k, mask(str(v))) for k, v in tags.items()])
         return self.client.get_run(run_id)
 
     def _create(self, run_name: str | None, tags: Mapping | None):
