@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from jscexp.config import TRAINING_MODES, plain
 from jscexp.sweep.grouping import has_dropout
 from jscexp.sweep.overrides import is_vector_key
-from jscexp.validate import quantiser_names
+from jscexp.validate import FIXED_POINT, quantiser_names
 
 
 def stack_blocker(cfg: DictConfig) -> str | None:
@@ -28,7 +28,7 @@ def stack_blocker(cfg: DictConfig) -> str | None:
 
     if cfg.mode not in TRAINING_MODES:
         return f"mode={cfg.mode}"
-    if cfg.mode == "qat" and not quantiser_names(cfg.quantisation) <= {"integer", "learned"}:  # with a stacked form
+    if cfg.mode == "qat" and not quantiser_names(cfg.quantisation) <= FIXED_POINT:  # those with a stacked form
         return "a quantiser other than integer or learned"
     if cfg.mode == "qat" and (cfg.quantisation.get("batch_norm1d") or {}).get("config", {}).get("name"):
         return "a quantised BatchNorm1d (the stacked model has no folded form of it)"
@@ -92,7 +92,6 @@ def stackable(cfgs: list[DictConfig]) -> bool:
 def engine_for(trials: list):
     """How the trials take their steps: torch's own optimizer for a trial alone, one stacked
     model for several (each trial's generator and slice its lone run's)."""
-    from jscexp.quant.learned import beta_of, learns
     from jscexp.train import fit
     from jscexp.train.stacked import LrSchedule, StackedEngine, StackedModel, StackedOptimizer
 
@@ -104,9 +103,9 @@ def engine_for(trials: list):
     model = StackedModel([t.net.to(device) for t in trials], generators)
     hparams = [plain(t.cfg.optimizer) for t in trials]
     optimizer = StackedOptimizer({"flat": model.flat}, _optimizer_kind(first), hparams)
-    betas = [beta_of(t.cfg.quantisation) for t in trials] if learns(trials[0].net) else None
+    betas = [b for t in trials if (b := fit.learned_beta(t.cfg, t.net)) is not None]  # all or none: one shape
     return StackedEngine(model, optimizer, LrSchedule([t.cfg.scheduler for t in trials], [h["lr"] for h in hparams]),
-                         betas)
+                         betas or None)
 
 
 def dropout_generator(device: torch.device, seed: int, after_init: torch.Tensor) -> torch.Generator:

@@ -6,6 +6,8 @@ import math
 
 from jscexp.errors import UserError
 
+FIXED_POINT = {"integer", "learned"}  # the quantisers hls4ml types, da4ml traces and a stacked model holds
+
 
 def check_knobs(cfg) -> None:
     """Values the schema's types cannot rule out (jscexp.config types them): batch_size and
@@ -33,7 +35,7 @@ def check_learned(cfg) -> None:
         return
     if beta is not None:
         check_beta(beta)
-    if other := sorted(names - {"integer", "learned"}):
+    if other := sorted(names - FIXED_POINT):
         raise UserError(f"learned widths are fixed point: quantise every other role with integer, "
                         f"not {', '.join(other)}")
     if cfg.mode != "qat":
@@ -59,7 +61,7 @@ def check_hardware(cfg) -> None:
         return
     if cfg.mode not in EXPORTED_MODES:
         raise UserError(f"hardware.export=true exports quantised runs: mode=qat or mode=ptq, not mode={cfg.mode}")
-    if other := sorted(quantiser_names(cfg.quantisation) - {"integer", "learned"}):
+    if other := sorted(quantiser_names(cfg.quantisation) - FIXED_POINT):
         raise UserError(f"hardware.export=true: hls4ml has no type for the {', '.join(other)} "
                         "format: export fixed-point (integer) presets, e.g. quantisation=int8 or int8_all")
     check_gxx("hardware.export=true: ")

@@ -8,6 +8,9 @@ import torch
 
 from jscexp.errors import UserError
 
+# Where a quantised layer (jscexp.quant.layers) keeps each role's quantiser.
+ROLE_ATTRS = {"data_in": "x_quantiser", "weight": "w_quantiser", "bias": "b_quantiser"}
+
 
 class Quantiser(abc.ABC):
     """Maps a float tensor onto the quantiser's grid, still as floats (fake quantisation).

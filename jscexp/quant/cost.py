@@ -10,25 +10,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from jscexp.quant._base import ROLE_ATTRS
 from jscexp.quant.integer import IntegerQuantiser
 from jscexp.quant.layers import LinearQ
 from jscexp.quant.learned import LearnedQuantiser
-
-
-def param_bits(module: nn.Module, param: str) -> int:
-    """A parameter's width: its quantiser's (a learned one's widest), else its dtype's (BatchNorm's float32: 32)."""
-    if isinstance(module, LinearQ):
-        q = module.w_quantiser if param == "weight" else module.b_quantiser
-        if q is not None:
-            return q.bits
-    return getattr(module, param).element_size() * 8
 
 
 def widths(module: nn.Module, role: str) -> torch.Tensor:
     """A role's width per value (broadcasting over its tensor): a learned quantiser's own,
     with the penalty's gradient; else its quantiser's one width; unquantised, its dtype's (an
     input nobody quantises at 32 for float32, as the BOPs reference code takes for a first layer)."""
-    q = getattr(module, {"data_in": "x_quantiser", "weight": "w_quantiser", "bias": "b_quantiser"}[role], None)
+    q = getattr(module, ROLE_ATTRS[role], None)
     if isinstance(q, LearnedQuantiser):
         return q.widths()
     weight = module.weight

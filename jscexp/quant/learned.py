@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from jscexp.errors import UserError
-from jscexp.quant._base import Quantiser, positive_int, ste
+from jscexp.quant._base import ROLE_ATTRS, Quantiser, positive_int, ste
 from jscexp.quant.integer import IntegerQuantiser
 from jscexp.validate import check_beta
 
@@ -165,6 +165,6 @@ def learns(model: nn.Module) -> bool:
 def roles(model: nn.Module):
     """(layer name, role, quantiser) of every learned width in ``model``."""
     for name, module in model.named_modules():
-        for role, attr in (("data_in", "x_quantiser"), ("weight", "w_quantiser"), ("bias", "b_quantiser")):
+        for role, attr in ROLE_ATTRS.items():
             if isinstance(q := getattr(module, attr, None), LearnedQuantiser):
                 yield name, role, q

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from jscexp.quant.cost import hardware_costs, param_bits, widths
+from jscexp.quant.cost import hardware_costs, widths
 from jscexp.quant.layers import LinearQ
 from jscexp.quant.learned import LearnedQuantiser
 from jscexp.quant.transform import NodeChange
@@ -103,7 +103,8 @@ def costs(model: nn.Module) -> dict[str, float]:
 
 
 def _bits(module: nn.Module, pname: str, p: torch.Tensor) -> float:
-    """All the bits of one parameter tensor: each value at its own width."""
+    """All the bits of one parameter tensor: a Linear's weight and bias each value at its own
+    width, anything else (BatchNorm's) at its dtype's."""
     if isinstance(module, nn.Linear) and pname in ("weight", "bias"):
         return float(widths(module, pname).expand(p.shape).sum())
-    return float(p.numel() * param_bits(module, pname))
+    return float(p.numel() * p.element_size() * 8)

@@ -21,6 +21,7 @@ from jscexp.analysis.graph import node_kind
 from jscexp.errors import UserError
 from jscexp.quant import make_quantiser
 from jscexp.quant.layers import QUANTISED, UNSIGNED_ROLES
+from jscexp.validate import FIXED_POINT
 
 ROLES = ("data_in", "weight", "bias")
 _META_KEYS = {"name", "data_in_name", "weight_name", "bias_name"}
@@ -59,7 +60,7 @@ def _quantisers(entry: Mapping, op: str, where: str, ranges: Mapping[str, float]
         role_name = entry.get(f"{role}_name", name)
         if not opts and f"{role}_name" not in entry:
             continue
-        if role in unsigned and role_name in ("integer", "learned"):
+        if role in unsigned and role_name in FIXED_POINT:
             opts["signed"] = False
         if opts.get("frac_width") == "auto":
             if role not in ranges:

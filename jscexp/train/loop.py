@@ -21,6 +21,8 @@ from torch.nn import functional as F
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from jscexp.quant.cost import ebops
+
 NUM_CLASSES = 5
 MARKS_ENV = "JSCEXP_STEP_MARKS"  # file that gets "first_step <t>" / "last_step <t>" lines (make bench)
 
@@ -222,8 +224,6 @@ class PlainEngine:
     def widths_cost(self) -> list[dict[str, float]]:
         if self.beta is None:
             return [{}]
-        from jscexp.quant.cost import ebops
-
         with torch.no_grad():
             return [{"epoch_ebops": float(ebops(self.model))}]
 
@@ -274,8 +274,6 @@ class PlainEngine:
 
 
 def _penalty(beta: float, model: torch.nn.Module) -> torch.Tensor:
-    from jscexp.quant.cost import ebops
-
     return beta * ebops(model)
 
 

@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.nn import functional as F
 
+from jscexp.quant._base import ROLE_ATTRS
 from jscexp.quant.cost import ebops_of
 from jscexp.quant.integer import IntegerQuantiser, StackedInteger
 from jscexp.quant.layers import LinearQ, ReLUQ
@@ -197,7 +198,7 @@ class StackedModel:
         for (name, role), stacked in self._quantisers.items():
             if isinstance(stacked, StackedLearned):
                 continue  # learned widths are parameters: the slice's weights carry them
-            quantiser = getattr(model.get_submodule(name), _ROLES[role], None)
+            quantiser = getattr(model.get_submodule(name), ROLE_ATTRS[role], None)
             if not isinstance(quantiser, IntegerQuantiser):
                 raise ValueError(f"{name} {role}: the new model's quantiser is {type(quantiser).__name__}, not integer")
             stacked.set(trial, quantiser)
@@ -249,14 +250,11 @@ def linear_chain(model: nn.Module) -> list[tuple[str, nn.Module]] | None:
 _CHAIN_TYPES = (nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Dropout, LinearQ, ReLUQ)
 
 
-_ROLES = {"data_in": "x_quantiser", "weight": "w_quantiser", "bias": "b_quantiser"}
-
-
 def _stacked_quantisers(models, chain, device) -> dict[tuple[str, str], StackedInteger | StackedLearned] | None:
     """Per (layer, role), the trials' quantisers stacked; None when one cannot be stacked."""
     out: dict[tuple[str, str], StackedInteger | StackedLearned] = {}
     for name, _ in chain:
-        for role, attr in _ROLES.items():
+        for role, attr in ROLE_ATTRS.items():
             quantisers = [getattr(m.get_submodule(name), attr, None) for m in models]
             if all(q is None for q in quantisers):
                 continue
