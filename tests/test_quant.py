@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -17,7 +18,8 @@ from jscexp.quant import make_quantiser
 from jscexp.quant.integer import IntegerQuantiser
 from jscexp.quant.layers import LinearQ
 from jscexp.quant.summary import costs, histogram, verify
-from jscexp.quant.transform import quantise
+from jscexp.quant.transform import natural_sorted, quantise
+from jscexp.tracking.names import SWEPT_ENV, run_name, short_key
 
 
 def integer_cfg(w=8, f=4, by="type", key="linear"):
@@ -192,12 +194,40 @@ def test_avg_weight_bits_tells_the_bit_widths_apart():
          "quantisation by type: no op or layer called seq_block_2 (did you mean seq_blocks_2, seq_blocks_3?); "
          "the layers are seq_blocks_0, seq_blocks_1, seq_blocks_2, seq_blocks_3"),
         (["quantisation=none"], "mode=qat needs a quantisation: add quantisation=int8"),
+        (["+quantisation.seq_blocks_0.config.weight_width=4"],  # a layer int8 leaves float: it would change nothing
+         "quantisation.seq_blocks_0: seq_blocks_0 (BatchNorm1d) is not quantised by quantisation=int8, so its "
+         "entry would change nothing; the quantised layers are seq_blocks_2"),
+        (["+quantisation.seq_blocks_2.config.weigth_width=4"],  # a typo in a layer's config: it would be dropped
+         "quantisation.seq_blocks_2.config.weigth_width is not a quantiser option (did you mean weight_width?)"),
+        (["+quantisation.linear.config.weight_widht=4"], "quantisation linear weight: bad options ['frac_width', 'widht', 'width'] for 'integer'"),
+        (["+quantisation.seq_blocks_2.weight_width=4"],  # config. left out
+         "quantisation.seq_blocks_2.weight_width: an entry holds only config "
+         "(quantisation.seq_blocks_2.config.weight_width)"),
     ],
 )
 def test_bad_quantisation_input_is_refused_before_any_run(workdir, overrides, message):
     with pytest.raises(UserError, match=re.escape(message)):
         run_job([*FAST, "mode=qat", "quantisation=int8", *overrides], workdir / "out")
     assert runs_of(workdir) == []
+
+
+def test_an_unquantised_layer_is_refused_listing_the_quantised_ones_in_natural_order():
+    cfg = {**integer_cfg(), "seq_blocks_9": {"config": {"weight_width": 4}}}
+    with pytest.raises(UserError, match=re.escape("seq_blocks_9 (BatchNorm1d) is not quantised by quantisation=None, "
+                                                  "so its entry would change nothing; the quantised layers are "
+                                                  "seq_blocks_2, seq_blocks_5, seq_blocks_8")):
+        quantise(build_model("jsc-toy"), cfg)
+    assert natural_sorted(["seq_blocks_11", "seq_blocks_2", "seq_blocks_10"]) == [
+        "seq_blocks_2", "seq_blocks_10", "seq_blocks_11"]
+
+
+def test_a_layers_own_knob_keeps_its_layer_in_run_and_study_names(monkeypatch):
+    keys = ["quantisation.seq_blocks_5.config.weight_width", "quantisation.seq_blocks_2.config.weight_width"]
+    monkeypatch.setenv(SWEPT_ENV, json.dumps(keys))
+    assert run_name("jsc-toy", [f"+{keys[0]}=4", f"+{keys[1]}=2"], 3) == \
+        "#3 seq_blocks_5.weight_width=4 seq_blocks_2.weight_width=2"
+    assert [short_key(k) for k in keys] == ["seq_blocks_5.weight_width", "seq_blocks_2.weight_width"]
+    assert short_key("quantisation.weight_width") == "w" and short_key("optimizer.weight_decay") == "wd"
 
 
 def test_bad_quantisation_on_the_cli_is_one_line(workdir):

@@ -233,10 +233,10 @@ class JscexpOptunaSweeper(Sweeper):
 
     def _default_study_name(self, space, fixed, objectives) -> str:
         """``<experiment>-<searched knobs>-<hash of the search>``: readable, and unique per search."""
-        from jscexp.tracking.names import SHORT
+        from jscexp.tracking.names import short_key
 
         digest = hashlib.sha1(repr((sorted(map(str, space.items())), sorted(fixed), objectives)).encode())
-        knobs = "+".join(SHORT.get(k, k.rsplit(".", 1)[-1]) for k in sorted(space))
+        knobs = "+".join(short_key(k) for k in sorted(space))
         return f"{self.config.experiment}-{knobs}-{digest.hexdigest()[:6]}"
 
     def _reuse_duplicate(self, study, trial) -> bool:

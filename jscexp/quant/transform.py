@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import difflib
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -116,17 +117,50 @@ def quantise(
     if by not in ("type", "name"):
         raise UserError(f"quantisation.by must be 'type' or 'name', got '{by}'")
     gm = torch.fx.symbolic_trace(copy.deepcopy(model))  # the float model stays untouched
-    module_nodes = [n for n in gm.graph.nodes if n.op == "call_module"]
     _check_keys(gm, qcfg, by)
+    _check_entry_keys(qcfg)
     ranges = _ranges(gm, calibration) if uses_auto_frac(qcfg) else {}
-    default = (qcfg.get("default") or {}).get("config") or {}
     changes: list[NodeChange] = []
+    plan = _plan(gm, qcfg, by)
+    _check_layer_entries(plan, qcfg)
+    for step in plan:
+        node, new_type = step.node, step.type_name
+        if step.replace:
+            quantisers = _quantisers(step.entry, step.op, step.key, ranges.get(node.name, {}), qcfg.get("width_rate"))
+            new = QUANTISED[step.op](gm.get_submodule(node.target), **quantisers)
+            _set_submodule(gm, node.target, new)
+            new_type = type(new).__name__
+        changes.append(NodeChange(node.name, node.name, step.op, step.type_name, new_type, step.replace))
+    gm.recompile()
+    return gm, changes
+
+
+@dataclass
+class _Step:
+    """What the pass does with one node: the config ``key`` its ``entry`` comes from (``own``:
+    the layer's own entry over its op's) and whether the node is replaced."""
+
+    node: torch.fx.Node
+    op: str
+    type_name: str
+    key: str
+    entry: Mapping
+    own: bool
+    replace: bool
+
+
+def _plan(gm: torch.fx.GraphModule, qcfg: Mapping, by: str) -> list[_Step]:
+    """Each node's step."""
+    module_nodes = {n for n in gm.graph.nodes if n.op == "call_module"}
+    default = (qcfg.get("default") or {}).get("config") or {}
+    plan = []
     for node in gm.graph.nodes:
         op, type_name = node_kind(gm, node)
         key = op if by == "type" else node.name
         explicit = key in qcfg and isinstance(qcfg[key], Mapping)
         entry = (qcfg[key].get("config") or {}) if explicit else default
-        if by == "type" and isinstance(qcfg.get(node.name), Mapping):  # the layer's own widths over its op's
+        own = by == "type" and node.name != op and isinstance(qcfg.get(node.name), Mapping)
+        if own:  # the layer's own widths over its op's
             entry, explicit, key = {**entry, **(qcfg[node.name].get("config") or {})}, True, node.name
         replace = node in module_nodes and entry.get("name") is not None
         if replace and op not in QUANTISED:
@@ -136,15 +170,44 @@ def quantise(
                 raise UserError(
                     f"quantisation: cannot quantise {key} ({type_name}); supported ops: {', '.join(QUANTISED)}"
                 )
-        new_type = type_name
-        if replace:
-            quantisers = _quantisers(entry, op, key, ranges.get(node.name, {}), qcfg.get("width_rate"))
-            new = QUANTISED[op](gm.get_submodule(node.target), **quantisers)
-            _set_submodule(gm, node.target, new)
-            new_type = type(new).__name__
-        changes.append(NodeChange(node.name, node.name, op, type_name, new_type, replace))
-    gm.recompile()
-    return gm, changes
+        plan.append(_Step(node, op, type_name, key, entry, own, replace))
+    return plan
+
+
+def _check_layer_entries(plan: list[_Step], qcfg: Mapping) -> None:
+    """``by: type``: a layer's own entry (``seq_blocks_9: {config: {weight_width: 4}}``) for a
+    layer the preset leaves float would change nothing: refused, listing the quantised layers."""
+    for step in plan:
+        if step.own and not step.replace:
+            key, type_name = step.key, step.type_name
+            layers = natural_sorted(s.node.name for s in plan if s.replace)
+            raise UserError(f"quantisation.{key}: {key} ({type_name}) is not quantised by quantisation="
+                            f"{qcfg.get('name')}, so its entry would change nothing; the quantised layers are "
+                            f"{', '.join(layers) or 'none'}")
+
+
+def natural_sorted(names) -> list[str]:
+    """``seq_blocks_2`` before ``seq_blocks_10``."""
+    return sorted(names, key=lambda n: [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", n)])
+
+
+def _check_entry_keys(qcfg: Mapping) -> None:
+    """An entry is ``{config: {…}}`` whose keys name a quantiser (``name``, ``<role>_name``) or
+    a role's option (``weight_width``): a misspelt key (``weigth_width``) would be dropped."""
+    roles = tuple(f"{r}_" for r in ROLES)
+    for key, value in qcfg.items():
+        if not isinstance(value, Mapping):
+            continue
+        if extra := sorted(set(value) - {"config"}):
+            raise UserError(f"quantisation.{key}.{extra[0]}: an entry holds only config "
+                            f"(quantisation.{key}.config.{extra[0]})")
+        for option in value.get("config") or {}:
+            if option not in _META_KEYS and not str(option).startswith(roles):
+                close = difflib.get_close_matches(str(option), ["name", *(f"{r}_width" for r in ROLES),
+                                                                *(f"{r}_frac_width" for r in ROLES)], n=1)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                raise UserError(f"quantisation.{key}.config.{option} is not a quantiser option{hint}: options are "
+                                "name, <role>_name and <role>_<option> for the roles data_in, weight, bias")
 
 
 def _check_keys(gm: torch.fx.GraphModule, qcfg: Mapping, by: str) -> None:

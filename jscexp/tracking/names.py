@@ -26,10 +26,19 @@ def _pairs(overrides: list[str]) -> dict[str, str]:
     return {k: v.strip("'\"") for k, v in override_pairs(overrides).items()}
 
 
+def short_key(key: str) -> str:
+    """``batch_size`` → ``bs``; a dotted key by its last part, a layer's own knob with its
+    layer (``quantisation.seq_blocks_5.config.weight_width`` → ``seq_blocks_5.weight_width``)."""
+    parts = key.split(".")
+    if len(parts) == 4 and parts[0] == "quantisation" and parts[2] == "config":
+        return f"{parts[1]}.{parts[3]}"
+    return SHORT.get(key, parts[-1])
+
+
 def _short(key: str, value: str) -> str:
     if key in _BY_VALUE:
         return value
-    return f"{SHORT.get(key, key.rsplit('.', 1)[-1])}={value}"
+    return f"{short_key(key)}={value}"
 
 
 def _plumbing(key: str) -> bool:
