@@ -199,7 +199,8 @@ def test_avg_weight_bits_tells_the_bit_widths_apart():
          "entry would change nothing; the quantised layers are seq_blocks_2"),
         (["+quantisation.seq_blocks_2.config.weigth_width=4"],  # a typo in a layer's config: it would be dropped
          "quantisation.seq_blocks_2.config.weigth_width is not a quantiser option (did you mean weight_width?)"),
-        (["+quantisation.linear.config.weight_widht=4"], "quantisation linear weight: bad options ['frac_width', 'widht', 'width'] for 'integer'"),
+        (["+quantisation.linear.config.weight_widht=4"],
+         "quantisation linear weight: bad options ['frac_width', 'widht', 'width'] for 'integer'"),
         (["+quantisation.seq_blocks_2.weight_width=4"],  # config. left out
          "quantisation.seq_blocks_2.weight_width: an entry holds only config "
          "(quantisation.seq_blocks_2.config.weight_width)"),
