@@ -127,8 +127,8 @@ def quantise(
         node, new_type = step.node, step.type_name
         if step.replace:
             quantisers = _quantisers(step.entry, step.op, step.key, ranges.get(node.name, {}), qcfg.get("width_rate"))
-            new = QUANTISED[step.op](gm.get_submodule(node.target), **quantisers)
-            _set_submodule(gm, node.target, new)
+            new = QUANTISED[step.op](gm.get_submodule(str(node.target)), **quantisers)
+            _set_submodule(gm, str(node.target), new)
             new_type = type(new).__name__
         changes.append(NodeChange(node.name, node.name, step.op, step.type_name, new_type, step.replace))
     gm.recompile()
