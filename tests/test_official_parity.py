@@ -84,13 +84,16 @@ def _sweep_config(*overrides: str):
     (["hydra.sweeper.seed=123", "hydra.sweeper.sampler.seed=123"], 123),
     (["hydra/sweeper/sampler=random", "hydra.sweeper.sampler.seed=7"], 7),
     ([], None),
+    (["+sweep=optuna_lr_bs"], 0),  # the sweep file's seed
+    (["+sweep=optuna_lr_bs", "hydra.sweeper.sampler.seed=5"], 5),  # the command line's, official place, over the file's
+    (["+sweep=optuna_mixed_precision", "hydra.sweeper.seed=3"], 3),
 ])
 def test_the_seed_is_taken_from_either_place(overrides, seed):
     from jscexp.sweep.checks import check_sweep, sampler_seed
 
     cfg = _sweep_config(*overrides)
     check_sweep(cfg)
-    assert sampler_seed(cfg.hydra.sweeper) == seed
+    assert sampler_seed(cfg.hydra.sweeper, list(cfg.hydra.overrides.hydra)) == seed
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -105,6 +108,12 @@ def test_the_seed_is_taken_from_either_place(overrides, seed):
     (["+hydra.sweeper.n_trails=3"],
      "hydra.sweeper.n_trails is not a setting of jscexp's Optuna sweeper: it has sampler, pruner, seed, direction, "),
     (["+hydra.sweeper.sampler.n_startup=3"], "TPESampler has no option n_startup: it takes "),
+    (["hydra.sweeper.direction=minimize"],  # a ported config's direction, no objectives: it would minimise accuracy
+     "hydra.sweeper.direction=minimize without hydra.sweeper.objectives would minimize best_val_acc (the default "
+     "objective): name the metric for each direction, e.g. hydra.sweeper.objectives=[test_loss]"),
+    (["hydra.sweeper.direction=[maximize,minimize]"],
+     "hydra.sweeper.direction=[maximize, minimize] without hydra.sweeper.objectives gives 2 directions for the one "
+     "default objective, best_val_acc"),
 ])
 def test_what_the_sweeper_does_not_take_is_refused_before_the_sweep(overrides, message):
     from jscexp.errors import UserError

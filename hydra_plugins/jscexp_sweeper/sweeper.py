@@ -71,7 +71,7 @@ class JscexpOptunaSweeper(Sweeper):
         if not space:
             raise UserError("nothing to search: give hydra.sweeper.params or sweep syntax such as lr=interval(1e-4,1e-1)")
         objectives, directions = checks.objectives(self.o)  # checked against the mode before the sweep began
-        self.seed = checks.sampler_seed(self.o)
+        self.seed = checks.sampler_seed(self.o, list(self.config.hydra.overrides.hydra))
         self._cap_at_grid(space)
         study, url = self._open_study(space, fixed, objectives, directions)
         self._share_parent(study.study_name)

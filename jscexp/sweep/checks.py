@@ -20,6 +20,7 @@ from jscexp.errors import UserError
 from jscexp.sweep.searchconf import JscexpOptunaSweeperConf
 from jscexp.validate import check_hardware, group_size
 
+DEFAULT_OBJECTIVE = "best_val_acc"  # a search without hydra.sweeper.objectives maximises it
 OPTUNA_SWEEPER = "hydra_plugins.jscexp_sweeper.sweeper.JscexpOptunaSweeper"
 EXPLORABLE = ("learning_rate", "model.dropout", "optimizer.", "quantisation.")  # what PBT may explore
 ONE_MEMBER = "pbt trains a population: sweep two or more trials that stack (-m learning_rate=1e-3,1e-2)"
@@ -40,7 +41,7 @@ def check_sweep(config: DictConfig) -> None:
     sweeper = config.hydra.sweeper
     if sweeper.get("_target_") == OPTUNA_SWEEPER:
         _check_keys(sweeper)
-        _check_search(sweeper, objectives(sweeper, str(config.mode))[0])
+        _check_search(sweeper, objectives(sweeper, str(config.mode))[0], plain_list(config.hydra.overrides.hydra))
     if config.pbt.space:
         check_population(config)
     if not _swept(config, "dataset"):  # one dataset for every job: on disk before the first, or one line
@@ -52,9 +53,19 @@ def check_sweep(config: DictConfig) -> None:
 
 def objectives(sweeper: DictConfig, mode: str | None = None) -> tuple[list[str], list[str]]:
     """The search's objectives and one direction each; with ``mode``, each objective must be a
-    metric a job of that mode returns (else every trial would train, then fail)."""
-    names = list(sweeper.objectives) if OmegaConf.is_list(sweeper.objectives) else [sweeper.objectives]
+    metric a job of that mode returns (else every trial would train, then fail). Without
+    ``objectives`` the search maximises best_val_acc: a ported config's ``direction: minimize``
+    would minimise accuracy, so it is refused."""
     directions = list(sweeper.direction) if OmegaConf.is_list(sweeper.direction) else [sweeper.direction]
+    if sweeper.objectives is None:
+        if directions != ["maximize"]:
+            would = (f"would {directions[0]} {DEFAULT_OBJECTIVE} (the default objective)" if len(directions) == 1
+                     else f"gives {len(directions)} directions for the one default objective, {DEFAULT_OBJECTIVE}")
+            raise UserError(f"hydra.sweeper.direction={_text(sweeper.direction)} without hydra.sweeper.objectives "
+                            f"{would}: name the metric for each direction, e.g. hydra.sweeper.objectives=[test_loss]")
+        names = [DEFAULT_OBJECTIVE]
+    else:
+        names = list(sweeper.objectives) if OmegaConf.is_list(sweeper.objectives) else [sweeper.objectives]
     if len(directions) == 1 and len(names) > 1:
         directions *= len(names)
     if len(directions) != len(names):
@@ -66,6 +77,10 @@ def objectives(sweeper: DictConfig, mode: str | None = None) -> tuple[list[str],
         offer = f"it returns {', '.join(returned)}" if returned else "it returns no metric to search on"
         raise UserError(f"hydra.sweeper.objectives: {unknown[0]!r} is not a metric a mode={mode} job returns; {offer}")
     return names, directions
+
+
+def _text(value) -> str:
+    return str(list(value)).replace("'", "") if OmegaConf.is_list(value) else str(value)
 
 
 def prunes(pruner: Mapping) -> bool:
@@ -82,11 +97,17 @@ def _check_keys(o: DictConfig) -> None:
         raise UserError(f"hydra.sweeper.{unknown[0]} is not a setting of jscexp's Optuna sweeper: {why}")
 
 
-def sampler_seed(o: DictConfig) -> int | None:
+def sampler_seed(o: DictConfig, command: list[str] | None = None) -> int | None:
     """The search's seed, from ``hydra.sweeper.seed`` or (the official plugin's place)
-    ``hydra.sweeper.sampler.seed``; two different ones are refused, never one silently dropped."""
+    ``hydra.sweeper.sampler.seed``. Where they differ, the one the command line sets
+    (``command``: its hydra overrides) wins over a sweep file's; two given together are refused,
+    never one silently dropped."""
     own, node = o.get("seed"), o.sampler.get("seed")
     if own is not None and node is not None and own != node:
+        keys = {str(c).split("=", 1)[0].lstrip("+~") for c in command or []}
+        named = [seed for key, seed in (("hydra.sweeper.seed", own), ("hydra.sweeper.sampler.seed", node)) if key in keys]
+        if len(named) == 1:
+            return named[0]
         raise UserError(f"two seeds, hydra.sweeper.seed={own} and hydra.sweeper.sampler.seed={node}: give one")
     return own if own is not None else node
 
@@ -109,14 +130,14 @@ def optuna_class(what: str, cfg: Mapping) -> type:
     return cls
 
 
-def _check_search(o: DictConfig, names: list[str]) -> None:
+def _check_search(o: DictConfig, names: list[str], command: list[str]) -> None:
     for group in ("sampler", "pruner"):
         node = o.get(group)
         if not isinstance(node, DictConfig) or "_target_" not in node:
             raise UserError(f"hydra.sweeper.{group} is a config group, not a value: choose it with "
                             f"hydra/sweeper/{group}={node} (and set its options as hydra.sweeper.{group}.<option>=…)")
         optuna_class(group, node)
-    sampler_seed(o)
+    sampler_seed(o, command)
     if len(names) > 1 and prunes(o.pruner):
         raise UserError("pruning needs a single objective (Optuna cannot report intermediate values otherwise)")
     if not 0 <= o.max_failure_rate <= 1:

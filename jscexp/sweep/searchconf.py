@@ -22,7 +22,7 @@ class JscexpOptunaSweeperConf:
     pruner: Any = MISSING  # hydra/sweeper/pruner: none | median | hyperband | successive_halving
     seed: Optional[int] = None  # the sampler's seed (or hydra.sweeper.sampler.seed): same seed, same suggestions
     direction: Any = "maximize"  # or a list, one per objective
-    objectives: Any = field(default_factory=lambda: ["best_val_acc"])  # metric names the job returns
+    objectives: Any = None  # metric names the job returns, one per direction; unset: best_val_acc, maximised
     study_name: Optional[str] = None  # default: <experiment>-<hash of the search>
     storage: Optional[str] = None  # default: optuna-journal.log beside mlflow.db; or an RDB URL
     n_trials: int = 20  # the study's total: a rerun runs only what is missing
