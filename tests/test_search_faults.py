@@ -148,3 +148,79 @@ def test_a_killed_workers_trial_is_failed_and_retried_with_its_parameters(workdi
     assert runs["1"].info.status == "KILLED" and runs["1"].data.tags["error"].startswith("lost: no heartbeat")
     assert runs["2"].info.status == "FINISHED" and runs["2"].data.tags["jscexp.retry_of"] == "1"
     assert "jscexp.resumed_after_epoch" in runs["2"].data.tags
+
+
+def test_identical_params_asked_together_train_once(workdir):
+    """n_jobs=2 on a one-point space: both asks get the same params; the second reuses the first's
+    result (one run, one solution), as dedup does across batches."""
+    sweep(workdir, "hydra.sweeper.study_name=twins", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2",
+          "batch_size=choice(64)")
+    trials = study(workdir, "twins").trials
+    assert states(study(workdir, "twins")) == ["COMPLETE", "COMPLETE"]
+    assert trials[1].user_attrs["duplicate_of"] == 0 and trials[1].value == trials[0].value
+    assert len(children(workdir)) == 1
+
+
+def test_a_lost_trial_whose_run_had_finished_is_told_complete_with_the_runs_values():
+    """The worker died between its run ending FINISHED and telling the study: the trial is told
+    COMPLETE with the run's values, not failed and trained again; a lost trial without one is
+    failed and retried."""
+    import optuna
+
+    from jscexp.search.liveness import HEARTBEAT, fail_stale
+
+    st = optuna.create_study(directions=["maximize", "minimize"])
+    done, lost = st.ask(), st.ask()
+    for trial in (done, lost):
+        st._storage.set_trial_system_attr(trial._trial_id, HEARTBEAT, 0.0)  # beat long ago
+    runs = {done.number: [0.7, 1200.0]}
+    ended = fail_stale(st, grace=60, max_retries=1, finished=lambda t: runs.get(t.number))
+    assert [(e.number, e.completed, e.retry) for e in ended] == [(0, True, False), (1, False, True)]
+    assert states(st) == ["COMPLETE", "FAIL", "WAITING"] and st.trials[0].values == [0.7, 1200.0]
+
+
+def test_a_finished_trial_run_is_found_with_its_objectives(workdir):
+    from jscexp.tracking import TrackedRun
+    from jscexp.tracking.shared import STUDY_TAG, finished_trial_run
+
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    tags = {STUDY_TAG: "s", "jscexp.optuna_trial": "3"}
+    with TrackedRun(uri, "search", run_name="#3", tags=tags) as run:
+        run.log_metrics({"best_val_acc": 0.7})
+    assert finished_trial_run(uri, "search", "s", 3, ["best_val_acc"]) == (run.run_id, [0.7])
+    assert finished_trial_run(uri, "search", "s", 3, ["best_val_acc", "ebops"]) is None  # an objective missing
+    assert finished_trial_run(uri, "search", "s", 4, ["best_val_acc"]) is None
+
+
+@pytest.mark.slow
+def test_a_survivor_completes_the_study_when_the_other_worker_is_killed(workdir):
+    """Two workers on one journal study, one SIGKILLed mid-trial: the survivor fails the lost
+    trial, retries it and ends with n_trials COMPLETE (its budget pays for the retry), one
+    FINISHED run per trial and none left RUNNING."""
+    import os
+    import signal
+
+    args = ["hydra.sweeper.study_name=survivor", "hydra.sweeper.n_trials=3", "hydra.sweeper.seed=0",
+            "hydra.sweeper.heartbeat_interval=0.5", "hydra.sweeper.grace_period=2", "dataset.n_rows=20000",
+            "max_epochs=6", "batch_size=16", "learning_rate=interval(1e-3,1e-2)"]
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "JSCEXP_PARENT_RUN_ID")}
+    cmd = [sys.executable, "-m", "jscexp", *SWEEP, *args]
+    killed = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    import time
+
+    deadline = time.time() + 300
+    while not list(workdir.glob(".jscexp/state/*/last.pt")) and time.time() < deadline:
+        time.sleep(0.2)
+    survivor = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait(60)
+    out, err = survivor.communicate(timeout=600)
+    assert survivor.returncode == 0, err[-3000:]
+    st = study(workdir, "survivor")
+    assert states(st).count("COMPLETE") == 3 and "RUNNING" not in states(st)
+    assert any(t.user_attrs.get("fail_reason", "").startswith("lost: no heartbeat") for t in st.trials)
+    runs = children(workdir)
+    assert "RUNNING" not in [r.info.status for r in runs]
+    finished = [r.data.tags["jscexp.optuna_trial"] for r in runs if r.info.status == "FINISHED"]
+    assert sorted(finished) == sorted(str(t.number) for t in st.trials if t.state.name == "COMPLETE")

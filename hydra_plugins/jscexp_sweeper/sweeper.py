@@ -9,6 +9,7 @@ import hashlib
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,11 @@ from omegaconf import DictConfig, OmegaConf
 
 import hydra_plugins.jscexp_sweeper.config  # noqa: F401  (registers the config)
 from jscexp.errors import UserError, deferred_interrupts
-from jscexp.search.liveness import Heartbeat, fail_stale, give_up
+from jscexp.search.liveness import Heartbeat, beating, fail_stale, give_up
 from jscexp.search.space import parse
 from jscexp.search.study import (
     STORAGE_ENV,
+    finished_count,
     grid,
     is_grid,
     live_count,
@@ -140,31 +142,49 @@ class JscexpOptunaSweeper(Sweeper):
         return spec.save(self.sweep_dir.resolve() / f"refill.{os.getpid()}.json")
 
     def _run_trials(self, study, space, common: tuple[list[str], list[str]], objectives: list[str]) -> None:
-        # Each launch asks at most for what was missing when it started, so trials that keep
-        # failing end the sweep instead of looping; the next launch retries them.
-        self._fail_stale(study)
-        budget = self.o.n_trials - live_count(study)
+        # Each launch asks at most for what was missing when it started, and for the retries of
+        # other workers' lost trials, so trials that keep failing end the sweep instead of looping;
+        # the next launch retries them. Other workers' running trials are waited for: should
+        # their worker die, this one retries them, so the study still reaches n_trials.
+        budget = self.o.n_trials - live_count(study) + self._fail_stale(study, objectives)
         told: list = []
-        while budget > 0 and (left := self.o.n_trials - live_count(study)) > 0:
-            asked: list = []
-            try:  # an interrupt between the ask and the launch must not leave them RUNNING
-                for _ in range(min(self.o.n_jobs, left, budget)):
-                    with deferred_interrupts():
-                        asked.append(self._ask(study, space))
+        while True:
+            while budget > 0 and (left := self.o.n_trials - live_count(study)) > 0:
+                asked = self._ask_batch(study, space, min(self.o.n_jobs, left, budget))
+                budget -= len(asked)
                 trials = [t for t in asked if not surplus(study, t, self.o.n_trials)]
-                to_run = [t for t in trials if not self._reuse_duplicate(study, t)]
-            except BaseException as err:
-                give_up(study, asked, err, self.o.max_retries)
-                raise
-            budget -= len(asked)
-            if to_run:
-                told += self._launch(study, to_run, common, objectives)
-            failed = sum(not o.ok for o in told)
-            if told and failed / len(told) > self.o.max_failure_rate:
-                log.error(f"stopping the search: {failed} of {len(told)} trials failed, more than "
-                          f"hydra.sweeper.max_failure_rate={self.o.max_failure_rate}")
+                to_run, twins = _twins([t for t in trials if not self._reuse_duplicate(study, t)]) \
+                    if self.o.dedup else (trials, [])
+                try:
+                    if to_run:
+                        told += self._launch(study, to_run, common, objectives)
+                finally:
+                    _tell_twins(study, twins)
+                failed = sum(not o.ok for o in told)
+                if told and failed / len(told) > self.o.max_failure_rate:
+                    log.error(f"stopping the search: {failed} of {len(told)} trials failed, more than "
+                              f"hydra.sweeper.max_failure_rate={self.o.max_failure_rate}")
+                    return
+                budget += self._fail_stale(study, objectives)  # another worker's lost trials, before the next ask
+            if finished_count(study) >= self.o.n_trials or not beating(study):
                 break
-            self._fail_stale(study)  # another worker's lost trials, before the next ask
+            time.sleep(self.o.heartbeat_interval)  # other workers' trials still run: wait, in case they die
+            budget += self._fail_stale(study, objectives)
+        if (done := finished_count(study)) < self.o.n_trials:
+            print(f"warning: study '{study.study_name}' holds {done} of hydra.sweeper.n_trials={self.o.n_trials} "
+                  "finished trials (the rest failed; see 'failed' in optimization_results.yaml): "
+                  "the same command again retries them", file=sys.stderr)
+
+    def _ask_batch(self, study, space, n: int) -> list:
+        asked: list = []
+        try:  # an interrupt between the ask and the launch must not leave them RUNNING
+            for _ in range(n):
+                with deferred_interrupts():
+                    asked.append(self._ask(study, space))
+        except BaseException as err:
+            give_up(study, asked, err, self.o.max_retries)
+            raise
+        return asked
 
     def _launch(self, study, trials: list, common: tuple[list[str], list[str]], objectives: list[str]) -> list:
         """Runs ``trials`` as jobs (stacked where they can share a model) and tells the study
@@ -211,15 +231,29 @@ class JscexpOptunaSweeper(Sweeper):
         retry_of = trial.user_attrs.get("retry_of")
         return [] if retry_of is None else [f"+optuna.retry_of={int(retry_of)}"]
 
-    def _fail_stale(self, study) -> None:
-        """Trials whose worker died (no heartbeat for grace_period): FAIL, their runs KILLED, retried."""
-        from jscexp.tracking.shared import end_lost_trial_run
+    def _fail_stale(self, study, objectives: list[str]) -> int:
+        """Trials whose worker died (no heartbeat for grace_period): FAIL, their runs KILLED,
+        retried; one whose run had finished is told COMPLETE with its values. Returns how many
+        retries it enqueued (the asks they need)."""
+        from jscexp.tracking.shared import end_lost_trial_run, finished_trial_run
         from jscexp.tracking.store import tracking_uri
 
-        for lost in fail_stale(study, grace=self.o.grace_period, max_retries=self.o.max_retries):
+        uri = tracking_uri(self.config.mlflow.tracking_uri)
+
+        def finished(trial):
+            found = finished_trial_run(uri, self.config.experiment, study.study_name, trial.number, objectives)
+            if found is None:
+                return None
+            study._storage.set_trial_user_attr(trial._trial_id, "mlflow_run_id", found[0])
+            return found[1]
+
+        retried = 0
+        for lost in fail_stale(study, grace=self.o.grace_period, max_retries=self.o.max_retries, finished=finished):
             log.warning(f"trial {lost.number} {lost.reason}" + ("; retrying it" if lost.retry else ""))
-            end_lost_trial_run(tracking_uri(self.config.mlflow.tracking_uri), self.config.experiment,
-                               study.study_name, lost.number, lost.reason)
+            if not lost.completed:
+                end_lost_trial_run(uri, self.config.experiment, study.study_name, lost.number, lost.reason)
+            retried += lost.retry
+        return retried
 
     @staticmethod
     def _ask(study, space):
@@ -278,6 +312,36 @@ class JscexpOptunaSweeper(Sweeper):
         from jscexp.tracking.store import client, tracking_uri
 
         client(tracking_uri(self.config.mlflow.tracking_uri)).log_artifact(parent, str(path))
+
+
+def _twins(trials: list) -> tuple[list, list[tuple]]:
+    """Trials asked together with identical params: the first of each trains, the others are
+    ``(twin, first)`` pairs told its result after the launch (as dedup does across batches)."""
+    first: dict[str, Any] = {}
+    twins = []
+    for trial in trials:
+        key = repr(sorted(trial.params.items()))
+        if key in first:
+            twins.append((trial, first[key]))
+        else:
+            first[key] = trial
+    return list(first.values()), twins
+
+
+def _tell_twins(study, twins: list[tuple]) -> None:
+    from optuna.trial import TrialState
+
+    for twin, original in twins:
+        done = study._storage.get_trial(original._trial_id)
+        twin.set_user_attr("duplicate_of", original.number)
+        if done.state == TrialState.COMPLETE:
+            tell(study, twin, done.values)
+            log.info(f"trial {twin.number} repeats trial {original.number} (asked together): reused its result")
+        elif done.state == TrialState.PRUNED:
+            tell(study, twin, state=TrialState.PRUNED)
+        else:
+            twin.set_user_attr("fail_reason", f"repeats trial {original.number}, which ended {done.state.name}")
+            tell(study, twin, state=TrialState.FAIL)
 
 
 def _name_objectives(study, objectives: list[str]) -> None:

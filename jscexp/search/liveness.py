@@ -12,6 +12,7 @@ retried the same way, so running the same command again finishes them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -70,21 +71,44 @@ class Lost:
     number: int
     reason: str
     retry: bool
+    completed: bool = False  # its run had finished: told COMPLETE with the run's values, not failed
 
 
-def fail_stale(study, *, grace: float, max_retries: int) -> list[Lost]:
-    """Fails every RUNNING trial of ``study`` without a beat for ``grace`` seconds and enqueues
-    its retry; returns what it failed. Trials that never beat (another tool's) are left alone;
-    of two workers failing one trial at once, one wins and only it enqueues the retry."""
+def stale(study, grace: float) -> list:
+    """RUNNING trials of ``study`` without a beat for ``grace`` seconds (trials that never beat,
+    another tool's, are not)."""
+    from optuna.trial import TrialState
+
+    now = time.time()
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if (beat := t.system_attrs.get(HEARTBEAT)) is not None and now - beat > grace]
+
+
+def beating(study) -> int:
+    """How many RUNNING trials of ``study`` some worker keeps alive (or did until it died)."""
+    from optuna.trial import TrialState
+
+    return sum(HEARTBEAT in t.system_attrs for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
+
+def fail_stale(study, *, grace: float, max_retries: int, finished=None) -> list[Lost]:
+    """Fails every ``stale`` trial of ``study`` and enqueues its retry; returns what it failed.
+    A trial whose worker died after its run had finished (``finished(trial)``: the run's
+    objective values, else None) is told COMPLETE with them instead: one run per trial. Of two
+    workers failing one trial at once, one wins and only it enqueues the retry."""
     from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
-    lost, now = [], time.time()
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        beat = trial.system_attrs.get(HEARTBEAT)
-        if beat is None or now - beat <= grace:
+    lost = []
+    for trial in stale(study, grace):
+        beat = trial.system_attrs[HEARTBEAT]
+        if finished is not None and (values := finished(trial)) is not None:
+            with contextlib.suppress(UpdateFinishedTrialError):
+                if study._storage.set_trial_state_values(trial._trial_id, TrialState.COMPLETE, values):
+                    lost.append(Lost(trial.number, "its worker died after its run finished: told COMPLETE "
+                                     "with the run's values", False, completed=True))
             continue
-        reason = f"lost: no heartbeat for {now - beat:.0f} s (its worker was killed or preempted)"
+        reason = f"lost: no heartbeat for {time.time() - beat:.0f} s (its worker was killed or preempted)"
         try:
             study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", reason)
             if not study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):

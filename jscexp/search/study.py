@@ -184,6 +184,13 @@ def live_count(study) -> int:
     return len(_live(study))
 
 
+def finished_count(study) -> int:
+    """Trials that reached an end n_trials counts: COMPLETE or PRUNED."""
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+
+
 def surplus(study, trial, n_trials: int) -> bool:
     """Several askers may ask at once when one trial is left: the later numbers stand down
     (told FAIL, saying so)."""

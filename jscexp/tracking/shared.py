@@ -57,19 +57,31 @@ def _merge(mlflow_client, experiment: str, parent: str, into: str) -> None:
         mlflow_client.delete_run(parent)
 
 
+def _trial_runs(mlflow_client, experiment: str, study_name: str, number: int, status: str) -> list:
+    found = mlflow_client.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    quoted = study_name.replace("'", "\\'")
+    return mlflow_client.search_runs(
+        [found.experiment_id],
+        f"tags.`{STUDY_TAG}` = '{quoted}' and tags.`jscexp.optuna_trial` = '{number}' and attributes.status = '{status}'",
+    )
+
+
 def end_lost_trial_run(uri: str, experiment: str, study_name: str, number: int, reason: str) -> None:
     """The MLflow run of a search trial whose worker died: ended KILLED with the reason."""
     mlflow_client = client(uri)
-    found = mlflow_client.get_experiment_by_name(experiment)
-    if found is None:
-        return
-    quoted = study_name.replace("'", "\\'")
-    runs = mlflow_client.search_runs(
-        [found.experiment_id],
-        f"tags.`{STUDY_TAG}` = '{quoted}' and tags.`jscexp.optuna_trial` = '{number}' and attributes.status = 'RUNNING'",
-    )
-    for run in runs:
+    for run in _trial_runs(mlflow_client, experiment, study_name, number, "RUNNING"):
         _kill(mlflow_client, run.info.run_id, reason)
+
+
+def finished_trial_run(uri: str, experiment: str, study_name: str, number: int, metrics: list[str]):
+    """A search trial's run that ended FINISHED with every one of ``metrics``: ``(run id, their
+    values)``, else None (its worker died before it could tell the study)."""
+    for run in _trial_runs(client(uri), experiment, study_name, number, "FINISHED"):
+        if all(m in run.data.metrics for m in metrics):
+            return run.info.run_id, [run.data.metrics[m] for m in metrics]
+    return None
 
 
 def end_if_running(uri: str, run_id: str, reason: str) -> None:
