@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import compose_cfg
+from conftest import compose_cfg, run_cli, runs_of
 from jscexp.data import load_splits
 from jscexp.data.schema import CLASSES, FEATURES
 from jscexp.data.synth import generate
@@ -202,6 +202,13 @@ def _truncated_h5(tmp_path):
     return tmp_path / "cut.h5"
 
 
+def _with_nan(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.copy()
+    frame.loc[[3, 7], "j_zlogz"] = np.nan
+    frame.loc[5, "j_mass_mmdt"] = np.inf
+    return frame
+
+
 def _frame_without(tmp_path, column):
     path = tmp_path / "short.csv"
     jets().drop(columns=[column]).to_csv(path, index=False)
@@ -220,6 +227,14 @@ def _frame_without(tmp_path, column):
         (lambda d: _frame_without(d, "label"), "has no label column"),
         (lambda d: _write(d / "bad.csv", jets().assign(label="x").to_csv(index=False)), "unknown class(es) x"),
         (lambda d: (d / "h.h5", h5py.File(d / "h.h5", "w").close())[0], "has no 't_allpar_new' dataset"),
+        (lambda d: _write(d / "nan.csv", _with_nan(jets()).to_csv(index=False)),
+         "3 NaN or infinite feature values, in column(s) j_zlogz (2), j_mass_mmdt (1): drop or fill those rows"),
+        (lambda d: _write(d / "noW.csv", jets()[jets().label != 2].to_csv(index=False)),
+         "no rows of class(es) W (of g, q, W, Z, t;"),
+        (lambda d: _write(d / "half.csv", jets().assign(label=0.5).to_csv(index=False)),
+         f"column 'label' has {N} non-integer value(s) (e.g. 0.5)"),
+        (lambda d: _write(d / "bool.csv", jets().assign(label=True).to_csv(index=False)),
+         "column 'label' holds bool values"),
     ],
 )
 def test_bad_files_get_one_line_naming_the_file_and_nothing_is_cached(tmp_path, cache, make, message):
@@ -273,3 +288,13 @@ def test_offline_fails_fast_with_what_to_do(cache, source, monkeypatch):
     text = str(err.value)
     assert "dataset.path=FILE" in text and "dataset=jsc_synth" in text and "\n" not in text
     assert not list(cache.rglob("*splits*")) and not list(cache.rglob("*.part"))
+
+
+def test_a_nan_feature_is_one_line_exit_2_and_no_run_not_a_diverged_result(workdir):
+    path = _write(workdir / "nan.csv", _with_nan(jets()).to_csv(index=False))
+    result = run_cli(["dataset=jsc", f"dataset.path={path}", "max_epochs=1", "trainer.progress_bar=false"], workdir)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: data file {path}: 3 NaN or infinite feature values, in column(s) j_zlogz (2), j_mass_mmdt (1): "
+        "drop or fill those rows"]
+    assert runs_of(workdir) == []

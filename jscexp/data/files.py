@@ -53,9 +53,29 @@ def to_canonical(raw: pd.DataFrame, source: str) -> pd.DataFrame:
         features = raw[list(FEATURES)].astype(np.float32)
     except (TypeError, ValueError) as err:
         raise UserError(f"{source} has non-numeric feature values: {first_line(err)}") from err
+    _check_finite(features, source)
     frame = features.reset_index(drop=True)
     frame["label"] = _labels(raw, source)
+    _check_classes(frame["label"].to_numpy(), source)
     return frame
+
+
+def _check_finite(features: pd.DataFrame, source: str) -> None:
+    """A NaN or inf feature would train to a NaN loss and pass for a diverged result."""
+    bad = (~np.isfinite(features.to_numpy())).sum(axis=0)
+    if bad.any():
+        where = ", ".join(f"{c} ({n})" for c, n in zip(features.columns, bad) if n)
+        raise UserError(f"{source}: {int(bad.sum())} NaN or infinite feature values, in column(s) {where}: "
+                        "drop or fill those rows")
+
+
+def _check_classes(labels: np.ndarray, source: str) -> None:
+    """Every class has rows: an empty one would give a classifier that cannot tell it and tables
+    that pretend it was tested."""
+    counts = np.bincount(labels, minlength=len(CLASSES))
+    if empty := [c for c, n in zip(CLASSES, counts) if n == 0]:
+        raise UserError(f"{source}: no rows of class(es) {', '.join(empty)} (of {', '.join(CLASSES)}; "
+                        f"{len(labels)} rows): give data with every class")
 
 
 def _labels(raw: pd.DataFrame, source: str) -> np.ndarray:
@@ -71,7 +91,13 @@ def _labels(raw: pd.DataFrame, source: str) -> np.ndarray:
             f"or one-hot columns {', '.join(ONE_HOT)}"
         )
     values = raw[column]
+    if pd.api.types.is_bool_dtype(values) or pd.api.types.is_datetime64_any_dtype(values):
+        raise UserError(f"{source}: column '{column}' holds {values.dtype} values; expected class names "
+                        "g, q, W, Z, t or indices 0-4")
     if pd.api.types.is_numeric_dtype(values):
+        if (fractional := int((values.notna() & (values % 1 != 0)).sum())):
+            raise UserError(f"{source}: column '{column}' has {fractional} non-integer value(s) (e.g. "
+                            f"{values[values % 1 != 0].iloc[0]}); expected class names g, q, W, Z, t or indices 0-4")
         labels = values.to_numpy()
         bad = sorted(set(np.unique(labels)) - set(range(len(CLASSES))))
     else:
