@@ -207,11 +207,19 @@ def prepare(trials: list[Trial]) -> str:
         _guard(t, lambda t=t: app.check_job(t.cfg))
     uri = tracking_uri(trials[0].cfg.mlflow.tracking_uri)
     check_reachable(uri)  # the job's own: no trial can run without it
+    _end_orphans(uri)
     _skip_finished(trials, uri)
     data: dict[str, object] = {}
     for t in (t for t in trials if t.pending):
         _guard(t, lambda t=t: _prepare_trial(t, data))
     return uri
+
+
+def _end_orphans(uri: str) -> None:
+    from jscexp.tracking.resume import end_orphans
+
+    if ended := end_orphans(uri):
+        print(f"ended {len(ended)} run(s) that a process now gone left RUNNING: KILLED ({', '.join(ended)})")
 
 
 def _guard(t: Trial, step) -> None:

@@ -102,3 +102,35 @@ def test_passwords_in_urls_never_reach_mlflow_or_the_terminal(workdir):
     from jscexp.tracking.store import mask
 
     assert mask("x postgresql://a:b@h/d y http://h:1/p") == "x postgresql://a:***@h/d y http://h:1/p"
+
+
+def _run_of(workdir: Path, pid: int, tags: dict | None = None) -> str:
+    """A RUNNING run as process ``pid`` of this host would leave it."""
+    import socket
+
+    from jscexp.tracking import TrackedRun
+
+    run = TrackedRun(f"sqlite:///{workdir / 'mlflow.db'}", "jscexp", run_name="left",
+                     tags={"jscexp.worker": f"{socket.gethostname()}:{pid}", **(tags or {})})
+    return run.run_id  # never closed: its process "died"
+
+
+def test_a_run_whose_process_is_gone_is_ended_killed_by_the_next_command(workdir):
+    """Outside a sweep nothing else would end it: it stayed RUNNING for good. A live process's
+    run and a sweep's child (its sweep resumes it) are left alone."""
+    import subprocess
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    alive = subprocess.Popen(["sleep", "60"])
+    try:
+        dead, live = _run_of(workdir, gone.pid), _run_of(workdir, alive.pid)
+        child = _run_of(workdir, gone.pid, {"mlflow.parentRunId": live})
+        run_cli([*FAST], workdir)
+        client = mlflow_client(workdir)
+        assert client.get_run(dead).info.status == "KILLED"
+        assert client.get_run(dead).data.tags["error"] == \
+            f"lost: its process ({client.get_run(dead).data.tags['jscexp.worker']}) is gone; it never ended"
+        assert [client.get_run(r).info.status for r in (live, child)] == ["RUNNING", "RUNNING"]
+    finally:
+        alive.kill()

@@ -68,9 +68,15 @@ def resumable_parent(client, experiment_id: str, sweep_overrides: str) -> str | 
 
 def _live(run) -> bool:
     """A RUNNING sweep whose process still runs, on this host (elsewhere no one can tell)."""
+    return run.info.status == "RUNNING" and _process(run) is True
+
+
+def _process(run) -> bool | None:
+    """Whether the process that runs ``run`` (its ``WORKER_TAG``) still runs: None where no one
+    can tell (another host, no tag) and for this very process."""
     host, _, pid = run.data.tags.get(WORKER_TAG, "").rpartition(":")
-    if run.info.status != "RUNNING" or host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
-        return False
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return None
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
@@ -78,6 +84,28 @@ def _live(run) -> bool:
     except PermissionError:  # alive, another user's
         return True
     return True
+
+
+def end_orphans(uri: str) -> list[str]:
+    """Runs left RUNNING by a process of this host that is gone (SIGKILL before its first saved
+    epoch, a store that filled up mid-run): ended KILLED with the reason; returns their ids.
+    A sweep's parent and children are left to the sweep: the same command again resumes it
+    and ends them pointing at the runs that replace them."""
+    from jscexp.tracking.shared import kill
+    from jscexp.tracking.store import client as store_client
+
+    client = store_client(uri)
+    ids = [e.experiment_id for e in client.search_experiments()]
+    if not ids:
+        return []
+    ended = []
+    for run in client.search_runs(ids, "attributes.status = 'RUNNING'", max_results=1000):
+        tags = run.data.tags
+        if "mlflow.parentRunId" in tags or tags.get("jscexp.kind") == "sweep" or _process(run) is not False:
+            continue
+        kill(client, run.info.run_id, f"lost: its process ({tags[WORKER_TAG]}) is gone; it never ended")
+        ended.append(run.info.run_id)
+    return ended
 
 
 FLOAT_TAG = "jscexp.float_key"  # on every mode=train run: the hash of its float training

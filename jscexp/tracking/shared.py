@@ -54,6 +54,8 @@ def _merge(mlflow_client, experiment: str, parent: str, into: str) -> None:
     for child in mlflow_client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent}'", max_results=10000):
         mlflow_client.set_tag(child.info.run_id, "mlflow.parentRunId", into)
     with contextlib.suppress(MlflowException):  # another worker merged it first
+        mlflow_client.set_tag(parent, "jscexp.merged_into", into)
+        mlflow_client.set_terminated(parent, "FINISHED")  # its children live on under ``into``: no RUNNING left
         mlflow_client.delete_run(parent)
 
 
@@ -72,7 +74,7 @@ def end_lost_trial_run(uri: str, experiment: str, study_name: str, number: int, 
     """The MLflow run of a search trial whose worker died: ended KILLED with the reason."""
     mlflow_client = client(uri)
     for run in _trial_runs(mlflow_client, experiment, study_name, number, "RUNNING"):
-        _kill(mlflow_client, run.info.run_id, reason)
+        kill(mlflow_client, run.info.run_id, reason)
 
 
 def finished_trial_run(uri: str, experiment: str, study_name: str, number: int, metrics: list[str]):
@@ -94,9 +96,9 @@ def end_if_running(uri: str, run_id: str, reason: str) -> None:
     except MlflowException:  # written while logging to another store: not ours to end
         return
     if running:
-        _kill(mlflow_client, run_id, reason)
+        kill(mlflow_client, run_id, reason)
 
 
-def _kill(mlflow_client, run_id: str, reason: str) -> None:
+def kill(mlflow_client, run_id: str, reason: str) -> None:
     mlflow_client.set_tag(run_id, "error", reason)
     mlflow_client.set_terminated(run_id, "KILLED")
