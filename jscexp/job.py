@@ -124,6 +124,8 @@ def _run(cfg: DictConfig, out_dir: Path, overrides: list[str], launch_dir: Path)
         raise trials[0].error
     for err in (t.error for t in trials if t.error is not None):
         print(f"error: {err}", file=sys.stderr)
+    if any(t.pending for t in trials):  # bad input opens no store: nothing half-written
+        _end_orphans(uri)
     from jscexp.group import stacked_batches
 
     joined: list[Trial] = []  # trials the group asked the search for itself (jscexp.intrain.halving)
@@ -207,7 +209,6 @@ def prepare(trials: list[Trial]) -> str:
         _guard(t, lambda t=t: app.check_job(t.cfg))
     uri = tracking_uri(trials[0].cfg.mlflow.tracking_uri)
     check_reachable(uri)  # the job's own: no trial can run without it
-    _end_orphans(uri)
     _skip_finished(trials, uri)
     data: dict[str, object] = {}
     for t in (t for t in trials if t.pending):
@@ -216,6 +217,7 @@ def prepare(trials: list[Trial]) -> str:
 
 
 def _end_orphans(uri: str) -> None:
+    """Runs a process now gone left RUNNING (``jscexp.tracking.resume.end_orphans``), before this job's own."""
     from jscexp.tracking.resume import end_orphans
 
     if ended := end_orphans(uri):

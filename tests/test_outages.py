@@ -219,3 +219,85 @@ def test_an_interrupt_while_a_run_is_being_ended_lets_it_end(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     result = subprocess.run([sys.executable, "-c", _INTERRUPT_AT_END, uri], capture_output=True, text=True, timeout=120)
     assert result.stdout.split() == ["interrupted", "FINISHED"], result.stderr[-2000:]
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A tmpfs of its own, to make full or read-only (root and mount rights, as on CI's machine)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(mount)], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _fill(folder, leave: int = 0) -> None:
+    free = os.statvfs(folder).f_bavail * os.statvfs(folder).f_frsize
+    with open(folder / "fill", "wb") as f:
+        f.truncate(0)
+        f.write(b"\0" * max(free - leave, 0))
+
+
+@pytest.mark.parametrize("how, message", [
+    ("read-only", "is read-only ({db}): make it writable or point mlflow.tracking_uri elsewhere"),
+    ("full", "the disk holding it is full ("),
+])
+def test_a_store_that_cannot_be_written_is_one_line_exit_2_before_any_run(workdir, small_disk, how, message):
+    from conftest import FAST, run_cli
+
+    db = small_disk / "mlflow.db"
+    uri = f"sqlite:///{db}"
+    assert run_cli([*FAST, f"mlflow.tracking_uri={uri}"], workdir).returncode == 0  # the store, one run in it
+    if how == "read-only":
+        subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    else:
+        _fill(small_disk)
+    result = run_cli([*FAST, f"mlflow.tracking_uri={uri}"], workdir)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: MLflow store {uri}")
+    assert message.format(db=db) in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_a_locked_store_is_one_line_exit_2_before_any_run(workdir):
+    import sqlite3
+
+    from conftest import FAST, run_cli, runs_of
+
+    assert run_cli([*FAST], workdir).returncode == 0
+    holder = sqlite3.connect(workdir / "mlflow.db")
+    holder.execute("BEGIN IMMEDIATE")  # another process's open write transaction
+    try:
+        result = run_cli([*FAST], workdir)
+    finally:
+        holder.rollback()
+        holder.close()
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"error: MLflow store sqlite:///{workdir / 'mlflow.db'} is locked by another process: close it there or "
+        "point mlflow.tracking_uri elsewhere"]
+    assert len(runs_of(workdir)) == 1
+
+
+@pytest.mark.slow
+def test_a_disk_that_fills_mid_run_is_the_one_line_without_mlflows_traceback(workdir, small_disk):
+    """The store's disk fills while the run trains: the job ends with the one line (exit 1),
+    not MLflow's logged SQLAlchemy traceback above it; its metrics are on disk."""
+    uri = f"sqlite:///{small_disk / 'mlflow.db'}"
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "JSCEXP_PARENT_RUN_ID")}
+    job = subprocess.Popen([sys.executable, "-m", "jscexp", "dataset=jsc_synth", "dataset.n_rows=30000", "batch_size=16",
+                            "max_epochs=20", "trainer.progress_bar=false", f"mlflow.tracking_uri={uri}"],
+                           cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not any(p.stat().st_size for p in workdir.glob("outputs/*/*/metrics.jsonl")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    _fill(small_disk)
+    _, err = job.communicate(timeout=300)
+    assert job.returncode == 1, err[-3000:]
+    assert "Traceback" not in err and "SQLAlchemy" not in err, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"error: the tracking store {uri} stopped answering during run ")
+    assert "(database or disk is full)" in last

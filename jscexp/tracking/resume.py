@@ -94,6 +94,8 @@ def end_orphans(uri: str) -> list[str]:
     from jscexp.tracking.shared import kill
     from jscexp.tracking.store import client as store_client
 
+    if uri.startswith("sqlite:///") and not os.path.exists(uri[len("sqlite:///") :]):
+        return []  # a store yet to be made holds no run
     client = store_client(uri)
     ids = [e.experiment_id for e in client.search_experiments()]
     if not ids:

@@ -7,6 +7,7 @@ are on disk all the same: every batch goes to ``metrics.jsonl`` in its output fo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Mapping
@@ -50,6 +51,32 @@ def _store_down(err: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
+
+
+def _root_line(err: BaseException) -> str:
+    """The first line of the error at the bottom of ``err``'s chain: ``database or disk is full``,
+    not SQLAlchemy's wrapper text."""
+    while (inner := err.__cause__ or err.__context__) is not None:
+        err = inner
+    return first_line(err)
+
+
+_STORE_LOGGER = "mlflow.store.db.utils"  # logs a failed write's whole traceback, then raises it
+
+
+@contextlib.contextmanager
+def _quiet_store():
+    """While jscexp writes: a failed write is its one line (``TrackingLost``), so MLflow's own
+    ERROR log of the same traceback is held back (only for the call)."""
+    import logging
+
+    logger = logging.getLogger(_STORE_LOGGER)
+    hold = logging.Filter("hold")  # passes only records of a logger named "hold": none
+    logger.addFilter(hold)
+    try:
+        yield
+    finally:
+        logger.removeFilter(hold)
 
 
 class TrackedRun:
@@ -153,11 +180,12 @@ class TrackedRun:
     def _lost(self, err: BaseException) -> TrackingLost:
         kept = f"; its metrics so far are in {self.local}" if self.local else ""
         return TrackingLost(f"the tracking store {mask(self.uri)} stopped answering during run {self.run_id} "
-                            f"({mask(first_line(err))}){kept}")
+                            f"({mask(_root_line(err))}){kept}")
 
     def _store(self, call, *args, **kwargs) -> None:
         try:
-            call(*args, **kwargs)
+            with _quiet_store():
+                call(*args, **kwargs)
         except Exception as err:
             if _store_down(err):
                 raise self._lost(err) from err

@@ -147,8 +147,39 @@ def check_reachable(uri: str) -> None:
         folder = os.path.dirname(uri[len("sqlite:///") :]) or "."
         if not os.path.isdir(folder):
             raise UserError(f"MLflow store {uri}: folder {folder} does not exist; fix mlflow.tracking_uri")
+        _check_writable(uri[len("sqlite:///") :], folder)
     elif uri.startswith(("http://", "https://")):
         _wait_for_server(uri)
+
+
+MIN_FREE_BYTES = 16 * 2**20  # a run's params, metrics and small artifacts; less and it would fail mid-run
+LOCK_PATIENCE = 15.0  # seconds another writer may hold the SQLite store before it counts as locked
+
+
+def _check_writable(path: str, folder: str) -> None:
+    """A SQLite store that cannot take a write — read-only, on a full disk, locked by another
+    process — is one line before any run (else: a SQLAlchemy traceback, or a run left RUNNING)."""
+    import sqlite3
+
+    from jscexp.errors import UserError
+
+    where = f"MLflow store sqlite:///{path}"
+    if not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise UserError(f"{where} is read-only ({path if os.path.exists(path) else folder}): "
+                        "make it writable or point mlflow.tracking_uri elsewhere")
+    free = os.statvfs(folder).f_bavail * os.statvfs(folder).f_frsize
+    if free < MIN_FREE_BYTES:
+        raise UserError(f"{where}: the disk holding it is full ({free // 1024} KiB free): free some space "
+                        "or point mlflow.tracking_uri elsewhere")
+    if not os.path.exists(path):
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(path, timeout=LOCK_PATIENCE)) as db:
+            db.execute("BEGIN IMMEDIATE")  # the write lock a run's first write takes, then let go
+            db.rollback()
+    except sqlite3.DatabaseError as err:
+        why = "locked by another process" if "locked" in str(err) else f"not writable ({err})"
+        raise UserError(f"{where} is {why}: close it there or point mlflow.tracking_uri elsewhere") from None
 
 
 SERVER_PATIENCE = 120.0  # seconds a server that takes connections but does not answer is waited for
