@@ -121,3 +121,53 @@ def test_without_gxx_the_export_and_the_switch_say_so_before_any_run(workdir, mo
     with pytest.raises(UserError, match="hardware.export=true: g.. is not installed"):
         run_job([*ALL_FIXED, "hardware.export=true", "experiment=nogxx"], workdir / "job2")
     assert mlflow_client(workdir).get_experiment_by_name("nogxx") is None
+
+
+def test_a_passing_check_after_a_failing_one_drops_the_old_reason(workdir):
+    from jscexp.export import CsimCheck
+    from jscexp.export.run import record
+
+    client = mlflow_client(workdir)
+    run_id = client.create_run(client.create_experiment("export")).info.run_id
+    (workdir / "p.tar.gz").write_bytes(b"")
+    record(client, run_id, CsimCheck(0.5, 1.0, True, 1.0), workdir / "p.tar.gz")
+    assert client.get_run(run_id).data.tags["jscexp.csim_check"] == "failed"
+    record(client, run_id, CsimCheck(1.0, 1.0, True, 1.0), workdir / "p.tar.gz")
+    tags = client.get_run(run_id).data.tags
+    assert tags["jscexp.csim_check"] == "passed" and "jscexp.csim_check_reason" not in tags
+
+
+def test_an_export_is_a_transaction(workdir, capsys, monkeypatch):
+    """Ctrl-C mid-build: one line, exit 130, no part of a project or tarball and nothing on the
+    run; a run whose artifacts are gone is one line, exit 2; a second export into a folder
+    being exported is refused in one line."""
+    import shutil
+    from urllib.parse import urlparse
+
+    from filelock import FileLock
+
+    import jscexp.export as export_stage
+
+    run_id = run_job(ALL_FIXED, workdir / "job").run_id
+    out = workdir / "out"
+
+    def broken_off(gm, x, project, layers=None):
+        (project / "firmware").mkdir(parents=True)
+        (project / "firmware" / "half.cpp").write_text("// half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export_stage, "csim_check", broken_off)
+    capsys.readouterr()
+    assert export_main([run_id, "--out", str(out)]) == 130
+    assert capsys.readouterr().err == f"interrupted: run {run_id} was not exported (nothing recorded on it)\n"
+    assert not out.exists() and [p.name for p in workdir.iterdir() if ".export." in p.name] == [".out.export.lock"]
+    assert "csim_exact" not in mlflow_client(workdir).get_run(run_id).data.metrics
+
+    with FileLock(workdir / ".out.export.lock"):  # another process's export of the same folder
+        assert export_main([run_id, "--out", str(out)]) == 2
+    assert "out is being exported by another process" in capsys.readouterr().err
+
+    shutil.rmtree(urlparse(mlflow_client(workdir).get_run(run_id).info.artifact_uri).path)
+    assert export_main([run_id, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: run {run_id} has lost its artifact config.yaml (") and len(err.splitlines()) == 1

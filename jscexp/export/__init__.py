@@ -90,9 +90,44 @@ def csim_check(gm: torch.fx.GraphModule, x: np.ndarray, out_dir: Path, layers: d
 
 def export(gm: torch.fx.GraphModule, x: np.ndarray, out_dir: Path) -> tuple[CsimCheck, Path]:
     """``out_dir/hls4ml_prj`` checked on ``x`` (a run's test split), and the project as a
-    tarball beside it (sources, config, the C simulation's build)."""
-    project = out_dir / "hls4ml_prj"
-    check = csim_check(gm, x, project)
-    with tarfile.open(out_dir / "hls4ml_prj.tar.gz", "w:gz") as tar:
-        tar.add(project, arcname=project.name)
+    tarball beside it (sources, config, the C simulation's build). A transaction: built in a
+    scratch folder of its own and moved into ``out_dir`` only once whole, under a lock that
+    refuses a second export into the same folder meanwhile; an error or Ctrl-C leaves no part."""
+    import shutil
+    import tempfile
+
+    with _only_export_of(out_dir):
+        scratch = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.export.", dir=out_dir.parent))
+        try:
+            check = csim_check(gm, x, scratch / "hls4ml_prj")
+            with tarfile.open(scratch / "hls4ml_prj.tar.gz.part", "w:gz") as tar:
+                tar.add(scratch / "hls4ml_prj", arcname="hls4ml_prj")
+            (scratch / "hls4ml_prj.tar.gz.part").rename(scratch / "hls4ml_prj.tar.gz")
+            out_dir.mkdir(exist_ok=True)
+            for made in scratch.iterdir():  # whole: into place, over an earlier export's
+                if (out_dir / made.name).is_dir():
+                    shutil.rmtree(out_dir / made.name)
+                made.replace(out_dir / made.name)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
     return check, out_dir / "hls4ml_prj.tar.gz"
+
+
+@contextlib.contextmanager
+def _only_export_of(out_dir: Path):
+    """Holds ``out_dir``'s export lock; one held by another process is one line."""
+    from filelock import FileLock, Timeout
+
+    from jscexp.errors import UserError
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(out_dir.parent / f".{out_dir.name}.export.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise UserError(f"{out_dir} is being exported by another process (its lock {lock.lock_file}): "
+                        "wait for it, or give another --out") from None
+    try:
+        yield
+    finally:
+        lock.release()

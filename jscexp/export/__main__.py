@@ -26,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # its scratch folder is gone with it; the run holds nothing of it
+        print(f"interrupted: run {args.run_id} was not exported (nothing recorded on it)", file=sys.stderr)
+        return 130
     print(f"{check.line()} · run {args.run_id}")
     return 1 if check.reason else 0
 

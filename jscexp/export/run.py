@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from jscexp.config import EXPORTED_MODES
-from jscexp.errors import UserError
+from jscexp.errors import UserError, first_line
 from jscexp.export import CsimCheck, export
 from jscexp.validate import check_gxx
 
@@ -32,15 +32,33 @@ def export_run(uri: str, run_id: str, out_dir: Path) -> CsimCheck:
 
 
 def record(mlflow, run_id: str, check: CsimCheck, project: Path) -> None:
-    """Onto the finished run: the check's metrics, its tags and the project's tarball."""
+    """Onto the finished run, once the export is whole: the project's tarball, then the check's
+    metrics and tags in one batch (an earlier failed check's reason removed)."""
     import time
 
     from mlflow.entities import Metric, RunTag
 
+    mlflow.log_artifact(run_id, str(project), "hls4ml")
+    tags = check.tags()
+    if REASON_TAG not in tags and REASON_TAG in mlflow.get_run(run_id).data.tags:
+        mlflow.delete_tag(run_id, REASON_TAG)
     now = int(time.time() * 1000)
     mlflow.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in check.metrics().items()],
-                     tags=[RunTag(k, v) for k, v in check.tags().items()])
-    mlflow.log_artifact(run_id, str(project), "hls4ml")
+                     tags=[RunTag(k, v) for k, v in tags.items()])
+
+
+REASON_TAG = "jscexp.csim_check_reason"
+
+
+def _download(mlflow, run_id: str, path: str, tmp: Path) -> Path:
+    """One of the run's artifacts; gone (deleted, another machine's store) is one line."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return Path(mlflow.download_artifacts(run_id, path, str(tmp)))
+    except (MlflowException, OSError) as err:
+        raise UserError(f"run {run_id} has lost its artifact {path} ({first_line(err)}): "
+                        "it cannot be rebuilt; run it again and export the new run") from None
 
 
 def _quantised_run(mlflow, run_id: str, uri: str):
@@ -71,7 +89,7 @@ def _rebuild(mlflow, run, tmp: Path):
     from jscexp.train.fit import make_model
 
     run_id, tags = run.info.run_id, run.data.tags
-    cfg = OmegaConf.load(mlflow.download_artifacts(run_id, "config.yaml", str(tmp)))
+    cfg = OmegaConf.load(_download(mlflow, run_id, "config.yaml", tmp))
     model = make_model(cfg.model)
     learned = load_weights(model, _weights(mlflow, run_id, tags, tmp), cfg.model.name)
     splits = load_splits(cfg.dataset)
@@ -84,9 +102,9 @@ def _rebuild(mlflow, run, tmp: Path):
 
 def _weights(mlflow, run_id: str, tags: dict, tmp: Path) -> Path:
     if tags.get("jscexp.mode") == "qat":
-        return Path(mlflow.download_artifacts(run_id, "checkpoints/best.ckpt", str(tmp)))
+        return _download(mlflow, run_id, "checkpoints/best.ckpt", tmp)
     if float_run := tags.get("jscexp.float_run_id"):
-        return Path(mlflow.download_artifacts(float_run, "checkpoints/best.ckpt", str(tmp)))
+        return _download(mlflow, float_run, "checkpoints/best.ckpt", tmp)
     checkpoint = Path(tags.get("jscexp.checkpoint", ""))
     if not checkpoint.is_file():
         raise UserError(f"run {run_id} quantised checkpoint {checkpoint}, which is no longer on disk: "
