@@ -16,7 +16,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from jscexp.config import register_schema
+from jscexp.config import plain_list, register_schema
 from jscexp.errors import UserError, config_error_line, install_interrupt_handlers
 from jscexp.sweep import Outcome, trial_overrides, verdict
 
@@ -28,7 +28,7 @@ def main(cfg: DictConfig) -> Outcome | list[Outcome]:
     """A job's outcome (a group job's, one per trial). Alone, its verdict is the exit code; in
     a sweep, bad input fails this job only and the sweeper carries on."""
     hc = HydraConfig.get()
-    overrides = list(hc.overrides.task)
+    overrides = plain_list(hc.overrides.task, resolve=False)  # a stacked group's trials quote ${…} values
     try:
         outcome = _job(cfg, Path(hc.runtime.output_dir), overrides, Path(hc.runtime.cwd))
     except UserError as err:

@@ -24,6 +24,7 @@ from jscexp.quant import summary as qsummary
 from jscexp.quant.transform import quantise
 from jscexp.sweep import Outcome
 from jscexp.tracking import PARENT_ENV, TrackedRun, flatten
+from jscexp.tracking.front import UNIFORM_TAG
 from jscexp.tracking.resume import WORKER_TAG, worker_id
 from jscexp.train import fit
 from jscexp.train.callbacks import log_epoch, report_to_trial
@@ -359,6 +360,7 @@ def _log_quant_summaries(run, net, changes, out_dir: Path, *, show: bool = True)
                        "quant/learned_widths.csv": learned.to_csv(index=False)})
         run.log_params({f"learned.{r.layer}.{r.role}_width": r._5 for r in learned.itertuples()})
     run.log_metrics({"quant_offgrid_values": off, "quant_checked_values": int(checked["values"].sum())})
-    run.set_tags({"jscexp.quant_check": "passed" if off == 0 else "failed"})
+    run.set_tags({"jscexp.quant_check": "passed" if off == 0 else "failed",
+                  UNIFORM_TAG: str(qsummary.uniform_widths(net)).lower()})
     if off:
         print(f"warning: {off} quantised weight/bias values are off their quantiser's grid")

@@ -41,3 +41,24 @@ def test_the_front_table_names_each_layers_knob_briefly():
                          "metrics.ebops": [1234.0], "params.quantisation.seq_blocks_2.config.weight_width": ["4"]})
     assert table(runs, ["quantisation.seq_blocks_2.config.weight_width"]).to_dict("records") == [
         {"run": "#0", "val acc": 0.7, "EBOPs": 1234.0, "seq_blocks_2.weight_width": "4"}]
+
+
+def test_the_uniform_reference_holds_the_uniform_width_runs_and_only_them(workdir):
+    """front.png's orange points: the store's QAT runs of the same model and data with one width
+    per role everywhere (they all log quantisation.linear.config.*, which used to rule every
+    one out); a run with a layer's own width or learned widths is no reference."""
+    from conftest import FAST, mlflow_client, run_job
+    from jscexp.tracking.front import UNIFORM_TAG, uniform_reference
+
+    qat = [*FAST, "model=jsc-toy", "mode=qat"]
+    uniform = run_job([*qat, "quantisation=int8"], workdir / "u").run_id
+    per_layer = run_job([*qat, "quantisation=int8", "+quantisation.seq_blocks_5.config.weight_width=4",
+                         "+quantisation.seq_blocks_5.config.weight_frac_width=3"], workdir / "p").run_id
+    learned = run_job([*qat, "quantisation=learned"], workdir / "l").run_id
+    client = mlflow_client(workdir)
+    assert [client.get_run(r).data.tags[UNIFORM_TAG] for r in (uniform, per_layer, learned)] == ["true", "false", "false"]
+    params = client.get_run(learned).data.params
+    runs = pd.DataFrame([{f"params.{k}": v for k, v in params.items()}])
+    reference = uniform_reference(client, runs)
+    assert reference["run_id"].tolist() == [uniform]
+    assert reference["ebops"].tolist() == [client.get_run(uniform).data.metrics["ebops"]]

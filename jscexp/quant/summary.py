@@ -73,6 +73,20 @@ def learned_widths(model: nn.Module) -> pd.DataFrame:
                                               "zero width"])
 
 
+def uniform_widths(model: nn.Module) -> bool:
+    """Whether every quantised Linear layer has the same quantiser per role (one width for all
+    inputs, one for all weights, one for all biases) and none is learned: what a uniform-width
+    sweep (``+sweep=quant_bits``) makes, the reference drawn beside a front."""
+    from jscexp.quant._base import ROLE_ATTRS
+
+    layers = [m for m in model.modules() if isinstance(m, LinearQ)]
+    for attr in ROLE_ATTRS.values():
+        found = {getattr(m, attr, None).describe() if getattr(m, attr, None) is not None else None for m in layers}
+        if len(found) > 1 or any(isinstance(getattr(m, attr, None), LearnedQuantiser) for m in layers):
+            return False
+    return bool(layers)
+
+
 def costs(model: nn.Module) -> dict[str, float]:
     """Bit costs of a quantised model; none for a model without a quantised layer (a float
     model's bits say nothing a search could trade against).

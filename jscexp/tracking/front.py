@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+UNIFORM_TAG = "jscexp.uniform_widths"  # on a quantised run: one width per role in every layer, none learned
 ACCURACY = "best_val_acc"  # what a search selects on; the table shows test accuracy beside it
 COLUMNS = {"best_val_acc": "val acc", "test_acc": "test acc", "ebops": "EBOPs", "bops": "BOPs",
            "est_lut": "est. LUT", "avg_weight_bits": "avg weight bits"}
@@ -60,7 +61,7 @@ def table(front: pd.DataFrame, knobs: list[str]) -> pd.DataFrame:
 
 def uniform_reference(client, runs: pd.DataFrame) -> pd.DataFrame:
     """Finished QAT runs in the whole store of the sweep's model, data and epochs with one
-    width per role in every layer (no layer's own widths, none learned): what a uniform-width
+    width per role in every layer (``UNIFORM_TAG``: no layer's own widths, none learned): what a uniform-width
     sweep (``+sweep=quant_bits``) reaches, drawn beside a front."""
     first = runs.iloc[0]
     same = {k: first.get(f"params.{k}") for k in ("model.name", "dataset.name", "dataset.n_rows", "max_epochs")}
@@ -70,12 +71,13 @@ def uniform_reference(client, runs: pd.DataFrame) -> pd.DataFrame:
     found = client.search_runs(experiments, " and ".join(clauses), max_results=5000)
     rows = [{"run_id": r.info.run_id, "acc": r.data.metrics.get(ACCURACY), "ebops": r.data.metrics.get("ebops"),
              "weight bits": r.data.params.get("quantisation.weight_width")}
-            for r in found if _uniform(r.data.params) and "ebops" in r.data.metrics]
+            for r in found if r.data.tags.get(UNIFORM_TAG) == "true" and "ebops" in r.data.metrics]
     return pd.DataFrame(rows, columns=["run_id", "acc", "ebops", "weight bits"])
 
 
-def _uniform(params: dict[str, str]) -> bool:
-    return not any(k.startswith("learned.") or (k.startswith("quantisation.") and ".config." in k) for k in params)
+def quantised(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs with a quantised model's cost (not a PTQ sweep's float run)."""
+    return runs[runs["metrics.ebops"].notna()] if "metrics.ebops" in runs else runs.iloc[0:0]
 
 
 def plot(runs: pd.DataFrame, front: pd.DataFrame, reference: pd.DataFrame, path: Path, title: str) -> Path:

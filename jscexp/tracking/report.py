@@ -132,7 +132,7 @@ def _log_front(client, parent_run_id: str, runs: pd.DataFrame, knobs: list[str],
     client.log_text(parent_run_id, rows.to_csv(index=False), "front.csv")
     data = ", ".join(d.replace("(synthetic)", "(synthetic stand-in: not physics results)")
                      for d in sorted(set(tables.dataset_labels(runs)) - {""}))
-    title = f"Validation accuracy vs EBOPs: {len(on_front)} of {len(runs)} runs on the front\n{data}"
+    title = f"Validation accuracy vs EBOPs: {len(on_front)} of {len(front.quantised(runs))} quantised runs on the front\n{data}"
     reference = front.uniform_reference(client, runs)
     client.log_artifact(parent_run_id, str(front.plot(runs, on_front, reference, tmp / "front.png", title)))
 
