@@ -8,12 +8,13 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import cast
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from jscexp.config import plain_list, register_schema
@@ -28,7 +29,7 @@ def main(cfg: DictConfig) -> Outcome | list[Outcome]:
     """A job's outcome (a group job's, one per trial). Alone, its verdict is the exit code; in
     a sweep, bad input fails this job only and the sweeper carries on."""
     hc = HydraConfig.get()
-    overrides = plain_list(hc.overrides.task, resolve=False)  # a stacked group's trials quote ${…} values
+    overrides = plain_list(cast(ListConfig, hc.overrides.task), resolve=False)  # a group's trials quote ${…} values
     try:
         outcome = _job(cfg, Path(hc.runtime.output_dir), overrides, Path(hc.runtime.cwd))
     except UserError as err:

@@ -81,8 +81,9 @@ def uniform_widths(model: nn.Module) -> bool:
 
     layers = [m for m in model.modules() if isinstance(m, LinearQ)]
     for attr in ROLE_ATTRS.values():
-        found = {getattr(m, attr, None).describe() if getattr(m, attr, None) is not None else None for m in layers}
-        if len(found) > 1 or any(isinstance(getattr(m, attr, None), LearnedQuantiser) for m in layers):
+        quantisers = [getattr(m, attr, None) for m in layers]
+        if len({q.describe() if q is not None else None for q in quantisers}) > 1 \
+                or any(isinstance(q, LearnedQuantiser) for q in quantisers):
             return False
     return bool(layers)
 
