@@ -332,9 +332,9 @@ def _number(value: float) -> str:
 def _end_lost_runs(t: Trial, uri: str) -> None:
     """Runs of this trial that a killed process could not end: KILLED, pointing at the new one."""
     if t.resume and t.resume.run_id:
-        end_if_running(uri, t.resume.run_id, f"lost after epoch {t.resume.epoch}: resumed in run {t.run_id}")
+        end_if_running(uri, t.resume.run_id, f"lost after epoch {t.resume.epoch}: resumed in run {t.run_id}", t.run_id)
     for run_id in t.lost_runs:
-        end_if_running(uri, run_id, f"lost: its process died; run again as run {t.run_id}")
+        end_if_running(uri, run_id, f"lost: its process died; run again as run {t.run_id}", t.run_id)
 
 
 def _resumed(t: Trial) -> dict:

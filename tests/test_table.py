@@ -251,3 +251,21 @@ def test_mlflow_server_serves_the_runs_over_rest(store):
     assert sorted(int(p["batch_size"]) for p in params) == [32, 64, 128, 256, 512]
     assert all(r["info"]["status"] == "FINISHED" for r in runs)
     assert all(any(m["key"] == "test_acc" for m in r["data"]["metrics"]) for r in runs)
+
+
+def test_a_superseded_run_is_never_listed_as_a_result():
+    """A KILLED run that a resumed job or a retried trial did again is left out of tables and
+    fronts; a KILLED run nothing replaced stays, with its status."""
+    import numpy as np
+    import pandas as pd
+
+    from jscexp.tracking.query import superseded
+
+    runs = pd.DataFrame({
+        "status": ["KILLED", "FINISHED", "KILLED", "KILLED", "KILLED"],
+        "tags.jscexp.optuna_study": ["s", "s", np.nan, np.nan, "t"],
+        "tags.jscexp.optuna_trial": ["1", "2", np.nan, np.nan, "1"],
+        "tags.jscexp.retry_of": [np.nan, "1", np.nan, np.nan, np.nan],  # trial 2 retried study s's trial 1
+        "tags.jscexp.superseded_by": [np.nan, np.nan, "abc", np.nan, np.nan],
+    })
+    assert superseded(runs).tolist() == [True, False, True, False, False]

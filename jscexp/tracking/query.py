@@ -52,4 +52,19 @@ def runs_frame(uri: str, experiment: str, *, sweep: str | None = "latest", filte
                         "\"params.batch_size = '64'\", a dotted name in backquotes: params.`model.name`") from None
     if "tags.jscexp.kind" in frame:
         frame = frame[frame["tags.jscexp.kind"] != "sweep"]
-    return frame.reset_index(drop=True)
+    return frame[~superseded(frame)].reset_index(drop=True)
+
+
+def superseded(frame: pd.DataFrame) -> pd.Series:
+    """Runs whose work another run did again, never a result: KILLED ones that a resumed or
+    rerun job points at (``jscexp.superseded_by``), or whose search trial a retry ran again."""
+    from jscexp.tracking.shared import STUDY_TAG, SUPERSEDED_TAG
+
+    def tag(name: str) -> pd.Series:
+        return frame.get(f"tags.{name}", pd.Series(None, index=frame.index, dtype=object))
+
+    killed = frame.get("status", pd.Series("", index=frame.index)) == "KILLED"
+    retried = {(s, n) for s, n in zip(tag(STUDY_TAG), tag("jscexp.retry_of")) if isinstance(n, str)}
+    again = pd.Series([isinstance(n, str) and (s, n) in retried
+                       for s, n in zip(tag(STUDY_TAG), tag("jscexp.optuna_trial"))], index=frame.index, dtype=bool)
+    return killed & (tag(SUPERSEDED_TAG).notna() | again)

@@ -86,8 +86,12 @@ def finished_trial_run(uri: str, experiment: str, study_name: str, number: int, 
     return None
 
 
-def end_if_running(uri: str, run_id: str, reason: str) -> None:
-    """A run whose process died without ending it (SIGKILL, OOM): ended KILLED with the reason."""
+SUPERSEDED_TAG = "jscexp.superseded_by"  # on a lost run: the run that did its work again (tables leave it out)
+
+
+def end_if_running(uri: str, run_id: str, reason: str, superseded_by: str | None = None) -> None:
+    """A run whose process died without ending it (SIGKILL, OOM): ended KILLED with the reason
+    and, where one does its work again, the run that supersedes it."""
     from mlflow.exceptions import MlflowException
 
     mlflow_client = client(uri)
@@ -96,6 +100,8 @@ def end_if_running(uri: str, run_id: str, reason: str) -> None:
     except MlflowException:  # written while logging to another store: not ours to end
         return
     if running:
+        if superseded_by:
+            mlflow_client.set_tag(run_id, SUPERSEDED_TAG, superseded_by)
         kill(mlflow_client, run_id, reason)
 
 
