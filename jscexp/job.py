@@ -125,7 +125,7 @@ def _run(cfg: DictConfig, out_dir: Path, overrides: list[str], launch_dir: Path)
     for err in (t.error for t in trials if t.error is not None):
         print(f"error: {err}", file=sys.stderr)
     if any(t.pending for t in trials):  # bad input opens no store: nothing half-written
-        _end_orphans(uri)
+        _end_orphans(uri, trials)
     from jscexp.group import stacked_batches
 
     joined: list[Trial] = []  # trials the group asked the search for itself (jscexp.intrain.halving)
@@ -216,11 +216,13 @@ def prepare(trials: list[Trial]) -> str:
     return uri
 
 
-def _end_orphans(uri: str) -> None:
-    """Runs a process now gone left RUNNING (``jscexp.tracking.resume.end_orphans``), before this job's own."""
+def _end_orphans(uri: str, trials: list[Trial]) -> None:
+    """Runs a process now gone left RUNNING (``jscexp.tracking.resume.end_orphans``), before this
+    job's own; those its trials go on from are theirs to end, pointing at the runs that resume them."""
     from jscexp.tracking.resume import end_orphans
 
-    if ended := end_orphans(uri):
+    claimed = {r for t in trials for r in [*t.lost_runs, *([t.resume.run_id] if t.resume else [])] if r}
+    if ended := end_orphans(uri, claimed):
         print(f"ended {len(ended)} run(s) that a process now gone left RUNNING: KILLED ({', '.join(ended)})")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from jscexp.tracking.store import PARENT_ENV
@@ -86,11 +87,12 @@ def _process(run) -> bool | None:
     return True
 
 
-def end_orphans(uri: str) -> list[str]:
+def end_orphans(uri: str, claimed: Collection[str] = ()) -> list[str]:
     """Runs left RUNNING by a process of this host that is gone (SIGKILL before its first saved
     epoch, a store that filled up mid-run): ended KILLED with the reason; returns their ids.
     A sweep's parent and children are left to the sweep: the same command again resumes it
-    and ends them pointing at the runs that replace them."""
+    and ends them pointing at the runs that replace them; so does a job for the runs it goes on
+    from (``claimed``)."""
     from jscexp.tracking.shared import kill
     from jscexp.tracking.store import client as store_client
 
@@ -103,7 +105,8 @@ def end_orphans(uri: str) -> list[str]:
     ended = []
     for run in client.search_runs(ids, "attributes.status = 'RUNNING'", max_results=1000):
         tags = run.data.tags
-        if "mlflow.parentRunId" in tags or tags.get("jscexp.kind") == "sweep" or _process(run) is not False:
+        if run.info.run_id in claimed or "mlflow.parentRunId" in tags or tags.get("jscexp.kind") == "sweep" \
+                or _process(run) is not False:
             continue
         kill(client, run.info.run_id, f"lost: its process ({tags[WORKER_TAG]}) is gone; it never ended")
         ended.append(run.info.run_id)
