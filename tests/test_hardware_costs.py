@@ -37,10 +37,12 @@ def test_jsc_tiny_at_int8_is_the_issues_worked_value():
     assert hardware_costs(gm) == {"bops": 6720.0, "ebops": 5120.0 + 40}
 
 
-def test_a_weight_quantised_to_zero_is_no_multiplication():
+def test_a_weight_quantised_to_zero_still_counts_as_hgq2_counts_it():
+    """HGQ2 counts every weight of width > 0 whatever its value (a 0-bit weight is what costs
+    nothing): 7 zeros and 3 values that round to 0 change no EBOPs."""
     gm, _ = quantise(build_model("jsc-tiny"), integer())
     _set_weights(gm, 0.5, zeros=7, tiny=3)
-    assert hardware_costs(gm) == {"bops": 6720.0, "ebops": (80 - 10) * 64.0 + 40}
+    assert hardware_costs(gm) == {"bops": 6720.0, "ebops": 80 * 64.0 + 40}
 
 
 def test_jsc_toy_at_two_presets_by_hand():
@@ -134,3 +136,21 @@ def test_a_layer_given_its_own_widths_costs_its_own():
     assert bits == {"seq_blocks.2": 8, "seq_blocks.5": 4, "seq_blocks.8": 8}
     assert hardware_costs(gm) == {"bops": 128 * 84 + 64 * (32 + 8 + 4 + 3) + 40 * 83.0,
                                   "ebops": 128 * 64 + 64 * 32 + 40 * 64 + 21 * 8.0}
+
+
+def test_learned_widths_count_each_weight_at_its_own_width_and_a_zero_width_at_nothing():
+    """jsc-tiny's 16→5 with learned weight widths: one weight at 0 bits, one at 3, the other 78
+    at the start's 8; inputs 8 bits, biases 8: EBOPs = (0 + 3 + 78·8)·8 + 5·8, however the
+    weights' values round."""
+    from conftest import compose_cfg
+    from jscexp.config import plain
+    from jscexp.quant.cost import quantised_linears
+
+    gm, _ = quantise(build_model("jsc-tiny"), plain(compose_cfg(["mode=qat", "quantisation=learned"]).quantisation))
+    (layer,) = quantised_linears(gm)
+    with torch.no_grad():
+        layer.weight.zero_()  # every value rounds to 0: HGQ2 counts them all the same
+        q = layer.w_quantiser
+        q.scaled_width.view(-1)[0] = 0.0
+        q.scaled_width.view(-1)[1] = 3.0 / q.rate
+    assert hardware_costs(gm)["ebops"] == (0 + 3 + 78 * 8) * 8 + 5 * 8

@@ -28,21 +28,23 @@ def widths(module: nn.Module, role: str) -> torch.Tensor:
     return torch.tensor(float(q.bits if q is not None else weight.element_size() * 8))
 
 
-def ebops_of(b_a: torch.Tensor, b_w: torch.Tensor, performed: torch.Tensor, b_b: torch.Tensor | None) -> torch.Tensor:
-    """HGQ's EBOPs of dense layers whose leading dimensions (if any) are separate models:
-    Σ over the multiplications performed (``performed`` [..., m, n]) of b_a·b_w, plus Σ of the
-    m bias widths. ``b_a`` broadcasts over [..., m, n] (one input width per model), ``b_b`` over [..., m]."""
-    total = (performed * b_w * b_a).sum(dim=(-2, -1))
-    return total if b_b is None else total + b_b.expand(performed.shape[:-1]).sum(dim=-1)
+def ebops_of(b_a: torch.Tensor, b_w: torch.Tensor, shape: torch.Size, b_b: torch.Tensor | None) -> torch.Tensor:
+    """EBOPs as HGQ2 counts them (``hgq.layers.QDense._compute_ebops``) for dense layers of
+    weight ``shape`` ([..., m, n]) whose leading dimensions (if any) are separate models:
+    Σ over every weight of b_a·b_w — a weight of width 0 costs nothing, one of width > 0 counts
+    whatever its value — plus Σ of the m bias widths (HGQ2: their mean × m). ``b_a`` and ``b_w``
+    broadcast over [..., m, n] (an input width per model or per feature), ``b_b`` over [..., m]."""
+    total = (b_w * b_a).expand(shape).sum(dim=(-2, -1))
+    return total if b_b is None else total + b_b.expand(shape[:-1]).sum(dim=-1)
 
 
 def ebops(model: nn.Module) -> torch.Tensor:
     """The model's EBOPs as a tensor, differentiable in its learned widths (the β·EBOPs loss term)."""
     total = torch.zeros(())
     for layer in quantised_linears(model):
-        performed = (layer.effective_weight() != 0).detach()
         b_b = widths(layer, "bias") if layer.bias is not None else None
-        total = total + ebops_of(widths(layer, "data_in").to(performed.device), widths(layer, "weight"), performed, b_b)
+        b_w = widths(layer, "weight")
+        total = total + ebops_of(widths(layer, "data_in").to(b_w.device), b_w, layer.weight.shape, b_b)
     return total
 
 
@@ -51,8 +53,8 @@ def hardware_costs(model: nn.Module) -> dict[str, float]:
 
     ``bops`` (Baskin et al.; Hawks et al. 2021 on JSC): Σ over the m·n weights of
     b_a·b_w + b_a + b_w + ⌈log2 n⌉ (m·n·(…) for one width per layer), no pruning term.
-    ``ebops`` (HGQ, arXiv 2405.00645; HGQ2's dense layer): Σ over the multiplications performed
-    — a weight quantised to 0 is none — of b_a·b_w, plus the bias widths (b_b·m for one width).
+    ``ebops`` (HGQ, arXiv 2405.00645, as the hgq2 package counts it: ``ebops_of``): Σ over the
+    weights of b_a·b_w, plus the bias widths (b_b·m for one width).
     """
     bops = 0.0
     with torch.no_grad():

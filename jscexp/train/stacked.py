@@ -101,10 +101,9 @@ class StackedModel:
     def _ebops(self, params, weights: dict[str, torch.Tensor]) -> torch.Tensor:
         total = torch.zeros(self.k, device=self.flat.device)
         for name, w in weights.items():
-            performed = (w != 0).detach()
             b_b = self._widths(name, "bias", params[f"{name}.bias"], params)
             total = total + ebops_of(self._widths(name, "data_in", w, params), self._widths(name, "weight", w, params),
-                                     performed, b_b)
+                                     w.shape, b_b)
         return total
 
     def _forward(self, x: torch.Tensor, params) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
