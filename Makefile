@@ -10,7 +10,7 @@ ARGS    ?=          # workers: the search, e.g. ARGS="+sweep=optuna_lr_bs backen
 LAB_ARGS ?= --dataset jsc_synth --rows 100000 --epochs 3  # lab: the quick version; LAB_ARGS= for the lab's own
 STUDIES ?= optuna-journal.log  # dashboard: the Optuna storage (a journal file or a database URL)
 
-.PHONY: help install demo test test-slow quick lint lab bench bench-search bench-front workers services ui dashboard clean
+.PHONY: help install demo test test-slow quick lint lab bench bench-search bench-front bench-peers workers services ui dashboard clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -66,6 +66,10 @@ bench-search: install ## grid (job by job, stacked), TPE and PBT on one space: b
 
 bench-front: install ## uniform grid, Optuna and learned widths: accuracy–EBOPs hypervolume and wall time
 	$(BIN)/python bench/front.py --out docs/front
+
+bench-peers: install ## learned widths beside HGQ2 itself (pip install -e '.[peers]'): per-beta accuracy, EBOPs, CPU
+	@$(BIN)/python -c "import hgq" 2>/dev/null || $(BIN)/pip install -q -e '.[peers]' --config-settings editable_mode=compat
+	KERAS_BACKEND=jax $(BIN)/python bench/peers.py --out bench/results/peers-cpu.md
 
 ui: install ## the MLflow UI on ./mlflow.db: open the link it prints (the runs of each experiment)
 	@$(BIN)/python -m jscexp.tracking.links sqlite:///mlflow.db http://127.0.0.1:5000

@@ -1,0 +1,135 @@
+"""``make bench-peers``: the accuracy–EBOPs front of learned widths, jscexp beside HGQ2 itself,
+on the same data and split (the synthetic stand-in: costs compare, accuracies are not physics).
+
+jscexp trains every β in one stacked job (``quantisation=learned``); HGQ2 (``pip install -e
+'.[peers]'``: hgq2, Keras 3 on JAX, CPU) trains one network per β in its own process, with its
+default quantisers (a width per weight, per bias and per input feature, integer bits traced from
+the data), as an HGQ2 user would. Both get the split jscexp's recipe makes (HGQ2 reads it as
+arrays), the same network, epochs, batch size and learning rate. EBOPs are HGQ2's count on both
+sides (jscexp's ``ebops`` equals HGQ2's on the same network: tests/test_peers.py). Per β it prints
+validation and test accuracy and EBOPs; per side the front's hypervolume against one reference
+point and the CPU and wall time of the whole front (each process tree's own CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+from overheads import jscexp_cli
+
+from jscexp.tracking.front import hypervolume
+from sweeps import trial_runs
+
+HERE = Path(__file__).resolve().parent
+BETAS = (1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4)
+NETWORKS = {"16-8-8-5": [8, 8], "16-64-32-32-5": [64, 32, 32]}
+REFERENCE_ACC = 0.2  # chance, five classes
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def splits_file(work: Path, rows: int) -> tuple[Path, list[str]]:
+    """The stand-in split by jscexp's recipe, as arrays for HGQ2; the overrides that give jscexp the same."""
+    from hydra import compose, initialize_config_dir
+
+    from jscexp.config import register_schema
+    from jscexp.data import load_splits
+
+    data = ["dataset=jsc_synth", f"dataset.n_rows={rows}"]
+    os.environ["JSCEXP_CACHE"] = str(work / "cache")  # the cache jscexp's job reads: written once, here
+    register_schema()
+    with initialize_config_dir(config_dir=str(HERE.parent / "conf"), version_base="1.3"):
+        splits = load_splits(compose("config", overrides=data).dataset)
+    path = work / "splits.npz"
+    import numpy as np
+
+    np.savez(path, **{f"{x}_{s}": getattr(splits, f"{x}_{s}") for x in "xy" for s in ("train", "val", "test")})
+    return path, data
+
+
+def hgq2_front(splits: Path, hidden: list[int], common: dict) -> tuple[pd.DataFrame, float, float]:
+    rows, cpu, started = [], _children_cpu(), time.time()
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+    for beta in BETAS:
+        cmd = [sys.executable, str(HERE / "peers" / "hgq2_train.py"), str(splits), "--beta", str(beta),
+               "--hidden", *map(str, hidden), "--epochs", str(common["epochs"]),
+               "--batch-size", str(common["batch_size"]), "--lr", str(common["lr"])]
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"HGQ2 at beta {beta} failed:\n{done.stderr[-2000:]}")
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    return pd.DataFrame(rows), _children_cpu() - cpu, time.time() - started
+
+
+def jscexp_front(work: Path, data: list[str], hidden: list[int], common: dict, name: str) -> tuple[pd.DataFrame, float, float]:
+    folder = work / name
+    folder.mkdir()
+    args = ["-m", "model=mlp", f"model.hidden=[{','.join(map(str, hidden))}]", "mode=qat", "quantisation=learned",
+            f"quantisation.beta={','.join(f'{b:g}' for b in BETAS)}", *data, f"max_epochs={common['epochs']}",
+            f"batch_size={common['batch_size']}", f"learning_rate={common['lr']}", "trainer.progress_bar=false"]
+    cpu = _children_cpu()
+    started = jscexp_cli(args, folder, cache=work / "cache")
+    wall, cpu = time.time() - started, _children_cpu() - cpu
+    rows = [{"beta": float(r.data.params["quantisation.beta"]), "best_val_acc": r.data.metrics["best_val_acc"],
+             "test_acc": r.data.metrics["test_acc"], "ebops": r.data.metrics["ebops"]}
+            for r in trial_runs(folder) if r.info.status == "FINISHED"]
+    return pd.DataFrame(rows).sort_values("beta"), cpu, wall
+
+
+def compare(work: Path, rows: int, common: dict) -> str:
+    splits, data = splits_file(work, rows)
+    out = [f"# jscexp beside HGQ2: learned widths, {len(BETAS)} betas, {common['epochs']} epochs, batch "
+           f"{common['batch_size']}, Adam {common['lr']:g}; synthetic stand-in of {rows} rows (not physics results)"]
+    for net, hidden in NETWORKS.items():
+        ours, our_cpu, our_wall = jscexp_front(work, data, hidden, common, net)
+        theirs, their_cpu, their_wall = hgq2_front(splits, hidden, common)
+        reference = float(max(ours["ebops"].max(), theirs["ebops"].max()) * 1.1)
+        table = pd.DataFrame({"beta": ours["beta"].map(lambda b: f"{b:g}"),
+                              "jscexp val acc": ours["best_val_acc"].round(4).values,
+                              "jscexp test acc": ours["test_acc"].round(4).values,
+                              "jscexp EBOPs": ours["ebops"].round(0).values,
+                              "HGQ2 val acc": theirs["best_val_acc"].round(4).values,
+                              "HGQ2 test acc": theirs["test_acc"].round(4).values,
+                              "HGQ2 EBOPs": theirs["ebops"].round(0).values})
+        hv = {side: hypervolume(list(zip(f["best_val_acc"], f["ebops"])), (REFERENCE_ACC, reference))
+              for side, f in (("jscexp", ours), ("HGQ2", theirs))}
+        summary = pd.DataFrame([
+            {"side": "jscexp, one stacked job", "hypervolume": round(hv["jscexp"]), "CPU (s)": round(our_cpu, 1),
+             "wall (s)": round(our_wall, 1)},
+            {"side": f"HGQ2, {len(BETAS)} trainings (defaults)", "hypervolume": round(hv["HGQ2"]),
+             "CPU (s)": round(their_cpu, 1), "wall (s)": round(their_wall, 1)}])
+        out += [f"\n## {net}\n", table.to_markdown(index=False), "",
+                f"Hypervolume of (validation accuracy, EBOPs) against ({REFERENCE_ACC}, {reference:.0f} EBOPs):\n",
+                summary.to_markdown(index=False), "",
+                f"jscexp / HGQ2: hypervolume {hv['jscexp'] / hv['HGQ2']:.2f} x, CPU {our_cpu / their_cpu:.2f} x "
+                f"(goal: hypervolume >= 1, CPU <= 0.33)"]
+    return "\n".join(out) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rows", type=int, default=100_000)
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--out", type=Path, default=None, help="also write the output here (markdown)")
+    a = p.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        text = compare(Path(tmp), a.rows, {"epochs": a.epochs, "batch_size": 128, "lr": 1e-3})
+    print(text)
+    if a.out:
+        a.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

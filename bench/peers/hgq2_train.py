@@ -1,0 +1,55 @@
+"""One HGQ2 training, as an HGQ2 user runs it: a dense ReLU network whose every weight, bias
+and input feature learns its own fixed-point width under β·EBOPs (HGQ2's default quantisers),
+trained with Keras on JAX (CPU) on the arrays jscexp's recipe split; prints its numbers (JSON).
+
+    KERAS_BACKEND=jax python bench/peers/hgq2_train.py splits.npz --hidden 8 8 --beta 1e-5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from hgq.layers import QDense  # noqa: E402
+from hgq.utils import trace_minmax  # noqa: E402
+
+
+def network(hidden: list[int], classes: int, beta: float) -> keras.Model:
+    layers = [QDense(h, beta0=beta, activation="relu") for h in hidden]
+    return keras.Sequential([keras.Input((16,)), *layers, QDense(classes, beta0=beta)])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("splits")
+    p.add_argument("--hidden", type=int, nargs="+", default=[8, 8])
+    p.add_argument("--beta", type=float, required=True)
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args()
+    keras.utils.set_random_seed(a.seed)
+    d = np.load(a.splits)
+    model = network(a.hidden, int(d["y_train"].max()) + 1, a.beta)
+    model.compile(optimizer=keras.optimizers.Adam(a.lr), metrics=["accuracy"],
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    started = time.perf_counter()
+    history = model.fit(d["x_train"], d["y_train"], batch_size=a.batch_size, epochs=a.epochs, verbose=0,
+                        validation_data=(d["x_val"], d["y_val"]), shuffle=True)
+    fit_seconds = time.perf_counter() - started
+    ebops = float(trace_minmax(model, d["x_train"], batch_size=8192))  # its widths' cost, input ranges from the data
+    _, test_acc = model.evaluate(d["x_test"], d["y_test"], batch_size=8192, verbose=0)
+    print(json.dumps({"beta": a.beta, "val_acc": float(history.history["val_accuracy"][-1]),
+                      "best_val_acc": float(max(history.history["val_accuracy"])), "test_acc": float(test_acc),
+                      "ebops": ebops, "fit_seconds": fit_seconds}))
+
+
+if __name__ == "__main__":
+    main()
