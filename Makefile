@@ -69,7 +69,7 @@ bench-front: install ## uniform grid, Optuna and learned widths: accuracy–EBOP
 
 bench-peers: install ## learned widths beside HGQ2 itself (pip install -e '.[peers]'): per-beta accuracy, EBOPs, CPU
 	@$(BIN)/python -c "import hgq" 2>/dev/null || $(BIN)/pip install -q -e '.[peers]' --config-settings editable_mode=compat
-	KERAS_BACKEND=jax $(BIN)/python bench/peers.py --out bench/results/peers-cpu.md
+	KERAS_BACKEND=jax $(BIN)/python bench/peers.py --out bench/results/peers-cpu-$$(date +%F).md
 
 ui: install ## the MLflow UI on ./mlflow.db: open the link it prints (the runs of each experiment)
 	@$(BIN)/python -m jscexp.tracking.links sqlite:///mlflow.db http://127.0.0.1:5000
