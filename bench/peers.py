@@ -59,12 +59,12 @@ def splits_file(work: Path, rows: int) -> tuple[Path, list[str]]:
     return path, data
 
 
-def hgq2_front(splits: Path, hidden: list[int], common: dict) -> tuple[pd.DataFrame, float, float]:
+def hgq2_front(splits: Path, hidden: list[int], common: dict, width_rate: float) -> tuple[pd.DataFrame, float, float]:
     rows, cpu, started = [], _children_cpu(), time.time()
     env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
     for beta in BETAS:
         cmd = [sys.executable, str(HERE / "peers" / "hgq2_train.py"), str(splits), "--beta", str(beta),
-               "--hidden", *map(str, hidden), "--epochs", str(common["epochs"]),
+               "--hidden", *map(str, hidden), "--epochs", str(common["epochs"]), "--width-rate", str(width_rate),
                "--batch-size", str(common["batch_size"]), "--lr", str(common["lr"])]
         done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
         if done.returncode != 0:
@@ -88,34 +88,42 @@ def jscexp_front(work: Path, data: list[str], hidden: list[int], common: dict, n
     return pd.DataFrame(rows).sort_values("beta"), cpu, wall
 
 
+WIDTH_RATE = 8.0  # jscexp's quantisation.width_rate: HGQ2's width step matched to it
+
+
 def compare(work: Path, rows: int, common: dict) -> str:
     splits, data = splits_file(work, rows)
     out = [f"# jscexp beside HGQ2: learned widths, {len(BETAS)} betas, {common['epochs']} epochs, batch "
            f"{common['batch_size']}, Adam {common['lr']:g}; synthetic stand-in of {rows} rows (not physics results)"]
     for net, hidden in NETWORKS.items():
-        ours, our_cpu, our_wall = jscexp_front(work, data, hidden, common, net)
-        theirs, their_cpu, their_wall = hgq2_front(splits, hidden, common)
-        reference = float(max(ours["ebops"].max(), theirs["ebops"].max()) * 1.1)
-        table = pd.DataFrame({"beta": ours["beta"].map(lambda b: f"{b:g}"),
-                              "jscexp val acc": ours["best_val_acc"].round(4).values,
-                              "jscexp test acc": ours["test_acc"].round(4).values,
-                              "jscexp EBOPs": ours["ebops"].round(0).values,
-                              "HGQ2 val acc": theirs["best_val_acc"].round(4).values,
-                              "HGQ2 test acc": theirs["test_acc"].round(4).values,
-                              "HGQ2 EBOPs": theirs["ebops"].round(0).values})
-        hv = {side: hypervolume(list(zip(f["best_val_acc"], f["ebops"])), (REFERENCE_ACC, reference))
-              for side, f in (("jscexp", ours), ("HGQ2", theirs))}
-        summary = pd.DataFrame([
-            {"side": "jscexp, one stacked job", "hypervolume": round(hv["jscexp"]), "CPU (s)": round(our_cpu, 1),
-             "wall (s)": round(our_wall, 1)},
-            {"side": f"HGQ2, {len(BETAS)} trainings (defaults)", "hypervolume": round(hv["HGQ2"]),
-             "CPU (s)": round(their_cpu, 1), "wall (s)": round(their_wall, 1)}])
-        out += [f"\n## {net}\n", table.to_markdown(index=False), "",
-                f"Hypervolume of (validation accuracy, EBOPs) against ({REFERENCE_ACC}, {reference:.0f} EBOPs):\n",
-                summary.to_markdown(index=False), "",
-                f"jscexp / HGQ2: hypervolume {hv['jscexp'] / hv['HGQ2']:.2f} x, CPU {our_cpu / their_cpu:.2f} x "
-                f"(goal: hypervolume >= 1, CPU <= 0.33)"]
+        fronts = {"jscexp, one stacked job": jscexp_front(work, data, hidden, common, net),
+                  f"HGQ2, {len(BETAS)} trainings, width step x{WIDTH_RATE:g} (matched)":
+                      hgq2_front(splits, hidden, common, WIDTH_RATE),
+                  f"HGQ2, {len(BETAS)} trainings (defaults)": hgq2_front(splits, hidden, common, 1.0)}
+        out += [f"\n## {net}\n", *_report(fronts)]
     return "\n".join(out) + "\n"
+
+
+def _report(fronts: dict[str, tuple[pd.DataFrame, float, float]]) -> list[str]:
+    """Per β each side's accuracies and EBOPs; per side its hypervolume, CPU and wall time."""
+    short = ["jscexp", "HGQ2 matched", "HGQ2 defaults"]
+    table = pd.DataFrame({"beta": next(iter(fronts.values()))[0]["beta"].map(lambda b: f"{b:g}").values})
+    for name, (front, _, _) in zip(short, fronts.values()):
+        table[f"{name} val acc"] = front["best_val_acc"].round(4).values
+        table[f"{name} test acc"] = front["test_acc"].round(4).values
+        table[f"{name} EBOPs"] = front["ebops"].round(0).values
+    reference = float(max(f["ebops"].max() for f, _, _ in fronts.values()) * 1.1)
+    hv = {name: hypervolume(list(zip(f["best_val_acc"], f["ebops"])), (REFERENCE_ACC, reference))
+          for name, (f, _, _) in fronts.items()}
+    summary = pd.DataFrame([{"side": name, "hypervolume": round(hv[name]), "CPU (s)": round(cpu, 1),
+                             "wall (s)": round(wall, 1)} for name, (_, cpu, wall) in fronts.items()])
+    (ours, our_cpu, _), (_, matched_cpu, _) = list(fronts.values())[:2]
+    ratio = hv[next(iter(fronts))] / max(hv[list(fronts)[1]], 1e-9)
+    return [table.to_markdown(index=False), "",
+            f"Hypervolume of (validation accuracy, EBOPs) against ({REFERENCE_ACC}, {reference:.0f} EBOPs):\n",
+            summary.to_markdown(index=False), "",
+            f"jscexp / HGQ2 matched: hypervolume {ratio:.2f} x, CPU {our_cpu / matched_cpu:.2f} x "
+            "(goals: hypervolume >= 1, CPU <= 0.33)"]
 
 
 def main() -> None:

@@ -2,7 +2,10 @@
 and input feature learns its own fixed-point width under β·EBOPs (HGQ2's default quantisers),
 trained with Keras on JAX (CPU) on the arrays jscexp's recipe split; prints its numbers (JSON).
 
-    KERAS_BACKEND=jax python bench/peers/hgq2_train.py splits.npz --hidden 8 8 --beta 1e-5
+    KERAS_BACKEND=jax python bench/peers/hgq2_train.py splits.npz --hidden 8 8 --beta 1e-5 [--width-rate 8]
+
+``--width-rate R`` makes Adam's step on the quantisers' bit widths R times the weights' (jscexp's
+``quantisation.width_rate``, whose parameter holds width / R); 1 is HGQ2's default.
 """
 
 from __future__ import annotations
@@ -20,6 +23,20 @@ from hgq.layers import QDense  # noqa: E402
 from hgq.utils import trace_minmax  # noqa: E402
 
 
+class WidthStep(keras.optimizers.Adam):
+    """Adam whose step on every quantiser's bit-width variable (b, i, f) is ``rate`` × the weights'."""
+
+    def __init__(self, rate: float, **options):
+        super().__init__(**options)
+        self.rate = rate
+
+    def update_step(self, gradient, variable, learning_rate):
+        name = variable.path.rsplit("/", 1)[-1]
+        if "fixed_point_quantizer" in variable.path and name in ("b", "i", "f"):
+            learning_rate = learning_rate * self.rate
+        return super().update_step(gradient, variable, learning_rate)
+
+
 def network(hidden: list[int], classes: int, beta: float) -> keras.Model:
     layers = [QDense(h, beta0=beta, activation="relu") for h in hidden]
     return keras.Sequential([keras.Input((16,)), *layers, QDense(classes, beta0=beta)])
@@ -34,11 +51,13 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--width-rate", type=float, default=1.0)
     a = p.parse_args()
     keras.utils.set_random_seed(a.seed)
     d = np.load(a.splits)
     model = network(a.hidden, int(d["y_train"].max()) + 1, a.beta)
-    model.compile(optimizer=keras.optimizers.Adam(a.lr), metrics=["accuracy"],
+    optimizer = keras.optimizers.Adam(a.lr) if a.width_rate == 1 else WidthStep(a.width_rate, learning_rate=a.lr)
+    model.compile(optimizer=optimizer, metrics=["accuracy"],
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     started = time.perf_counter()
     history = model.fit(d["x_train"], d["y_train"], batch_size=a.batch_size, epochs=a.epochs, verbose=0,
