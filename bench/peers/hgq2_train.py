@@ -60,10 +60,13 @@ def main() -> None:
     model.compile(optimizer=optimizer, metrics=["accuracy"],
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     started = time.perf_counter()
+    # the best epoch's weights and widths at the end, as jscexp tests and costs its best epoch
+    best = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=a.epochs,
+                                         restore_best_weights=True)
     history = model.fit(d["x_train"], d["y_train"], batch_size=a.batch_size, epochs=a.epochs, verbose=0,
-                        validation_data=(d["x_val"], d["y_val"]), shuffle=True)
+                        validation_data=(d["x_val"], d["y_val"]), shuffle=True, callbacks=[best])
     fit_seconds = time.perf_counter() - started
-    ebops = float(trace_minmax(model, d["x_train"], batch_size=8192))  # its widths' cost, input ranges from the data
+    ebops = float(trace_minmax(model, d["x_train"], batch_size=8192))  # the best epoch's widths, input ranges from the data
     _, test_acc = model.evaluate(d["x_test"], d["y_test"], batch_size=8192, verbose=0)
     print(json.dumps({"beta": a.beta, "val_acc": float(history.history["val_accuracy"][-1]),
                       "best_val_acc": float(max(history.history["val_accuracy"])), "test_acc": float(test_acc),
