@@ -112,10 +112,16 @@ def _run_step(step: Step, cwd: Path) -> int:
     ``subprocess.run`` would SIGKILL it a quarter second in, leaving them RUNNING."""
     proc = subprocess.Popen([sys.executable, "-m", "jscexp", "-m", *step.overrides], cwd=cwd)
     try:
-        return proc.wait()
+        code = proc.wait()
     except KeyboardInterrupt:
         proc.wait()
         raise
+    if code == INTERRUPTED:  # the step saw the Ctrl-C first (the lab's own may land a moment later)
+        raise KeyboardInterrupt
+    return code
+
+
+INTERRUPTED = 130  # python -m jscexp's exit after Ctrl-C or SIGTERM
 
 
 def finished_sweep(uri: str, experiment: str, command: str) -> str | None:
