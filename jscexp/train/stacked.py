@@ -81,49 +81,47 @@ class StackedModel:
         self.base.train(mode)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self._forward(x, self.params)[0]
+        return self._forward(x, self.params)
 
     def with_ebops(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The logits and each trial's EBOPs ([K]; ``jscexp.quant.cost.ebops`` of its lone model),
-        differentiable in its learned widths (the β·EBOPs loss term), from one forward pass."""
+        differentiable in its learned widths (the β·EBOPs loss term)."""
         params = self.params
-        h, weights = self._forward(x, params)
-        return h, self._ebops(params, weights)
+        return self._forward(x, params), self._ebops(params)
 
     @torch.no_grad()
     def ebops(self) -> list[float]:
-        """Each trial's EBOPs at its widths and weights now."""
-        params = self.params
-        weights = {name: self._quantised(name, "weight", params[f"{name}.weight"], params)
-                   for name, layer in self._chain if isinstance(layer, LinearQ)}
-        return self._ebops(params, weights).tolist()
+        """Each trial's EBOPs at its widths now."""
+        return self._ebops(self.params).tolist()
 
-    def _ebops(self, params, weights: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _ebops(self, params) -> torch.Tensor:
+        """HGQ2's count counts every weight at its width, whatever its value: the widths and the
+        weights' shapes are all it reads."""
         total = torch.zeros(self.k, device=self.flat.device)
-        for name, w in weights.items():
-            b_b = self._widths(name, "bias", params[f"{name}.bias"], params)
-            total = total + ebops_of(self._widths(name, "data_in", w, params), self._widths(name, "weight", w, params),
-                                     w.shape, b_b)
+        for name, layer in self._chain:
+            if isinstance(layer, LinearQ):
+                w = params[f"{name}.weight"]
+                b_b = self._widths(name, "bias", params[f"{name}.bias"], params)
+                total = total + ebops_of(self._widths(name, "data_in", w, params),
+                                         self._widths(name, "weight", w, params), w.shape, b_b)
         return total
 
-    def _forward(self, x: torch.Tensor, params) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """[K, batch, classes], and each quantised Linear's weights as the forward used them."""
-        h, weights = x.expand(self.k, *x.shape), {}
+    def _forward(self, x: torch.Tensor, params) -> torch.Tensor:
+        """[K, batch, classes]."""
+        h = x.expand(self.k, *x.shape)
         for name, layer in self._chain:
             if isinstance(layer, nn.Linear):
                 h = self._quantised(name, "data_in", h, params)
                 w = self._quantised(name, "weight", params[f"{name}.weight"], params)
                 b = self._quantised(name, "bias", params[f"{name}.bias"], params)
                 h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
-                if isinstance(layer, LinearQ):
-                    weights[name] = w
             elif isinstance(layer, nn.BatchNorm1d):
                 h = self._batch_norm(name, layer, h, params)
             elif isinstance(layer, nn.Dropout):
                 h = self._dropout(name, h) if self.base.training else h
             else:
                 h = torch.relu(self._quantised(name, "data_in", h, params))
-        return h, weights
+        return h
 
     def _widths(self, name: str, role: str, like: torch.Tensor, params) -> torch.Tensor:
         quantiser = self._quantisers.get((name, role))
