@@ -12,6 +12,7 @@ trial ends with a typed ``Outcome``.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import time
 import uuid
@@ -27,6 +28,7 @@ from jscexp.data import Splits
 from jscexp.errors import UserError
 from jscexp.sweep import GROUP_KEY, Interrupted, Outcome, trial_overrides
 from jscexp.tracking.shared import end_if_running
+from jscexp.tracking.store import PARENT_ENV
 from jscexp.train.loop import Snapshot, mark
 from jscexp.train.process import job_state
 from jscexp.train.snapshots import StateFile
@@ -124,8 +126,8 @@ def _run(cfg: DictConfig, out_dir: Path, overrides: list[str], launch_dir: Path)
         raise trials[0].error
     for err in (t.error for t in trials if t.error is not None):
         print(f"error: {err}", file=sys.stderr)
-    if any(t.pending for t in trials):  # bad input opens no store: nothing half-written
-        _end_orphans(uri, trials)
+    if any(t.pending for t in trials) and not os.environ.get(PARENT_ENV):  # bad input opens no store;
+        _end_orphans(uri, trials)  # a sweep's callback does this once for all its jobs
     from jscexp.group import stacked_batches
 
     joined: list[Trial] = []  # trials the group asked the search for itself (jscexp.intrain.halving)
@@ -222,8 +224,7 @@ def _end_orphans(uri: str, trials: list[Trial]) -> None:
     from jscexp.tracking.resume import end_orphans
 
     claimed = {r for t in trials for r in [*t.lost_runs, *([t.resume.run_id] if t.resume else [])] if r}
-    if ended := end_orphans(uri, claimed):
-        print(f"ended {len(ended)} run(s) that a process now gone left RUNNING: KILLED ({', '.join(ended)})")
+    end_orphans(uri, claimed)
 
 
 def _guard(t: Trial, step) -> None:

@@ -29,7 +29,7 @@ class MlflowSweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         from jscexp.errors import UserError
         from jscexp.sweep.checks import check_sweep
-        from jscexp.tracking.resume import RESUME_ENV, WORKER_TAG, resumable_parent, worker_id
+        from jscexp.tracking.resume import RESUME_ENV, WORKER_TAG, end_orphans, resumable_parent, worker_id
         from jscexp.tracking.run import TrackedRun
         from jscexp.tracking.store import (
             check_reachable,
@@ -52,6 +52,7 @@ class MlflowSweepCallback(Callback):
         search = dict(config.hydra.sweeper.get("params") or {})
         # Create the store and experiment once, here, before any job races to (mlflow #4123).
         mlflow_client = client(uri)
+        end_orphans(uri)  # once for the sweep: its jobs do not each look again
         previous = resumable_parent(mlflow_client, ensure_experiment(mlflow_client, config.experiment), mask(command))
         self._parent = TrackedRun(
             uri,

@@ -89,7 +89,8 @@ def _process(run) -> bool | None:
 
 def end_orphans(uri: str, claimed: Collection[str] = ()) -> list[str]:
     """Runs left RUNNING by a process of this host that is gone (SIGKILL before its first saved
-    epoch, a store that filled up mid-run): ended KILLED with the reason; returns their ids.
+    epoch, a store that filled up mid-run): ended KILLED with the reason, said in one line;
+    returns their ids.
     A sweep's parent and children are left to the sweep: the same command again resumes it
     and ends them pointing at the runs that replace them; so does a job for the runs it goes on
     from (``claimed``)."""
@@ -110,6 +111,8 @@ def end_orphans(uri: str, claimed: Collection[str] = ()) -> list[str]:
             continue
         kill(client, run.info.run_id, f"lost: its process ({tags[WORKER_TAG]}) is gone; it never ended")
         ended.append(run.info.run_id)
+    if ended:
+        print(f"ended {len(ended)} run(s) that a process now gone left RUNNING: KILLED ({', '.join(ended)})")
     return ended
 
 
