@@ -117,12 +117,12 @@ def _report(fronts: dict[str, tuple[pd.DataFrame, float, float]]) -> list[str]:
           for name, (f, _, _) in fronts.items()}
     summary = pd.DataFrame([{"side": name, "hypervolume": round(hv[name]), "CPU (s)": round(cpu, 1),
                              "wall (s)": round(wall, 1)} for name, (_, cpu, wall) in fronts.items()])
-    (ours, our_cpu, _), (_, matched_cpu, _) = list(fronts.values())[:2]
-    ratio = hv[next(iter(fronts))] / max(hv[list(fronts)[1]], 1e-9)
+    (ours, _, our_cpu, _), (matched, _, matched_cpu, _) = [(name, *f) for name, f in fronts.items()][:2]
+    ratio = f"{hv[ours] / hv[matched]:.2f} x" if hv[matched] else "inf (HGQ2's front is empty)"
     return [table.to_markdown(index=False), "",
             f"Hypervolume of (validation accuracy, EBOPs) against ({REFERENCE_ACC}, {reference:.0f} EBOPs):\n",
             summary.to_markdown(index=False), "",
-            f"jscexp / HGQ2 matched: hypervolume {ratio:.2f} x, CPU {our_cpu / matched_cpu:.2f} x "
+            f"jscexp / HGQ2 matched: hypervolume {ratio}, CPU {our_cpu / matched_cpu:.2f} x "
             "(goals: hypervolume >= 1, CPU <= 0.33)"]
 
 

@@ -167,7 +167,8 @@ def _check_writable(path: str, folder: str) -> None:
     if not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
         raise UserError(f"{where} is read-only ({path if os.path.exists(path) else folder}): "
                         "make it writable or point mlflow.tracking_uri elsewhere")
-    free = os.statvfs(folder).f_bavail * os.statvfs(folder).f_frsize
+    disk = os.statvfs(folder)
+    free = disk.f_bavail * disk.f_frsize
     if free < MIN_FREE_BYTES:
         raise UserError(f"{where}: the disk holding it is full ({free // 1024} KiB free): free some space "
                         "or point mlflow.tracking_uri elsewhere")
