@@ -105,7 +105,7 @@ def engine_for(trials: list):
     optimizer = StackedOptimizer({"flat": model.flat}, _optimizer_kind(first), hparams)
     betas = [b for t in trials if (b := fit.learned_beta(t.cfg, t.net)) is not None]  # all or none: one shape
     return StackedEngine(model, optimizer, LrSchedule([t.cfg.scheduler for t in trials], [h["lr"] for h in hparams]),
-                         betas or None)
+                         betas or None, fit.warmup_of(trials[0].cfg.quantisation))
 
 
 def dropout_generator(device: torch.device, seed: int, after_init: torch.Tensor) -> torch.Generator:

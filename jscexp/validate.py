@@ -29,12 +29,15 @@ def check_learned(cfg) -> None:
     names = quantiser_names(cfg.quantisation)
     beta = cfg.quantisation.get("beta")
     if "learned" not in names:
-        if beta is not None:
-            raise UserError(f"quantisation.beta is the penalty on learned widths, but quantisation="
-                            f"{cfg.quantisation.name} learns none: use quantisation=learned (fixed point)")
+        for key in ("beta", "beta_warmup"):
+            if cfg.quantisation.get(key) is not None:
+                raise UserError(f"quantisation.{key} is for the penalty on learned widths, but quantisation="
+                                f"{cfg.quantisation.name} learns none: use quantisation=learned (fixed point)")
         return
     if beta is not None:
         check_beta(beta)
+    if (warmup := cfg.quantisation.get("beta_warmup")) is not None:
+        check_warmup(warmup)
     if other := sorted(names - FIXED_POINT):
         raise UserError(f"learned widths are fixed point: quantise every other role with integer, "
                         f"not {', '.join(other)}")
@@ -48,6 +51,13 @@ def check_beta(beta) -> float:
     if isinstance(beta, bool) or not isinstance(beta, int | float) or not math.isfinite(beta) or beta < 0:
         raise UserError(f"quantisation.beta must be a number ≥ 0 (the EBOPs penalty's strength), got {beta!r}")
     return float(beta)
+
+
+def check_warmup(warmup) -> int:
+    """``quantisation.beta_warmup``: whole epochs ≥ 0."""
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise UserError(f"quantisation.beta_warmup must be a whole number of epochs ≥ 0, got {warmup!r}")
+    return warmup
 
 
 def check_hardware(cfg) -> None:

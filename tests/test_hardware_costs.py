@@ -138,10 +138,11 @@ def test_a_layer_given_its_own_widths_costs_its_own():
                                   "ebops": 128 * 64 + 64 * 32 + 40 * 64 + 21 * 8.0}
 
 
-def test_learned_widths_count_each_weight_at_its_own_width_and_a_zero_width_at_nothing():
-    """jsc-tiny's 16→5 with learned weight widths: one weight at 0 bits, one at 3, the other 78
-    at the start's 8; inputs 8 bits, biases 8: EBOPs = (0 + 3 + 78·8)·8 + 5·8, however the
-    weights' values round."""
+def test_learned_widths_count_each_weight_and_input_feature_at_its_own_width_and_a_zero_width_at_nothing():
+    """jsc-tiny's 16→5 with learned formats (f = 7 for weights, 4 for inputs): weights 0.25 (n = 32:
+    6 bits and the sign), one 0 (0 bits) and one -2^-7 (the sign bit alone); input features
+    traced unsigned with 2 integer bits (6 bits) but feature 0, whose range is empty (0 bits);
+    biases 8 bits: EBOPs = 6·(0 + 1 + 3·7 + 14·5·7) + 5·8."""
     from conftest import compose_cfg
     from jscexp.config import plain
     from jscexp.quant.cost import quantised_linears
@@ -149,8 +150,9 @@ def test_learned_widths_count_each_weight_at_its_own_width_and_a_zero_width_at_n
     gm, _ = quantise(build_model("jsc-tiny"), plain(compose_cfg(["mode=qat", "quantisation=learned"]).quantisation))
     (layer,) = quantised_linears(gm)
     with torch.no_grad():
-        layer.weight.zero_()  # every value rounds to 0: HGQ2 counts them all the same
-        q = layer.w_quantiser
-        q.scaled_width.view(-1)[0] = 0.0
-        q.scaled_width.view(-1)[1] = 3.0 / q.rate
-    assert hardware_costs(gm)["ebops"] == (0 + 3 + 78 * 8) * 8 + 5 * 8
+        layer.weight.fill_(0.25)
+        layer.weight[0, 1], layer.weight[1, 1] = 0.0, -(2.0**-7)
+        layer.x_quantiser.traced_int.fill_(2.0)
+        layer.x_quantiser.traced_int[0] = -4.0
+    assert layer.x_quantiser.widths().tolist() == [0.0] + [6.0] * 15
+    assert hardware_costs(gm)["ebops"] == 6 * (0 + 1 + 3 * 7 + 14 * 5 * 7) + 5 * 8

@@ -30,17 +30,17 @@ def test_at_its_starting_widths_a_learned_quantiser_is_the_integer_one():
 
 
 def test_each_value_has_its_own_width_and_the_width_gradient_is_hgqs_surrogate():
-    """int_bits 1 ([-1, 1)); widths 2, 2, 2, 0: f = 1 for the first three."""
+    """int_bits 1 ([-1, 1)); f = 1, 1, 1 and -1 (width 0)."""
     q = LearnedQuantiser(width=2, frac_width=1).bind(torch.Size([4]))
     with torch.no_grad():
-        q.scaled_width.copy_(torch.tensor([2.0, 2.0, 2.0, -0.4]))  # below 0: width 0
+        q.scaled_frac.copy_(torch.tensor([1.0, 1.0, 1.0, -1.4]))  # f rounds to -1: width 1 - 1 = 0
     x = torch.tensor([0.3, -0.7, 5.0, 0.6], requires_grad=True)
     out = q(x)
     assert out.tolist() == [0.5, -0.5, 0.5, 0.0]  # 0.6 → 1 step; -1.4 → -1; 10 saturates at 1; width 0 → 0
     out.sum().backward()
     ln2 = math.log(2)
-    # ∂q/∂b = ln2·(x − q) inside the range; 5.0 is outside (saturated): no gradient to it or its width
-    assert torch.allclose(q.scaled_width.grad, torch.tensor([ln2 * -0.2, ln2 * -0.2, 0.0, ln2 * 0.6]))
+    # ∂q/∂f = ln2·(x − q) inside the range; 5.0 is outside (saturated): no gradient to it or its format
+    assert torch.allclose(q.scaled_frac.grad, torch.tensor([ln2 * -0.2, ln2 * -0.2, 0.0, ln2 * 0.6]))
     assert x.grad.tolist() == [1.0, 1.0, 0.0, 1.0]
     assert q.on_grid(out.detach()).all() and not q.on_grid(torch.tensor([0.25, -1.5, 0.75, 0.5])).any()
 
@@ -58,8 +58,8 @@ def test_per_weight_widths_cost_by_hand():
     layer = LinearQ(linear, data_in=LearnedQuantiser(width=4, frac_width=2),
                     weight=LearnedQuantiser(width=4, frac_width=3), bias=LearnedQuantiser(width=4, frac_width=3))
     with torch.no_grad():
-        layer.w_quantiser.scaled_width.copy_(torch.tensor([[3.0, 0.0], [2.0, 5.0]]))
-        layer.b_quantiser.scaled_width.copy_(torch.tensor([4.0, 6.0]))
+        layer.w_quantiser.scaled_frac.copy_(torch.tensor([[2.0, -1.0], [1.0, 4.0]]))  # one integer bit: widths 3, 0, 2, 5
+        layer.b_quantiser.scaled_frac.copy_(torch.tensor([3.0, 5.0]))  # widths 4, 6
     assert layer.effective_weight().tolist() == [[0.5, 0.0], [-1.0, 0.3125]]
     # EBOPs: 4·(3 + 2 + 5) + (4 + 6); BOPs: Σ per weight of b_a·b_w + b_a + b_w + ⌈log2 2⌉
     assert hardware_costs(layer) == {"bops": (12 + 4 + 3 + 1) + (0 + 4 + 0 + 1) + (8 + 4 + 2 + 1) + (20 + 4 + 5 + 1),
@@ -67,6 +67,56 @@ def test_per_weight_widths_cost_by_hand():
     found = costs(layer)
     assert found["avg_weight_bits"] == 2.5 and found["model_size_bits"] == 10 + 10  # the widths are no parameters
     assert layer.w_quantiser.fixed().describe() == "integer(width=5, frac_width=4, signed=True)"
+
+
+def test_a_weights_integer_bits_are_the_fewest_that_hold_it_and_a_weight_that_rounds_to_0_costs_nothing():
+    """int_bits=value, f = 3: n = round(x·8) = 2, -4, 22, 0, -8 need 2, 2 (two's complement: -4
+    beside the sign), 5, 0 and 3 magnitude bits, each plus the sign bit; 0 needs none at all."""
+    q = LearnedQuantiser(frac_width=3, int_bits="value").bind(torch.Size([5]))
+    x = torch.tensor([0.3, -0.5, 2.7, 0.04, -1.0])
+    out = q(x)
+    assert out.tolist() == [0.25, -0.5, 2.75, 0.0, -1.0]
+    assert q.widths(x).tolist() == [3.0, 3.0, 6.0, 0.0, 4.0]
+    assert q.on_grid(out, x).all()
+    # one format for them all (hls4ml's type): 2 integer bits (2.75), 3 fractional, the sign
+    assert q.fixed(x).describe() == "integer(width=6, frac_width=3, signed=True)"
+    q.widths(x).sum().backward()  # the penalty's gradient reaches f where the width is > 0
+    assert q.scaled_frac.grad.tolist() == [1.0, 1.0, 1.0, 0.0, 1.0]
+
+
+def test_an_inputs_sign_and_integer_bits_are_traced_per_feature_from_the_batches_training_sees():
+    """int_bits=traced, f = 2, int_decay 0.5: feature 0 is never negative (unsigned) with |x| ≤ 1.7
+    (i = ⌈log2(1.7 + 2^-2)⌉ = 1); feature 1 is always 0 (i = -2: width 0, dropped); feature 2
+    is negative once (signed), |x| ≤ 2.6 (i = 2). A later batch's smaller range lowers i by at
+    most 0.5 a step; evaluating traces nothing."""
+    q = LearnedQuantiser(frac_width=2, int_bits="traced", int_decay=0.5).bind(torch.Size([3]))
+    out = q(torch.tensor([[0.3, 0.0, -2.6], [1.7, 0.0, 0.9]]))
+    assert q.traced_sign.tolist() == [0.0, 0.0, 1.0] and q.traced_int.tolist() == [1.0, -2.0, 2.0]
+    assert q.widths().tolist() == [3.0, 0.0, 5.0]
+    assert out.tolist() == [[0.25, 0.0, -2.5], [1.75, 0.0, 1.0]]
+    assert q.fixed().describe() == "integer(width=5, frac_width=2, signed=True)"
+    small = torch.tensor([[0.2, 0.0, 0.1]])
+    q(small)
+    assert q.traced_int.tolist() == [0.5, -2.0, 1.5] and q.widths().tolist() == [3.0, 0.0, 5.0]  # ⌈0.5⌉ = 1
+    q(small)
+    assert q.traced_int.tolist() == [0.0, -2.0, 1.0] and q.widths().tolist() == [2.0, 0.0, 4.0]
+    q.eval()
+    assert q(torch.tensor([[9.0, 1.0, -9.0]])).tolist() == [[0.75, 0.0, -2.0]]  # saturates, traces nothing
+    assert q.traced_int.tolist() == [0.0, -2.0, 1.0]
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"width": 8, "int_bits": "own"}, "int_bits must be one of fixed, value, traced, got 'own'"),
+    ({"int_bits": "traced", "signed": True}, "int_bits=traced traces the sign bit from the data: leave signed out"),
+    ({"width": 8, "int_decay": 0.1}, "int_decay is how fast traced integer bits fall; with int_bits=fixed it would "
+                                      "change nothing"),
+    ({"int_bits": "traced", "int_decay": -1}, "int_decay must be a number ≥ 0 (bits per step), got -1"),
+    ({"width": 8, "int_bits": "value"}, "with int_bits=value the integer bits follow the values, so width would change nothing"),
+    ({}, "int_bits=fixed takes its integer bits from width - frac_width: give width"),
+])
+def test_bad_learned_format_options_are_one_line(options, message):
+    with pytest.raises(UserError, match=re.escape(message)):
+        LearnedQuantiser(frac_width=4, **options)
 
 
 def _learned_runs(workdir: Path, *args: str) -> dict[float, object]:
@@ -137,7 +187,11 @@ def _front_is_non_dominated(workdir: Path, runs: list) -> None:
     [
         (["quantisation=learned", "quantisation.beta=-1"], "quantisation.beta must be a number ≥ 0"),
         (["quantisation=int8", "+quantisation.beta=1e-5"],
-         "quantisation.beta is the penalty on learned widths, but quantisation=int8 learns none"),
+         "quantisation.beta is for the penalty on learned widths, but quantisation=int8 learns none"),
+        (["quantisation=int8", "+quantisation.beta_warmup=2"],
+         "quantisation.beta_warmup is for the penalty on learned widths, but quantisation=int8 learns none"),
+        (["quantisation=learned", "quantisation.beta_warmup=1.5"],
+         "quantisation.beta_warmup must be a whole number of epochs ≥ 0, got 1.5"),
         (["quantisation=minifloat8", "+quantisation.beta=1e-5"], "quantisation=minifloat8 learns none"),
         (["quantisation=learned", "+quantisation.linear.config.weight_name=minifloat"],
          "learned widths are fixed point: quantise every other role with integer, not minifloat"),

@@ -97,6 +97,18 @@ def test_quantised_trials_with_their_own_widths_match_their_runs_alone(workdir):
         assert vec["metrics"]["ebops"] == alone[key]["metrics"]["ebops"]
 
 
+def test_learned_width_trials_with_their_own_beta_match_their_runs_alone(workdir):
+    """Learned formats (a width per weight from its value, per input feature traced from the
+    data, per trial in the stacked buffers): each β's slice gives its lone run's numbers and EBOPs."""
+    common = [*SMALL, "model=jsc-toy", "optimizer=sgd", "learning_rate=5e-2", "mode=qat", "quantisation=learned"]
+    alone, stacked = alone_and_stacked(workdir, common, [["quantisation.beta=0"], ["quantisation.beta=3e-4"]],
+                                       ("quantisation.beta",))
+    for key, vec in stacked.items():
+        assert vec["metrics"]["ebops"] == alone[key]["metrics"]["ebops"], key
+        assert vec["tags"]["jscexp.quant_check"] == "passed"
+    assert stacked[("0.0003",)]["metrics"]["ebops"] < stacked[("0",)]["metrics"]["ebops"]
+
+
 @pytest.mark.slow
 def test_trials_with_their_own_per_layer_widths_match_their_runs_alone(workdir):
     """A width per layer (fx node name) is a knob like any width: trials differing in jsc-toy's

@@ -56,10 +56,10 @@ class Fixed:
         return f"{name}<{self.width},{self.integer}{',AP_RND_CONV,AP_SAT' if cast else ''}>"
 
 
-def _fixed(q, what: str) -> Fixed | None:
+def _fixed(q, what: str, source: torch.Tensor | None = None) -> Fixed | None:
     if q is None:
         return None
-    if (fixed := q.fixed()) is None:
+    if (fixed := q.fixed(source)) is None:
         raise UserError(f"{what}: hls4ml has no type for the '{q.name}' format: export runs of fixed-point "
                         "(integer) presets, e.g. quantisation=int8 or int8_all")
     return Fixed.of(fixed)
@@ -119,8 +119,8 @@ def _layer(module: nn.Module, x: Fixed | None, name: str) -> tuple[dict[str, str
     if isinstance(module, nn.ReLU):
         return {"result": x.text() if x else FLOAT_STANDIN}, x
     if isinstance(module, nn.Linear):
-        w = _fixed(getattr(module, "w_quantiser", None), f"{name} weight")
-        b = _fixed(getattr(module, "b_quantiser", None), f"{name} bias") if module.bias is not None else None
+        w = _fixed(getattr(module, "w_quantiser", None), f"{name} weight", module.weight)
+        b = _fixed(getattr(module, "b_quantiser", None), f"{name} bias", module.bias) if module.bias is not None else None
         return _affine(x, w, b, module.bias is not None, module.in_features, ("weight", "bias"), accum=True)
     if isinstance(module, nn.BatchNorm1d):
         w = _fixed(getattr(module, "w_quantiser", None), f"{name} scale")

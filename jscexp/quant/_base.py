@@ -38,9 +38,10 @@ class Quantiser(abc.ABC):
         never by calling ``quantise`` (a check by the code under test cannot fail); ``source``
         is the float tensor they came from, for formats whose levels depend on it."""
 
-    def fixed(self):
+    def fixed(self, source: torch.Tensor | None = None):
         """The fixed-point (integer) format that holds this quantiser's values, or None for
-        another format (hls4ml and da4ml know fixed point only)."""
+        another format (hls4ml and da4ml know fixed point only); ``source`` is the tensor it
+        quantises where its formats follow the values (a weight, a bias)."""
         return None
 
     def describe(self) -> str:

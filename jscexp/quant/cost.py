@@ -22,7 +22,7 @@ def widths(module: nn.Module, role: str) -> torch.Tensor:
     input nobody quantises at 32 for float32, as the BOPs reference code takes for a first layer)."""
     q = getattr(module, ROLE_ATTRS[role], None)
     if isinstance(q, LearnedQuantiser):
-        return q.widths()
+        return q.widths(getattr(module, role) if role != "data_in" else None)
     weight = module.weight
     assert isinstance(weight, torch.Tensor), "a layer with a weight tensor"
     return torch.tensor(float(q.bits if q is not None else weight.element_size() * 8))
@@ -73,7 +73,7 @@ def traceable(model: nn.Module) -> bool:
     """Whether da4ml can trace every quantised Linear: fixed-point input, weight and bias."""
     layers = quantised_linears(model)
     return bool(layers) and all(
-        q is not None and q.fixed() is not None for layer in layers
+        q is not None and (isinstance(q, LearnedQuantiser) or q.fixed() is not None) for layer in layers
         for q in (layer.x_quantiser, layer.w_quantiser, *([layer.b_quantiser] if layer.bias is not None else [])))
 
 

@@ -38,7 +38,7 @@ class IntegerQuantiser(Quantiser):
             return -(2 ** (self.width - 1)), 2 ** (self.width - 1) - 1
         return 0, 2**self.width - 1
 
-    def fixed(self) -> IntegerQuantiser:
+    def fixed(self, source: torch.Tensor | None = None) -> IntegerQuantiser:
         return self
 
     def quantise(self, x: torch.Tensor) -> torch.Tensor:
@@ -97,10 +97,10 @@ class StackedInteger:
         self.inv_scale[trial], self.scale[trial] = 2.0**quantiser.frac_width, 2.0**-quantiser.frac_width
         self.low[trial], self.high[trial] = quantiser.levels
 
-    def __call__(self, x: torch.Tensor, params=None) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, params=None, buffers=None, training: bool = False) -> torch.Tensor:
         shape = (-1, *([1] * (x.dim() - 1)))
         return _FakeQuantise.apply(x, *(t.view(shape) for t in (self.inv_scale, self.scale, self.low, self.high)))
 
-    def widths(self, like: torch.Tensor, params=None) -> torch.Tensor:
+    def widths(self, like: torch.Tensor, params=None, buffers=None) -> torch.Tensor:
         """Each trial's width, viewed to broadcast over a stacked [K, ...] tensor like ``like``."""
         return self.bits.view(-1, *([1] * (like.dim() - 1)))

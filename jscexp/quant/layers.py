@@ -29,10 +29,11 @@ class LinearQ(nn.Linear):
     def __init__(self, linear: nn.Linear, *, data_in=None, weight=None, bias=None):
         super().__init__(linear.in_features, linear.out_features, bias=linear.bias is not None)
         self.load_state_dict(linear.state_dict())
-        shapes = ((data_in, ()), (weight, self.weight.shape), (bias, self.bias.shape if self.bias is not None else None))
+        shapes = ((data_in, (linear.in_features,)), (weight, self.weight.shape),
+                  (bias, self.bias.shape if self.bias is not None else None))
         for q, shape in shapes:
             if isinstance(q, LearnedQuantiser) and shape is not None:
-                q.bind(torch.Size(shape))  # a width per weight, per bias, one for the input
+                q.bind(torch.Size(shape))  # a format per weight, per bias, per input feature
         self.x_quantiser, self.w_quantiser, self.b_quantiser = data_in, weight, bias
 
     def effective_weight(self) -> torch.Tensor:

@@ -1,17 +1,28 @@
-"""Learned fixed-point widths (HGQ, Sun et al., arXiv 2405.00645): each value of a role gets
-its own width, trained by gradient descent with the network and pulled down by β·EBOPs.
+"""Learned fixed-point widths (HGQ, Sun et al., arXiv 2405.00645; as the hgq2 package learns
+them): each value of a role has its own format, trained by gradient descent with the network
+and pulled down by β·EBOPs.
 
-A role's integer bits ``i`` stay as configured (``width - frac_width``, sign included); the
-trainable ``width`` b sets the fractional bits f = b − i. Forward: b rounded (half to even)
-and kept in [0, 32]; the value is fixed point with b bits, f of them fractional, rounding half to
-even and saturating like the integer quantiser; b = 0 gives 0 (a weight that costs nothing).
-Backward: the value's gradient passes straight through inside the format's range; the width's
-is HGQ's surrogate — the error δ = x − q halves with each fractional bit, so ∂q/∂b = ln 2 · δ.
+A value's format is k sign bits (0 or 1), i integer and f fractional bits, width b = k + i + f
+(HGQ2's ``SAT`` mode, whose EBOPs count the sign bit). The fractional bits f are the trained
+parameter (one per value; one per feature for a layer's input). The integer bits follow
+``int_bits``:
+- ``fixed``: as configured (``width - frac_width``, sign included), for every value;
+- ``value`` (weights, biases): the fewest that hold each value rounded to its f — a weight
+  that rounds to 0 has width 0 and costs nothing (HGQ's rule for weights; HGQ2 trains them
+  from there, SAT_SYM);
+- ``traced`` (inputs): per feature from the data training sees, HGQ2's input quantiser: the
+  sign bit once a negative value is seen (a ReLU's output stays unsigned), i the fewest that
+  hold the batch's largest magnitude, falling by at most ``int_decay`` bits a step.
+Forward: f rounded half to even; the value is fixed point with those bits, rounding half to even
+and saturating like the integer quantiser; b ≤ 0 gives 0. Backward: the value's gradient passes
+straight through inside the format's range; f's is HGQ's surrogate — the error δ = x − q halves
+with each fractional bit, so ∂q/∂f = ln 2 · δ.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -19,28 +30,24 @@ from torch import nn
 from jscexp.errors import UserError
 from jscexp.quant._base import ROLE_ATTRS, Quantiser, positive_int, ste
 from jscexp.quant.integer import IntegerQuantiser
-from jscexp.validate import check_beta
+from jscexp.validate import check_beta, check_warmup
 
 _LN2 = math.log(2.0)
 MAX_WIDTH = 32  # the integer quantiser's limit; also keeps 2^f finite whatever a step does
-
-
-def in_force(width: torch.Tensor) -> torch.Tensor:
-    """The widths a forward pass uses: rounded half to even, within [0, MAX_WIDTH]."""
-    return torch.round(width.clamp(0, MAX_WIDTH))
+INT_BITS = ("fixed", "value", "traced")
 
 
 class _LearnedQuantise(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, width, int_bits: int, signed: bool):
-        b = in_force(width)
-        f = b - int_bits
+    def forward(ctx, x, width, int_bits, k):
+        """``width`` b and ``int_bits`` k + i (integers, as floats), ``k`` the sign bit (1 or 0):
+        each broadcasting over ``x``; ``width`` carries f's gradient."""
+        f = width - int_bits
         steps = torch.round(x * torch.exp2(f))
-        low = -torch.exp2(b - 1) if signed else torch.zeros_like(b)
-        high = torch.exp2(b - 1) - 1 if signed else torch.exp2(b) - 1
-        q = torch.where(b > 0, torch.minimum(torch.maximum(steps, low), high) * torch.exp2(-f), 0.0)
-        bound = 2.0 ** (int_bits - 1) if signed else 2.0**int_bits
-        inside = (x >= -bound if signed else x >= 0) & (x < bound)
+        magnitude = torch.exp2(width - k)
+        q = torch.where(width > 0, torch.minimum(torch.maximum(steps, -k * magnitude), magnitude - 1) * torch.exp2(-f), 0.0)
+        bound = torch.exp2(int_bits - k)
+        inside = (x >= -k * bound) & (x < bound)
         ctx.save_for_backward(inside, (x - q) * _LN2)
         ctx.width_shape = width.shape
         return q
@@ -52,104 +59,219 @@ class _LearnedQuantise(torch.autograd.Function):
         return grad * inside, grad_width.sum_to_size(ctx.width_shape), None, None
 
 
-def learned_quantise(x: torch.Tensor, width: torch.Tensor, int_bits: int, signed: bool) -> torch.Tensor:
-    """``x`` on the grid of ``width`` bits per value (``width`` broadcasts over ``x``)."""
-    return _LearnedQuantise.apply(x, width, int_bits, signed)
+@dataclass(frozen=True)
+class Rule:
+    """How a role's format is made (the same for a lone quantiser and K stacked ones)."""
+
+    int_bits: str  # one of INT_BITS
+    fixed_int: int  # k + i where int_bits is fixed
+    signed: bool  # k where int_bits is fixed or value
+    rate: float
+    decay: float  # traced: most bits i falls per training step
+
+    def frac(self, scaled: torch.Tensor) -> torch.Tensor:
+        """f in force (rounded half to even), with f's gradient passing straight through."""
+        f = scaled * self.rate
+        return ste(f, torch.round(f.clamp(-MAX_WIDTH, MAX_WIDTH)))
+
+    def value_int(self, x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+        """k + i for each value of ``x`` on its own grid: the bits of |n|, n = round(x·2^f)
+        (a negative n needs those of |n| − 1 beside the sign); width 0 where n = 0."""
+        with torch.no_grad():
+            n = torch.round(x * torch.exp2(f))
+            if not self.signed:
+                n = n.clamp(min=0)
+            magnitude = torch.where(n < 0, -n - 1, n)
+            _, bits = torch.frexp(magnitude)  # m·2^e, m in [0.5, 1): e bits for a positive integer
+            width = torch.where(n == 0, 0, bits + int(self.signed))
+            return width.to(x.dtype) - f
+
+    @torch.no_grad()
+    def trace(self, x: torch.Tensor, f: torch.Tensor, state: dict[str, torch.Tensor], dims: tuple[int, ...]) -> None:
+        """A training batch's ranges into the traced sign and integer bits (in place)."""
+        state["sign"].copy_(torch.maximum(state["sign"], (x < 0).any(dim=dims).to(x.dtype)))
+        largest = x.abs().amax(dim=dims)
+        needed = torch.ceil(torch.log2(largest + torch.exp2(-f.detach())))
+        state["int"].copy_(torch.maximum(state["int"] - self.decay, needed))
+
+    def format(self, x: torch.Tensor | None, scaled: torch.Tensor, state: dict[str, torch.Tensor] | None,
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(width b with f's gradient, k + i, k), each broadcasting like ``scaled``."""
+        f = self.frac(scaled)
+        if self.int_bits == "traced":
+            assert state is not None, "a traced format reads its state"
+            k = state["sign"]
+            int_bits = k + torch.ceil(state["int"])
+        elif self.int_bits == "value":
+            assert x is not None, "a format per value reads the values"
+            k, int_bits = torch.tensor(float(self.signed)), self.value_int(x, f)
+        else:
+            k, int_bits = torch.tensor(float(self.signed)), torch.full_like(f, float(self.fixed_int))
+        width = int_bits + f
+        return ste(width, width.detach().clamp(0, MAX_WIDTH)), int_bits, k.to(f.device)
+
+    def quantise(self, x: torch.Tensor, scaled: torch.Tensor, state, dims: tuple[int, ...] | None) -> torch.Tensor:
+        """``x`` in its formats; ``dims`` (the batch's) trace the ranges first (training)."""
+        if self.int_bits == "traced" and dims is not None:
+            self.trace(x, self.frac(scaled), state, dims)
+        width, int_bits, k = self.format(x, scaled, state)
+        return _LearnedQuantise.apply(x, width, int_bits, k)
+
+    def widths(self, x: torch.Tensor | None, scaled: torch.Tensor, state) -> torch.Tensor:
+        """The widths in force, with the penalty's straight-through gradient to f where b > 0
+        (a value of width 0 has no format whose cost could fall)."""
+        width, _, _ = self.format(x, scaled, state)
+        return width * (width.detach() > 0)
 
 
-def rounded(width: torch.Tensor) -> torch.Tensor:
-    """The widths the forward pass uses, with a straight-through gradient (the EBOPs penalty's)."""
-    return ste(width, in_force(width))
+def _check_rule(int_bits, width, signed, int_decay, what: str) -> None:
+    """Options that ``int_bits`` would leave without effect are refused, not ignored."""
+    if int_bits not in INT_BITS:
+        raise UserError(f"{what}: int_bits must be one of {', '.join(INT_BITS)}, got {int_bits!r}")
+    if int_bits == "fixed" and width is None:
+        raise UserError(f"{what}: int_bits=fixed takes its integer bits from width - frac_width: give width")
+    if int_bits != "fixed" and width is not None:
+        raise UserError(f"{what}: with int_bits={int_bits} the integer bits follow the "
+                        f"{'values' if int_bits == 'value' else 'data'}, so width would change nothing: leave it out")
+    if int_bits == "traced" and signed is not None:
+        raise UserError(f"{what}: int_bits=traced traces the sign bit from the data: leave signed out")
+    if int_bits != "traced" and int_decay is not None:
+        raise UserError(f"{what}: int_decay is how fast traced integer bits fall; with int_bits={int_bits} "
+                        "it would change nothing: leave it out")
 
 
 class LearnedQuantiser(nn.Module, Quantiser):
-    """``learned``: fixed point whose width is a parameter per value of the role's tensor
-    (one for a layer's input). ``width`` and ``frac_width`` are where training starts; their
-    difference, the integer bits, stays. Its layer gives it its shape (``bind``)."""
+    """``learned``: fixed point whose format is learned per value of the role's tensor (per
+    feature for a layer's input). ``width`` and ``frac_width`` are where training starts;
+    ``int_bits`` says how the integer bits follow (module docstring). Its layer gives it its
+    shape (``bind``)."""
 
     name = "learned"
 
-    def __init__(self, *, width: int, frac_width: int, signed: bool = True, rate: float = 1.0, what: str = "learned"):
+    def __init__(self, *, frac_width: int, width: int | None = None, signed: bool | None = None, rate: float = 1.0,
+                 int_bits: str = "fixed", int_decay: float | None = None, what: str = "learned"):
         nn.Module.__init__(self)
-        start = IntegerQuantiser(width=width, frac_width=frac_width, signed=signed, what=what)  # its checks
-        self.start, self.int_bits, self.signed = positive_int("width", width, what), width - frac_width, start.signed
+        _check_rule(int_bits, width, signed, int_decay, what)
+        decay = 0.05 if int_decay is None else int_decay
+        if isinstance(decay, bool) or not isinstance(decay, int | float) or not decay >= 0:
+            raise UserError(f"{what}: int_decay must be a number ≥ 0 (bits per step), got {int_decay!r}")
+        if width is not None:
+            IntegerQuantiser(width=width, frac_width=frac_width, signed=signed is not False, what=what)  # its checks
+        elif isinstance(frac_width, bool) or not isinstance(frac_width, int) or not 0 <= frac_width <= MAX_WIDTH:
+            raise UserError(f"{what}: frac_width must be an integer in [0, {MAX_WIDTH}], got {frac_width!r}")
         if isinstance(rate, bool) or not isinstance(rate, int | float) or not rate > 0:
             raise UserError(f"{what}: rate must be a number > 0, got {rate!r}")
-        self.rate = float(rate)
+        self.start_frac = frac_width
+        fixed_int = positive_int("width", width, what) - frac_width if width is not None else 0
+        self.rule = Rule(int_bits, fixed_int, signed is not False, float(rate), float(decay))
         self.bind(torch.Size())
 
+    @property
+    def rate(self) -> float:
+        return self.rule.rate
+
     def bind(self, shape: torch.Size) -> LearnedQuantiser:
-        """One width per value of a tensor of ``shape`` (a weight's, a bias's; () for an input).
-        The parameter holds width / rate: an optimizer's step moves a width ``rate`` times as far
-        as a weight (Adam's step is about the learning rate whatever the gradient's scale)."""
-        self.scaled_width = nn.Parameter(torch.full(shape, self.start / self.rate))
+        """One format per value of a tensor of ``shape`` (a weight's, a bias's; a layer input's
+        features). The parameter holds f / rate: an optimizer's step moves f ``rate`` times as
+        far as a weight (Adam's step is about the learning rate whatever the gradient's scale)."""
+        self.scaled_frac = nn.Parameter(torch.full(shape, self.start_frac / self.rule.rate))
+        if self.rule.int_bits == "traced":  # nothing seen yet: no range (every input 0) until a training batch
+            self.register_buffer("traced_sign", torch.zeros(shape))
+            self.register_buffer("traced_int", torch.full(shape, -float(MAX_WIDTH)))
         return self
 
-    @property
-    def width(self) -> torch.Tensor:
-        return self.scaled_width * self.rate
+    def _state(self) -> dict[str, torch.Tensor] | None:
+        if self.rule.int_bits != "traced":
+            return None
+        return {"sign": self.get_buffer("traced_sign"), "int": self.get_buffer("traced_int")}
 
     def quantise(self, x: torch.Tensor) -> torch.Tensor:
-        return learned_quantise(x, self.width, self.int_bits, self.signed)
+        dims = tuple(range(x.dim() - self.scaled_frac.dim())) if self.training else None
+        return self.rule.quantise(x, self.scaled_frac, self._state(), dims)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.quantise(x)
 
-    def widths(self) -> torch.Tensor:
-        """The widths in force, as integers in a float tensor (the penalty's gradient passes)."""
-        return rounded(self.width)
+    def widths(self, source: torch.Tensor | None = None) -> torch.Tensor:
+        """The widths in force, as integers in a float tensor (the penalty's gradient passes);
+        ``source`` is the tensor quantised (a weight, a bias) where the widths follow its values."""
+        return self.rule.widths(source, self.scaled_frac, self._state())
 
     @property
     def bits(self) -> int:
-        """The widest value's width: the storage a single format for the role needs."""
-        return self.fixed().width
+        raise TypeError("a learned quantiser's widths differ per value: read widths(source)")
 
-    def fixed(self) -> IntegerQuantiser:
+    def fixed(self, source: torch.Tensor | None = None) -> IntegerQuantiser:
         """The one integer format holding every value (hls4ml's and da4ml's type for the role):
-        the configured integer bits and the largest fractional bits in use."""
+        the most integer and fractional bits any value of width > 0 uses, signed where any is."""
         with torch.no_grad():
-            b = in_force(self.width)
-            frac = int(max(0.0, float((b - self.int_bits)[b > 0].max())) if bool((b > 0).any()) else 0)
-        return IntegerQuantiser(width=max(self.int_bits + frac, 1), frac_width=frac, signed=self.signed)
+            width, int_bits, k = self.rule.format(source, self.scaled_frac, self._state())
+            used = (width > 0).expand_as(width)
+            if not bool(used.any()):
+                return IntegerQuantiser(width=1, frac_width=0, signed=True)
+            k = k.expand_as(width)
+            signed = bool((k[used] > 0).any())
+            integer = max(int((int_bits - k)[used].max()), 0)
+            frac = max(int((width - int_bits)[used].max()), 0)
+        return IntegerQuantiser(width=max(int(signed) + integer + frac, 1), frac_width=frac, signed=signed)
 
     def on_grid(self, x: torch.Tensor, source: torch.Tensor | None = None) -> torch.Tensor:
         """Each value a multiple of its own 2^-f inside its own b-bit range (0 where b = 0)."""
-        b = in_force(self.width.detach()).double().expand_as(x)
-        steps = x.double() * torch.exp2(b - self.int_bits)
-        low = -torch.exp2(b - 1) if self.signed else torch.zeros_like(b)
-        high = torch.exp2(b - 1) - 1 if self.signed else torch.exp2(b) - 1
-        fits = (steps == steps.round()) & (steps >= low) & (steps <= high)
-        return torch.where(b > 0, fits, x == 0)
+        with torch.no_grad():
+            width, int_bits, k = (t.double().expand_as(x) for t in self.rule.format(source, self.scaled_frac, self._state()))
+        steps = x.double() * torch.exp2(width - int_bits)
+        magnitude = torch.exp2(width - k)
+        fits = (steps == steps.round()) & (steps >= -k * magnitude) & (steps <= magnitude - 1)
+        return torch.where(width > 0, fits, x == 0)
 
     def describe(self) -> str:
-        b = in_force(self.width.detach())
-        return (f"learned(int_bits={self.int_bits}, signed={self.signed}, width={int(b.min())}…{int(b.max())}, "
-                f"mean={float(b.mean()):.2f})")
+        f = self.rule.frac(self.scaled_frac.detach())
+        return (f"learned(int_bits={self.rule.int_bits}, frac={int(f.min())}…{int(f.max())}, "
+                f"mean frac={float(f.mean()):.2f})")
 
 
 class StackedLearned:
-    """K trials' learned widths of one role, read from the stacked parameters (``params[key]``,
-    [K, *shape]): trial k's slice gets what its own ``LearnedQuantiser`` gives it."""
+    """K trials' learned formats of one role, read from the stacked parameters and buffers
+    (``params[prefix + '.scaled_frac']``, [K, *shape]): trial k's slice gets what its own
+    ``LearnedQuantiser`` gives it."""
 
-    def __init__(self, key: str, int_bits: int, signed: bool, rate: float):
-        self.key, self.int_bits, self.signed, self.rate = key, int_bits, signed, rate
+    def __init__(self, prefix: str, rule: Rule, per_feature: bool):
+        self.prefix, self.rule, self.per_feature = prefix, rule, per_feature
 
     @classmethod
-    def of(cls, quantisers: list, key: str) -> StackedLearned | None:
-        """The stacked form when every trial learns this role's widths in one format, else None."""
-        if not all(isinstance(q, LearnedQuantiser) for q in quantisers) or \
-                len({(q.int_bits, q.signed, q.rate) for q in quantisers}) != 1:
+    def of(cls, quantisers: list, prefix: str, role: str) -> StackedLearned | None:
+        """The stacked form when every trial learns this role's formats by one rule, else None."""
+        if not all(isinstance(q, LearnedQuantiser) for q in quantisers) or len({q.rule for q in quantisers}) != 1:
             return None
-        return cls(key, quantisers[0].int_bits, quantisers[0].signed, quantisers[0].rate)
+        return cls(prefix, quantisers[0].rule, role == "data_in")
 
-    def _over(self, width: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        return width.view(*width.shape, *([1] * (like.dim() - width.dim())))
+    def _over(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """[K, *shape] viewed to broadcast over ``like`` ([K, batch, features] for an input)."""
+        if self.per_feature:
+            return t.view(t.shape[0], *([1] * (like.dim() - t.dim())), *t.shape[1:])
+        return t.view(*t.shape, *([1] * (like.dim() - t.dim())))
 
-    def __call__(self, x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
-        return learned_quantise(x, self._over(params[self.key] * self.rate, x), self.int_bits, self.signed)
+    def _state(self, buffers) -> dict[str, torch.Tensor] | None:
+        if self.rule.int_bits != "traced":
+            return None
+        return {"sign": buffers[f"{self.prefix}.traced_sign"], "int": buffers[f"{self.prefix}.traced_int"]}
 
-    def widths(self, like: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self._over(rounded(params[self.key] * self.rate), like)
+    def __call__(self, x: torch.Tensor, params, buffers=None, training: bool = False) -> torch.Tensor:
+        state = self._state(buffers)
+        dims = (1,) if training and self.per_feature else None
+        if dims is not None and state is not None:  # trace in [K, features], then view for the batch
+            self.rule.trace(x, self.rule.frac(params[f"{self.prefix}.scaled_frac"]), state, dims)
+        scaled = self._over(params[f"{self.prefix}.scaled_frac"], x)
+        viewed = None if state is None else {k: self._over(v, x) for k, v in state.items()}
+        return self.rule.quantise(x, scaled, viewed, None)
+
+    def widths(self, like: torch.Tensor, params, buffers=None) -> torch.Tensor:
+        """Each trial's widths broadcasting over ``like`` (the quantised tensor, or for an input
+        the layer's [K, m, n] weight)."""
+        state = self._state(buffers)
+        scaled = self._over(params[f"{self.prefix}.scaled_frac"], like)
+        viewed = None if state is None else {k: self._over(v, like) for k, v in state.items()}
+        return self.rule.widths(like, scaled, viewed)
 
 
 def beta_of(qcfg) -> float:
@@ -158,13 +280,27 @@ def beta_of(qcfg) -> float:
     return 0.0 if beta is None else check_beta(beta)
 
 
+def warmup_of(qcfg) -> int:
+    """``quantisation.beta_warmup``: epochs over which β ramps up to its value (0 when unset)."""
+    warmup = qcfg.get("beta_warmup")
+    return 0 if warmup is None else check_warmup(warmup)
+
+
+def beta_ramp(epoch: int, warmup: int) -> float:
+    """The share of β in force in a trial's ``epoch`` (0-based): HGQ's warm-up, a linear ramp
+    reaching β at epoch ``warmup``, so that a large β first lets the network learn what its
+    widths are for instead of collapsing them in epoch 0."""
+    return min(1.0, (epoch + 1) / (warmup + 1))
+
+
 def learns(model: nn.Module) -> bool:
     return any(True for _ in roles(model))
 
 
 def roles(model: nn.Module):
-    """(layer name, role, quantiser) of every learned width in ``model``."""
+    """(layer name, role, quantiser, the tensor it quantises or None for an input) of every
+    learned format in ``model``."""
     for name, module in model.named_modules():
         for role, attr in ROLE_ATTRS.items():
             if isinstance(q := getattr(module, attr, None), LearnedQuantiser):
-                yield name, role, q
+                yield name, role, q, (getattr(module, role) if role != "data_in" else None)

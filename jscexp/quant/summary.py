@@ -65,8 +65,8 @@ def learned_widths(model: nn.Module) -> pd.DataFrame:
 
     rows = []
     with torch.no_grad():
-        for name, role, q in roles(model):
-            b = q.widths()
+        for name, role, q, source in roles(model):
+            b = q.widths(source)
             rows.append((name.replace(".", "_"), role, b.numel(), int(b.min()), round(float(b.mean()), 3), int(b.max()),
                          int((b == 0).sum())))
     return _pandas().DataFrame(rows, columns=["layer", "role", "values", "min width", "mean width", "max width",

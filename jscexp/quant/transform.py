@@ -61,7 +61,7 @@ def _quantisers(entry: Mapping, op: str, where: str, ranges: Mapping[str, float]
         role_name = entry.get(f"{role}_name", name)
         if not opts and f"{role}_name" not in entry:
             continue
-        if role in unsigned and role_name in FIXED_POINT:
+        if role in unsigned and role_name in FIXED_POINT and opts.get("int_bits") != "traced":  # traced: from the data
             opts["signed"] = False
         if opts.get("frac_width") == "auto":
             if role not in ranges:

@@ -41,7 +41,7 @@ def _read(path: Path) -> dict:
 
 def load_weights(model: torch.nn.Module, path: Path, model_name: str) -> dict[str, torch.Tensor]:
     """Loads ``path``'s weights into the float ``model``; any mismatch is a one-line UserError.
-    Returns what else a QAT checkpoint holds: its learned widths (``….w_quantiser.scaled_width``),
+    Returns what else a QAT checkpoint holds: its learned widths (``….w_quantiser.scaled_frac``, traced input ranges),
     for the quantised model built from ``model``."""
     ckpt = _read(path)
     saved = (ckpt.get("jscexp") or {}).get("model", {}).get("name")

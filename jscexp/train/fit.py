@@ -72,7 +72,15 @@ def plain_engine(cfg: DictConfig, model: torch.nn.Module, rng: dict | None = Non
         torch.set_rng_state(rng["cpu"])
         if rng.get("cuda") is not None:
             torch.cuda.set_rng_state_all(rng["cuda"])
-    return loop.PlainEngine(fabric, wrapped, optimizer, scheduler, beta=learned_beta(cfg, model))
+    return loop.PlainEngine(fabric, wrapped, optimizer, scheduler, beta=learned_beta(cfg, model),
+                            beta_warmup=warmup_of(cfg.quantisation))
+
+
+def warmup_of(qcfg) -> int:
+    """``quantisation.beta_warmup`` (0 for a run without quantisation or that sets none)."""
+    from jscexp.quant.learned import warmup_of as read
+
+    return read(qcfg) if qcfg is not None else 0
 
 
 def learned_beta(cfg: DictConfig, model: torch.nn.Module) -> float | None:

@@ -22,6 +22,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from jscexp.quant.cost import ebops
+from jscexp.quant.learned import beta_ramp
 
 NUM_CLASSES = 5
 MARKS_ENV = "JSCEXP_STEP_MARKS"  # file that gets "first_step <t>" / "last_step <t>" lines (make bench)
@@ -209,16 +210,18 @@ class PlainEngine:
     scheduler: object | None
     k: int = 1
     beta: float | None = None  # learned widths: β of the β·EBOPs term added to the training loss
+    beta_warmup: int = 0  # epochs of β's ramp (jscexp.quant.learned.beta_ramp)
+    _beta_share: float = 1.0
 
     @property
     def device(self) -> torch.device:
         return self.fabric.device  # type: ignore[attr-defined]
 
     def start_epoch(self, epoch: int) -> None:
-        pass
+        self._beta_share = beta_ramp(epoch, self.beta_warmup)
 
     def train_epoch(self, batches, tally, active, progress) -> None:
-        penalty = None if self.beta is None else functools.partial(_penalty, self.beta, self.model)
+        penalty = None if self.beta is None else functools.partial(_penalty, self.beta * self._beta_share, self.model)
         train_epoch(self.fabric, self.model, self.optimizer, batches, tally, progress, penalty=penalty)
 
     def widths_cost(self) -> list[dict[str, float]]:

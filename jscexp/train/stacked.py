@@ -27,7 +27,7 @@ from jscexp.quant._base import ROLE_ATTRS
 from jscexp.quant.cost import ebops_of
 from jscexp.quant.integer import IntegerQuantiser, StackedInteger
 from jscexp.quant.layers import LinearQ, ReLUQ
-from jscexp.quant.learned import StackedLearned
+from jscexp.quant.learned import StackedLearned, beta_ramp
 from jscexp.sweep.checks import is_width
 from jscexp.train.loop import Tally, measure, trial_losses
 
@@ -125,7 +125,9 @@ class StackedModel:
 
     def _widths(self, name: str, role: str, like: torch.Tensor, params) -> torch.Tensor:
         quantiser = self._quantisers.get((name, role))
-        return torch.tensor(float(self.flat.element_size() * 8)) if quantiser is None else quantiser.widths(like, params)
+        if quantiser is None:
+            return torch.tensor(float(self.flat.element_size() * 8))
+        return quantiser.widths(like, params, self.buffers)
 
     def _dropout(self, name: str, h: torch.Tensor) -> torch.Tensor:
         """F.dropout's own arithmetic per trial: noise = bernoulli(1 - p) / (1 - p); h * noise."""
@@ -140,7 +142,7 @@ class StackedModel:
 
     def _quantised(self, name: str, role: str, x: torch.Tensor, params) -> torch.Tensor:
         quantiser = self._quantisers.get((name, role))
-        return x if quantiser is None else quantiser(x, params)
+        return x if quantiser is None else quantiser(x, params, self.buffers, self.base.training)
 
     def _batch_norm(self, name: str, layer: nn.BatchNorm1d, h: torch.Tensor, params) -> torch.Tensor:
         """Trial k's channel c is channel k*C+c of one batch norm: same statistics, one call."""
@@ -255,7 +257,7 @@ def _stacked_quantisers(models, chain, device) -> dict[tuple[str, str], StackedI
             quantisers = [getattr(m.get_submodule(name), attr, None) for m in models]
             if all(q is None for q in quantisers):
                 continue
-            stacked = StackedInteger.of(quantisers, device) or StackedLearned.of(quantisers, f"{name}.{attr}.scaled_width")
+            stacked = StackedInteger.of(quantisers, device) or StackedLearned.of(quantisers, f"{name}.{attr}", role)
             if stacked is None:
                 return None
             out[(name, role)] = stacked
@@ -460,6 +462,11 @@ class LrSchedule:
         self._trials = [self._start(s, lr) for s, lr in zip(schedulers, lrs)]
         self._first = [0] * len(lrs)  # the group epoch each trial's own epoch 0 is (later for a refilled one)
 
+    @property
+    def first_epochs(self) -> list[int]:
+        """The group epoch at which each trial's own epoch 0 fell."""
+        return list(self._first)
+
     @staticmethod
     def _start(config: DictConfig, lr: float):
         holder = torch.optim.SGD([torch.zeros(1)], lr=lr)
@@ -503,16 +510,20 @@ class StackedEngine:
     per epoch (``lr_schedule(epoch)``); a stopped trial's slice is masked, not removed."""
 
     def __init__(self, model: StackedModel, optimizer: StackedOptimizer, lr_schedule: LrSchedule,
-                 betas: list[float] | None = None):
+                 betas: list[float] | None = None, beta_warmup: int = 0):
         self.model, self.optimizer, self.lr_schedule = model, optimizer, lr_schedule
         self.k, self.device = model.k, model.flat.device
         self.betas = None if betas is None else torch.tensor(betas, dtype=torch.float32, device=self.device)
+        self.beta_warmup, self._betas_now = beta_warmup, self.betas
 
     def start_epoch(self, epoch: int) -> None:
         self.optimizer.lr = self.lr_schedule(epoch)
+        if self.betas is not None:  # each trial's own epoch: a refilled trial ramps from its start
+            shares = [beta_ramp(epoch - first, self.beta_warmup) for first in self.lr_schedule.first_epochs]
+            self._betas_now = self.betas * torch.tensor(shares, dtype=self.betas.dtype, device=self.device)
 
     def train_epoch(self, batches, tally: Tally, active: torch.Tensor, progress=None) -> None:
-        train_epoch(self.model, self.optimizer, batches, tally, active, betas=self.betas)
+        train_epoch(self.model, self.optimizer, batches, tally, active, betas=self._betas_now)
 
     def evaluate(self, batches, tally: Tally) -> None:
         measure(self.model, batches, tally)
