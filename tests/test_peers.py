@@ -33,10 +33,16 @@ def _hgq2() -> None:
         pytest.skip("hgq2 is not installed: pip install -e '.[peers]'")
 
 
-def _format(q) -> dict:
+def _format(q, source) -> dict:
+    """A role's formats (width, integer bits with the sign, sign bit), per value where learned."""
     if isinstance(q, LearnedQuantiser):
-        return {"width": q.widths().detach().tolist(), "int_bits": q.int_bits, "signed": q.signed}
-    return {"width": q.width, "int_bits": q.width - q.frac_width, "signed": q.signed}
+        shape = source.shape if source is not None else source_shape(q)
+        return {key: t.expand(shape).tolist() for key, t in zip(("width", "int_bits", "signed"), q.formats(source))}
+    return {"width": q.width, "int_bits": q.width - q.frac_width, "signed": int(q.signed)}
+
+
+def source_shape(q: LearnedQuantiser) -> torch.Size:
+    return q.scaled_frac.shape
 
 
 def spec_of(gm, x: torch.Tensor) -> dict:
@@ -45,7 +51,7 @@ def spec_of(gm, x: torch.Tensor) -> dict:
     return {"n_in": x.shape[1], "x": x.tolist(), "layers": [
         {"out": layer.out_features, "relu": i < len(linears) - 1, "w": layer.weight.detach().tolist(),
          "b": layer.bias.detach().tolist(),
-         **{role: _format(getattr(layer, attr)) for role, attr in
+         **{role: _format(getattr(layer, attr), getattr(layer, role) if role != "data_in" else None) for role, attr in
             (("data_in", "x_quantiser"), ("weight", "w_quantiser"), ("bias", "b_quantiser"))}}
         for i, layer in enumerate(linears)]}
 
@@ -77,13 +83,17 @@ def _network(*overrides: str):
 def test_ebops_equal_hgq2s_own_count_on_the_same_network(tmp_path, overrides):
     _hgq2()
     gm = _network(*overrides)
-    if overrides == ["quantisation=learned"]:  # a width per weight, 1…8 bits
+    x = torch.randn(512, 16, generator=torch.Generator().manual_seed(2)) * 2
+    if overrides == ["quantisation=learned"]:  # fractional bits per weight and input feature, -1…6; input ranges traced
         generator = torch.Generator().manual_seed(1)
         with torch.no_grad():
             for layer in quantised_linears(gm):
-                q = layer.w_quantiser
-                q.scaled_width.copy_(torch.randint(1, 9, q.scaled_width.shape, generator=generator) / q.rate)
-    x = torch.randn(512, 16, generator=torch.Generator().manual_seed(2)) * 2
+                for q in (layer.w_quantiser, layer.x_quantiser):
+                    q.scaled_frac.copy_(torch.randint(-1, 7, q.scaled_frac.shape, generator=generator) / q.rate)
+            gm.train()(x[:256])  # a training batch: each input feature's sign and integer bits
+            gm.eval()
+        widths = torch.cat([layer.x_quantiser.widths().flatten() for layer in quantised_linears(gm)])
+        assert (widths == 0).any() and len(set(widths.tolist())) > 3  # features dropped, others at their own widths
     theirs = hgq2_of(spec_of(gm, x), tmp_path)
     with torch.no_grad():
         ours = gm(x)

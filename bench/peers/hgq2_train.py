@@ -37,6 +37,27 @@ class WidthStep(keras.optimizers.Adam):
         return super().update_step(gradient, variable, learning_rate)
 
 
+def sat_ebops(model: keras.Model) -> float:
+    """The network's EBOPs counted as for jscexp's saturating formats (HGQ2's ``SAT`` mode): each
+    value of magnitude bits b > 0 costs b + k, its sign bit counted; b = 0 costs nothing. HGQ2's
+    own count of its default quantisers (SAT_SYM weights, WRAP inputs) leaves the sign bit out."""
+    from keras import ops
+
+    def widths(quantizer) -> np.ndarray:
+        inner = quantizer.quantizer
+        k, b = (np.asarray(ops.convert_to_numpy(t), dtype=np.float64) for t in (inner.k, inner.b))
+        k = np.broadcast_to(k, b.shape)
+        return np.where(b > 0, b + k, 0.0)
+
+    total = 0.0
+    for layer in (m for m in model.layers if isinstance(m, QDense)):
+        w_in, w_w = widths(layer.iq).reshape(-1), widths(layer.kq)  # [n], [n, m]
+        total += float((w_in[:, None] * np.broadcast_to(w_w, layer.kernel.shape)).sum())
+        if layer.bq is not None:
+            total += float(np.broadcast_to(widths(layer.bq), layer.bias.shape).mean() * layer.units)
+    return total
+
+
 def network(hidden: list[int], classes: int, beta: float) -> keras.Model:
     layers = [QDense(h, beta0=beta, activation="relu") for h in hidden]
     return keras.Sequential([keras.Input((16,)), *layers, QDense(classes, beta0=beta)])
@@ -70,7 +91,7 @@ def main() -> None:
     _, test_acc = model.evaluate(d["x_test"], d["y_test"], batch_size=8192, verbose=0)
     print(json.dumps({"beta": a.beta, "val_acc": float(history.history["val_accuracy"][-1]),
                       "best_val_acc": float(max(history.history["val_accuracy"])), "test_acc": float(test_acc),
-                      "ebops": ebops, "fit_seconds": fit_seconds}))
+                      "ebops": ebops, "sat_ebops": sat_ebops(model), "fit_seconds": fit_seconds}))
 
 
 if __name__ == "__main__":

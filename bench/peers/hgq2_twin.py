@@ -24,30 +24,35 @@ from hgq.layers import QDense  # noqa: E402
 from hgq.utils import trace_minmax  # noqa: E402
 
 
-def kbi(fmt: dict, place: str) -> QuantizerConfig:
-    """jscexp's (width, int_bits, signed) as HGQ2's KBI config (``place``: weight and bias
-    quantisers hold a width per value, an input's one per feature)."""
-    k = int(fmt["signed"])
-    return QuantizerConfig("kbi", place, k0=k, b0=float(np.max(fmt["width"])) - k, i0=fmt["int_bits"] - k,
-                           round_mode="RND_CONV", overflow_mode="SAT", trainable=False)
+def kbi(place: str) -> QuantizerConfig:
+    """A KBI quantiser of jscexp's arithmetic whose formats ``load`` sets (``place``: weight and
+    bias quantisers hold a format per value, an input's one per feature)."""
+    return QuantizerConfig("kbi", place, k0=1, b0=8, i0=1, round_mode="RND_CONV", overflow_mode="SAT", trainable=False)
+
+
+def load(quantizer, fmt: dict, transpose: bool) -> None:
+    """jscexp's (width, integer bits with the sign, sign bit) per value as HGQ2's k, b, i (b and
+    i without the sign bit)."""
+    inner = quantizer.quantizer
+    k, width, int_bits = (np.asarray(fmt[key], dtype=np.float32) for key in ("signed", "width", "int_bits"))
+    if transpose:  # Keras: [in, out]
+        k, width, int_bits = (t.T if t.ndim == 2 else t for t in (k, width, int_bits))
+    for variable, value in ((inner._k, k), (inner._b, width - k), (inner._i, int_bits - k)):
+        variable.assign(np.broadcast_to(value, variable.shape).astype(variable.dtype))
 
 
 def build(spec: dict) -> keras.Model:
     layers = []
     for layer in spec["layers"]:
-        layers.append(QDense(layer["out"], iq_conf=kbi(layer["data_in"], "datalane"),
-                             kq_conf=kbi(layer["weight"], "weight"), bq_conf=kbi(layer["bias"], "bias")))
+        layers.append(QDense(layer["out"], iq_conf=kbi("datalane"), kq_conf=kbi("weight"), bq_conf=kbi("bias")))
         if layer["relu"]:
             layers.append(keras.layers.ReLU())
     model = keras.Sequential([keras.Input((spec["n_in"],)), *layers])
     for dense, layer in zip([m for m in model.layers if isinstance(m, QDense)], spec["layers"]):
         dense._kernel.assign(np.asarray(layer["w"], dtype=np.float32).T)  # Keras: [in, out]
         dense.bias.assign(np.asarray(layer["b"], dtype=np.float32))
-        for quantizer, role, transpose in ((dense.kq, "weight", True), (dense.bq, "bias", False)):
-            width = np.asarray(layer[role]["width"], dtype=np.float32)
-            if width.ndim:  # a width per value (learned): HGQ2's per-value b
-                k = int(layer[role]["signed"])
-                quantizer.quantizer._b.assign((width.T if transpose else width) - k)
+        for quantizer, role, transpose in ((dense.iq, "data_in", False), (dense.kq, "weight", True), (dense.bq, "bias", False)):
+            load(quantizer, layer[role], transpose)
     return model
 
 

@@ -197,6 +197,11 @@ class LearnedQuantiser(nn.Module, Quantiser):
         ``source`` is the tensor quantised (a weight, a bias) where the widths follow its values."""
         return self.rule.widths(source, self.scaled_frac, self._state())
 
+    @torch.no_grad()
+    def formats(self, source: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(width b, integer bits k + i, sign bit k) of each value, broadcasting like its formats."""
+        return self.rule.format(source, self.scaled_frac, self._state())
+
     @property
     def bits(self) -> int:
         raise TypeError("a learned quantiser's widths differ per value: read widths(source)")
@@ -205,7 +210,7 @@ class LearnedQuantiser(nn.Module, Quantiser):
         """The one integer format holding every value (hls4ml's and da4ml's type for the role):
         the most integer and fractional bits any value of width > 0 uses, signed where any is."""
         with torch.no_grad():
-            width, int_bits, k = self.rule.format(source, self.scaled_frac, self._state())
+            width, int_bits, k = self.formats(source)
             used = (width > 0).expand_as(width)
             if not bool(used.any()):
                 return IntegerQuantiser(width=1, frac_width=0, signed=True)
@@ -218,7 +223,7 @@ class LearnedQuantiser(nn.Module, Quantiser):
     def on_grid(self, x: torch.Tensor, source: torch.Tensor | None = None) -> torch.Tensor:
         """Each value a multiple of its own 2^-f inside its own b-bit range (0 where b = 0)."""
         with torch.no_grad():
-            width, int_bits, k = (t.double().expand_as(x) for t in self.rule.format(source, self.scaled_frac, self._state()))
+            width, int_bits, k = (t.double().expand_as(x) for t in self.formats(source))
         steps = x.double() * torch.exp2(width - int_bits)
         magnitude = torch.exp2(width - k)
         fits = (steps == steps.round()) & (steps >= -k * magnitude) & (steps <= magnitude - 1)
