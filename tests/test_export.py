@@ -171,3 +171,26 @@ def test_an_export_is_a_transaction(workdir, capsys, monkeypatch):
     assert export_main([run_id, "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: run {run_id} has lost its artifact config.yaml (") and len(err.splitlines()) == 1
+
+
+def test_a_learned_run_whose_input_features_have_their_own_formats_says_why_its_csim_differs(tmp_path):
+    """hls4ml's PyTorch front end types a layer's input with one format: learned formats per input
+    feature (traced) are not what it computes, and the check's reason says so by layer."""
+    from conftest import compose_cfg
+    from jscexp.config import plain
+    from jscexp.train.fit import make_model
+
+    cfg = compose_cfg(["model=mlp", "model.hidden=[8,8]", "mode=qat", "quantisation=learned"])
+    torch.manual_seed(0)
+    gm, _ = quantise(make_model(cfg.model), plain(cfg.quantisation))
+    x = torch.randn(256, 16) * 2
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name in ("layers.0", "layers.2"):  # fractional bits per input feature, 0…5
+            q = gm.get_submodule(name).x_quantiser
+            q.scaled_frac.copy_(torch.randint(0, 6, q.scaled_frac.shape, generator=generator) / q.rate)
+        gm.train()(x)  # a training batch traces each feature's sign and integer bits
+    check = csim_check(gm.eval(), x.numpy(), tmp_path / "prj")
+    assert check.exact < 1 and check.reason == (
+        f"csim_exact {check.exact:.6f} < 1: hls4ml's PyTorch front end types a layer's input with one format, "
+        "and layers_0, layers_2, layers_4 quantise each input feature in its own (learned)")  # layers_4: traced ranges
