@@ -67,12 +67,12 @@ class PeakMemory:
             self.peak_mb = (max(self._peak, self._rss()) - self._base) / 2**20
 
 
-def config(model: str, batch_size: int, rows: int, device: str):
+def config(model: str, batch_size: int, rows: int, device: str, *extra: str):
     register_schema()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose("config", overrides=[
             f"model={model}", f"batch_size={batch_size}", f"learning_rate={LR}", "dataset=jsc_synth",
-            f"dataset.n_rows={rows}", f"trainer.accelerator={'gpu' if device == 'cuda' else 'cpu'}",
+            f"dataset.n_rows={rows}", f"trainer.accelerator={'gpu' if device == 'cuda' else 'cpu'}", *extra,
         ])
 
 
@@ -133,6 +133,33 @@ def time_stacked(args, device: str, steps: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def time_quantised_stacked(args, device: str) -> pd.DataFrame:
+    """A stacked QAT step of 16-8-8-5 at batch 128 (bench-peers' network) for K = 1, 8, 32 trials:
+    integer widths against learned ones (β·EBOPs in every step); how it scales is trials per second."""
+    from jscexp.config import plain
+    from jscexp.quant.transform import quantise
+
+    rows = []
+    for quantisation in ("int8", "learned"):
+        cfg = config("mlp", 128, 100_000, device, "model.hidden=[8,8]", "mode=qat", f"quantisation={quantisation}")
+        splits = load_splits(cfg.dataset)
+        for k in (1, 8, 32):
+            times = []
+            for _ in range(args.repeats):
+                torch.manual_seed(0)
+                models = [quantise(make_model(cfg.model), plain(cfg.quantisation))[0] for _ in range(k)]
+                betas = [1e-5] * k if quantisation == "learned" else None
+                times.append(paths.stacked_path(cfg, models, splits=splits, warmup=args.warmup,
+                                                steps=args.stacked_steps, device=device, betas=betas))
+            rows.append({"quantisation": quantisation, "K": k,
+                         "us/step": sorted(times)[len(times) // 2] / args.stacked_steps * 1e6})
+    out = pd.DataFrame(rows)
+    one = out[out["K"] == 1].set_index("quantisation")["us/step"]
+    out["trial-steps/s"] = out["K"] / out["us/step"] * 1e6
+    out["vs one at a time"] = out["K"] * out["quantisation"].map(one) / out["us/step"]
+    return out
+
+
 def ratios(steps: pd.DataFrame) -> pd.DataFrame:
     t = steps.pivot_table(index=["model", "batch"], columns="path", values="us/step")
     out = pd.DataFrame({
@@ -170,6 +197,13 @@ def print_steps(args, device: str) -> None:
     print(ratios(steps).to_markdown(index=False, floatfmt=".2f") + "\n")
     print("Vectorised trials (K trials as one stacked model; vs one at a time = K x c's us/step / stacked us/step):\n")
     print(time_stacked(args, device, steps).to_markdown(index=False, floatfmt=".1f") + "\n")
+    print_quantised_stacked(args, device)
+
+
+def print_quantised_stacked(args, device: str) -> None:
+    print("Stacked QAT steps, integer against learned widths (16-8-8-5, batch 128; vs one at a time = "
+          "K x its K = 1 us/step / stacked us/step):\n")
+    print(time_quantised_stacked(args, device).to_markdown(index=False, floatfmt=".1f") + "\n")
     sys.stdout.flush()
 
 
@@ -186,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sweep-epochs", type=int, default=3, help="epochs of the sweep table's lr sweep (epochs sweep: 1…8x)")
     p.add_argument("--no-sweeps", action="store_true", help="skip the sweep table (whole sweeps, job by job vs stacked)")
     p.add_argument("--sweeps-only", action="store_true", help="only the sweep table")
+    p.add_argument("--quantised-only", action="store_true",
+                   help="only the stacked QAT steps, integer against learned widths, K = 1, 8, 32")
     p.add_argument("--no-hardware", action="store_true", help="skip the hardware table")
     p.add_argument("--hardware-only", action="store_true",
                    help="only the hardware table (cost metrics, da4ml estimate, hls4ml export + C simulation)")
@@ -197,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     name = torch.cuda.get_device_name() if device == "cuda" else f"cpu, {torch.get_num_threads()} threads"
     print(f"# jscexp bench: {name}; median of {args.repeats} x {args.steps} timed steps after {args.warmup} warm-up; "
           f"synthetic stand-in of {args.rows} rows; torch {torch.__version__}\n")
+    if args.quantised_only:
+        print_quantised_stacked(args, device)
+        return 0
     if not args.sweeps_only and not args.hardware_only:
         print_steps(args, device)
     if args.hardware_only or not (args.sweeps_only or args.no_hardware):

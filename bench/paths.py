@@ -112,13 +112,14 @@ def _jscexp_path(cfg, model, *, splits, warmup: int, steps: int, device: str) ->
     return seconds
 
 
-def stacked_path(cfg, models, *, splits, warmup: int, steps: int, device: str) -> float:
-    """K trials in one stacked model (jscexp.group.engine_for's), Adam with one learning rate each."""
+def stacked_path(cfg, models, *, splits, warmup: int, steps: int, device: str, betas: list[float] | None = None) -> float:
+    """K trials in one stacked model (jscexp.group.engine_for's), Adam with one learning rate each;
+    ``betas``: learned widths' β per trial (the β·EBOPs term in each step)."""
     with job_state(cfg.trainer.num_threads, bool(cfg.trainer.deterministic)):
-        return _stacked_path(cfg, models, splits=splits, warmup=warmup, steps=steps, device=device)
+        return _stacked_path(cfg, models, splits=splits, warmup=warmup, steps=steps, device=device, betas=betas)
 
 
-def _stacked_path(cfg, models, *, splits, warmup: int, steps: int, device: str) -> float:
+def _stacked_path(cfg, models, *, splits, warmup: int, steps: int, device: str, betas=None) -> float:
     fabric = fit.make_fabric(cfg.trainer)
     model = stacked.StackedModel([m.to(fabric.device) for m in models])
     lrs = [{"lr": 1e-3 * (1 + k % 7)} for k in range(len(models))]
@@ -126,9 +127,10 @@ def _stacked_path(cfg, models, *, splits, warmup: int, steps: int, device: str) 
     data = fit.batches(fabric.device, splits, "train", int(cfg.batch_size), seed=0)
     tally = loop.Tally(len(models), fabric.device)
     active = torch.ones(len(models), dtype=torch.bool, device=fabric.device)
-    stacked.train_epoch(model, optimizer, data, tally, active, max_steps=warmup)
+    per_trial = None if betas is None else torch.tensor(betas, device=fabric.device)
+    stacked.train_epoch(model, optimizer, data, tally, active, max_steps=warmup, betas=per_trial)
     _sync(device)
     start = time.perf_counter()
-    stacked.train_epoch(model, optimizer, data, tally, active, max_steps=steps)
+    stacked.train_epoch(model, optimizer, data, tally, active, max_steps=steps, betas=per_trial)
     _sync(device)
     return time.perf_counter() - start

@@ -173,11 +173,13 @@ def test_an_export_is_a_transaction(workdir, capsys, monkeypatch):
     assert err.startswith(f"error: run {run_id} has lost its artifact config.yaml (") and len(err.splitlines()) == 1
 
 
-def test_a_learned_run_whose_input_features_have_their_own_formats_says_why_its_csim_differs(tmp_path):
-    """hls4ml's PyTorch front end types a layer's input with one format: learned formats per input
-    feature (traced) are not what it computes, and the check's reason says so by layer."""
+def test_input_features_with_formats_of_their_own_are_cast_each_to_its_own_and_match_bit_for_bit(tmp_path):
+    """hls4ml casts a layer's result to one type: learned formats per input feature (fractional
+    bits 0…5, sign and integer bits traced) go through a FixedPointQuantizer node of their own
+    (``<layer>_in``), each feature cast to its ap_fixed, and the C simulation equals jscexp's model."""
     from conftest import compose_cfg
     from jscexp.config import plain
+    from jscexp.export import build
     from jscexp.train.fit import make_model
 
     cfg = compose_cfg(["model=mlp", "model.hidden=[8,8]", "mode=qat", "quantisation=learned"])
@@ -186,11 +188,22 @@ def test_a_learned_run_whose_input_features_have_their_own_formats_says_why_its_
     x = torch.randn(256, 16) * 2
     generator = torch.Generator().manual_seed(1)
     with torch.no_grad():
-        for name in ("layers.0", "layers.2"):  # fractional bits per input feature, 0…5
+        for name in ("layers.0", "layers.2"):
             q = gm.get_submodule(name).x_quantiser
             q.scaled_frac.copy_(torch.randint(0, 6, q.scaled_frac.shape, generator=generator) / q.rate)
         gm.train()(x)  # a training batch traces each feature's sign and integer bits
     check = csim_check(gm.eval(), x.numpy(), tmp_path / "prj")
-    assert check.exact < 1 and check.reason == (
-        f"csim_exact {check.exact:.6f} < 1: hls4ml's PyTorch front end types a layer's input with one format, "
-        "and layers_0, layers_2, layers_4 quantise each input feature in its own (learned)")  # layers_4: traced ranges
+    assert check.exact == 1.0 and check.all_fixed and check.reason is None
+    _, layers = build(gm, 16, tmp_path / "again")
+    assert {"layers_0_in", "layers_2_in", "layers_4_in"} <= set(layers)
+    # its result: one type holding every feature's format (the most integer and fractional bits of any)
+    width, int_bits, _ = gm.get_submodule("layers.0").x_quantiser.formats()
+    integer, frac = int(int_bits[width > 0].max()), int((width - int_bits)[width > 0].max())
+    assert layers["layers_0_in"]["result"] == f"ap_fixed<{integer + frac},{integer}>" and 0 < frac <= 5
+
+
+def test_a_learned_run_exports_bit_exact(workdir):
+    outcome = run_job([*FAST, "model=mlp", "model.hidden=[8,8]", "mode=qat", "quantisation=learned",
+                       "hardware.export=true"], workdir / "j")
+    run = mlflow_client(workdir).get_run(outcome.run_id)
+    assert run.data.metrics["csim_exact"] == 1.0 and run.data.tags["jscexp.csim_check"] == "passed"

@@ -23,6 +23,8 @@ from jscexp.quant.integer import IntegerQuantiser
 from jscexp.quant.layers import BatchNormQ, LinearQ, ReLUQ
 
 FLOAT_STANDIN = "ap_fixed<40,20>"  # a float tensor's type: close, not exact (docs/hardware.md)
+# The model input's type where a per-feature quantiser reads it: every float32 of magnitude ≥ 2^-16 exactly
+WIDE_INPUT = "ap_fixed<64,24>"
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,12 @@ def precisions(gm: torch.fx.GraphModule, input_name: str) -> dict[str, dict[str,
             continue
         module = gm.get_submodule(str(node.target))
         source = node.args[0].name
+        if type(module).__name__ == "FeatureFormats":  # jscexp.export.features: casts each feature itself
+            if node.args[0].op == "placeholder":
+                layers.setdefault(input_name, {})["result"] = WIDE_INPUT
+            union = Fixed.of(module.union())  # type: ignore[operator]
+            layers[node.name], value[node.name] = {"result": union.text()}, union
+            continue
         cast = _fixed(getattr(module, "x_quantiser", None), f"{node.name} input")
         if cast is not None:  # jscexp quantises this input: hls4ml casts the predecessor's result
             hls_source = input_name if node.args[0].op == "placeholder" else source
