@@ -30,8 +30,6 @@ def stack_blocker(cfg: DictConfig) -> str | None:
         return f"mode={cfg.mode}"
     if cfg.mode == "qat" and not quantiser_names(cfg.quantisation) <= FIXED_POINT:  # those with a stacked form
         return "a quantiser other than integer or learned"
-    if cfg.mode == "qat" and (cfg.quantisation.get("batch_norm1d") or {}).get("config", {}).get("name"):
-        return "a quantised BatchNorm1d (the stacked model has no folded form of it)"
     if cfg.mode == "train" and cfg.quantisation.name != "none":
         return "quantisation with mode=train"
     options = plain(cfg.optimizer)

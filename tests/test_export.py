@@ -202,8 +202,11 @@ def test_input_features_with_formats_of_their_own_are_cast_each_to_its_own_and_m
     assert layers["layers_0_in"]["result"] == f"ap_fixed<{integer + frac},{integer}>" and 0 < frac <= 5
 
 
-def test_a_learned_run_exports_bit_exact(workdir):
-    outcome = run_job([*FAST, "model=mlp", "model.hidden=[8,8]", "mode=qat", "quantisation=learned",
-                       "hardware.export=true"], workdir / "j")
+def test_a_learned_run_of_a_batchnorm_model_exports_bit_exact(workdir):
+    """jsc-toy under quantisation=learned: formats per weight and per input feature, its
+    BatchNorms in fixed point (input, folded scale and shift): every tensor fixed, the C
+    simulation equal bit for bit."""
+    outcome = run_job([*FAST, "model=jsc-toy", "mode=qat", "quantisation=learned", "hardware.export=true"],
+                      workdir / "j")
     run = mlflow_client(workdir).get_run(outcome.run_id)
     assert run.data.metrics["csim_exact"] == 1.0 and run.data.tags["jscexp.csim_check"] == "passed"

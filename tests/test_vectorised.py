@@ -97,6 +97,17 @@ def test_quantised_trials_with_their_own_widths_match_their_runs_alone(workdir):
         assert vec["metrics"]["ebops"] == alone[key]["metrics"]["ebops"]
 
 
+def test_all_fixed_point_trials_with_a_quantised_batchnorm_match_their_runs_alone(workdir):
+    """int8_all quantises jsc-toy's BatchNorms too (input, folded scale and shift when evaluating):
+    trials of their own widths stack, each with its lone run's numbers, costs and grid check."""
+    common = [*SMALL, "model=jsc-toy", "optimizer=sgd", "learning_rate=5e-2", "mode=qat", "quantisation=int8_all"]
+    trials = [[f"quantisation.weight_width={w}", f"quantisation.weight_frac_width={w - 2}"] for w in (4, 6, 8)]
+    alone, stacked = alone_and_stacked(workdir, common, trials, ("quantisation.weight_width",))
+    for key, vec in stacked.items():
+        assert vec["metrics"]["ebops"] == alone[key]["metrics"]["ebops"], key
+        assert vec["tags"]["jscexp.quant_check"] == "passed"
+
+
 def test_learned_width_trials_with_their_own_beta_match_their_runs_alone(workdir):
     """Learned formats (a width per weight from its value, per input feature traced from the
     data, per trial in the stacked buffers): each β's slice gives its lone run's numbers and EBOPs."""

@@ -26,7 +26,7 @@ from torch.nn import functional as F
 from jscexp.quant._base import ROLE_ATTRS
 from jscexp.quant.cost import ebops_of
 from jscexp.quant.integer import IntegerQuantiser, StackedInteger
-from jscexp.quant.layers import LinearQ, ReLUQ
+from jscexp.quant.layers import BatchNormQ, LinearQ, ReLUQ
 from jscexp.quant.learned import StackedLearned, beta_ramp
 from jscexp.sweep.checks import is_width
 from jscexp.train.loop import Tally, measure, trial_losses
@@ -37,8 +37,9 @@ class StackedModel:
 
     A chain of Linear / BatchNorm1d / ReLU (every registry model; ``stack_blocker`` keeps any
     other model out of a group) runs as batched matmuls and one batch norm over K x channels,
-    3x faster than ``vmap(functional_call)``. The chain may be quantised (QAT's LinearQ / ReLUQ) with
-    integer quantisers whose widths differ per trial, and hold Dropout layers whose p differs
+    3x faster than ``vmap(functional_call)``. The chain may be quantised (QAT's LinearQ / ReLUQ /
+    BatchNormQ, the last folded when evaluating) with integer quantisers whose widths differ per
+    trial, or learned formats, and hold Dropout layers whose p differs
     per trial: trial k draws its masks from ``generators[k]`` as F.dropout would from the
     global generator, so a CPU trial started from its lone run's RNG state draws its masks.
     """
@@ -116,7 +117,9 @@ class StackedModel:
                 b = self._quantised(name, "bias", params[f"{name}.bias"], params)
                 h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
             elif isinstance(layer, nn.BatchNorm1d):
-                h = self._batch_norm(name, layer, h, params)
+                h = self._quantised(name, "data_in", h, params)
+                folded = isinstance(layer, BatchNormQ) and not self.base.training
+                h = self._folded(name, layer, h, params) if folded else self._batch_norm(name, layer, h, params)
             elif isinstance(layer, nn.Dropout):
                 h = self._dropout(name, h) if self.base.training else h
             else:
@@ -157,6 +160,14 @@ class StackedModel:
             training, float(layer.momentum or 0.0), layer.eps,  # momentum: linear_chain refused None
         )
         return out.view(batch, k, channels).transpose(0, 1).contiguous()  # strided, ReLU and bmm run 3x slower
+
+    def _folded(self, name: str, layer: nn.BatchNorm1d, h: torch.Tensor, params) -> torch.Tensor:
+        """A quantised BatchNorm evaluating: x·s + t with each trial's folded scale and shift on
+        their grids (``BatchNormQ.folded``'s arithmetic)."""
+        scale = params[f"{name}.weight"] / torch.sqrt(self.buffers[f"{name}.running_var"] + layer.eps)
+        shift = params[f"{name}.bias"] - self.buffers[f"{name}.running_mean"] * scale
+        scale, shift = self._quantised(name, "weight", scale, params), self._quantised(name, "bias", shift, params)
+        return h * scale.unsqueeze(1) + shift.unsqueeze(1)
 
     def state_dict(self, trial: int) -> dict[str, torch.Tensor]:
         """Trial ``trial``'s weights under the single model's keys."""
@@ -246,7 +257,7 @@ def linear_chain(model: nn.Module) -> list[tuple[str, nn.Module]] | None:
     return chain
 
 
-_CHAIN_TYPES = (nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Dropout, LinearQ, ReLUQ)
+_CHAIN_TYPES = (nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Dropout, LinearQ, ReLUQ, BatchNormQ)
 
 
 def _stacked_quantisers(models, chain, device) -> dict[tuple[str, str], StackedInteger | StackedLearned] | None:
