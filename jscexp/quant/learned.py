@@ -45,7 +45,7 @@ class _LearnedQuantise(torch.autograd.Function):
         f = width - int_bits
         steps = torch.round(x * torch.exp2(f))
         magnitude = torch.exp2(width - k)
-        q = torch.where(width > 0, torch.minimum(torch.maximum(steps, -k * magnitude), magnitude - 1) * torch.exp2(-f), 0.0)
+        q = torch.minimum(torch.maximum(steps, -k * magnitude), magnitude - 1) * torch.exp2(-f) * (width > 0)
         bound = torch.exp2(int_bits - k)
         inside = (x >= -k * bound) & (x < bound)
         ctx.save_for_backward(inside, (x - q) * _LN2)
@@ -81,10 +81,8 @@ class Rule:
             n = torch.round(x * torch.exp2(f))
             if not self.signed:
                 n = n.clamp(min=0)
-            magnitude = torch.where(n < 0, -n - 1, n)
-            _, bits = torch.frexp(magnitude)  # m·2^e, m in [0.5, 1): e bits for a positive integer
-            width = torch.where(n == 0, 0, bits + int(self.signed))
-            return width.to(x.dtype) - f
+            _, bits = torch.frexp(torch.where(n < 0, -n - 1, n))  # m·2^e, m in [0.5, 1): e bits for an integer > 0
+            return (bits + int(self.signed)) * (n != 0) - f
 
     @torch.no_grad()
     def trace(self, x: torch.Tensor, f: torch.Tensor, state: dict[str, torch.Tensor], dims: tuple[int, ...]) -> None:
@@ -98,17 +96,18 @@ class Rule:
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(width b with f's gradient, k + i, k), each broadcasting like ``scaled``."""
         f = self.frac(scaled)
+        k: torch.Tensor | float = float(self.signed)
         if self.int_bits == "traced":
             assert state is not None, "a traced format reads its state"
             k = state["sign"]
             int_bits = k + torch.ceil(state["int"])
         elif self.int_bits == "value":
             assert x is not None, "a format per value reads the values"
-            k, int_bits = torch.tensor(float(self.signed)), self.value_int(x, f)
+            int_bits = self.value_int(x, f)
         else:
-            k, int_bits = torch.tensor(float(self.signed)), torch.full_like(f, float(self.fixed_int))
+            int_bits = torch.full_like(f, float(self.fixed_int))
         width = int_bits + f
-        return ste(width, width.detach().clamp(0, MAX_WIDTH)), int_bits, k.to(f.device)
+        return ste(width, width.detach().clamp(0, MAX_WIDTH)), int_bits, torch.as_tensor(k, device=f.device)
 
     def quantise(self, x: torch.Tensor, scaled: torch.Tensor, state, dims: tuple[int, ...] | None) -> torch.Tensor:
         """``x`` in its formats; ``dims`` (the batch's) trace the ranges first (training)."""
@@ -242,6 +241,7 @@ class StackedLearned:
 
     def __init__(self, prefix: str, rule: Rule, per_feature: bool):
         self.prefix, self.rule, self.per_feature = prefix, rule, per_feature
+        self._last: tuple[torch.Tensor, torch.Tensor] | None = None  # (the parameter view, its widths) of a step
 
     @classmethod
     def of(cls, quantisers: list, prefix: str, role: str) -> StackedLearned | None:
@@ -262,21 +262,26 @@ class StackedLearned:
         return {"sign": buffers[f"{self.prefix}.traced_sign"], "int": buffers[f"{self.prefix}.traced_int"]}
 
     def __call__(self, x: torch.Tensor, params, buffers=None, training: bool = False) -> torch.Tensor:
-        state = self._state(buffers)
-        dims = (1,) if training and self.per_feature else None
-        if dims is not None and state is not None:  # trace in [K, features], then view for the batch
-            self.rule.trace(x, self.rule.frac(params[f"{self.prefix}.scaled_frac"]), state, dims)
-        scaled = self._over(params[f"{self.prefix}.scaled_frac"], x)
-        viewed = None if state is None else {k: self._over(v, x) for k, v in state.items()}
-        return self.rule.quantise(x, scaled, viewed, None)
+        state, param = self._state(buffers), params[f"{self.prefix}.scaled_frac"]
+        if training and self.per_feature and state is not None:  # trace in [K, features], then view for the batch
+            self.rule.trace(x, self.rule.frac(param), state, (1,))
+        width, int_bits, k = self._format(x, param, state)
+        self._last = (param, width)  # the same step's penalty reads these widths (``widths``)
+        return _LearnedQuantise.apply(x, width, int_bits, k)
 
     def widths(self, like: torch.Tensor, params, buffers=None) -> torch.Tensor:
         """Each trial's widths broadcasting over ``like`` (the quantised tensor, or for an input
-        the layer's [K, m, n] weight)."""
-        state = self._state(buffers)
-        scaled = self._over(params[f"{self.prefix}.scaled_frac"], like)
-        viewed = None if state is None else {k: self._over(v, like) for k, v in state.items()}
-        return self.rule.widths(like, scaled, viewed)
+        the layer's [K, m, n] weight), with the penalty's gradient where b > 0 (``Rule.widths``)."""
+        param = params[f"{self.prefix}.scaled_frac"]
+        if self._last is not None and self._last[0] is param:  # this step's forward made them
+            width = self._last[1]
+        else:
+            width = self._format(like, param, self._state(buffers))[0]
+        return width * (width.detach() > 0)
+
+    def _format(self, x: torch.Tensor, param: torch.Tensor, state) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        viewed = None if state is None else {key: self._over(v, x) for key, v in state.items()}
+        return self.rule.format(x, self._over(param, x), viewed)
 
 
 def beta_of(qcfg) -> float:
