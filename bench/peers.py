@@ -29,8 +29,10 @@ from pathlib import Path
 import pandas as pd
 from overheads import jscexp_cli
 
-from jscexp.tracking.front import hypervolume
-from sweeps import trial_runs
+sys.path.insert(0, str(Path(__file__).resolve().parent / "peers"))  # twin_spec
+
+from jscexp.tracking.front import hypervolume  # noqa: E402
+from sweeps import trial_runs  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 BETAS = (1e-6, 3e-6, 1e-5, 2e-5, 3e-5, 6e-5, 1e-4, 3e-4)
@@ -91,6 +93,28 @@ def jscexp_front(work: Path, data: list[str], hidden: list[int], common: dict, n
     return pd.DataFrame(rows).sort_values("beta"), cpu, wall
 
 
+def hgq2_agreement(folder: Path, work: Path) -> str:
+    """HGQ2's own count of each network of jscexp's front: every run rebuilt from its artifacts
+    (as ``python -m jscexp.export`` does) and loaded into HGQ2 (bench/peers/twin_spec.py)."""
+    import torch
+    from twin_spec import hgq2_of, spec_of
+
+    from jscexp.export.run import _rebuild
+    from sweeps import folder_client
+
+    client, same_ebops, same_logits = folder_client(folder), 0, 0
+    runs = [r for r in trial_runs(folder) if r.info.status == "FINISHED"]
+    for run in runs:
+        gm, x_test = _rebuild(client, run, work)
+        x = torch.from_numpy(x_test[:1000])
+        theirs = hgq2_of(spec_of(gm, x), work)
+        same_ebops += theirs["ebops"] == run.data.metrics["ebops"]
+        with torch.no_grad():
+            same_logits += torch.equal(torch.tensor(theirs["logits"]), gm(x))
+    return (f"HGQ2's own count of jscexp's {len(runs)} networks (each rebuilt from its run and loaded into HGQ2): "
+            f"EBOPs equal on {same_ebops}, logits equal bit for bit on 1000 test jets on {same_logits}")
+
+
 WIDTH_RATE = 8.0  # jscexp's quantisation.width_rate: HGQ2's width step matched to it
 
 
@@ -103,7 +127,7 @@ def compare(work: Path, rows: int, common: dict) -> str:
                   f"HGQ2, {len(BETAS)} trainings, width step x{WIDTH_RATE:g} (matched)":
                       hgq2_front(splits, hidden, common, WIDTH_RATE),
                   f"HGQ2, {len(BETAS)} trainings (defaults)": hgq2_front(splits, hidden, common, 1.0)}
-        out += [f"\n## {net}\n", *_report(fronts)]
+        out += [f"\n## {net}\n", *_report(fronts), "", hgq2_agreement(work / net, work)]
     return "\n".join(out) + "\n"
 
 

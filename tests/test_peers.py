@@ -4,9 +4,7 @@ bit and the same EBOPs — uniform widths, a width per layer, and a width per we
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,12 +14,12 @@ import torch
 from conftest import compose_cfg
 from jscexp.config import plain
 from jscexp.quant.cost import quantised_linears
-from jscexp.quant.learned import LearnedQuantiser
 from jscexp.quant.summary import hardware_costs
 from jscexp.quant.transform import quantise
 from jscexp.train.fit import make_model
 
-TWIN = Path(__file__).resolve().parent.parent / "bench" / "peers" / "hgq2_twin.py"
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench" / "peers"))
+from twin_spec import hgq2_of, spec_of  # noqa: E402
 
 
 def _hgq2() -> None:
@@ -31,38 +29,6 @@ def _hgq2() -> None:
         if os.environ.get("JSCEXP_REQUIRE_SERVICES") == "1":
             pytest.fail("hgq2 is not installed: pip install -e '.[peers]' (CI installs it)")
         pytest.skip("hgq2 is not installed: pip install -e '.[peers]'")
-
-
-def _format(q, source) -> dict:
-    """A role's formats (width, integer bits with the sign, sign bit), per value where learned."""
-    if isinstance(q, LearnedQuantiser):
-        shape = source.shape if source is not None else source_shape(q)
-        return {key: t.expand(shape).tolist() for key, t in zip(("width", "int_bits", "signed"), q.formats(source))}
-    return {"width": q.width, "int_bits": q.width - q.frac_width, "signed": int(q.signed)}
-
-
-def source_shape(q: LearnedQuantiser) -> torch.Size:
-    return q.scaled_frac.shape
-
-
-def spec_of(gm, x: torch.Tensor) -> dict:
-    """A Linear/ReLU chain as hgq2_twin.py reads it."""
-    linears = quantised_linears(gm)
-    return {"n_in": x.shape[1], "x": x.tolist(), "layers": [
-        {"out": layer.out_features, "relu": i < len(linears) - 1, "w": layer.weight.detach().tolist(),
-         "b": layer.bias.detach().tolist(),
-         **{role: _format(getattr(layer, attr), getattr(layer, role) if role != "data_in" else None) for role, attr in
-            (("data_in", "x_quantiser"), ("weight", "w_quantiser"), ("bias", "b_quantiser"))}}
-        for i, layer in enumerate(linears)]}
-
-
-def hgq2_of(spec: dict, tmp: Path) -> dict:
-    path = tmp / "spec.json"
-    path.write_text(json.dumps(spec))
-    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
-    done = subprocess.run([sys.executable, str(TWIN), str(path)], capture_output=True, text=True, env=env, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def _network(*overrides: str):
