@@ -68,7 +68,8 @@ bench-front: install ## uniform grid, Optuna and learned widths: accuracy–EBOP
 	$(BIN)/python bench/front.py --out docs/front
 
 bench-peers: install ## learned widths beside HGQ2 itself (pip install -e '.[peers]'): per-beta accuracy, EBOPs, CPU
-	@$(BIN)/python -c "import hgq" 2>/dev/null || $(BIN)/pip install -q -e '.[peers]' --config-settings editable_mode=compat
+	@$(BIN)/python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('hgq') is None)" || \
+	  $(BIN)/pip install -q -e '.[peers]' --config-settings editable_mode=compat  # importing hgq needs KERAS_BACKEND
 	KERAS_BACKEND=jax $(BIN)/python bench/peers.py --out bench/results/peers-cpu-$$(date +%F).md
 
 ui: install ## the MLflow UI on ./mlflow.db: open the link it prints (the runs of each experiment)
