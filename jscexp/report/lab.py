@@ -78,7 +78,7 @@ def steps(s: Settings, toy: str | None = None) -> list[Step]:
              ["+sweep=quant_bits", *common, *s.epochs_of(10)]),
         Step("optuna_mixed_precision", "Beyond the lab: the accuracy–EBOPs front searched, a width per layer "
              "(Optuna NSGA-II, two objectives)", ["+sweep=optuna_mixed_precision", *common, *s.epochs_of(10)]),
-        Step("learned_widths", "Beyond the lab: the accuracy–EBOPs front learned, a width per weight "
+        Step("learned_widths", "Beyond the lab: the accuracy–EBOPs front learned, a format per weight and input feature "
              "(HGQ-style, one β per trial)", ["+sweep=learned_widths", *common, *s.epochs_of(10)]),
     ]
 
