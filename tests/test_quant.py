@@ -359,3 +359,28 @@ def test_parallel_ptq_jobs_train_their_float_model_once(workdir):
     ptq = [r for r in runs if r.data.tags["jscexp.mode"] == "ptq"]
     assert len(ptq) == 2 and {r.data.tags["jscexp.float_run_id"] for r in ptq} == {float_run.info.run_id}
     assert len({r.data.tags["jscexp.worker"] for r in ptq}) == 2  # they did run in two processes
+
+
+def test_a_quantised_batchnorm_trains_on_its_folded_grids_and_tracks_statistics_as_batchnorm_does():
+    """Training, BatchNormQ computes x·s + t with s and t folded from the batch's statistics and
+    on their grids (what evaluating and the firmware compute), while its running statistics move
+    exactly as nn.BatchNorm1d's do on the same batches."""
+    from jscexp.quant.integer import IntegerQuantiser
+    from jscexp.quant.layers import BatchNormQ
+
+    torch.manual_seed(0)
+    bn = nn.BatchNorm1d(4)
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 2.0)
+        bn.bias.uniform_(-1.0, 1.0)
+    q = BatchNormQ(bn, weight=IntegerQuantiser(width=6, frac_width=3), bias=IntegerQuantiser(width=6, frac_width=3))
+    for _ in range(3):
+        x = torch.randn(64, 4) * 3 + 1
+        out = q.train()(x)
+        bn.train()(x)
+        mean, var = x.mean(0), x.var(0, unbiased=False)
+        scale = bn.weight / torch.sqrt(var + bn.eps)
+        s, t = IntegerQuantiser(width=6, frac_width=3)(scale), IntegerQuantiser(width=6, frac_width=3)(bn.bias - mean * scale)
+        assert torch.allclose(out, x * s + t, atol=1e-6) and ((s * 8) == (s * 8).round()).all()
+    assert torch.allclose(q.running_mean, bn.running_mean) and torch.allclose(q.running_var, bn.running_var)
+    assert int(q.num_batches_tracked) == int(bn.num_batches_tracked) == 3

@@ -63,11 +63,25 @@ class ReLUQ(nn.ReLU):
         return f"data_in={self.x_quantiser.describe()}" if self.x_quantiser else ""
 
 
+def batch_statistics(x: torch.Tensor, running_mean: torch.Tensor, running_var: torch.Tensor, factor: float,
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean and (biased) variance of each column of ``x`` [batch, N], which training
+    normalises by, and the running ones updated as ``F.batch_norm`` updates them (in place:
+    ``factor`` of the batch's, the variance unbiased). One function for a lone BatchNorm and K
+    stacked ones ([batch, K·C]), so both compute the same numbers."""
+    var, mean = torch.var_mean(x, dim=0, unbiased=False)
+    with torch.no_grad():
+        n = x.shape[0]
+        running_mean.mul_(1 - factor).add_(mean.detach(), alpha=factor)
+        running_var.mul_(1 - factor).add_(var.detach() * (n / max(n - 1, 1)), alpha=factor)
+    return mean, var
+
+
 class BatchNormQ(nn.BatchNorm1d):
-    """Fake-quantises its input; evaluating, it computes y = x·s + t with its folded scale
-    s = γ/√(σ²+ε) and shift t = β − μ·s on their grids (roles ``weight`` and ``bias``), which is
-    what hls4ml's BatchNormalization computes. Training normalises by the batch as BatchNorm
-    does, on the quantised input (the folded grids apply to the trained statistics)."""
+    """Fake-quantises its input and computes y = x·s + t with its folded scale s = γ/√(σ²+ε)
+    and shift t = β − μ·s on their grids (roles ``weight`` and ``bias``), which is what hls4ml's
+    BatchNormalization computes — training too, from the batch's statistics (updating the
+    running ones as BatchNorm does), so training sees the arithmetic the firmware runs."""
 
     def __init__(self, bn: nn.BatchNorm1d, *, data_in=None, weight=None, bias=None):
         super().__init__(bn.num_features, eps=bn.eps, momentum=bn.momentum, affine=bn.affine,
@@ -75,19 +89,25 @@ class BatchNormQ(nn.BatchNorm1d):
         self.load_state_dict(bn.state_dict())
         self.x_quantiser, self.w_quantiser, self.b_quantiser = data_in, weight, bias
 
-    def folded(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(scale, shift) on their grids."""
+    def folded(self, mean: torch.Tensor | None = None, var: torch.Tensor | None = None,
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scale, shift) on their grids, from ``mean`` and ``var`` (default: the running ones)."""
         assert self.running_var is not None and self.running_mean is not None, "BatchNormQ tracks running statistics"
-        scale = self.weight / torch.sqrt(self.running_var + self.eps)
-        shift = self.bias - self.running_mean * scale
+        mean = self.running_mean if mean is None else mean
+        scale = self.weight / torch.sqrt((self.running_var if var is None else var) + self.eps)
+        shift = self.bias - mean * scale
         return (scale if self.w_quantiser is None else self.w_quantiser(scale),
                 shift if self.b_quantiser is None else self.b_quantiser(shift))
 
     def forward(self, x):
         x = _apply(self.x_quantiser, x)
-        if self.training:
-            return super().forward(x)
-        scale, shift = self.folded()
+        if not self.training:
+            scale, shift = self.folded()
+            return x * scale + shift
+        assert self.running_var is not None and self.running_mean is not None and self.num_batches_tracked is not None
+        self.num_batches_tracked.add_(1)
+        factor = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+        scale, shift = self.folded(*batch_statistics(x, self.running_mean, self.running_var, factor))
         return x * scale + shift
 
     def extra_repr(self) -> str:

@@ -26,7 +26,7 @@ from torch.nn import functional as F
 from jscexp.quant._base import ROLE_ATTRS
 from jscexp.quant.cost import ebops_of
 from jscexp.quant.integer import IntegerQuantiser, StackedInteger
-from jscexp.quant.layers import BatchNormQ, LinearQ, ReLUQ
+from jscexp.quant.layers import BatchNormQ, LinearQ, ReLUQ, batch_statistics
 from jscexp.quant.learned import StackedLearned, beta_ramp
 from jscexp.sweep.checks import is_width
 from jscexp.train.loop import Tally, measure, trial_losses
@@ -118,8 +118,8 @@ class StackedModel:
                 h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
             elif isinstance(layer, nn.BatchNorm1d):
                 h = self._quantised(name, "data_in", h, params)
-                folded = isinstance(layer, BatchNormQ) and not self.base.training
-                h = self._folded(name, layer, h, params) if folded else self._batch_norm(name, layer, h, params)
+                h = self._folded(name, layer, h, params) if isinstance(layer, BatchNormQ) \
+                    else self._batch_norm(name, layer, h, params)
             elif isinstance(layer, nn.Dropout):
                 h = self._dropout(name, h) if self.base.training else h
             else:
@@ -162,10 +162,17 @@ class StackedModel:
         return out.view(batch, k, channels).transpose(0, 1).contiguous()  # strided, ReLU and bmm run 3x slower
 
     def _folded(self, name: str, layer: nn.BatchNorm1d, h: torch.Tensor, params) -> torch.Tensor:
-        """A quantised BatchNorm evaluating: x·s + t with each trial's folded scale and shift on
-        their grids (``BatchNormQ.folded``'s arithmetic)."""
-        scale = params[f"{name}.weight"] / torch.sqrt(self.buffers[f"{name}.running_var"] + layer.eps)
-        shift = params[f"{name}.bias"] - self.buffers[f"{name}.running_mean"] * scale
+        """A quantised BatchNorm: x·s + t with each trial's folded scale and shift on their grids,
+        from the batch's statistics while training, else the running ones (``BatchNormQ``'s)."""
+        mean, var = self.buffers[f"{name}.running_mean"], self.buffers[f"{name}.running_var"]
+        if self.base.training:
+            k, batch, channels = h.shape
+            self.buffers[f"{name}.num_batches_tracked"].add_(1)
+            flat = h.transpose(0, 1).reshape(batch, k * channels)  # as the lone one's [batch, C], per column
+            mean, var = (t.view(k, channels) for t in batch_statistics(
+                flat, mean.view(-1), var.view(-1), float(layer.momentum or 0.0)))  # momentum: linear_chain refused None
+        scale = params[f"{name}.weight"] / torch.sqrt(var + layer.eps)
+        shift = params[f"{name}.bias"] - mean * scale
         scale, shift = self._quantised(name, "weight", scale, params), self._quantised(name, "bias", shift, params)
         return h * scale.unsqueeze(1) + shift.unsqueeze(1)
 
