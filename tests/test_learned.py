@@ -84,6 +84,19 @@ def test_a_weights_integer_bits_are_the_fewest_that_hold_it_and_a_weight_that_ro
     assert q.scaled_frac.grad.tolist() == [1.0, 1.0, 1.0, 0.0, 1.0]
 
 
+def test_a_weight_whose_integer_bits_follow_its_value_trains_as_the_integer_quantiser_would():
+    """int_bits=value at f = 7 computes int8's (frac 7) values inside [-1, 1) and passes the same
+    gradients — also for a negative weight just past a power of two (-0.2506 rounds to -32/128,
+    which its 6 bits hold), which a test on the unrounded value would cut off."""
+    x = torch.cat([torch.tensor([-0.2506, -0.0178, -0.5025]), torch.rand(4000) * 1.98 - 0.99]).requires_grad_()
+    learned = LearnedQuantiser(frac_width=7, int_bits="value").bind(x.shape)
+    out, reference = learned(x), IntegerQuantiser(width=8, frac_width=7)(x)
+    assert torch.equal(out, reference)
+    g = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    (ours,), (theirs,) = (torch.autograd.grad((t * g).sum(), x) for t in (out, reference))
+    assert torch.equal(ours, theirs) and bool((ours[:3] != 0).all())
+
+
 def test_an_inputs_sign_and_integer_bits_are_traced_per_feature_from_the_batches_training_sees():
     """int_bits=traced, f = 2, int_decay 0.5: feature 0 is never negative (unsigned) with |x| ≤ 1.7
     (i = ⌈log2(1.7 + 2^-2)⌉ = 1); feature 1 is always 0 (i = -2: width 0, dropped); feature 2

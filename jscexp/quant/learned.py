@@ -45,9 +45,13 @@ class _LearnedQuantise(torch.autograd.Function):
         f = width - int_bits
         steps = torch.round(x * torch.exp2(f))
         magnitude = torch.exp2(width - k)
-        q = torch.minimum(torch.maximum(steps, -k * magnitude), magnitude - 1) * torch.exp2(-f) * (width > 0)
+        low, high = -k * magnitude, magnitude - 1
+        q = torch.minimum(torch.maximum(steps, low), high) * torch.exp2(-f) * (width > 0)
+        # the value's gradient passes where it rounds into the range (the integer quantiser's
+        # rule); at width 0, where it would round into the range of its integer bits (so a
+        # weight at 0 bits still learns)
         bound = torch.exp2(int_bits - k)
-        inside = (x >= -k * bound) & (x < bound)
+        inside = torch.where(width > 0, (steps >= low) & (steps <= high), (x >= -k * bound) & (x < bound))
         ctx.save_for_backward(inside, (x - q) * _LN2)
         ctx.width_shape = width.shape
         return q
