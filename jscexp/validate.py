@@ -9,6 +9,11 @@ from jscexp.errors import UserError
 FIXED_POINT = {"integer", "learned"}  # the quantisers hls4ml types, da4ml traces and a stacked model holds
 
 
+def is_width(name: str) -> bool:
+    """An integer quantiser's width knob (``quantisation.weight_width``, ``…frac_width``)."""
+    return name.startswith("quantisation.") and name.endswith("width")
+
+
 def check_knobs(cfg) -> None:
     """Values the schema's types cannot rule out (jscexp.config types them): batch_size and
     max_epochs positive, learning_rate positive and finite, trainer.vectorize off / auto / K,

@@ -131,3 +131,13 @@ def test_a_sweeps_job_configs_compose_once_per_shape_and_equal_hydras_own():
     assert composed == [base]
     with pytest.raises(ConfigCompositionException, match="learning_rate"):
         configs([*base, "learning_rate=fast"])
+
+
+def test_the_stages_a_run_trains_with_never_import_the_sweep_layer():
+    """data, models, analysis, quant, train and export sit below the sweep layer: a module of
+    theirs that imported jscexp.sweep would make a run depend on how sweeps group it."""
+    stages = ("data", "models", "analysis", "quant", "train", "export")
+    offenders = sorted(str(p.relative_to(ROOT)) for stage in stages for p in (ROOT / "jscexp" / stage).rglob("*.py")
+                       if any(line.lstrip().startswith(("from jscexp.sweep", "import jscexp.sweep"))
+                              for line in p.read_text().splitlines()))
+    assert offenders == []

@@ -16,9 +16,10 @@ from omegaconf import DictConfig, OmegaConf
 from jscexp.config import plain
 from jscexp.errors import UserError
 from jscexp.intrain import Group, Search
-from jscexp.sweep.checks import ONE_MEMBER, check_space, is_width
+from jscexp.sweep.checks import ONE_MEMBER, check_space
 from jscexp.train.loop import EpochBook, FitResult
 from jscexp.train.population import Population, Settings, knob_space
+from jscexp.validate import is_width
 
 
 def check(t) -> None:

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from jscexp.config import plain, plain_list, returned_metrics
 from jscexp.errors import UserError
 from jscexp.sweep.searchconf import JscexpOptunaSweeperConf
-from jscexp.validate import check_hardware, group_size
+from jscexp.validate import check_hardware, group_size, is_width
 
 DEFAULT_OBJECTIVE = "best_val_acc"  # a search without hydra.sweeper.objectives maximises it
 OPTUNA_SWEEPER = "hydra_plugins.jscexp_sweeper.sweeper.JscexpOptunaSweeper"
@@ -186,11 +186,6 @@ def _overrides(config: DictConfig) -> dict:
     params = config.hydra.sweeper.get("params") or {}
     texts = [f"{k}={v}" for k, v in params.items()] + plain_list(config.hydra.overrides.task, resolve=False)
     return {o.key_or_group: o for o in OverridesParser.create().parse_overrides(texts)}
-
-
-def is_width(name: str) -> bool:
-    """An integer quantiser's width knob (``quantisation.weight_width``, ``…frac_width``)."""
-    return name.startswith("quantisation.") and name.endswith("width")
 
 
 def check_space(space: Mapping[str, Mapping], cfg) -> None:

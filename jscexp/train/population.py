@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from jscexp.sweep.checks import is_width
+from jscexp.validate import is_width
 
 if TYPE_CHECKING:
     from jscexp.train.loop import SliceEngine

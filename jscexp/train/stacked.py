@@ -28,8 +28,8 @@ from jscexp.quant.cost import ebops_of
 from jscexp.quant.integer import IntegerQuantiser, StackedInteger
 from jscexp.quant.layers import BatchNormQ, LinearQ, ReLUQ, batch_statistics
 from jscexp.quant.learned import StackedLearned, beta_ramp
-from jscexp.sweep.checks import is_width
 from jscexp.train.loop import Tally, measure, trial_losses
+from jscexp.validate import is_width
 
 
 class StackedModel:
