@@ -210,3 +210,23 @@ def test_a_learned_run_of_a_batchnorm_model_exports_bit_exact(workdir):
                       workdir / "j")
     run = mlflow_client(workdir).get_run(outcome.run_id)
     assert run.data.metrics["csim_exact"] == 1.0 and run.data.tags["jscexp.csim_check"] == "passed"
+
+
+def test_a_learned_checkpoint_of_an_earlier_quantiser_is_one_line_exit_2(workdir, capsys):
+    """Before formats per value, a learned quantiser's parameter was ``scaled_width``: such a
+    checkpoint cannot be rebuilt into today's model, and the export says so in one line."""
+    from pathlib import Path
+
+    outcome = run_job([*FAST, "model=jsc-tiny", "mode=qat", "quantisation=learned"], workdir / "job")
+    from urllib.parse import urlparse
+
+    uri = mlflow_client(workdir).get_run(outcome.run_id).info.artifact_uri  # the copy an export reads
+    checkpoint = Path(urlparse(uri).path if uri.startswith("file:") else uri) / "checkpoints" / "best.ckpt"
+    saved = torch.load(checkpoint, weights_only=True)
+    saved["state_dict"] = {k.replace("scaled_frac", "scaled_width"): v for k, v in saved["state_dict"].items()}
+    torch.save(saved, checkpoint)
+    capsys.readouterr()
+    assert export_main([outcome.run_id, "--out", str(workdir / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "checkpoint holds learned formats this jscexp's quantisers do not have" in err
+    assert len(err.strip().splitlines()) == 1 and not (workdir / "out").exists()

@@ -95,8 +95,13 @@ def _rebuild(mlflow, run, tmp: Path):
     splits = load_splits(cfg.dataset)
     calibration = torch.from_numpy(splits.x_train[: int(cfg.analysis.num_samples)])
     gm, _ = quantise(model, plain(cfg.quantisation), calibration)
-    if learned:  # the widths the run learned
-        gm.load_state_dict({**gm.state_dict(), **learned})
+    if learned:  # the formats the run learned
+        try:
+            gm.load_state_dict({**gm.state_dict(), **learned})
+        except RuntimeError as err:  # a checkpoint of an earlier version's learned quantiser (scaled_width)
+            raise UserError(f"run {run_id}'s checkpoint holds learned formats this jscexp's quantisers do not have "
+                            f"({first_line(err)}): it was trained by an earlier version; train it again to export it"
+                            ) from None
     return gm.eval(), splits.split("test")[0]
 
 
