@@ -93,7 +93,6 @@ def csim_check(gm: torch.fx.GraphModule, x: np.ndarray, out_dir: Path, layers: d
     return CsimCheck(exact, argmax, fixed, time.perf_counter() - started)
 
 
-
 def export(gm: torch.fx.GraphModule, x: np.ndarray, out_dir: Path) -> tuple[CsimCheck, Path]:
     """``out_dir/hls4ml_prj`` checked on ``x`` (a run's test split), and the project as a
     tarball beside it (sources, config, the C simulation's build). A transaction: built in a

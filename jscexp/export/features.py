@@ -17,8 +17,6 @@ from jscexp.quant.integer import IntegerQuantiser
 from jscexp.quant.layers import LinearQ
 from jscexp.quant.learned import LearnedQuantiser
 
-HANDLED = "FeatureFormats"  # the module's class name, which hls4ml's PyTorch front end dispatches on
-
 
 class FeatureFormats(HLS4MLModule):
     """A learned input quantiser taken out of its layer (a leaf hls4ml's tracer keeps whole)."""
@@ -75,8 +73,8 @@ def register() -> None:
     """hls4ml's PyTorch front end reads a ``FeatureFormats`` as a ``FixedPointQuantizer`` layer."""
     from hls4ml.converters.pytorch_to_hls import get_supported_pytorch_layers, register_pytorch_layer_handler
 
-    if HANDLED not in get_supported_pytorch_layers():
-        register_pytorch_layer_handler(HANDLED, _handler)
+    if FeatureFormats.__name__ not in get_supported_pytorch_layers():  # it dispatches on the class name
+        register_pytorch_layer_handler(FeatureFormats.__name__, _handler)
 
 
 def _handler(operation, layer_name, input_names, input_shapes, node, class_object, data_reader, config):

@@ -97,6 +97,8 @@ def _plain(module: nn.Module) -> nn.Module | None:
 
 def precisions(gm: torch.fx.GraphModule, input_name: str) -> dict[str, dict[str, str]]:
     """hls4ml's ``LayerName`` precisions, by fx node name (hls4ml's layer names)."""
+    from jscexp.export.features import FeatureFormats  # imports hls4ml: only where a model is exported
+
     layers: dict[str, dict[str, str]] = {}
     value: dict[str, Fixed | None] = {}  # each node's output format (None: float)
     for node in gm.graph.nodes:
@@ -107,10 +109,10 @@ def precisions(gm: torch.fx.GraphModule, input_name: str) -> dict[str, dict[str,
             continue
         module = gm.get_submodule(str(node.target))
         source = node.args[0].name
-        if type(module).__name__ == "FeatureFormats":  # jscexp.export.features: casts each feature itself
+        if isinstance(module, FeatureFormats):  # casts each feature itself
             if node.args[0].op == "placeholder":
                 layers.setdefault(input_name, {})["result"] = WIDE_INPUT
-            union = Fixed.of(module.union())  # type: ignore[operator]
+            union = Fixed.of(module.union())
             layers[node.name], value[node.name] = {"result": union.text()}, union
             continue
         cast = _fixed(getattr(module, "x_quantiser", None), f"{node.name} input")

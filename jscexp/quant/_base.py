@@ -12,6 +12,12 @@ from jscexp.errors import UserError
 ROLE_ATTRS = {"data_in": "x_quantiser", "weight": "w_quantiser", "bias": "b_quantiser"}
 
 
+def quantised_tensor(module, role: str) -> torch.Tensor | None:
+    """The tensor a layer's role quantises (its weight, its bias), or None for its input: what a
+    quantiser whose formats follow the values reads them from."""
+    return None if role == "data_in" else getattr(module, role)
+
+
 class Quantiser(abc.ABC):
     """Maps a float tensor onto the quantiser's grid, still as floats (fake quantisation).
 

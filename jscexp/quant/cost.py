@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from jscexp.quant._base import ROLE_ATTRS
+from jscexp.quant._base import ROLE_ATTRS, quantised_tensor
 from jscexp.quant.integer import IntegerQuantiser
 from jscexp.quant.layers import LinearQ
 from jscexp.quant.learned import LearnedQuantiser
@@ -22,7 +22,7 @@ def widths(module: nn.Module, role: str) -> torch.Tensor:
     input nobody quantises at 32 for float32, as the BOPs reference code takes for a first layer)."""
     q = getattr(module, ROLE_ATTRS[role], None)
     if isinstance(q, LearnedQuantiser):
-        return q.widths(getattr(module, role) if role != "data_in" else None)
+        return q.widths(quantised_tensor(module, role))
     weight = module.weight
     assert isinstance(weight, torch.Tensor), "a layer with a weight tensor"
     return torch.tensor(float(q.bits if q is not None else weight.element_size() * 8))
@@ -73,8 +73,8 @@ def traceable(model: nn.Module) -> bool:
     """Whether da4ml can trace every quantised Linear: fixed-point input, weight and bias."""
     layers = quantised_linears(model)
     return bool(layers) and all(
-        q is not None and (isinstance(q, LearnedQuantiser) or q.fixed() is not None) for layer in layers
-        for q in (layer.x_quantiser, layer.w_quantiser, *([layer.b_quantiser] if layer.bias is not None else [])))
+        (q := getattr(layer, attr)) is not None and q.fixed(quantised_tensor(layer, role)) is not None
+        for layer in layers for role, attr in ROLE_ATTRS.items() if role != "bias" or layer.bias is not None)
 
 
 def wants_estimate(hardware, model: nn.Module) -> bool:

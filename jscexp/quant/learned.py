@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from jscexp.errors import UserError
-from jscexp.quant._base import ROLE_ATTRS, Quantiser, positive_int, ste
+from jscexp.quant._base import ROLE_ATTRS, Quantiser, positive_int, quantised_tensor, ste
 from jscexp.quant.integer import IntegerQuantiser
 from jscexp.validate import check_beta, check_warmup
 
@@ -123,8 +123,12 @@ class Rule:
     def widths(self, x: torch.Tensor | None, scaled: torch.Tensor, state) -> torch.Tensor:
         """The widths in force, with the penalty's straight-through gradient to f where b > 0
         (a value of width 0 has no format whose cost could fall)."""
-        width, _, _ = self.format(x, scaled, state)
-        return width * (width.detach() > 0)
+        return charged(self.format(x, scaled, state)[0])
+
+
+def charged(width: torch.Tensor) -> torch.Tensor:
+    """``width`` with the penalty's gradient only where it is > 0."""
+    return width * (width.detach() > 0)
 
 
 def _check_rule(int_bits, width, signed, int_decay, what: str) -> None:
@@ -281,7 +285,7 @@ class StackedLearned:
             width = self._last[1]
         else:
             width = self._format(like, param, self._state(buffers))[0]
-        return width * (width.detach() > 0)
+        return charged(width)
 
     def _format(self, x: torch.Tensor, param: torch.Tensor, state) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         viewed = None if state is None else {key: self._over(v, x) for key, v in state.items()}
@@ -317,4 +321,4 @@ def roles(model: nn.Module):
     for name, module in model.named_modules():
         for role, attr in ROLE_ATTRS.items():
             if isinstance(q := getattr(module, attr, None), LearnedQuantiser):
-                yield name, role, q, (getattr(module, role) if role != "data_in" else None)
+                yield name, role, q, quantised_tensor(module, role)

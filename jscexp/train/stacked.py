@@ -38,8 +38,8 @@ class StackedModel:
     A chain of Linear / BatchNorm1d / ReLU (every registry model; ``stack_blocker`` keeps any
     other model out of a group) runs as batched matmuls and one batch norm over K x channels,
     3x faster than ``vmap(functional_call)``. The chain may be quantised (QAT's LinearQ / ReLUQ /
-    BatchNormQ, the last folded when evaluating) with integer quantisers whose widths differ per
-    trial, or learned formats, and hold Dropout layers whose p differs
+    BatchNormQ, the last computing its folded scale and shift) with integer quantisers whose widths
+    differ per trial, or learned formats, and hold Dropout layers whose p differs
     per trial: trial k draws its masks from ``generators[k]`` as F.dropout would from the
     global generator, so a CPU trial started from its lone run's RNG state draws its masks.
     """
