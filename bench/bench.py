@@ -117,13 +117,7 @@ def time_stacked(args, device: str, steps: pd.DataFrame) -> pd.DataFrame:
             cfg = config(model_name, bs, args.rows, device)
             splits = load_splits(cfg.dataset)
             for k in ks:
-                times = []
-                for _ in range(args.repeats):
-                    torch.manual_seed(0)
-                    models = [make_model(cfg.model) for _ in range(k)]
-                    times.append(paths.stacked_path(cfg, models, splits=splits, warmup=args.warmup,
-                                                    steps=args.stacked_steps, device=device))
-                us = sorted(times)[len(times) // 2] / args.stacked_steps * 1e6
+                us = stacked_us(args, cfg, splits, device, partial(make_model, cfg.model), k)
                 speedup = k * single[(model_name, bs)] / us
                 target = TARGETS["stacked"].get((model_name, k, device))
                 rows.append({"model": model_name, "batch": bs, "K": k, "us/step": us,
@@ -133,26 +127,35 @@ def time_stacked(args, device: str, steps: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def time_quantised_stacked(args, device: str) -> pd.DataFrame:
-    """A stacked QAT step of 16-8-8-5 at batch 128 (bench-peers' network) for K = 1, 8, 32 trials:
-    integer widths against learned ones (β·EBOPs in every step); how it scales is trials per second."""
+def stacked_us(args, cfg, splits, device: str, build, k: int, betas: list[float] | None = None) -> float:
+    """The median over ``args.repeats`` of a stacked step's µs for ``k`` models ``build()`` makes."""
+    times = []
+    for _ in range(args.repeats):
+        torch.manual_seed(0)
+        models = [build() for _ in range(k)]
+        times.append(paths.stacked_path(cfg, models, splits=splits, warmup=args.warmup, steps=args.stacked_steps,
+                                        device=device, betas=betas))
+    return sorted(times)[len(times) // 2] / args.stacked_steps * 1e6
+
+
+def _qat_model(cfg):
     from jscexp.config import plain
     from jscexp.quant.transform import quantise
 
+    return quantise(make_model(cfg.model), plain(cfg.quantisation))[0]
+
+
+def time_quantised_stacked(args, device: str) -> pd.DataFrame:
+    """A stacked QAT step of 16-8-8-5 at batch 128 (bench-peers' network) for K = 1, 8, 32 trials:
+    integer widths against learned ones (β·EBOPs in every step); how it scales is trials per second."""
     rows = []
     for quantisation in ("int8", "learned"):
         cfg = config("mlp", 128, 100_000, device, "model.hidden=[8,8]", "mode=qat", f"quantisation={quantisation}")
         splits = load_splits(cfg.dataset)
         for k in (1, 8, 32):
-            times = []
-            for _ in range(args.repeats):
-                torch.manual_seed(0)
-                models = [quantise(make_model(cfg.model), plain(cfg.quantisation))[0] for _ in range(k)]
-                betas = [1e-5] * k if quantisation == "learned" else None
-                times.append(paths.stacked_path(cfg, models, splits=splits, warmup=args.warmup,
-                                                steps=args.stacked_steps, device=device, betas=betas))
-            rows.append({"quantisation": quantisation, "K": k,
-                         "us/step": sorted(times)[len(times) // 2] / args.stacked_steps * 1e6})
+            betas = [1e-5] * k if quantisation == "learned" else None
+            us = stacked_us(args, cfg, splits, device, partial(_qat_model, cfg), k, betas)
+            rows.append({"quantisation": quantisation, "K": k, "us/step": us})
     out = pd.DataFrame(rows)
     one = out[out["K"] == 1].set_index("quantisation")["us/step"]
     out["trial-steps/s"] = out["K"] / out["us/step"] * 1e6
