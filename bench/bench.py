@@ -94,7 +94,7 @@ def time_paths(args, device: str) -> pd.DataFrame:
             for _ in range(args.repeats):
                 for path, timed in runs.items():
                     torch.manual_seed(0)
-                    model = make_model(cfg.model)
+                    model = make_model(cfg)
                     # progress bars (Lightning draws its own on stdout) go nowhere: the tables are the output
                     with (PeakMemory(device) as mem, open(os.devnull, "w") as null,
                           contextlib.redirect_stderr(null), contextlib.redirect_stdout(null)):
@@ -117,7 +117,7 @@ def time_stacked(args, device: str, steps: pd.DataFrame) -> pd.DataFrame:
             cfg = config(model_name, bs, args.rows, device)
             splits = load_splits(cfg.dataset)
             for k in ks:
-                us = stacked_us(args, cfg, splits, device, partial(make_model, cfg.model), k)
+                us = stacked_us(args, cfg, splits, device, partial(make_model, cfg), k)
                 speedup = k * single[(model_name, bs)] / us
                 target = TARGETS["stacked"].get((model_name, k, device))
                 rows.append({"model": model_name, "batch": bs, "K": k, "us/step": us,
@@ -142,7 +142,7 @@ def _qat_model(cfg):
     from jscexp.config import plain
     from jscexp.quant.transform import quantise
 
-    return quantise(make_model(cfg.model), plain(cfg.quantisation))[0]
+    return quantise(make_model(cfg), plain(cfg.quantisation))[0]
 
 
 def time_quantised_stacked(args, device: str) -> pd.DataFrame:

@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 
 from jscexp.export import csim_check
-from jscexp.models import build_model
+from jscexp.models.jsc import jsc_10x, jsc_toy
 from jscexp.quant.cost import estimate, hardware_costs
 from jscexp.quant.transform import quantise
 
@@ -46,11 +46,11 @@ def _median(fn, repeats: int) -> float:
 def table(repeats: int = 3) -> pd.DataFrame:
     torch.manual_seed(0)
     rows = []
-    for model in ("jsc-toy", "jsc-10x"):
-        gm, _ = quantise(build_model(model), _integer(False))
+    for model, build in (("jsc-toy", jsc_toy), ("jsc-10x", jsc_10x)):
+        gm, _ = quantise(build(), _integer(False))
         rows.append(("bops + ebops", model, 1000 * _median(lambda gm=gm: hardware_costs(gm), repeats)))
         rows.append(("da4ml estimate", model, _median(lambda gm=gm: estimate(gm), repeats)))
-    gm, _ = quantise(build_model("jsc-toy"), _integer(True))
+    gm, _ = quantise(jsc_toy(), _integer(True))
     x = (np.random.default_rng(0).standard_normal((2000, 16)) * 2).astype(np.float32)
     with tempfile.TemporaryDirectory() as tmp:
         check = csim_check(gm.eval(), x, Path(tmp) / "prj")

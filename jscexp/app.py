@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 import jscexp
 from jscexp.analysis import analyse
 from jscexp.config import CKPT_MODES, QUANTISED_MODES, plain, without_plumbing
+from jscexp.data import make_source
 from jscexp.errors import UserError
 from jscexp.models import count_trainable
 from jscexp.quant import summary as qsummary
@@ -66,7 +67,7 @@ def initial_model(cfg: DictConfig) -> tuple[torch.nn.Module, dict]:
     """The run's float model before training (seeded init, or the weights of ckpt=) and the
     RNG state right after its init, where its training (dropout) draws from."""
     _seed(int(cfg.seed))
-    model = fit.make_model(cfg.model)
+    model = fit.make_model(cfg)
     if cfg.ckpt:
         load_weights(model, Path(cfg.ckpt), cfg.model.name)
     cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
@@ -76,7 +77,7 @@ def initial_model(cfg: DictConfig) -> tuple[torch.nn.Module, dict]:
 def open_run(cfg, uri: str, model, splits, overrides: list[str], out_dir: Path, tags: dict | None = None) -> TrackedRun:
     """The job's MLflow run, with the whole resolved config as params and as config.yaml;
     its metrics also go to ``out_dir/metrics.jsonl``."""
-    data_info = splits.info if splits else {"synthetic": bool(cfg.dataset.synthetic)}
+    data_info = splits.info if splits else {"synthetic": make_source(cfg.dataset).synthetic}
     from jscexp.tracking.names import run_name
 
     name = run_name(cfg.model.name, overrides, int(cfg.optuna.trial) if cfg.get("optuna") else None)
@@ -249,7 +250,8 @@ def _record_fit(cfg, model, splits, run, out_dir: Path, result) -> dict[str, flo
     """Tests the trained (best-epoch) model and logs what a training run leaves behind."""
     if result.best_epoch is None:
         raise UserError("no epoch was trained and validated, so there is no best model to test: raise max_epochs")
-    test = fit.evaluate(cfg, model, splits, "test")
+    test = fit.evaluate(cfg, model, splits, "test", per_class=True)
+    run.log_metrics(per_class(test, "test_"))
     tags: dict[str, object] = {}
     if result.diverged_at is not None:
         tags.update({"jscexp.diverged": "true", "jscexp.diverged_at_epoch": result.diverged_at})
@@ -278,9 +280,14 @@ def _record_fit(cfg, model, splits, run, out_dir: Path, result) -> dict[str, flo
     }
 
 
+def per_class(result: dict[str, float], prefix: str) -> dict[str, float]:
+    """The per-class accuracies of an ``evaluate(per_class=True)`` result, as the run logs them."""
+    return {f"{prefix}{k}": v for k, v in result.items() if k.startswith("acc_")}
+
+
 def _test(cfg, model, splits, run, out_dir: Path) -> dict[str, float]:
-    result = fit.evaluate(cfg, model, splits, "test")
-    run.log_metrics({"test_acc": result["acc"], "test_loss": result["loss"]})
+    result = fit.evaluate(cfg, model, splits, "test", per_class=True)
+    run.log_metrics({"test_acc": result["acc"], "test_loss": result["loss"], **per_class(result, "test_")})
     run.set_tags({"jscexp.checkpoint": str(Path(cfg.ckpt).resolve())})
     print(f"test_acc={result['acc']:.4f} test_loss={result['loss']:.4f}")
     return {"test_acc": result["acc"], "test_loss": result["loss"]}

@@ -33,7 +33,7 @@ def plain_list(node: ListConfig, *, resolve: bool = True) -> list[Any]:
 # the key its training state is saved under leave them out.
 PLUMBING = (
     "analysis", "mlflow", "optuna", "optuna_storage", "experiment", "vector_trials",
-    "dataset.cache_dir", "dataset.use_cache", "dataset.download_timeout", "dataset.cernbox_url",
+    "dataset.cache_dir", "dataset.use_cache", "dataset.download_dir", "dataset.download_timeout", "dataset.cernbox_url",
     "trainer.progress_bar", "trainer.progress_refresh", "trainer.vectorize", "trainer.eval_batch_size",
     "trainer.resume", "trainer.state_dir", "hardware",
 )

@@ -43,17 +43,20 @@ def stack_blocker(cfg: DictConfig) -> str | None:
 
 
 def _is_chain(cfg: DictConfig) -> bool:
-    return _chain_model(OmegaConf.to_yaml(cfg.model, resolve=True))
+    from jscexp.data import schema_of
+
+    schema = schema_of(cfg.dataset)
+    return _chain_model(OmegaConf.to_yaml(cfg.model, resolve=True), schema.num_features, schema.num_classes)
 
 
-@functools.cache  # a sweep asks for every job; the answer depends on the model config only
-def _chain_model(model_yaml: str) -> bool:
-    from jscexp.train.fit import make_model
+@functools.cache  # a sweep asks for every job; the answer depends on the model and the data's sizes only
+def _chain_model(model_yaml: str, num_features: int, num_classes: int) -> bool:
+    from jscexp.models import build_model
     from jscexp.train.stacked import linear_chain
 
     model_cfg = OmegaConf.create(model_yaml)
     assert isinstance(model_cfg, DictConfig)
-    return linear_chain(make_model(model_cfg)) is not None
+    return linear_chain(build_model(model_cfg, num_features=num_features, num_classes=num_classes)) is not None
 
 
 def _optimizer_kind(cfg: DictConfig) -> str:

@@ -155,6 +155,7 @@ def with_checkpoint_recipe(cfg: DictConfig, overrides: list[str]) -> DictConfig:
     """A checkpoint knows the model and data recipe it was trained with: a command with ckpt=
     that names neither (no ``model=``/``model.…``, no ``dataset…``) takes them from it."""
     from jscexp.config import is_plumbing
+    from jscexp.data.source import RECIPE
     from jscexp.sweep.overrides import override_key
     from jscexp.train.checkpoint import saved_recipe
 
@@ -168,7 +169,9 @@ def with_checkpoint_recipe(cfg: DictConfig, overrides: list[str]) -> DictConfig:
     with open_dict(out):
         for group, values in saved.items():  # where it caches and downloads stays this machine's
             here = plain(out[group], resolve=False)
-            out[group] = {**{k: v for k, v in here.items() if is_plumbing(f"{group}.{k}")}, **values}
+            same = here.get("_target_") == values.get("_target_")  # else only the recipe's plumbing applies
+            kept = {k: v for k, v in here.items() if is_plumbing(f"{group}.{k}") and (same or k in RECIPE)}
+            out[group] = {**kept, **values}
     taken = ", ".join(f"{g}={v.get('name')}" for g, v in saved.items())
     print(f"from the checkpoint: {taken} (name them on the command line to choose others)")
     return out

@@ -13,7 +13,7 @@ from jscexp.analysis import graph_report, node_meta_table, profile
 from jscexp.analysis.profile import batches_of
 from jscexp.analysis.stats import RangeMinMax, RangeQuantile, VariancePrecise
 from jscexp.errors import UserError
-from jscexp.models import build_model
+from jscexp.models.jsc import jsc_tiny, jsc_toy
 
 LAB_SPEC = {
     "by": "type",
@@ -26,13 +26,13 @@ LAB_SPEC = {
 
 
 def test_op_counts_and_layer_types():
-    tiny = graph_report(build_model("jsc-tiny"))
+    tiny = graph_report(jsc_tiny())
     assert tiny.op_counts == {"placeholder": 1, "get_attr": 0, "call_function": 0, "call_method": 0,
                               "call_module": 4, "output": 1}
     assert tiny.layer_types == [
         "BatchNorm1d(16, eps=1e-05, momentum=0.1, affine=True, bias=True, track_running_stats=True)",
         "ReLU()", "Linear(in_features=16, out_features=5, bias=True)", "ReLU()"]
-    toy = graph_report(build_model("jsc-toy"))
+    toy = graph_report(jsc_toy())
     assert toy.op_counts["call_module"] == 11 and toy.op_counts["placeholder"] == 1 and toy.op_counts["output"] == 1
     assert [t.split("(")[0] for t in toy.layer_types].count("Linear") == 3
     text = tiny.text()
@@ -41,7 +41,7 @@ def test_op_counts_and_layer_types():
 
 
 def test_weight_statistics_equal_torch():
-    model = build_model("jsc-toy")
+    model = jsc_toy()
     meta = profile(model, {**LAB_SPEC, "weight_statistics": {"variance_precise": {}, "range_min_max": {}}})
     w = model.seq_blocks[5].weight.detach().double()
     got = meta["seq_blocks_5"]["args"]["weight"]
@@ -55,7 +55,7 @@ def test_weight_statistics_equal_torch():
 
 def test_activation_quantiles_equal_torch_quantile_on_the_same_inputs():
     torch.manual_seed(0)
-    model = build_model("jsc-toy").eval()
+    model = jsc_toy().eval()
     x = torch.randn(100, 16) * 2 + 1
     meta = profile(model, LAB_SPEC, batches_of(x, 8))
     seen = x[:32]  # num_samples rows
@@ -78,7 +78,7 @@ def test_streaming_and_one_shot_agree():
         assert a.keys() == b.keys()
         for k in a:
             assert a[k] == pytest.approx(b[k], rel=1e-12, abs=1e-12), (cls.name, k)
-    model = build_model("jsc-toy")
+    model = jsc_toy()
     data = torch.randn(300, 16)
     spec = {**LAB_SPEC, "num_samples": 300,
             "activation_statistics": {"range_n_sigma": {"n_sigma": 3}, "variance_precise": {}}}
@@ -90,7 +90,7 @@ def test_streaming_and_one_shot_agree():
 
 
 def test_node_meta_table_is_a_wrapped_grid_with_one_row_per_node():
-    meta = profile(build_model("jsc-tiny"), LAB_SPEC, [torch.randn(32, 16)])
+    meta = profile(jsc_tiny(), LAB_SPEC, [torch.randn(32, 16)])
     table = node_meta_table(meta, width=40)
     lines = table.splitlines()
     assert [c.strip() for c in lines[1].split("|")[1:-1]] == ["Node name", "Fx node op", "Kind", "Op", "Statistics"]
@@ -114,7 +114,7 @@ def test_node_meta_table_is_a_wrapped_grid_with_one_row_per_node():
 )
 def test_bad_profile_specs_get_one_clear_line(spec, message):
     with pytest.raises(UserError) as err:
-        profile(build_model("jsc-tiny"), {**LAB_SPEC, **spec})
+        profile(jsc_tiny(), {**LAB_SPEC, **spec})
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
@@ -148,7 +148,7 @@ def test_frac_width_auto_comes_from_the_profiled_ranges():
     assert auto_frac(8, 0.9, True) == 7 and auto_frac(8, 1.0, True) == 6 and auto_frac(8, 5.0, True) == 4
     assert auto_frac(8, 5.0, False) == 5 and auto_frac(4, 100.0, True) == 0 and auto_frac(8, 0.0, True) == 7
     torch.manual_seed(0)
-    model = build_model("jsc-tiny")
+    model = jsc_tiny()
     cfg = {"by": "type", "default": {"config": {"name": None}},
            "linear": {"config": {"name": "integer", "data_in_width": 8, "data_in_frac_width": "auto",
                                  "weight_width": 8, "weight_frac_width": "auto"}}}

@@ -52,6 +52,7 @@ def test_every_shown_command_composes(where, words):
     if "--help" in args:
         return
     overrides = [p for p in (_first_point(w) for w in args if w != "-m") if p is not None]
+    overrides += [w.replace("file://", f"file://{ROOT}/") for w in args if w.startswith("hydra.searchpath=")]
     compose_cfg(overrides)  # an unknown group, option or key raises
 
 

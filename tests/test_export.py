@@ -13,7 +13,7 @@ from conftest import FAST, mlflow_client, run_job
 from jscexp.export import csim_check
 from jscexp.export.__main__ import main as export_main
 from jscexp.export.hls import precisions
-from jscexp.models import build_model
+from jscexp.models.jsc import jsc_tiny
 from jscexp.quant.transform import quantise
 
 ALL_FIXED = [*FAST, "model=jsc-tiny", "mode=qat", "quantisation=int8_all"]
@@ -53,7 +53,7 @@ def _all_fixed_model():
     from jscexp.config import plain
 
     torch.manual_seed(0)
-    model = build_model("jsc-tiny")
+    model = jsc_tiny()
     bn = model.seq_blocks[0]
     bn.running_mean.normal_(0, 0.5)
     bn.running_var.uniform_(0.5, 2.0)
@@ -184,7 +184,7 @@ def test_input_features_with_formats_of_their_own_are_cast_each_to_its_own_and_m
 
     cfg = compose_cfg(["model=mlp", "model.hidden=[8,8]", "mode=qat", "quantisation=learned"])
     torch.manual_seed(0)
-    gm, _ = quantise(make_model(cfg.model), plain(cfg.quantisation))
+    gm, _ = quantise(make_model(cfg), plain(cfg.quantisation))
     x = torch.randn(256, 16) * 2
     generator = torch.Generator().manual_seed(1)
     with torch.no_grad():

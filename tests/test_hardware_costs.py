@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from jscexp.models import build_model
+from jscexp.models.jsc import jsc_10x, jsc_tiny, jsc_toy
 from jscexp.quant.summary import costs, hardware_costs
 from jscexp.quant.transform import quantise
 
@@ -32,7 +32,7 @@ def _set_weights(gm, value: float, zeros: int = 0, tiny: int = 0) -> None:
 def test_jsc_tiny_at_int8_is_the_issues_worked_value():
     """16→5 at 8 bits: 80·(8·8 + 8 + 8 + log2 16) = 6720 BOPs (the anchors' worked value);
     EBOPs: 80·64 = 5120 multiplications' bits, plus the bias term 5·8."""
-    gm, _ = quantise(build_model("jsc-tiny"), integer())
+    gm, _ = quantise(jsc_tiny(), integer())
     _set_weights(gm, 0.5)
     assert hardware_costs(gm) == {"bops": 6720.0, "ebops": 5120.0 + 40}
 
@@ -40,18 +40,18 @@ def test_jsc_tiny_at_int8_is_the_issues_worked_value():
 def test_a_weight_quantised_to_zero_still_counts_as_hgq2_counts_it():
     """HGQ2 counts every weight of width > 0 whatever its value (a 0-bit weight is what costs
     nothing): 7 zeros and 3 values that round to 0 change no EBOPs."""
-    gm, _ = quantise(build_model("jsc-tiny"), integer())
+    gm, _ = quantise(jsc_tiny(), integer())
     _set_weights(gm, 0.5, zeros=7, tiny=3)
     assert hardware_costs(gm) == {"bops": 6720.0, "ebops": 80 * 64.0 + 40}
 
 
 def test_jsc_toy_at_two_presets_by_hand():
     """16-8-8-5, n = 16, 8, 8 (log2: 4, 3, 3); 128 + 64 + 40 multiplications, 8 + 8 + 5 biases."""
-    int8, _ = quantise(build_model("jsc-toy"), integer())
+    int8, _ = quantise(jsc_toy(), integer())
     _set_weights(int8, 0.5)
     assert hardware_costs(int8) == {"bops": 128 * 84 + 64 * 83 + 40 * 83.0, "ebops": 232 * 64 + 21 * 8.0}
     # 6-bit weights and biases, 6-bit inputs: the anchors' 16→8→5 at b = 6 gives 8696 for its two layers
-    int6, _ = quantise(build_model("jsc-toy"), integer(6, 3, 6, 3))
+    int6, _ = quantise(jsc_toy(), integer(6, 3, 6, 3))
     _set_weights(int6, 0.5)
     assert hardware_costs(int6) == {"bops": 128 * 52 + 64 * 51 + 40 * 51.0, "ebops": 232 * 36 + 21 * 6.0}
     assert 128 * 52 + 40 * 51 == 8696
@@ -59,7 +59,7 @@ def test_jsc_toy_at_two_presets_by_hand():
 
 def test_log2_n_is_rounded_up_for_a_width_that_is_no_power_of_two():
     """jsc-10x's 60→32 layer: ⌈log2 60⌉ = 6 adder levels."""
-    gm, _ = quantise(build_model("jsc-10x"), integer())
+    gm, _ = quantise(jsc_10x(), integer())
     _set_weights(gm, 0.5)
     per_mult = 64 + 8 + 8
     assert hardware_costs(gm)["bops"] == 16 * 60 * (per_mult + 4) + 60 * 32 * (per_mult + 6) + 32 * 5 * (per_mult + 5)
@@ -68,14 +68,14 @@ def test_log2_n_is_rounded_up_for_a_width_that_is_no_power_of_two():
 def test_an_unquantised_input_counts_at_its_dtypes_32_bits():
     cfg = integer()
     del cfg["linear"]["config"]["data_in_width"], cfg["linear"]["config"]["data_in_frac_width"]
-    gm, _ = quantise(build_model("jsc-tiny"), cfg)
+    gm, _ = quantise(jsc_tiny(), cfg)
     _set_weights(gm, 0.5)
     assert hardware_costs(gm) == {"bops": 80 * (32 * 8 + 32 + 8 + 4.0), "ebops": 80 * 32 * 8 + 40.0}
 
 
-@pytest.mark.parametrize("model", ["jsc-tiny", "jsc-toy"])
+@pytest.mark.parametrize("model", [jsc_tiny, jsc_toy])
 def test_a_float_model_has_no_hardware_cost(model):
-    assert costs(build_model(model)) == {}  # no bops, no ebops: never a made-up number
+    assert costs(model()) == {}  # no bops, no ebops: never a made-up number
 
 
 def test_the_estimate_traces_the_arithmetic_the_model_computes():
@@ -86,7 +86,7 @@ def test_the_estimate_traces_the_arithmetic_the_model_computes():
 
     from jscexp.quant.cost import estimate
 
-    gm, _ = quantise(build_model("jsc-toy"), integer())
+    gm, _ = quantise(jsc_toy(), integer())
     layer = gm.get_submodule("seq_blocks.2")
     inp = FixedVariableArrayInput((16,))
     w, b = layer.effective_weight().detach().double().numpy().T, layer.effective_bias().detach().double().numpy()
@@ -121,7 +121,7 @@ def test_the_int4_preset_of_jsc_toy_by_hand():
     from conftest import compose_cfg
     from jscexp.config import plain
 
-    gm, _ = quantise(build_model("jsc-toy"), plain(compose_cfg(["quantisation=int4"]).quantisation))
+    gm, _ = quantise(jsc_toy(), plain(compose_cfg(["quantisation=int4"]).quantisation))
     _set_weights(gm, 0.5)
     assert hardware_costs(gm) == {"bops": 128 * 48 + 64 * 47 + 40 * 47.0, "ebops": 232 * 32 + 21 * 4.0}
 
@@ -130,7 +130,7 @@ def test_a_layer_given_its_own_widths_costs_its_own():
     """Per-layer widths by fx node name over the op's (jsc-toy's middle Linear at 4-bit weights)."""
     cfg = integer()
     cfg["seq_blocks_5"] = {"config": {"weight_width": 4, "weight_frac_width": 2}}
-    gm, changes = quantise(build_model("jsc-toy"), cfg)
+    gm, changes = quantise(jsc_toy(), cfg)
     _set_weights(gm, 0.5)
     bits = {name: m.w_quantiser.width for name, m in gm.named_modules() if hasattr(m, "w_quantiser")}
     assert bits == {"seq_blocks.2": 8, "seq_blocks.5": 4, "seq_blocks.8": 8}
@@ -147,7 +147,7 @@ def test_learned_widths_count_each_weight_and_input_feature_at_its_own_width_and
     from jscexp.config import plain
     from jscexp.quant.cost import quantised_linears
 
-    gm, _ = quantise(build_model("jsc-tiny"), plain(compose_cfg(["mode=qat", "quantisation=learned"]).quantisation))
+    gm, _ = quantise(jsc_tiny(), plain(compose_cfg(["mode=qat", "quantisation=learned"]).quantisation))
     (layer,) = quantised_linears(gm)
     with torch.no_grad():
         layer.weight.fill_(0.25)

@@ -165,7 +165,7 @@ def test_learned_widths_move_and_the_penalty_lowers_ebops(workdir):
         table = Path(client.download_artifacts(run.info.run_id, "quant/learned_widths.csv", str(workdir)))
         assert table.read_text().startswith("layer,role,values,min width,mean width,max width,zero width\n")
         cfg = OmegaConf.load(client.download_artifacts(run.info.run_id, "config.yaml", str(workdir)))
-        model = make_model(cfg.model)
+        model = make_model(cfg)
         learned = load_weights(model, Path(run.data.tags["jscexp.checkpoint"]), "jsc-toy")
         net, _ = quantise(model, OmegaConf.to_container(cfg.quantisation, resolve=True))
         net.load_state_dict({**net.state_dict(), **learned})

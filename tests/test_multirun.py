@@ -37,7 +37,7 @@ def test_help_needs_no_torch(workdir):
         [sys.executable, "-X", "importtime", "-m", "jscexp", "--help"],
         cwd=workdir, capture_output=True, text=True, timeout=60,
     )
-    assert out.returncode == 0 and "model: jsc-10x, jsc-s, jsc-tiny, jsc-toy, mlp" in out.stdout
+    assert out.returncode == 0 and "model: custom, jsc-10x, jsc-s, jsc-tiny, jsc-toy, mlp" in out.stdout
     for section in ("== Modes (mode=) ==", "  ptq         train float", "== Everyday knobs ==", "== Where results go =="):
         assert section in out.stdout  # jscexp's own page, not Hydra's
     imported = {line.split("|")[-1].strip() for line in out.stderr.splitlines()}

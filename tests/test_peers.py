@@ -34,7 +34,7 @@ def _hgq2() -> None:
 def _network(*overrides: str):
     cfg = compose_cfg(["model=mlp", "model.hidden=[8,8]", "mode=qat", *overrides])
     torch.manual_seed(0)
-    gm, _ = quantise(make_model(cfg.model), plain(cfg.quantisation))
+    gm, _ = quantise(make_model(cfg), plain(cfg.quantisation))
     return gm.eval()
 
 

@@ -13,7 +13,7 @@ from torch import nn
 
 from conftest import FAST, mlflow_client, run_cli, run_job, runs_of
 from jscexp.errors import UserError
-from jscexp.models import build_model
+from jscexp.models.jsc import jsc_tiny, jsc_toy
 from jscexp.quant import make_quantiser
 from jscexp.quant.integer import IntegerQuantiser
 from jscexp.quant.layers import LinearQ
@@ -112,20 +112,20 @@ def _counts(changes):
 
 
 def test_by_type_changes_exactly_the_linears():
-    gm, changes = quantise(build_model("jsc-toy"), integer_cfg())
+    gm, changes = quantise(jsc_toy(), integer_cfg())
     assert [c.ori_name for c in changes if c.changed] == ["seq_blocks_2", "seq_blocks_5", "seq_blocks_8"]
     assert sum(isinstance(m, LinearQ) for m in gm.modules()) == 3
     counts = _counts(changes)
     assert counts["Linear"] == (3, 3, 0) and counts["BatchNorm1d"] == (4, 0, 4) and counts["ReLU"] == (4, 0, 4)
     assert list(histogram(changes).columns) == ["Original type", "OP", "Total", "Changed", "Unchanged"]
-    _, tiny = quantise(build_model("jsc-tiny"), integer_cfg())
+    _, tiny = quantise(jsc_tiny(), integer_cfg())
     counts = _counts(tiny)
     assert counts["Linear"] == (1, 1, 0) and counts["BatchNorm1d"] == (1, 0, 1) and counts["ReLU"] == (2, 0, 2)
     assert counts["x"] == (1, 0, 1) and counts["output"] == (1, 0, 1)
 
 
 def test_by_name_changes_exactly_the_named_node():
-    gm, changes = quantise(build_model("jsc-toy"), integer_cfg(by="name", key="seq_blocks_5"))
+    gm, changes = quantise(jsc_toy(), integer_cfg(by="name", key="seq_blocks_5"))
     assert [c.ori_name for c in changes if c.changed] == ["seq_blocks_5"]
     assert isinstance(gm.get_submodule("seq_blocks.5"), LinearQ)
     assert not isinstance(gm.get_submodule("seq_blocks.2"), LinearQ)
@@ -133,7 +133,7 @@ def test_by_name_changes_exactly_the_named_node():
 
 def test_quantised_output_equals_float_model_on_quantised_inputs_and_weights():
     torch.manual_seed(0)
-    model = build_model("jsc-tiny").eval()
+    model = jsc_tiny().eval()
     model.seq_blocks[2].weight.data.mul_(3)  # spread the weights over the 8/4 grid
     gm, _ = quantise(model, integer_cfg())
     gm.eval()
@@ -146,7 +146,7 @@ def test_quantised_output_equals_float_model_on_quantised_inputs_and_weights():
 
 
 def test_verification_passes_and_catches_an_off_grid_weight():
-    gm, _ = quantise(build_model("jsc-toy"), integer_cfg())
+    gm, _ = quantise(jsc_toy(), integer_cfg())
     assert verify(gm)["off grid"].sum() == 0 and verify(gm)["values"].sum() == 128 + 8 + 64 + 8 + 40 + 5
 
     class Nudged(IntegerQuantiser):
@@ -162,8 +162,8 @@ def test_verification_passes_and_catches_an_off_grid_weight():
 
 
 def test_costs_of_jsc_tiny_by_hand():
-    assert costs(build_model("jsc-tiny")) == {}  # a float model: no bit costs, never a made-up 32
-    gm, _ = quantise(build_model("jsc-tiny"), integer_cfg())
+    assert costs(jsc_tiny()) == {}  # a float model: no bit costs, never a made-up 32
+    gm, _ = quantise(jsc_tiny(), integer_cfg())
     # Linear weight 80 and bias 5 at 8 bits, BatchNorm's 32 parameters stay float; EBOPs count
     # every weight, as HGQ2 does (tests/test_hardware_costs.py: more)
     assert costs(gm) == {"avg_weight_bits": 8.0, "model_size_bits": 80 * 8 + 5 * 8 + 32 * 32,
@@ -173,7 +173,7 @@ def test_costs_of_jsc_tiny_by_hand():
 
 def test_avg_weight_bits_tells_the_bit_widths_apart():
     """Binary, int4 and int8 jsc-toy differ by their weights' bits, not drowned by BatchNorm's floats."""
-    bits = {name: costs(quantise(build_model("jsc-toy"), cfg)[0])["avg_weight_bits"]
+    bits = {name: costs(quantise(jsc_toy(), cfg)[0])["avg_weight_bits"]
             for name, cfg in (("binary", {"name": "binary", "by": "type", "default": {"config": {"name": None}},
                                           "linear": {"config": {"name": "binary", "weight_scaling": True}}}),
                               ("int4", integer_cfg(4, 2)), ("int8", integer_cfg()))}
@@ -217,7 +217,7 @@ def test_an_unquantised_layer_is_refused_listing_the_quantised_ones_in_natural_o
     with pytest.raises(UserError, match=re.escape("seq_blocks_9 (BatchNorm1d) is not quantised by quantisation=None, "
                                                   "so its entry would change nothing; the quantised layers are "
                                                   "seq_blocks_2, seq_blocks_5, seq_blocks_8")):
-        quantise(build_model("jsc-toy"), cfg)
+        quantise(jsc_toy(), cfg)
     assert natural_sorted(["seq_blocks_11", "seq_blocks_2", "seq_blocks_10"]) == [
         "seq_blocks_2", "seq_blocks_10", "seq_blocks_11"]
 
@@ -316,7 +316,7 @@ def test_ptq_whose_float_training_is_pruned_ends_pruned_and_quantises_nothing(wo
 
     cfg = compose_cfg([*FAST, "mode=ptq", "quantisation=int8"])
     run = Run()
-    outcome = run_mode(cfg, build_model("jsc-tiny"), None, None, None, run, workdir, lambda model: 1)
+    outcome = run_mode(cfg, jsc_tiny(), None, None, None, run, workdir, lambda model: 1)
     assert outcome.status == Status.PRUNED and outcome.metrics == {} and outcome.run_id == "r"
     assert run.tags == {"jscexp.pruned": "true", "jscexp.pruned_at_epoch": 1} and run.metrics == {}
 

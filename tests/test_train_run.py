@@ -20,7 +20,8 @@ def test_run_logs_params_metrics_tags_and_artifacts(workdir, trained):
     params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
     assert params["model.name"] == "jsc-tiny" and params["n_params"] == "117"
     assert params["batch_size"] == "128" and params["optimizer"] == "Adam" and params["scheduler"] == "CosineAnnealingLR"
-    assert params["dataset.synthetic"] == "True" and params["dataset.n_rows"] == "6000"
+    assert tags["jscexp.synthetic"] == "true" and params["dataset.source"] == "synthetic" and params["dataset.n_rows"] == "6000"
+    assert {f"test_acc_{c}" for c in "gqWZt"} <= set(metrics)  # each class's test accuracy, by its name
     assert params["data.rows_train"] == "4320" and params["data.rows_test"] == "1200"
     # the knobs that define the run, once each: no plumbing, no _target_, no copies, no unset values
     assert len(params) <= 30 and "optimizer.lr" not in params and "model_name" not in params

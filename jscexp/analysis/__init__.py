@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from jscexp.analysis.graph import graph_report
+from jscexp.analysis.graph import graph_report, trace
 from jscexp.analysis.profile import batches_of, node_meta_table, profile, to_frame, to_json
 
 
@@ -26,9 +26,12 @@ def analyse(model: nn.Module, spec: Mapping, calibration: torch.Tensor | None) -
 
 
 def check(model: nn.Module, spec: Mapping) -> None:
-    """Fails on an unknown node or statistic in ``spec`` now, before a run is created."""
+    """Fails on a model fx cannot trace or an unknown node or statistic in ``spec`` now, before a
+    run is created (not after its training)."""
     if spec.get("profile", True):
         profile(model, spec, ())
+    elif spec.get("graph", True):
+        trace(model)
 
 
 __all__ = ["analyse", "check", "graph_report", "node_meta_table", "profile"]

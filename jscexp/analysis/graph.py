@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch.fx
 from torch import nn
 
+from jscexp.models import fx_trace
+
 FX_OPS = ("placeholder", "get_attr", "call_function", "call_method", "call_module", "output")
 
 
@@ -34,7 +36,7 @@ def node_kind(gm: torch.fx.GraphModule, node: torch.fx.Node) -> tuple[str, str]:
 
 
 def trace(model: nn.Module) -> torch.fx.GraphModule:
-    return model if isinstance(model, torch.fx.GraphModule) else torch.fx.symbolic_trace(model)
+    return fx_trace(model, "the analysis (graph report and statistics profile; analysis=off skips them)")
 
 
 @dataclass

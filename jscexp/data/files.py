@@ -1,4 +1,5 @@
-"""Reading JSC data in its real formats into one raw frame, and naming what is wrong."""
+"""Reading tabular data in its real formats (the JSC h5, CSV, Parquet, NPZ) into one raw frame, the
+schema's columns out of it, and naming what is wrong."""
 
 from __future__ import annotations
 
@@ -7,18 +8,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from jscexp.data.schema import CLASSES, FEATURES
+from jscexp.data.schema import Schema
 from jscexp.errors import UserError, first_line
 
 H5_KEY = "t_allpar_new"  # the CERNBox file's structured array
-ONE_HOT = tuple(f"j_{c.lower()}" for c in CLASSES)  # j_g, j_q, j_w, j_z, j_t
-LABEL_COLUMNS = ("label", "class")  # our files, OpenML's target
-_NAME_TO_INDEX = {c.lower(): i for i, c in enumerate(CLASSES)}
 SUFFIXES = (".h5", ".hdf5", ".z", ".csv", ".parquet", ".npz")
 
 
-def read_raw(path: Path) -> pd.DataFrame:
-    """Reads an h5 (``t_allpar_new``), CSV, Parquet or NPZ file into a frame, all columns kept."""
+def read_raw(path: Path, features: tuple[str, ...]) -> pd.DataFrame:
+    """Reads an h5 (``t_allpar_new``), CSV, Parquet or NPZ file into a frame, all columns kept;
+    an NPZ's ``X`` matrix gets ``features`` as its column names."""
     if not path.is_file():
         raise UserError(f"data file {path} does not exist: fix dataset.path")
     if is_hdf5(path):
@@ -30,7 +29,7 @@ def read_raw(path: Path) -> pd.DataFrame:
         elif suffix == ".parquet":
             frame = pd.read_parquet(path)
         elif suffix == ".npz":
-            frame = _read_npz(path)
+            frame = _read_npz(path, features)
         elif suffix in (".h5", ".hdf5", ".z"):
             raise UserError(f"data file {path} is not HDF5 (truncated or another format)")
         else:
@@ -44,19 +43,20 @@ def read_raw(path: Path) -> pd.DataFrame:
     return frame
 
 
-def to_canonical(raw: pd.DataFrame, source: str) -> pd.DataFrame:
-    """The 16 ``FEATURES`` in order plus an int ``label`` (index into g, q, W, Z, t)."""
-    missing = [f for f in FEATURES if f not in raw.columns]
+def to_canonical(raw: pd.DataFrame, source: str, schema: Schema, label_columns: tuple[str, ...]) -> pd.DataFrame:
+    """The schema's features in order plus an int ``label`` (index into its classes), read from
+    the first of ``label_columns`` the frame has or from the schema's one-hot columns."""
+    missing = [f for f in schema.features if f not in raw.columns]
     if missing:
         raise UserError(f"{source} lacks feature column(s) {', '.join(missing)}")
     try:
-        features = raw[list(FEATURES)].astype(np.float32)
+        features = raw[list(schema.features)].astype(np.float32)
     except (TypeError, ValueError) as err:
         raise UserError(f"{source} has non-numeric feature values: {first_line(err)}") from err
     _check_finite(features, source)
     frame = features.reset_index(drop=True)
-    frame["label"] = _labels(raw, source)
-    _check_classes(frame["label"].to_numpy(), source)
+    frame["label"] = _labels(raw, source, schema, label_columns)
+    _check_classes(frame["label"].to_numpy(), source, schema.classes)
     return frame
 
 
@@ -69,44 +69,46 @@ def _check_finite(features: pd.DataFrame, source: str) -> None:
                         "drop or fill those rows")
 
 
-def _check_classes(labels: np.ndarray, source: str) -> None:
+def _check_classes(labels: np.ndarray, source: str, classes: tuple[str, ...]) -> None:
     """Every class has rows: an empty one would give a classifier that cannot tell it and tables
     that pretend it was tested."""
-    counts = np.bincount(labels, minlength=len(CLASSES))
-    if empty := [c for c, n in zip(CLASSES, counts) if n == 0]:
-        raise UserError(f"{source}: no rows of class(es) {', '.join(empty)} (of {', '.join(CLASSES)}; "
+    counts = np.bincount(labels, minlength=len(classes))
+    if empty := [c for c, n in zip(classes, counts) if n == 0]:
+        raise UserError(f"{source}: no rows of class(es) {', '.join(empty)} (of {', '.join(classes)}; "
                         f"{len(labels)} rows): give data with every class")
 
 
-def _labels(raw: pd.DataFrame, source: str) -> np.ndarray:
-    if all(c in raw.columns for c in ONE_HOT):
-        onehot = raw[list(ONE_HOT)].to_numpy(dtype=np.float64)
+def _expected(schema: Schema) -> str:
+    return f"class names {', '.join(schema.classes)} or indices 0-{schema.num_classes - 1}"
+
+
+def _labels(raw: pd.DataFrame, source: str, schema: Schema, label_columns: tuple[str, ...]) -> np.ndarray:
+    one_hot = schema.one_hot
+    if one_hot and all(c in raw.columns for c in one_hot):
+        onehot = raw[list(one_hot)].to_numpy(dtype=np.float64)
         if not np.all(onehot.sum(axis=1) == 1):
-            raise UserError(f"{source}: label columns {', '.join(ONE_HOT)} are not one-hot in every row")
+            raise UserError(f"{source}: label columns {', '.join(one_hot)} are not one-hot in every row")
         return onehot.argmax(axis=1).astype(np.int64)
-    column = next((c for c in LABEL_COLUMNS if c in raw.columns), None)
+    column = next((c for c in label_columns if c in raw.columns), None)
     if column is None:
-        raise UserError(
-            f"{source} has no label column: add 'label' (class names g/q/W/Z/t or indices 0-4) "
-            f"or one-hot columns {', '.join(ONE_HOT)}"
-        )
+        also = f" or one-hot columns {', '.join(one_hot)}" if one_hot else ""
+        raise UserError(f"{source} has no label column: add '{label_columns[0]}' ({_expected(schema)}){also}")
     values = raw[column]
     if pd.api.types.is_bool_dtype(values) or pd.api.types.is_datetime64_any_dtype(values):
-        raise UserError(f"{source}: column '{column}' holds {values.dtype} values; expected class names "
-                        "g, q, W, Z, t or indices 0-4")
+        raise UserError(f"{source}: column '{column}' holds {values.dtype} values; expected {_expected(schema)}")
     if pd.api.types.is_numeric_dtype(values):
         if (fractional := int((values.notna() & (values % 1 != 0)).sum())):
             raise UserError(f"{source}: column '{column}' has {fractional} non-integer value(s) (e.g. "
-                            f"{values[values % 1 != 0].iloc[0]}); expected class names g, q, W, Z, t or indices 0-4")
+                            f"{values[values % 1 != 0].iloc[0]}); expected {_expected(schema)}")
         labels = values.to_numpy()
-        bad = sorted(set(np.unique(labels)) - set(range(len(CLASSES))))
+        bad = sorted(set(np.unique(labels)) - set(range(schema.num_classes)))
     else:
         names = values.astype(str).str.strip().str.lower()
-        labels = names.map(_NAME_TO_INDEX).to_numpy()
+        labels = names.map({c.lower(): i for i, c in enumerate(schema.classes)}).to_numpy()
         bad = sorted(set(names[pd.isna(labels)]))
     if bad:
         shown = ", ".join(map(str, bad[:5]))
-        raise UserError(f"{source}: column '{column}' has unknown class(es) {shown}; expected g, q, W, Z, t or 0-4")
+        raise UserError(f"{source}: column '{column}' has unknown class(es) {shown}; expected {_expected(schema)}")
     return labels.astype(np.int64)
 
 
@@ -132,13 +134,14 @@ def _read_h5(path: Path) -> pd.DataFrame:
     return pd.DataFrame(table)
 
 
-def _read_npz(path: Path) -> pd.DataFrame:
+def _read_npz(path: Path, features: tuple[str, ...]) -> pd.DataFrame:
     with np.load(path, allow_pickle=False) as npz:
         keys = set(npz.files)
-        if set(FEATURES) <= keys:
+        if set(features) <= keys:
             return pd.DataFrame({k: npz[k] for k in npz.files if npz[k].ndim == 1})
-        if {"X", "y"} <= keys:
-            frame = pd.DataFrame(npz["X"], columns=list(FEATURES))
+        if {"X", "y"} <= keys and npz["X"].ndim == 2 and npz["X"].shape[1] == len(features):
+            frame = pd.DataFrame(npz["X"], columns=list(features))
             frame["label"] = npz["y"]
             return frame
-    raise UserError(f"data file {path}: NPZ needs one array per feature column plus 'label', or 'X' (n×16) and 'y'")
+    raise UserError(f"data file {path}: NPZ needs one array per feature column plus 'label', "
+                    f"or 'X' (n×{len(features)}) and 'y'")

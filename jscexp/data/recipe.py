@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from jscexp.data.schema import CLASSES, FEATURES
+from jscexp.data.schema import JSC, Schema
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -37,15 +37,16 @@ class Splits:
 
 def apply_recipe(
     frame: pd.DataFrame,
+    schema: Schema = JSC,
     *,
     test_size: float = 0.2,
     val_size: float = 0.1,
 ) -> Splits:
-    """Splits and scales a frame holding the 16 ``FEATURES`` and an integer ``label`` column.
+    """Splits and scales a frame holding the schema's features and an integer ``label`` column.
 
     ``val_size`` is the fraction of the train part held out for validation.
     """
-    x = frame[list(FEATURES)].to_numpy(dtype=np.float32)
+    x = frame[list(schema.features)].to_numpy(dtype=np.float32)
     y = frame["label"].to_numpy(dtype=np.int64)
     # here, not at the top: a run on cached splits never pays sklearn's import (~1.4 s)
     from sklearn.model_selection import train_test_split
@@ -65,12 +66,12 @@ def apply_recipe(
             for a in (scaler.transform(xs).astype(np.float32), ys)
         )
     )
-    balance = np.bincount(y, minlength=len(CLASSES)) / max(len(y), 1)
+    balance = np.bincount(y, minlength=schema.num_classes) / max(len(y), 1)
     splits.info = {
         "rows": len(frame),
         "rows_train": len(y_train),
         "rows_val": len(y_val),
         "rows_test": len(y_test),
-        **{f"class_frac_{c}": round(float(f), 4) for c, f in zip(CLASSES, balance)},
+        **{f"class_frac_{c}": round(float(f), 4) for c, f in zip(schema.classes, balance)},
     }
     return splits

@@ -1,4 +1,7 @@
-"""The jet-substructure task's fixed vocabulary: 16 features, 5 classes in canonical order."""
+"""A dataset's vocabulary (``Schema``) and the jet-substructure task's: 16 features, 5 classes in
+canonical order."""
+
+from dataclasses import dataclass
 
 FEATURES: tuple[str, ...] = (
     "j_zlogz",
@@ -19,5 +22,32 @@ FEATURES: tuple[str, ...] = (
     "j_multiplicity",
 )
 
+JSC_ROWS = 986_806  # the CERNBox file after drop_duplicates
+
 # Canonical order used by hls4ml, LogicNets and MASE (the h5's one-hot columns j_g, j_q, j_w, j_z, j_t).
 CLASSES: tuple[str, ...] = ("g", "q", "W", "Z", "t")
+
+ONE_HOT: tuple[str, ...] = tuple(f"j_{c.lower()}" for c in CLASSES)  # the h5's label columns
+
+
+@dataclass(frozen=True)
+class Schema:
+    """What a dataset hands the model, the loop, tables and reports: its feature columns in the
+    order the model reads them and its class names in label order (label i is ``classes[i]``).
+    ``one_hot`` names label columns holding one-hot rows, where a file has them instead of one
+    label column."""
+
+    features: tuple[str, ...]
+    classes: tuple[str, ...]
+    one_hot: tuple[str, ...] = ()
+
+    @property
+    def num_features(self) -> int:
+        return len(self.features)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+JSC = Schema(FEATURES, CLASSES, ONE_HOT)

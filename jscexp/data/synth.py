@@ -12,10 +12,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from jscexp.data.schema import CLASSES, FEATURES
+from jscexp.data.schema import CLASSES, FEATURES, JSC_ROWS
 from jscexp.errors import UserError
 
-FULL_ROWS = 986_806  # the CERNBox file after drop_duplicates, so timings are realistic
+FULL_ROWS = JSC_ROWS  # as many rows as the real file, so timings are realistic
 
 # Per class (g, q, W, Z, t): chance of each apparent prong count (1, 2, 3). Jets whose
 # decay products fall partly outside the groomed jet look like fewer prongs.

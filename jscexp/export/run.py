@@ -80,18 +80,13 @@ def _quantised_run(mlflow, run_id: str, uri: str):
 def _rebuild(mlflow, run, tmp: Path):
     """The run's quantised model (its config, its weights: QAT's own checkpoint, PTQ's float
     model's) in evaluation mode, and its test split's features."""
-    from omegaconf import OmegaConf
-
     from jscexp.config import plain
     from jscexp.data import load_splits
     from jscexp.quant.transform import quantise
-    from jscexp.train.checkpoint import load_weights
-    from jscexp.train.fit import make_model
+    from jscexp.train.fit import run_model
 
     run_id, tags = run.info.run_id, run.data.tags
-    cfg = OmegaConf.load(_download(mlflow, run_id, "config.yaml", tmp))
-    model = make_model(cfg.model)
-    learned = load_weights(model, _weights(mlflow, run_id, tags, tmp), cfg.model.name)
+    cfg, model, learned = run_model(_download(mlflow, run_id, "config.yaml", tmp), _weights(mlflow, run_id, tags, tmp))
     splits = load_splits(cfg.dataset)
     calibration = torch.from_numpy(splits.x_train[: int(cfg.analysis.num_samples)])
     gm, _ = quantise(model, plain(cfg.quantisation), calibration)

@@ -1,29 +1,87 @@
-"""Model registry: one builder per name, one conf/model/<name>.yaml each."""
+"""Models are components: a ``model`` conf names a callable (``_target_``: a class or a function)
+that takes ``num_features`` and ``num_classes`` — the dataset's — and the conf's own settings,
+and returns an ``nn.Module`` that maps [batch, num_features] to [batch, num_classes] logits.
+The shipped ones (conf/model/*.yaml) are no different from a user's."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Mapping
 
 from torch import nn
 
-from jscexp.errors import UserError
-from jscexp.models.jsc import jsc_10x, jsc_s, jsc_tiny, jsc_toy
-from jscexp.models.mlp import mlp
+from jscexp.errors import UserError, first_line
 
-MODELS: dict[str, Callable[..., nn.Module]] = {
-    "jsc-tiny": jsc_tiny,
-    "jsc-toy": jsc_toy,
-    "jsc-10x": jsc_10x,
-    "jsc-s": jsc_s,
-    "mlp": mlp,
-}
+NOT_SETTINGS = ("_target_", "name")  # a conf's label and target; the rest are the callable's keywords
 
 
-def build_model(name: str, *, num_features: int = 16, num_classes: int = 5, **kwargs) -> nn.Module:
-    """Builds a registered model; unknown names raise UserError listing the valid ones."""
-    if name not in MODELS:
-        raise UserError(f"unknown model '{name}': choose one of {', '.join(MODELS)}")
-    return MODELS[name](num_features=num_features, num_classes=num_classes, **kwargs)
+def settings_of(cfg: Mapping) -> dict:
+    """A model conf's settings: the keywords its callable gets besides the data's sizes."""
+    return {str(k): v for k, v in cfg.items() if k not in NOT_SETTINGS}
+
+
+def build_model(cfg: Mapping, *, num_features: int, num_classes: int) -> nn.Module:
+    """The module a model conf (``_target_`` + settings) describes, for data of these sizes; a
+    target that does not import, a setting it does not take or a result that is not a module is a
+    one-line ``UserError``."""
+    target = cfg.get("_target_")
+    if not target:
+        raise UserError("the model conf has no _target_: add model._target_=package.module.YourModel")
+    fn = _import(str(target))
+    settings = settings_of(cfg)
+    _check_keywords(fn, settings, str(target))
+    try:
+        model = fn(num_features=num_features, num_classes=num_classes, **settings)
+    except UserError:
+        raise
+    except Exception as err:  # noqa: BLE001 — a user's constructor raises anything
+        raise UserError(f"model {target} could not be built with {settings or 'no settings'}: "
+                        f"{err.__class__.__name__}: {first_line(err)}") from err
+    if not isinstance(model, nn.Module):
+        raise UserError(f"model._target_={target} returned a {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def _import(target: str) -> Callable[..., nn.Module]:
+    from hydra.utils import get_object
+
+    try:
+        fn = get_object(target)
+    except Exception as err:  # noqa: BLE001 — Hydra wraps import errors of every kind
+        raise UserError(f"model._target_={target} cannot be imported ({first_line(err)}): "
+                        "is its package on PYTHONPATH or in the directory you run from?") from err
+    if not callable(fn):
+        raise UserError(f"model._target_={target} is not a class or function")
+    return fn
+
+
+def _check_keywords(fn: Callable, settings: dict, target: str) -> None:
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # a builtin without a signature: let the call say
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    if lacking := [n for n in ("num_features", "num_classes") if n not in params]:
+        raise UserError(f"model {target} must take {' and '.join(lacking)} as keyword arguments "
+                        "(the dataset's sizes)")
+    if unknown := sorted(set(settings) - set(params)):
+        takes = ", ".join(n for n in params if n not in ("self", "num_features", "num_classes")) or "no settings"
+        raise UserError(f"model.{unknown[0]} is not a setting of {target} (it takes: {takes}): remove it")
+
+
+def fx_trace(model: nn.Module, needed_by: str = "the graph report"):
+    """``model``'s fx graph; a model torch.fx cannot trace (data-dependent control flow, …) is a
+    one-line ``UserError`` saying what needed the graph."""
+    import torch.fx
+
+    if isinstance(model, torch.fx.GraphModule):
+        return model
+    try:
+        return torch.fx.symbolic_trace(model)
+    except Exception as err:  # noqa: BLE001 — fx raises anything a model's forward does under tracing
+        raise UserError(f"torch.fx cannot trace model {type(model).__name__} ({err.__class__.__name__}: "
+                        f"{first_line(err)}): {needed_by} needs a traceable model") from err
 
 
 def count_trainable(model: nn.Module) -> int:
@@ -31,4 +89,4 @@ def count_trainable(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-__all__ = ["MODELS", "build_model", "count_trainable"]
+__all__ = ["build_model", "count_trainable", "fx_trace", "settings_of"]

@@ -20,6 +20,7 @@ from torch import nn
 
 from jscexp.analysis.graph import node_kind
 from jscexp.errors import UserError
+from jscexp.models import fx_trace
 from jscexp.quant import make_quantiser
 from jscexp.quant.layers import QUANTISED, UNSIGNED_ROLES
 from jscexp.validate import FIXED_POINT
@@ -116,7 +117,7 @@ def quantise(
     by = qcfg.get("by", "type")
     if by not in ("type", "name"):
         raise UserError(f"quantisation.by must be 'type' or 'name', got '{by}'")
-    gm = torch.fx.symbolic_trace(copy.deepcopy(model))  # the float model stays untouched
+    gm = fx_trace(copy.deepcopy(model), "quantisation (it rewrites the model's fx graph)")  # the float model stays untouched
     _check_keys(gm, qcfg, by)
     _check_entry_keys(qcfg)
     ranges = _ranges(gm, calibration) if uses_auto_frac(qcfg) else {}

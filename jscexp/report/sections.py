@@ -125,25 +125,23 @@ def _artifact_text(client, run_id: str, name: str) -> str:
 def _confusion(uri: str, run_id: str, path: Path) -> Path:
     """Evaluates the run's logged best checkpoint on the test split of its logged config."""
     import torch
-    from omegaconf import OmegaConf
     from sklearn.metrics import confusion_matrix
 
-    from jscexp.data import CLASSES, load_splits
-    from jscexp.train.checkpoint import load_weights
-    from jscexp.train.fit import make_model
+    from jscexp.data import load_splits, schema_of
+    from jscexp.train.fit import run_model
 
     client = store_client(uri)
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = OmegaConf.load(client.download_artifacts(run_id, "config.yaml", tmp))
-        model = make_model(cfg.model)
-        load_weights(model, Path(client.download_artifacts(run_id, "checkpoints/best.ckpt", tmp)), cfg.model.name)
+        cfg, model, _ = run_model(Path(client.download_artifacts(run_id, "config.yaml", tmp)),
+                                  Path(client.download_artifacts(run_id, "checkpoints/best.ckpt", tmp)))
     splits = load_splits(cfg.dataset)
     x, y = splits.split("test")
     model.eval()
     with torch.no_grad():
         predicted = model(torch.from_numpy(x)).argmax(dim=1).numpy()
-    matrix = confusion_matrix(y, predicted, labels=range(len(CLASSES)), normalize="true")
-    return _heatmap(matrix, list(CLASSES), path)
+    classes = schema_of(cfg.dataset).classes
+    matrix = confusion_matrix(y, predicted, labels=range(len(classes)), normalize="true")
+    return _heatmap(matrix, list(classes), path)
 
 
 def _heatmap(matrix, labels: list[str], path: Path) -> Path:

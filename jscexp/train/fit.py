@@ -3,23 +3,38 @@
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from jscexp.data import Splits
+from jscexp.data import Splits, schema_of
 from jscexp.data.batches import TensorBatches
+from jscexp.errors import UserError
 from jscexp.models import build_model
 from jscexp.train import loop
 
 
-def model_kwargs(model_cfg: DictConfig) -> dict:
-    return {k: v for k, v in model_cfg.items() if k != "name"}
+def make_model(cfg: DictConfig) -> torch.nn.Module:
+    """The job's model (``cfg.model``) for its dataset's feature and class counts."""
+    schema = schema_of(cfg.dataset)
+    return build_model(cfg.model, num_features=schema.num_features, num_classes=schema.num_classes)
 
 
-def make_model(model_cfg: DictConfig) -> torch.nn.Module:
-    return build_model(model_cfg.name, **model_kwargs(model_cfg))
+def run_model(config: Path, checkpoint: Path) -> tuple[DictConfig, torch.nn.Module, dict[str, torch.Tensor]]:
+    """A finished run's config (its config.yaml), its float model with the weights of
+    ``checkpoint``, and what else the checkpoint holds (QAT's learned formats): one way to rebuild
+    a run's model from its artifacts, for the export and the report."""
+    from omegaconf import OmegaConf
+
+    from jscexp.train.checkpoint import load_weights
+
+    cfg = OmegaConf.load(config)
+    if not isinstance(cfg, DictConfig):
+        raise UserError(f"{config} is not a run's config (a mapping)")
+    model = make_model(cfg)
+    return cfg, model, load_weights(model, checkpoint, cfg.model.name)
 
 
 def make_fabric(t: DictConfig):
@@ -107,9 +122,12 @@ def train(cfg: DictConfig, engine: loop.Engine, splits: Splits, hook: loop.Trial
     )
 
 
-def evaluate(cfg: DictConfig, model: torch.nn.Module, splits: Splits, split: str) -> dict[str, float]:
-    """Accuracy and loss of ``model`` on one split, on the run's device."""
+def evaluate(cfg: DictConfig, model: torch.nn.Module, splits: Splits, split: str, *,
+             per_class: bool = False) -> dict[str, float]:
+    """Accuracy and loss of ``model`` on one split, on the run's device; ``per_class`` adds each
+    of the dataset's classes' accuracy, ``acc_<class name>``."""
     fabric = make_fabric(cfg.trainer)
     wrapped = fabric.setup_module(model)
     data = batches(fabric.device, splits, split, int(cfg.trainer.eval_batch_size))
-    return loop.evaluate(wrapped, data, loop.Tally(1, fabric.device))
+    names = schema_of(cfg.dataset).classes if per_class else ()
+    return loop.evaluate(wrapped, data, loop.Tally(1, fabric.device, names))

@@ -24,7 +24,6 @@ from torchmetrics.classification import MulticlassAccuracy
 from jscexp.quant.cost import ebops
 from jscexp.quant.learned import beta_ramp
 
-NUM_CLASSES = 5
 MARKS_ENV = "JSCEXP_STEP_MARKS"  # file that gets "first_step <t>" / "last_step <t>" lines (make bench)
 
 
@@ -37,9 +36,9 @@ class Tally:
     A single run is a tally of one trial.
     """
 
-    def __init__(self, k: int, device: torch.device):
+    def __init__(self, k: int, device: torch.device, class_names: tuple[str, ...] = ()):
         self.k, self.device = k, device
-        self.acc = MulticlassAccuracy(NUM_CLASSES, average="micro").to(device)
+        self.class_names = class_names  # with names, also each class's accuracy (its recall): ``acc_<name>``
         # a NaN batch loss makes the mean NaN (divergence) instead of being dropped; "disable" would drop the weights
         self.loss = MeanMetric(nan_strategy=math.nan).to(device)
         self._reset()
@@ -52,6 +51,7 @@ class Tally:
 
     def update(self, logits: torch.Tensor, y: torch.Tensor, losses: torch.Tensor) -> None:
         """``logits`` [K, batch, classes], ``losses`` [K]."""
+        self.classes = logits.shape[-1]  # the model's outputs: the dataset's classes
         self._preds.append(logits.detach().argmax(dim=-1))
         self._targets.append(y)
         self._losses.append(losses.detach())
@@ -65,14 +65,30 @@ class Tally:
         losses = torch.stack(self._losses, dim=1)
         sizes = torch.tensor(self._sizes, dtype=torch.float32, device=self.device)
         out = []
+        acc = MulticlassAccuracy(self.classes, average="micro").to(self.device)
         for k in range(self.k):
-            self.acc.update(preds[k], targets)
+            acc.update(preds[k], targets)
             self.loss.update(losses[k], weight=sizes.clone())  # torchmetrics writes into the weights of NaN values
-            out.append({f"{prefix}acc": float(self.acc.compute()), f"{prefix}loss": float(self.loss.compute())})
-            self.acc.reset()
+            out.append({f"{prefix}acc": float(acc.compute()), f"{prefix}loss": float(self.loss.compute()),
+                        **self._per_class(preds[k], targets, prefix)})
+            acc.reset()
             self.loss.reset()
         self._reset()
         return out
+
+
+    def _per_class(self, preds: torch.Tensor, targets: torch.Tensor, prefix: str) -> dict[str, float]:
+        if not self.class_names:
+            return {}
+        from torchmetrics.functional.classification import multiclass_recall
+
+        recall = multiclass_recall(preds, targets, len(self.class_names), average=None)
+        return {f"{prefix}acc_{metric_key(n)}": float(r) for n, r in zip(self.class_names, recall)}
+
+
+def metric_key(name: str) -> str:
+    """A class name as MLflow accepts it in a metric key (letters, digits, _ - . / and spaces)."""
+    return "".join(c if c.isalnum() or c in "_-./ " else "_" for c in name)
 
 
 class Progress:

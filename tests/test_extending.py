@@ -1,0 +1,111 @@
+"""Extending jscexp without editing it: an own model module and an own 8-feature, 3-class CSV,
+outside the repo, through a sweep, a test of its checkpoint, QAT with costs, an hls4ml export
+and a table; and every bad model or dataset conf is one line before training."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, run_cli, runs_of
+
+EXAMPLES = ROOT / "examples"
+QUICK = ["max_epochs=2", "trainer.progress_bar=false"]
+
+
+@pytest.fixture
+def outside(workdir):
+    """A project of the user's own: their model module and conf dir beside their data, no jscexp file."""
+    shutil.copy(EXAMPLES / "tiny_net.py", workdir / "tiny_net.py")
+    shutil.copytree(EXAMPLES / "conf", workdir / "myconf")
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        from blobs import make_csv
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    make_csv(str(workdir / "blobs.csv"), rows=3000)
+    return workdir
+
+
+def mine(*args: str, model: str = "tiny_net", analysis: str = "off") -> list[str]:
+    return ["hydra.searchpath=[file://myconf]", f"model={model}", "dataset=blobs", f"analysis={analysis}", *QUICK, *args]
+
+
+def test_an_own_model_and_dataset_sweep_test_qat_export_and_table(outside):
+    sweep = run_cli(["-m", *mine("learning_rate=1e-3,1e-2", "+launcher=joblib", "trainer.vectorize=off")], outside)
+    assert sweep.returncode == 0, sweep.stderr[-2000:]
+    children = [r for r in runs_of(outside) if r.data.tags.get("mlflow.parentRunId")]
+    assert len(children) == 2 and all(r.info.status == "FINISHED" for r in children)
+    run = children[0]
+    assert run.data.params["model.name"] == "tiny-net" and run.data.params["n_params"] == str(8 * 16 + 16 + 32 + 16 * 3 + 3)
+    assert {"test_acc_low", "test_acc_mid", "test_acc_high"} <= set(run.data.metrics)
+    assert run.data.tags["jscexp.dataset"] == "blobs" and run.data.tags["jscexp.synthetic"] == "false"
+
+    ckpt = Path(run.data.tags["jscexp.checkpoint"])
+    tested = run_cli(["hydra.searchpath=[file://myconf]", "mode=test", f"ckpt={ckpt}"], outside)
+    assert tested.returncode == 0, tested.stderr[-2000:]
+    assert "from the checkpoint: model=tiny-net, dataset=blobs" in tested.stdout
+    assert f"test_acc={run.data.metrics['test_acc']:.4f}" in tested.stdout
+
+    qat = run_cli(mine("mode=qat", "quantisation=int8", "hardware.export=true"), outside)
+    assert qat.returncode == 0, qat.stderr[-2000:]
+    assert "C simulation check passed: csim_exact=1.000000" in qat.stdout
+    q = runs_of(outside)[-1]
+    assert q.data.metrics["avg_weight_bits"] == 8 and q.data.metrics["ebops"] > 0
+
+    table = subprocess.run([sys.executable, "-m", "jscexp.table", "--sweep", "all", "--filter",
+                            "params.`mode` = 'train'", "--columns", "test_acc_low", "test_acc_mid", "test_acc_high"],
+                           cwd=outside, capture_output=True, text=True, timeout=120)
+    assert table.returncode == 0, table.stderr
+    assert "test_acc_low" in table.stdout and "test_acc_high" in table.stdout and "blobs" in table.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["model._target_=tiny_net.Nowhere"], "model._target_=tiny_net.Nowhere cannot be imported"),
+    (["+model.width=3"], "model.width is not a setting of tiny_net.TinyNet (it takes: hidden, depth)"),
+    (["dataset.features=[f0,f1,nope]"], "lacks feature column(s) nope"),
+    (["dataset.label=class"], "has no label column: add 'class'"),
+    (["+dataset.colour=red"], "dataset.colour is not a setting of jscexp.data.tabular.Tabular"),
+    (["dataset=tabular", "dataset.path=blobs.csv"], "dataset.features is required"),
+])
+def test_a_bad_model_or_dataset_conf_is_one_line_and_no_run(outside, args, message):
+    result = run_cli(mine(*args), outside)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert runs_of(outside) == []
+
+
+def test_a_custom_model_without_a_target_says_so(outside):
+    result = run_cli(mine(model="custom"), outside)
+    assert result.returncode == 2 and "model._target_" in result.stderr, result.stderr[-2000:]
+
+
+UNTRACEABLE = '''
+import torch
+from torch import nn
+
+class Branchy(nn.Module):
+    def __init__(self, *, num_features, num_classes):
+        super().__init__()
+        self.a, self.b = nn.Linear(num_features, num_classes), nn.Linear(num_features, num_classes)
+
+    def forward(self, x):
+        return self.a(x) if x.sum() > 0 else self.b(x)
+'''
+
+
+def test_a_model_fx_cannot_trace_is_one_line_before_training(outside):
+    (outside / "branchy.py").write_text(UNTRACEABLE)
+    target = "model._target_=branchy.Branchy"
+    plain = run_cli(mine(target, model="custom"), outside)  # analysis off, mode=train: nothing needs its graph
+    assert plain.returncode == 0, plain.stderr[-2000:]
+    for args, why in ((mine(target, model="custom", analysis="default"), "the analysis"),
+                      (mine(target, "mode=qat", "quantisation=int8", model="custom"), "quantisation")):
+        result = run_cli(args, outside)
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert "torch.fx cannot trace model Branchy" in result.stderr and why in result.stderr
+        assert "epoch" not in result.stdout  # said before training, not after
