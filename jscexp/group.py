@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from jscexp.config import TRAINING_MODES, plain
 from jscexp.sweep.grouping import has_dropout
 from jscexp.sweep.overrides import is_vector_key
-from jscexp.validate import FIXED_POINT, quantiser_names
+from jscexp.validate import quantiser_names
 
 
 def stack_blocker(cfg: DictConfig) -> str | None:
@@ -28,8 +28,8 @@ def stack_blocker(cfg: DictConfig) -> str | None:
 
     if cfg.mode not in TRAINING_MODES:
         return f"mode={cfg.mode}"
-    if cfg.mode == "qat" and not quantiser_names(cfg.quantisation) <= FIXED_POINT:  # those with a stacked form
-        return "a quantiser other than integer or learned"
+    if cfg.mode == "qat" and (lone := _without_stacked_form(cfg)):
+        return f"quantiser {lone}, which has no stacked form"
     if cfg.mode == "train" and cfg.quantisation.name != "none":
         return "quantisation with mode=train"
     options = plain(cfg.optimizer)
@@ -40,6 +40,12 @@ def stack_blocker(cfg: DictConfig) -> str | None:
     if not _is_chain(cfg):
         return "a model that is not a Linear/BatchNorm1d/ReLU/Dropout chain"
     return None
+
+
+def _without_stacked_form(cfg: DictConfig) -> str | None:
+    from jscexp.quant import quantiser_class
+
+    return next((n for n in sorted(quantiser_names(cfg.quantisation)) if not quantiser_class(n).stacks()), None)
 
 
 def _is_chain(cfg: DictConfig) -> bool:

@@ -6,8 +6,6 @@ import math
 
 from jscexp.errors import UserError
 
-FIXED_POINT = {"integer", "learned"}  # the quantisers hls4ml types, da4ml traces and a stacked model holds
-
 
 def is_width(name: str) -> bool:
     """An integer quantiser's width knob (``quantisation.weight_width``, ``…frac_width``)."""
@@ -43,7 +41,7 @@ def check_learned(cfg) -> None:
         check_beta(beta)
     if (warmup := cfg.quantisation.get("beta_warmup")) is not None:
         check_warmup(warmup)
-    if other := sorted(names - FIXED_POINT):
+    if other := not_fixed_point(names):
         raise UserError(f"learned widths are fixed point: quantise every other role with integer, "
                         f"not {', '.join(other)}")
     if cfg.mode != "qat":
@@ -76,7 +74,7 @@ def check_hardware(cfg) -> None:
         return
     if cfg.mode not in EXPORTED_MODES:
         raise UserError(f"hardware.export=true exports quantised runs: mode=qat or mode=ptq, not mode={cfg.mode}")
-    if other := sorted(quantiser_names(cfg.quantisation) - FIXED_POINT):
+    if other := not_fixed_point(quantiser_names(cfg.quantisation)):
         raise UserError(f"hardware.export=true: hls4ml has no type for the {', '.join(other)} "
                         "format: export fixed-point (integer) presets, e.g. quantisation=int8 or int8_all")
     check_gxx("hardware.export=true: ")
@@ -88,6 +86,13 @@ def check_gxx(prefix: str = "") -> None:
 
     if shutil.which("g++") is None:
         raise UserError(f"{prefix}g++ is not installed: hls4ml compiles the C simulation with it (apt-get install g++)")
+
+
+def not_fixed_point(names: set[str]) -> list[str]:
+    """The quantisers among ``names`` that do not declare fixed-point values (``Quantiser.fixed_point``)."""
+    from jscexp.quant import quantiser_class
+
+    return sorted(n for n in names if not quantiser_class(n).fixed_point)
 
 
 def quantiser_names(qcfg) -> set[str]:

@@ -101,11 +101,35 @@ class Branchy(nn.Module):
 def test_a_model_fx_cannot_trace_is_one_line_before_training(outside):
     (outside / "branchy.py").write_text(UNTRACEABLE)
     target = "model._target_=branchy.Branchy"
-    plain = run_cli(mine(target, model="custom"), outside)  # analysis off, mode=train: nothing needs its graph
+    plain = run_cli(["-m", *mine(target, "learning_rate=1e-2,2e-2", model="custom")], outside)  # nothing needs its graph
     assert plain.returncode == 0, plain.stderr[-2000:]
+    assert plain.stdout.count("2 job(s) train one by one, not as one stacked model: a model that is not a") == 1
     for args, why in ((mine(target, model="custom", analysis="default"), "the analysis"),
                       (mine(target, "mode=qat", "quantisation=int8", model="custom"), "quantisation")):
         result = run_cli(args, outside)
         assert result.returncode == 2, result.stderr[-2000:]
         assert "torch.fx cannot trace model Branchy" in result.stderr and why in result.stderr
         assert "epoch" not in result.stdout  # said before training, not after
+
+
+def test_an_own_power_of_two_quantiser_stacks_costs_and_exports(outside):
+    shutil.copy(EXAMPLES / "pow2.py", outside / "pow2.py")
+    sys.path.insert(0, str(outside))
+    try:
+        import torch
+        from pow2 import PowerOfTwo
+
+        q = PowerOfTwo(max_exp=0, min_exp=-6)  # by hand: 0.3 → 2^-2, -0.7 → -2^-1, 0.001 → 0, 5 → 2^0
+        assert q(torch.tensor([0.3, -0.7, 0.001, 5.0])).tolist() == [0.25, -0.5, 0.0, 1.0]
+        assert q.bits == 4 and (q.fixed().width, q.fixed().frac_width) == (8, 6)
+    finally:
+        sys.path.remove(str(outside))
+    sweep = run_cli(["-m", *mine("mode=qat", "quantisation=pow2", "learning_rate=1e-2,2e-2")], outside)
+    assert sweep.returncode == 0, sweep.stderr[-2000:]
+    trials = [r for r in runs_of(outside) if r.data.tags.get("mlflow.parentRunId")]
+    assert len(trials) == 2 and all(r.data.tags["jscexp.quant_check"] == "passed" for r in trials)
+    assert len({r.data.tags.get("jscexp.vector_group") for r in trials} - {None}) == 1  # one stacked model
+    assert all(r.data.metrics["avg_weight_bits"] < 8 and r.data.metrics["ebops"] > 0 for r in trials)
+    exported = run_cli(mine("mode=qat", "quantisation=pow2", "hardware.export=true"), outside)
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    assert "C simulation check passed: csim_exact=1.000000" in exported.stdout

@@ -120,6 +120,19 @@ def test_learned_width_trials_with_their_own_beta_match_their_runs_alone(workdir
     assert stacked[("0.0003",)]["metrics"]["ebops"] < stacked[("0",)]["metrics"]["ebops"]
 
 
+@pytest.mark.parametrize("quantisation", ["minifloat8", "ternary"])
+def test_quantisers_without_a_vectorised_form_stack_trial_by_trial_with_their_lone_numbers(workdir, quantisation):
+    """A quantiser that declares no stacked form of its own gets the generic one (each trial's
+    quantiser on its slice): trials of other learning rates keep their lone runs' numbers."""
+    common = [*SMALL, "model=jsc-toy", "optimizer=sgd", "mode=qat", f"quantisation={quantisation}"]
+    alone, stacked = alone_and_stacked(workdir, common, [["learning_rate=0.05"], ["learning_rate=0.1"]],
+                                       ("learning_rate",))
+    assert len(stacked) == 2
+    for key, vec in stacked.items():
+        assert vec["metrics"]["test_acc"] == alone[key]["metrics"]["test_acc"], key
+        assert vec["tags"]["jscexp.quant_check"] == "passed"
+
+
 @pytest.mark.slow
 def test_trials_with_their_own_per_layer_widths_match_their_runs_alone(workdir):
     """A width per layer (fx node name) is a knob like any width: trials differing in jsc-toy's
@@ -232,8 +245,9 @@ def test_auto_groups_only_jobs_that_keep_their_own_numbers():
     assert len(grouped(["+optimizer.amsgrad=true", "learning_rate=0.1"], ["+optimizer.amsgrad=true", "learning_rate=0.2"])) == 2
 
 
-@pytest.mark.parametrize(("quantisation", "expected"), [("int8", True), ("int4", True), ("learned", True), ("minifloat8", False)])
-def test_only_integer_quantisers_stack(quantisation, expected):
+@pytest.mark.parametrize(("quantisation", "expected"), [("int8", True), ("int4", True), ("learned", True), ("minifloat8", True),
+                                                       ("ternary", True)])
+def test_every_shipped_quantiser_stacks(quantisation, expected):
     from conftest import compose_cfg
     from jscexp.group import stackable
 

@@ -3,7 +3,7 @@ summaries, verification and bit costs."""
 
 from __future__ import annotations
 
-from jscexp.errors import UserError
+from jscexp.errors import UserError, first_line
 from jscexp.quant._base import Quantiser
 from jscexp.quant.binary import BinaryQuantiser, TernaryQuantiser
 from jscexp.quant.integer import IntegerQuantiser
@@ -15,14 +15,31 @@ QUANTISERS: dict[str, type[Quantiser]] = {
 }
 
 
+def quantiser_class(name: str, what: str = "quantiser") -> type[Quantiser]:
+    """A shipped quantiser by its name, or a user's by its dotted class path (``mypkg.Pow2``)."""
+    if name in QUANTISERS:
+        return QUANTISERS[name]
+    if "." in name:
+        from hydra.utils import get_class
+
+        try:
+            cls = get_class(name)
+        except Exception as err:  # noqa: BLE001 — Hydra wraps import errors of every kind
+            raise UserError(f"{what}: quantiser {name} cannot be imported ({first_line(err)})") from None
+        if isinstance(cls, type) and issubclass(cls, Quantiser):
+            return cls
+        raise UserError(f"{what}: {name} is not a jscexp.quant.Quantiser subclass")
+    raise UserError(f"{what}: unknown quantiser '{name}': choose one of {', '.join(QUANTISERS)}, "
+                    "or name your own Quantiser class by its dotted path")
+
+
 def make_quantiser(name: str, what: str = "quantiser", **kwargs) -> Quantiser:
-    """Builds a registered quantiser; unknown names and options are one-line UserErrors."""
-    if name not in QUANTISERS:
-        raise UserError(f"{what}: unknown quantiser '{name}': choose one of {', '.join(QUANTISERS)}")
+    """Builds a quantiser (``quantiser_class``); unknown names and options are one-line UserErrors."""
+    cls = quantiser_class(name, what)
     try:
-        return QUANTISERS[name](what=what, **kwargs)  # type: ignore[call-arg]  # every subclass takes what=
+        return cls(what=what, **kwargs)  # type: ignore[call-arg]  # every subclass takes what=
     except TypeError as err:  # an option the quantiser doesn't take, or a missing one
         raise UserError(f"{what}: bad options {sorted(kwargs)} for '{name}' ({err})") from None
 
 
-__all__ = ["QUANTISERS", "Quantiser", "make_quantiser"]
+__all__ = ["QUANTISERS", "Quantiser", "make_quantiser", "quantiser_class"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from typing import ClassVar, Protocol
 
 import torch
 
@@ -18,6 +19,17 @@ def quantised_tensor(module, role: str) -> torch.Tensor | None:
     return None if role == "data_in" else getattr(module, role)
 
 
+class StackedForm(Protocol):
+    """K trials' quantisers of one role applied to a stacked [K, ...] tensor (``Quantiser.stack``);
+    ``params``/``buffers`` are the stacked model's, where trained formats live."""
+
+    def __call__(self, x: torch.Tensor, params, buffers, training: bool) -> torch.Tensor: ...
+
+    def widths(self, like: torch.Tensor, params, buffers) -> torch.Tensor:
+        """Each trial's widths, broadcasting over a stacked tensor like ``like`` (for EBOPs)."""
+        ...
+
+
 class Quantiser(abc.ABC):
     """Maps a float tensor onto the quantiser's grid, still as floats (fake quantisation).
 
@@ -26,6 +38,24 @@ class Quantiser(abc.ABC):
     """
 
     name: str = ""
+    # Capabilities, declared here rather than decided by name elsewhere:
+    fixed_point: ClassVar[bool] = False  # its values are fixed point (``fixed`` gives the format): hls4ml exports
+    #                                      them, da4ml traces them, after a ReLU they may go unsigned (``signed``)
+
+    @classmethod
+    def stacks(cls) -> bool:
+        """Whether trials quantised by this class can train as one stacked model (``stack``)."""
+        return not issubclass(cls, torch.nn.Module)  # a trained quantiser needs its own stacked form
+
+    @classmethod
+    def stack(cls, quantisers: list, prefix: str, role: str, device: torch.device) -> StackedForm | None:
+        """K trials' quantisers of one role (``prefix``: the layer's attribute) as one stacked form
+        — ``form(x[K, ...], params, buffers, training)``, ``form.widths(like, params, buffers)`` —
+        or None when they cannot train as one model. Here: each trial's own quantiser on its slice,
+        exact for any quantiser without trained state; subclasses may vectorise it."""
+        if not cls.stacks() or any(type(q) is not cls for q in quantisers):
+            return None
+        return PerTrial(quantisers)
 
     @abc.abstractmethod
     def quantise(self, x: torch.Tensor) -> torch.Tensor: ...
@@ -53,6 +83,26 @@ class Quantiser(abc.ABC):
     def describe(self) -> str:
         fields = ", ".join(f"{k}={v}" for k, v in vars(self).items() if not k.startswith("_"))
         return f"{self.name}({fields})"
+
+
+class PerTrial:
+    """The stacked form of K quantisers without trained state: trial k's slice of a [K, ...]
+    tensor through trial k's quantiser, so each gets what it would alone."""
+
+    def __init__(self, quantisers: list[Quantiser]):
+        self.quantisers = list(quantisers)
+
+    def __call__(self, x: torch.Tensor, params=None, buffers=None, training: bool = False) -> torch.Tensor:
+        return torch.stack([q(x[k]) for k, q in enumerate(self.quantisers)])
+
+    def widths(self, like: torch.Tensor, params=None, buffers=None) -> torch.Tensor:
+        """Each trial's storage bits, viewed to broadcast over a stacked tensor like ``like``."""
+        bits = torch.tensor([float(q.bits) for q in self.quantisers], device=like.device)
+        return bits.view(-1, *([1] * (like.dim() - 1)))
+
+    def set(self, trial: int, quantiser: Quantiser) -> None:
+        """Trial ``trial`` quantises with ``quantiser`` from here on (population-based training)."""
+        self.quantisers[trial] = quantiser
 
 
 def ste(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,12 @@ class IntegerQuantiser(Quantiser):
     """
 
     name = "integer"
+    fixed_point = True
+
+    @classmethod
+    def stack(cls, quantisers: list, prefix: str, role: str, device: torch.device) -> StackedInteger | None:
+        """Vectorised: one fake-quantisation with a width per trial."""
+        return StackedInteger(quantisers, device) if all(isinstance(q, IntegerQuantiser) for q in quantisers) else None
 
     def __init__(self, *, width: int, frac_width: int, signed: bool = True, what: str = "integer"):
         self.width = positive_int("width", width, what)
@@ -84,15 +90,10 @@ class StackedInteger:
         self.scale = tensor([2.0**-q.frac_width for q in quantisers])
         self.low, self.high = (tensor(v) for v in zip(*(q.levels for q in quantisers)))
 
-    @classmethod
-    def of(cls, quantisers: list, device: torch.device) -> StackedInteger | None:
-        """The stacked form of one role's quantisers, or None unless every trial's is an integer one."""
-        if not all(isinstance(q, IntegerQuantiser) for q in quantisers):
-            return None
-        return cls(quantisers, device)
-
     def set(self, trial: int, quantiser: IntegerQuantiser) -> None:
         """Trial ``trial`` quantises with ``quantiser`` from here on (population-based training's widths)."""
+        if not isinstance(quantiser, IntegerQuantiser):
+            raise ValueError(f"trial {trial}'s new quantiser is {type(quantiser).__name__}, not integer")
         self.bits[trial] = quantiser.width
         self.inv_scale[trial], self.scale[trial] = 2.0**quantiser.frac_width, 2.0**-quantiser.frac_width
         self.low[trial], self.high[trial] = quantiser.levels

@@ -154,6 +154,18 @@ class LearnedQuantiser(nn.Module, Quantiser):
     shape (``bind``)."""
 
     name = "learned"
+    fixed_point = True
+
+    @classmethod
+    def stacks(cls) -> bool:
+        return True  # its formats are parameters and buffers of the stacked model: ``StackedLearned`` reads them
+
+    @classmethod
+    def stack(cls, quantisers: list, prefix: str, role: str, device: torch.device) -> StackedLearned | None:
+        """When every trial learns this role's formats by one rule; ``prefix`` finds them."""
+        if not all(isinstance(q, LearnedQuantiser) for q in quantisers) or len({q.rule for q in quantisers}) != 1:
+            return None
+        return StackedLearned(prefix, quantisers[0].rule, role == "data_in")
 
     def __init__(self, *, frac_width: int, width: int | None = None, signed: bool | None = None, rate: float = 1.0,
                  int_bits: str = "fixed", int_decay: float | None = None, what: str = "learned"):
@@ -250,13 +262,6 @@ class StackedLearned:
     def __init__(self, prefix: str, rule: Rule, per_feature: bool):
         self.prefix, self.rule, self.per_feature = prefix, rule, per_feature
         self._last: tuple[torch.Tensor, torch.Tensor] | None = None  # (the parameter view, its widths) of a step
-
-    @classmethod
-    def of(cls, quantisers: list, prefix: str, role: str) -> StackedLearned | None:
-        """The stacked form when every trial learns this role's formats by one rule, else None."""
-        if not all(isinstance(q, LearnedQuantiser) for q in quantisers) or len({q.rule for q in quantisers}) != 1:
-            return None
-        return cls(prefix, quantisers[0].rule, role == "data_in")
 
     def _over(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """[K, *shape] viewed to broadcast over ``like`` ([K, batch, features] for an input)."""

@@ -21,9 +21,8 @@ from torch import nn
 from jscexp.analysis.graph import node_kind
 from jscexp.errors import UserError
 from jscexp.models import fx_trace
-from jscexp.quant import make_quantiser
+from jscexp.quant import make_quantiser, quantiser_class
 from jscexp.quant.layers import QUANTISED, UNSIGNED_ROLES
-from jscexp.validate import FIXED_POINT
 
 ROLES = ("data_in", "weight", "bias")
 _META_KEYS = {"name", "data_in_name", "weight_name", "bias_name"}
@@ -62,7 +61,8 @@ def _quantisers(entry: Mapping, op: str, where: str, ranges: Mapping[str, float]
         role_name = entry.get(f"{role}_name", name)
         if not opts and f"{role}_name" not in entry:
             continue
-        if role in unsigned and role_name in FIXED_POINT and opts.get("int_bits") != "traced":  # traced: from the data
+        traced = opts.get("int_bits") == "traced"  # its sign comes from the data
+        if role in unsigned and quantiser_class(role_name).fixed_point and not traced:
             opts["signed"] = False
         if opts.get("frac_width") == "auto":
             if role not in ranges:

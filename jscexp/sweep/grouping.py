@@ -26,8 +26,11 @@ def grouped_jobs(job_overrides: list[list[str]], size: int, compose: Compose | N
     keys: list[tuple] = [_fixed(overrides) for overrides in job_overrides]
     if compose is not None and blocker is not None and size > 1:
         counts = {k: keys.count(k) for k in set(keys)}
-        keys = [(k, _stack_key(compose, blocker, o, i)) if counts[k] > 1 else k
+        reasons: dict[str, int] = {}
+        keys = [(k, _stack_key(compose, blocker, o, i, reasons)) if counts[k] > 1 else k
                 for i, (k, o) in enumerate(zip(keys, job_overrides))]
+        for reason, n in reasons.items():  # once per launch, not once per job
+            print(f"{n} job(s) train one by one, not as one stacked model: {reason} (docs/stacked-trials.md)")
     groups: dict[tuple, list[int]] = {}
     for i, key in enumerate(keys):
         groups.setdefault(key, []).append(i)
@@ -49,12 +52,15 @@ def _group_job(job_overrides: list[list[str]], chunk: list[int]) -> list[str]:
     return [*_fixed(job_overrides[chunk[0]]), group_override(trials)]
 
 
-def _stack_key(compose: Compose, blocker: Blocker, overrides: list[str], index: int):
-    """What a job must share with its group mates: its data order; a job that cannot stack, nothing."""
+def _stack_key(compose: Compose, blocker: Blocker, overrides: list[str], index: int, reasons: dict[str, int]):
+    """What a job must share with its group mates: its data order; a job that cannot stack,
+    nothing (its reason counted in ``reasons``)."""
     try:
         cfg = compose(overrides)
-        return ("data_seed", int(cfg.data_seed), has_dropout(cfg)) if blocker(cfg) is None \
-            else ("alone", index)
+        if (reason := blocker(cfg)) is None:
+            return ("data_seed", int(cfg.data_seed), has_dropout(cfg))
+        reasons[reason] = reasons.get(reason, 0) + 1
+        return ("alone", index)
     except Exception:  # noqa: BLE001 — a job whose config does not compose fails on its own, with its own message
         return ("alone", index)
 

@@ -23,11 +23,10 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.nn import functional as F
 
-from jscexp.quant._base import ROLE_ATTRS
+from jscexp.quant._base import ROLE_ATTRS, StackedForm
 from jscexp.quant.cost import ebops_of
-from jscexp.quant.integer import IntegerQuantiser, StackedInteger
 from jscexp.quant.layers import BatchNormQ, LinearQ, ReLUQ, batch_statistics
-from jscexp.quant.learned import StackedLearned, beta_ramp
+from jscexp.quant.learned import beta_ramp
 from jscexp.train.loop import Tally, measure, trial_losses
 from jscexp.validate import is_width
 
@@ -61,7 +60,7 @@ class StackedModel:
         chain = linear_chain(self.base)
         quantisers = _stacked_quantisers(models, chain, self.flat.device) if chain else None
         if chain is None or quantisers is None:
-            raise ValueError("a stacked model needs a Linear/BatchNorm1d/ReLU/Dropout chain with integer quantisers")
+            raise ValueError("a stacked model needs a Linear/BatchNorm1d/ReLU/Dropout chain with quantisers that stack")
         self._chain, self._quantisers = chain, quantisers
         self._dropout_p = {name: [float(m.get_submodule(name).p) for m in models]  # type: ignore[arg-type]
                            for name, layer in chain if isinstance(layer, nn.Dropout)}
@@ -213,12 +212,9 @@ class StackedModel:
     def set_quantisers(self, trial: int, model: nn.Module) -> None:
         """Trial ``trial`` quantises as ``model`` (a QAT model of the same chain) does: its widths."""
         for (name, role), stacked in self._quantisers.items():
-            if isinstance(stacked, StackedLearned):
+            if not hasattr(stacked, "set"):
                 continue  # learned widths are parameters: the slice's weights carry them
-            quantiser = getattr(model.get_submodule(name), ROLE_ATTRS[role], None)
-            if not isinstance(quantiser, IntegerQuantiser):
-                raise ValueError(f"{name} {role}: the new model's quantiser is {type(quantiser).__name__}, not integer")
-            stacked.set(trial, quantiser)
+            stacked.set(trial, getattr(model.get_submodule(name), ROLE_ATTRS[role], None))
 
     def restart_trial(self, trial: int, model: nn.Module, generator: torch.Generator | None) -> None:
         """A new model in slice ``trial``: its weights and statistics, dropout p, quantiser
@@ -267,15 +263,19 @@ def linear_chain(model: nn.Module) -> list[tuple[str, nn.Module]] | None:
 _CHAIN_TYPES = (nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Dropout, LinearQ, ReLUQ, BatchNormQ)
 
 
-def _stacked_quantisers(models, chain, device) -> dict[tuple[str, str], StackedInteger | StackedLearned] | None:
-    """Per (layer, role), the trials' quantisers stacked; None when one cannot be stacked."""
-    out: dict[tuple[str, str], StackedInteger | StackedLearned] = {}
+def _stacked_quantisers(models, chain, device) -> dict[tuple[str, str], StackedForm] | None:
+    """Per (layer, role), the trials' quantisers stacked (each quantiser class's ``stack``);
+    None when one cannot be stacked."""
+    out: dict[tuple[str, str], StackedForm] = {}
     for name, _ in chain:
         for role, attr in ROLE_ATTRS.items():
             quantisers = [getattr(m.get_submodule(name), attr, None) for m in models]
             if all(q is None for q in quantisers):
                 continue
-            stacked = StackedInteger.of(quantisers, device) or StackedLearned.of(quantisers, f"{name}.{attr}", role)
+            first = quantisers[0]
+            if first is None or None in quantisers:
+                return None
+            stacked = type(first).stack(quantisers, f"{name}.{attr}", role, device)
             if stacked is None:
                 return None
             out[(name, role)] = stacked
