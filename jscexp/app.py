@@ -8,6 +8,7 @@ everything a user can get wrong before it opens a run, so bad input leaves no ru
 from __future__ import annotations
 
 import functools
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -130,7 +131,7 @@ def finish_training(cfg, net, splits, run, out_dir: Path, result, calibration, q
     """After training: test, checkpoint, curves, final metrics, summaries; returns the job's
     result. ``show``: print the quantisation histogram (a stacked group's trials share one)."""
     spec = plain(cfg.analysis)
-    final = {**_record_fit(cfg, net, splits, run, out_dir, result), **costs(cfg, net)}
+    final = {**_record_fit(cfg, net, splits, run, out_dir, result), **costs(cfg, net, run)}
     run.log_metrics(final, step=int(cfg.max_epochs))
     if quantised:
         _log_quant_summaries(run, net, quantised[1], out_dir, show=show)
@@ -139,13 +140,20 @@ def finish_training(cfg, net, splits, run, out_dir: Path, result, calibration, q
     return Outcome.finished(final, run.run_id, diverged=result.diverged_at is not None)
 
 
-def costs(cfg, net) -> dict[str, float]:
-    """A quantised model's bit and hardware costs (none for a float one); da4ml's estimate
-    where ``hardware.estimate`` asks for it."""
-    from jscexp.quant.cost import estimate, wants_estimate
+def costs(cfg, net, run) -> dict[str, float]:
+    """A quantised model's bit and hardware costs (none for a float one); the configured
+    estimator's (``hardware.estimator``) where ``hardware.estimate`` asks for it, its labels
+    tagged on ``run`` for the tables and plots."""
+    from jscexp.config import ESTIMATES_TAG
+    from jscexp.quant.cost import wants_estimate
+    from jscexp.quant.estimators import checked, make_estimator
 
     found = qsummary.costs(net)
-    return {**found, **estimate(net)} if found and wants_estimate(cfg.hardware, net) else found
+    estimator = make_estimator(cfg.hardware.get("estimator"))
+    if not found or estimator is None or not estimator.applies(net) or not wants_estimate(cfg.hardware, net):
+        return found
+    run.set_tags({ESTIMATES_TAG: json.dumps(estimator.metrics)})
+    return {**found, **checked(estimator, estimator.estimate(net))}
 
 
 def firmware(cfg, net, splits, run, out_dir: Path) -> dict[str, float]:
@@ -318,7 +326,7 @@ def _ptq(cfg, model, qcfg, splits, calibration, run, out_dir: Path, float_model)
         "test_acc": test["acc"],
         "test_loss": test["loss"],
         "acc_drop": float_metrics["test_acc"] - test["acc"],
-        **costs(cfg, net),
+        **costs(cfg, net, run),
     }
     run.log_metrics(final)
     _log_quant_summaries(run, net, changes, out_dir)
@@ -345,7 +353,7 @@ def _transform(cfg, quantised, run, out_dir: Path) -> dict[str, float]:
         path,
     )
     run.log_artifact(path, "quantised")
-    found = costs(cfg, net)
+    found = costs(cfg, net, run)
     run.log_metrics(found)
     _log_quant_summaries(run, net, changes, out_dir)
     print(f"quantised model written to {path}")

@@ -55,6 +55,9 @@ def without_plumbing(tree: dict, prefix: str = "") -> dict:
     return out
 
 
+ESTIMATES_TAG = "jscexp.estimates"  # on a run: JSON {metric: label} of the hardware estimates it logged
+
+
 class Mode(StrEnum):
     """What a job does (``mode=``)."""
 
@@ -131,6 +134,7 @@ class HardwareConf:
 
     estimate: Any = "auto"  # auto | true | false
     estimate_max_weights: int = 1024
+    estimator: Any = None  # conf/hardware/estimator: the class that estimates (jscexp.quant.estimators)
     export: bool = False  # at the end of every quantised run: hls4ml export + C-simulation check (~15 s each)
 
 

@@ -320,13 +320,17 @@ def execute(trials: list[Trial], uri: str, joined: list[Trial] | None = None) ->
 
 
 _HEADLINE = ("test_acc", "best_val_acc", "float_test_acc", "acc_drop")
-_COSTS = ("avg_weight_bits", "ebops", "est_lut")  # a quantised model's: a float one's bits say nothing
+_COSTS = ("avg_weight_bits", "ebops")  # a quantised model's, and its estimator's: a float one's bits say nothing
 
 
 def _headline(t: Trial, run_) -> str:
     """One line per finished run: its headline metrics, its id and where to open it."""
+    from jscexp.quant.estimators import make_estimator
+
     assert t.outcome is not None
-    keys = _HEADLINE + (_COSTS if t.cfg.quantisation.name != "none" else ())
+    estimator = make_estimator(t.cfg.hardware.get("estimator"))
+    costs = (*_COSTS, *(estimator.metrics if estimator else ()))
+    keys = _HEADLINE + (costs if t.cfg.quantisation.name != "none" else ())
     numbers = " ".join(f"{k}={_number(t.outcome.metrics[k])}" for k in keys if k in t.outcome.metrics)
     return f"{t.outcome.status.value}: {numbers or 'no metrics'} · run {run_.run_id} · {run_.link}"
 

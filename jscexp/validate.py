@@ -70,6 +70,9 @@ def check_hardware(cfg) -> None:
 
     if cfg.hardware.estimate not in ("auto", True, False):
         raise UserError(f"hardware.estimate must be auto, true or false, got {cfg.hardware.estimate!r}")
+    if cfg.hardware.estimate is True and not (cfg.hardware.get("estimator") or {}).get("_target_"):
+        raise UserError("hardware.estimate=true asks for an estimate, but hardware/estimator=none makes none: "
+                        "choose an estimator (hardware/estimator=da4ml) or drop hardware.estimate=true")
     if not cfg.hardware.export:
         return
     if cfg.mode not in EXPORTED_MODES:

@@ -133,3 +133,39 @@ def test_an_own_power_of_two_quantiser_stacks_costs_and_exports(outside):
     exported = run_cli(mine("mode=qat", "quantisation=pow2", "hardware.export=true"), outside)
     assert exported.returncode == 0, exported.stderr[-2000:]
     assert "C simulation check passed: csim_exact=1.000000" in exported.stdout
+
+
+def test_an_own_cost_estimator_reaches_the_run_the_table_and_the_search(outside):
+    shutil.copy(EXAMPLES / "csd_adders.py", outside / "csd_adders.py")
+    sys.path.insert(0, str(outside))
+    try:
+        import torch
+        from csd_adders import adders, csd_digits
+
+        # by hand: 3 = 4 − 1, 5 = 4 + 1, 7 = 8 − 1 (two digits, one adder each), 0 nothing;
+        # row 1 sums two products (one adder), row 0 one (none): 3 + 1 = 4
+        assert [csd_digits(n) for n in (0, 1, 3, 5, 7, 11, -7)] == [0, 1, 2, 2, 2, 3, 2]
+        assert adders(torch.tensor([[3.0, 0.0], [5.0, 7.0]])) == 4
+    finally:
+        sys.path.remove(str(outside))
+    qat = run_cli(mine("mode=qat", "quantisation=int8", "hardware/estimator=csd", "experiment=csd"), outside)
+    assert qat.returncode == 0, qat.stderr[-2000:]
+    (run,) = runs_of(outside, "csd")
+    assert run.data.metrics["csd_adders"] > 0 and "est_lut" not in run.data.metrics
+    assert f"csd_adders={run.data.metrics['csd_adders']:.4g}" in qat.stdout
+    table = subprocess.run([sys.executable, "-m", "jscexp.table", "-e", "csd"], cwd=outside, capture_output=True,
+                           text=True, timeout=120)
+    assert table.returncode == 0 and "CSD adders" in table.stdout, table.stderr
+    search = ["-m", *mine("mode=qat", "quantisation=int8", "hardware/estimator=csd", "sweeper=optuna",
+                          "hydra.sweeper.n_trials=1", "hydra.sweeper.objectives=[best_val_acc,csd_adders]",
+                          "hydra.sweeper.direction=[maximize,minimize]", "learning_rate=interval(1e-3,1e-2)",
+                          "experiment=csd_search")]
+    searched = run_cli(search, outside)
+    assert searched.returncode == 0, searched.stderr[-2000:]
+    assert [r.data.metrics["csd_adders"] > 0 for r in runs_of(outside, "csd_search")
+            if r.data.tags.get("mlflow.parentRunId")] == [True]
+
+
+def test_an_estimate_asked_for_without_an_estimator_is_one_line(outside):
+    result = run_cli(mine("mode=qat", "quantisation=int8", "hardware/estimator=none", "hardware.estimate=true"), outside)
+    assert result.returncode == 2 and "hardware/estimator=none makes none" in result.stderr, result.stderr[-2000:]

@@ -79,7 +79,7 @@ def traceable(model: nn.Module) -> bool:
 
 def wants_estimate(hardware, model: nn.Module) -> bool:
     """``hardware.estimate`` (jscexp.config.HardwareConf) for this model."""
-    if hardware.estimate is False or not traceable(model):
+    if hardware.estimate is False:
         return False
     weights = sum(layer.weight.numel() for layer in quantised_linears(model))
     return hardware.estimate is True or weights <= hardware.estimate_max_weights

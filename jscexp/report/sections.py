@@ -159,16 +159,18 @@ def _heatmap(matrix, labels: list[str], path: Path) -> Path:
     return save(fig, path)
 
 
-# cost metric -> axis label; a cost no run logged (est_lut of a model too big to trace) has no panel
-PARETO_AXES = {"avg_weight_bits": "average weight bits (quantised Linear weights)", "ebops": "EBOPs (HGQ)",
-               "est_lut": "estimated LUTs (da4ml)"}
+# cost metric -> axis label, and the estimates the runs' estimators declared; a cost no run logged
+# (an estimate of a model too big to trace) has no panel
+PARETO_AXES = {"avg_weight_bits": "average weight bits (quantised Linear weights)", "ebops": "EBOPs (HGQ)"}
 
 
 def _pareto(runs: pd.DataFrame, path: Path) -> Path:
     """Test accuracy against each cost, per mode; the front: no run that costs less is as accurate."""
     from jscexp.tracking.plots import pyplot, save
+    from jscexp.tracking.tables import estimate_labels
 
-    costs = [c for c in PARETO_AXES if f"metrics.{c}" in runs.columns]
+    axes_labels = {**PARETO_AXES, **estimate_labels(runs)}
+    costs = [c for c in axes_labels if f"metrics.{c}" in runs.columns]
     plt = pyplot()
     fig, axes = plt.subplots(1, len(costs), figsize=(5 * len(costs), 4), squeeze=False)
     for ax, cost in zip(axes[0], costs):
@@ -178,7 +180,7 @@ def _pareto(runs: pd.DataFrame, path: Path) -> Path:
             ax.scatter(part["bits"], part["acc"], label=mode)
         front = non_dominated(points, "acc", "bits")
         ax.plot(front["bits"], front["acc"], color="black", linestyle="--", label="Pareto front")
-        ax.set_xlabel(PARETO_AXES[cost])
+        ax.set_xlabel(axes_labels[cost])
         ax.set_ylabel("test accuracy")
         ax.grid(alpha=0.3)
         ax.legend()

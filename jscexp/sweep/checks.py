@@ -41,7 +41,8 @@ def check_sweep(config: DictConfig) -> None:
     sweeper = config.hydra.sweeper
     if sweeper.get("_target_") == OPTUNA_SWEEPER:
         _check_keys(sweeper)
-        _check_search(sweeper, objectives(sweeper, str(config.mode))[0], plain_list(config.hydra.overrides.hydra))
+        _check_search(sweeper, objectives(sweeper, str(config.mode), estimated(config))[0],
+                      plain_list(config.hydra.overrides.hydra))
     if config.pbt.space:
         check_population(config)
     if not _swept(config, "dataset"):  # one dataset for every job: on disk before the first, or one line
@@ -51,7 +52,19 @@ def check_sweep(config: DictConfig) -> None:
 
 
 
-def objectives(sweeper: DictConfig, mode: str | None = None) -> tuple[list[str], list[str]]:
+def estimated(config: DictConfig) -> tuple[str, ...]:
+    """The metrics the configured hardware estimator declares, where the mode's jobs may log them."""
+    from jscexp.config import QUANTISED_MODES
+    from jscexp.quant.estimators import make_estimator
+
+    hardware = config.get("hardware") or {}
+    if config.get("mode") not in QUANTISED_MODES or hardware.get("estimate") is False:
+        return ()
+    estimator = make_estimator(hardware.get("estimator"))
+    return tuple(estimator.metrics) if estimator else ()
+
+
+def objectives(sweeper: DictConfig, mode: str | None = None, extra: tuple[str, ...] = ()) -> tuple[list[str], list[str]]:
     """The search's objectives and one direction each; with ``mode``, each objective must be a
     metric a job of that mode returns (else every trial would train, then fail). Without
     ``objectives`` the search maximises best_val_acc: a ported config's ``direction: minimize``
@@ -72,7 +85,7 @@ def objectives(sweeper: DictConfig, mode: str | None = None) -> tuple[list[str],
         raise UserError(f"{len(names)} objectives {names} but {len(directions)} directions {directions}")
     if bad := [d for d in directions if d not in ("maximize", "minimize")]:
         raise UserError(f"direction must be maximize or minimize, got {bad[0]}")
-    returned = returned_metrics(mode) if mode is not None else None
+    returned = (*returned_metrics(mode), *extra) if mode is not None else None
     if returned is not None and (unknown := [n for n in names if n not in returned]):
         offer = f"it returns {', '.join(returned)}" if returned else "it returns no metric to search on"
         raise UserError(f"hydra.sweeper.objectives: {unknown[0]!r} is not a metric a mode={mode} job returns; {offer}")

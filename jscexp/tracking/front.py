@@ -11,7 +11,7 @@ import pandas as pd
 UNIFORM_TAG = "jscexp.uniform_widths"  # on a quantised run: one width per role in every layer, none learned
 ACCURACY = "best_val_acc"  # what a search selects on; the table shows test accuracy beside it
 COLUMNS = {"best_val_acc": "val acc", "test_acc": "test acc", "ebops": "EBOPs", "bops": "BOPs",
-           "est_lut": "est. LUT", "avg_weight_bits": "avg weight bits"}
+           "avg_weight_bits": "avg weight bits"}  # and the estimates the runs' estimators declared
 
 
 def non_dominated(points: pd.DataFrame, acc: str, cost: str) -> pd.DataFrame:
@@ -51,7 +51,9 @@ def front_of(runs: pd.DataFrame, cost: str = "ebops") -> pd.DataFrame:
 def table(front: pd.DataFrame, knobs: list[str]) -> pd.DataFrame:
     """The front as a table: the run, its accuracies and costs, and the knobs that made it."""
     out = pd.DataFrame({"run": front.get("tags.mlflow.runName", front["run_id"])})
-    for metric, label in COLUMNS.items():
+    from jscexp.tracking.tables import estimate_labels
+
+    for metric, label in {**COLUMNS, **estimate_labels(front)}.items():
         if f"metrics.{metric}" in front:
             out[label] = front[f"metrics.{metric}"].round(4 if "acc" in metric else 1)
     for knob in knobs:  # quantisation.seq_blocks_2.config.weight_width → seq_blocks_2.weight_width

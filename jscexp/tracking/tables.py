@@ -6,6 +6,7 @@ sorting is numeric) and formatted in the lab report's style only when rendered a
 
 from __future__ import annotations
 
+import json
 import math
 import shlex
 from collections.abc import Callable
@@ -13,7 +14,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from jscexp.config import is_plumbing
+from jscexp.config import ESTIMATES_TAG, is_plumbing
 from jscexp.errors import UserError
 from jscexp.sweep.overrides import override_pairs
 
@@ -54,15 +55,22 @@ LAB: dict[str, tuple[str | Callable, type, Callable]] = {
 HARDWARE: dict[str, tuple[str | Callable, type, Callable]] = {
     "BOPs": ("metrics.bops", float, lambda v: f"{v:,.0f}"),
     "EBOPs": ("metrics.ebops", float, lambda v: f"{v:,.0f}"),
-    "est. LUT": ("metrics.est_lut", float, lambda v: f"{v:,.0f}"),
-    "est. latency": ("metrics.est_latency", float, lambda v: f"{v:.0f}"),
-}
+}  # and each estimate a run's hardware estimator declared (its ESTIMATES_TAG): ``estimate_labels``
 PRESETS = {"lab": list(LAB), "none": []}
+
+
+def estimate_labels(runs: pd.DataFrame) -> dict[str, str]:
+    """{metric: label} of the estimates ``runs`` logged, as their estimators declared them."""
+    labels: dict[str, str] = {}
+    for text in runs.get(f"tags.{ESTIMATES_TAG}", pd.Series(dtype=object)).dropna():
+        labels.update(json.loads(text))
+    return {m: label for m, label in labels.items() if f"metrics.{m}" in runs.columns}
 
 
 def hardware_columns(runs: pd.DataFrame) -> list[str]:
     """The hardware-cost columns some of ``runs`` logged (a float sweep: none)."""
-    return [name for name, (source, _, _) in HARDWARE.items() if source in runs.columns]
+    return [*(name for name, (source, _, _) in HARDWARE.items() if source in runs.columns),
+            *estimate_labels(runs).values()]
 # Override keys a user sweeps -> the lab column that shows them.
 _OVERRIDE_COLUMN = {
     "model": "Model",
@@ -80,6 +88,8 @@ def resolve(runs: pd.DataFrame, name: str) -> tuple[str, str | Callable, type, C
         return (name, *LAB[name])
     if name in HARDWARE:
         return (name, *HARDWARE[name])
+    if name in (by_label := {label: m for m, label in estimate_labels(runs).items()}):
+        return (name, f"metrics.{by_label[name]}", float, lambda v: f"{v:,.0f}")
     if name in _OVERRIDE_COLUMN:
         return (_OVERRIDE_COLUMN[name], *LAB[_OVERRIDE_COLUMN[name]])
     # A config group swept by option (model=jsc-tiny,jsc-toy) shows as its name; the optimizer
