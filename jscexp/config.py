@@ -150,6 +150,7 @@ class JscexpConf:
     trainer: TrainerConf = field(default_factory=TrainerConf)
     quantisation: Any = MISSING
     analysis: Any = MISSING
+    intrain: Any = MISSING  # conf/intrain: the in-training search of a stacked group (jscexp.intrain.Kind)
     mlflow: Any = MISSING
     optuna_storage: Optional[str] = None
     mode: Mode = Mode.train

@@ -285,7 +285,7 @@ def _find_state(t: Trial) -> None:
     """Where a training trial keeps its state, and the state it goes on from, if any."""
     from jscexp.train.snapshots import float_key, training_key
 
-    if not t.cfg.trainer.resume or t.cfg.pbt.space or not t.keeps_state:  # a population or a refill starts over
+    if not t.cfg.trainer.resume or not t.keeps_state or not intrain.kind_of(t.cfg).resumes(t.cfg):  # a refill, a population
         return
     key = (float_key if t.cfg.mode == "ptq" else training_key)(t.cfg, app.code_version())  # PTQ trains a float model
     t.state = StateFile(Path(t.cfg.trainer.state_dir), key)

@@ -169,3 +169,39 @@ def test_an_own_cost_estimator_reaches_the_run_the_table_and_the_search(outside)
 def test_an_estimate_asked_for_without_an_estimator_is_one_line(outside):
     result = run_cli(mine("mode=qat", "quantisation=int8", "hardware/estimator=none", "hardware.estimate=true"), outside)
     assert result.returncode == 2 and "hardware/estimator=none makes none" in result.stderr, result.stderr[-2000:]
+
+
+def test_an_own_in_training_search_halves_a_stacked_group_at_its_rungs(outside):
+    shutil.copy(EXAMPLES / "rungs.py", outside / "rungs.py")
+    result = run_cli(["-m", *mine("intrain=rungs", "max_epochs=4", "learning_rate=1e-4,1e-3,1e-2,1e-1",
+                                  "experiment=rungs")], outside)
+    assert result.returncode == 0, result.stderr[-2000:]
+    from conftest import mlflow_client
+
+    client = mlflow_client(outside)
+    runs = [r for r in runs_of(outside, "rungs") if r.data.tags.get("mlflow.parentRunId")]
+    assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)
+    assert len({r.data.tags.get("jscexp.vector_group") for r in runs}) == 1  # one stacked group
+    stopped = {r.info.run_id: r.data.tags.get("jscexp.stopped_early_at_epoch") for r in runs}
+    assert sorted(stopped.values(), key=str) == ["0", "0", "1", None]  # rungs at 1 and 2 epochs: 4 → 2 → 1
+
+    def val_acc(run_id: str, epoch: int) -> float:
+        return next(m.value for m in client.get_metric_history(run_id, "val_acc") if m.step == epoch)
+
+    # at each rung the slices that stopped were those with the lower validation accuracy then
+    first = sorted(stopped, key=lambda r: val_acc(r, 0))
+    assert {stopped[r] for r in first[:2]} == {"0"}
+    second = sorted((r for r in stopped if stopped[r] != "0"), key=lambda r: val_acc(r, 1))
+    assert stopped[second[0]] == "1" and stopped[second[1]] is None
+    assert len(client.get_metric_history(second[1], "val_acc")) == 4
+
+
+@pytest.mark.parametrize("args, message", [
+    (["intrain=pbt"], "intrain=pbt needs pbt.space"),
+    (["intrain=none", "+pbt.space.learning_rate={low:1e-4,high:1e-1,log:true}"], "intrain=none trains no population"),
+    (["intrain=halving"], "intrain=halving refills the slices an Optuna search's pruner frees"),
+])
+def test_an_in_training_search_that_cannot_apply_is_one_line_before_any_run(outside, args, message):
+    result = run_cli(["-m", *mine(*args, "learning_rate=1e-3,1e-2", "experiment=bad")], outside)
+    assert message in result.stderr, result.stderr[-2000:]
+    assert result.returncode == 2 and runs_of(outside, "bad") == []  # said before the first trial

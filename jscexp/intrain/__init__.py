@@ -1,15 +1,14 @@
 """In-training searches: what a stacked group does with its slices between epochs.
 
-Population-based training (``pbt``) and successive halving with refill (``halving``) are
-each one module here, behind one protocol, the class ``Search`` (whose steps do nothing): ``loop.fit`` calls ``after_epoch``
-once every slice has recorded the epoch; the job calls ``before_test`` for each trial that
-trained to its end, ``ended`` once a trial has its outcome, and ``close`` when the group
-ends (with the error that broke it off, if one did). Each module offers ``check(trial)``
-(what it refuses before any run exists) and ``start(group)`` (its search, or None when the
-group is not its kind). The engine methods a search uses belong to
+The config chooses one (``intrain=auto|pbt|halving|none``, or a user's class as ``_target_``):
+a ``Kind`` says what it refuses of a trial before any run exists (``check``), starts its
+``Search`` on a group (``start``; None when the group is not its kind) and says whether a trial
+under it keeps resumable state (``resumes``). A ``Search`` acts between epochs: ``loop.fit``
+calls ``after_epoch`` once every slice has recorded the epoch (it may stop a slice:
+``EpochBook.stop``); the job calls ``before_test`` for each trial that trained to its end,
+``ended`` once a trial has its outcome, and ``close`` when the group ends (with the error
+that broke it off, if one did). The engine methods a search uses belong to
 ``jscexp.train.loop.SliceEngine``.
-
-A new in-training search is a new module here, named in ``_kinds``, with its config group.
 """
 
 from __future__ import annotations
@@ -78,22 +77,85 @@ class Group:
     open_run: Callable[[Any, dict], Any]
 
 
-def _kinds() -> list:
-    from jscexp.intrain import halving, pbt
+class Kind:
+    """The contract of an in-training search as the config names it (``conf/intrain``); this
+    one is ``intrain=none``: no search, and ``pbt.space`` refused (it would change nothing)."""
 
-    return [pbt, halving]  # the first that takes a group runs it
+    def check_config(self, cfg) -> None:
+        """What this search refuses of a config, before the sweep's first trial: one line."""
+        from jscexp.errors import UserError
+
+        if cfg.pbt.space:
+            raise UserError("pbt.space is set but intrain=none trains no population: use intrain=pbt (or auto), "
+                            "or drop pbt.space")
+
+    def check(self, trial) -> None:
+        """What this search refuses of ``trial`` (its config, model, data), before its run exists."""
+        self.check_config(trial.cfg)
+
+    def start(self, group: Group) -> Search | None:
+        return None
+
+    def resumes(self, cfg) -> bool:
+        """Whether a trial under this search saves its training state and goes on from it."""
+        return True
+
+
+class Auto(Kind):
+    """``intrain=auto`` (the default): population-based training where ``pbt.space`` is set, else
+    refilling pruned slices where an Optuna search refills, else none."""
+
+    def _chosen(self, cfg) -> Kind:
+        from jscexp.intrain import halving, pbt
+
+        if cfg.pbt.space:
+            return pbt.Pbt()
+        return halving.Halving() if halving.refills(cfg) else NoSearch()
+
+    def check_config(self, cfg) -> None:
+        self._chosen(cfg).check_config(cfg)
+
+    def check(self, trial) -> None:
+        self._chosen(trial.cfg).check(trial)
+
+    def start(self, group: Group) -> Search | None:
+        return self._chosen(group.trials[0].cfg).start(group)
+
+    def resumes(self, cfg) -> bool:
+        return self._chosen(cfg).resumes(cfg)
+
+
+NoSearch = Kind
+
+
+def kind_of(cfg) -> Kind:
+    """The in-training search ``cfg.intrain`` names, built with its settings; one line if wrong."""
+    from hydra.utils import get_class
+
+    from jscexp.errors import UserError, first_line
+
+    node = cfg.get("intrain") or {}
+    target = node.get("_target_")
+    if not target:
+        return Auto()
+    try:
+        cls = get_class(str(target))
+    except Exception as err:  # noqa: BLE001 — Hydra wraps import errors of every kind
+        raise UserError(f"intrain._target_={target} cannot be imported: {first_line(err)}") from None
+    if not (isinstance(cls, type) and issubclass(cls, Kind)):
+        raise UserError(f"intrain._target_={target} is not a jscexp.intrain.Kind subclass")
+    settings = {str(k): v for k, v in node.items() if k != "_target_"}
+    try:
+        return cls(**settings)
+    except TypeError as err:
+        raise UserError(f"intrain: {target} does not take {sorted(settings)} ({first_line(err)})") from None
 
 
 def start(group: Group) -> Search:
     """The group's in-training search (one that does nothing when none applies)."""
-    for kind in _kinds():
-        search = kind.start(group)
-        if search is not None:
-            return search
-    return Search()
+    return kind_of(group.trials[0].cfg).start(group) or Search()
 
 
 def check(trial) -> None:
-    """What each in-training search refuses of ``trial``'s config, before any run exists."""
-    for kind in _kinds():
-        kind.check(trial)
+    """What the chosen in-training search refuses of ``trial``'s config, before any run exists."""
+    kind_of(trial.cfg).check(trial)

@@ -18,14 +18,29 @@ its own: the sweep counts them like any other.
 
 from __future__ import annotations
 
-from jscexp.intrain import Group, Search
+from jscexp.intrain import Group, Kind, Search
 from jscexp.quant.learned import beta_of
 from jscexp.sweep.overrides import is_vector_key
 from jscexp.train.loop import EpochBook
 
 
-def check(t) -> None:
-    """Nothing to refuse: a search that cannot refill (a knob that cannot stack) does not."""
+class Halving(Kind):
+    """``intrain=halving``: an Optuna search's groups refill the slices its pruner frees."""
+
+    def check_config(self, cfg) -> None:
+        """A sweep's config names its sweeper; a job's carries its Optuna trial (``optuna``)."""
+        from omegaconf import OmegaConf
+
+        from jscexp.errors import UserError
+        from jscexp.sweep.checks import OPTUNA_SWEEPER
+
+        sweeper = OmegaConf.select(cfg, "hydra.sweeper._target_", default=None)
+        if (sweeper is not None and sweeper != OPTUNA_SWEEPER) or (sweeper is None and not cfg.get("optuna")):
+            raise UserError("intrain=halving refills the slices an Optuna search's pruner frees: run it with "
+                            "sweeper=optuna and a pruner (docs/optuna.md)")
+
+    def start(self, group: Group) -> Refill | None:
+        return start(group)
 
 
 def refills(cfg) -> bool:

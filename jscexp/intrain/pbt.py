@@ -15,11 +15,31 @@ from omegaconf import DictConfig, OmegaConf
 
 from jscexp.config import plain
 from jscexp.errors import UserError
-from jscexp.intrain import Group, Search
+from jscexp.intrain import Group, Kind, Search
 from jscexp.sweep.checks import ONE_MEMBER, check_space
 from jscexp.train.loop import EpochBook, FitResult
 from jscexp.train.population import Population, Settings, knob_space
 from jscexp.validate import is_width
+
+
+class Pbt(Kind):
+    """``intrain=pbt``: the group's trials as a population (``pbt.*`` settings). Its members keep
+    no resumable state (the module docstring says why)."""
+
+    def check_config(self, cfg) -> None:
+        if not cfg.pbt.space:
+            raise UserError("intrain=pbt needs pbt.space: the knobs the population explores, e.g. "
+                            "+pbt.space.learning_rate={low:1e-4,high:1e-1,log:true}")
+
+    def check(self, trial) -> None:
+        self.check_config(trial.cfg)
+        check(trial)
+
+    def start(self, group: Group) -> PbtSearch | None:
+        return start(group)
+
+    def resumes(self, cfg) -> bool:
+        return False
 
 
 def check(t) -> None:
@@ -27,8 +47,6 @@ def check(t) -> None:
     an explored width is built at both ends of its range (frac_width must still fit)."""
     from jscexp.quant.transform import quantise
 
-    if not t.cfg.pbt.space:
-        return
     space = plain(t.cfg.pbt.space)
     check_space(space, t.cfg)
     for name, knob in knob_space(space).items():

@@ -43,6 +43,10 @@ def check_sweep(config: DictConfig) -> None:
         _check_keys(sweeper)
         _check_search(sweeper, objectives(sweeper, str(config.mode), estimated(config))[0],
                       plain_list(config.hydra.overrides.hydra))
+    if not _swept(config, "intrain"):
+        from jscexp.intrain import kind_of
+
+        kind_of(config).check_config(config)
     if config.pbt.space:
         check_population(config)
     if not _swept(config, "dataset"):  # one dataset for every job: on disk before the first, or one line

@@ -380,6 +380,14 @@ class EpochBook:
         self._flags[k] = True
         self.active[k] = True
 
+    def stop(self, k: int, epoch: int) -> None:
+        """Trial ``k`` stops after its own ``epoch`` (an in-training search's decision): it keeps
+        its best epoch so far, is tested with it and is tagged stopped early."""
+        if self._flags[k]:
+            self.results[k].stopped_early_at = epoch
+            self._flags[k] = False
+            self.active[k] = False
+
     def any_active(self) -> bool:
         return any(self._flags)
 
