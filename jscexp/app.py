@@ -38,6 +38,10 @@ def check_job(cfg: DictConfig) -> None:
     """The mode, its checkpoint and quantisation, and the top-level knobs: one line if wrong."""
     _check_mode(cfg.mode, cfg.quantisation.name, cfg.ckpt)
     check_knobs(cfg)
+    if cfg.mode in QUANTISED_MODES:  # its estimator is built now, not after the training
+        from jscexp.quant.estimators import make_estimator
+
+        make_estimator(cfg.hardware.get("estimator"))
 
 
 def run_mode(cfg, model, quantised, splits, calibration, run, out_dir: Path, float_model) -> Outcome:

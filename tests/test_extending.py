@@ -71,6 +71,12 @@ def test_an_own_model_and_dataset_sweep_test_qat_export_and_table(outside):
     (["dataset.label=class"], "has no label column: add 'class'"),
     (["+dataset.colour=red"], "dataset.colour is not a setting of jscexp.data.tabular.Tabular"),
     (["dataset=tabular", "dataset.path=blobs.csv"], "dataset.features is required"),
+    (["intrain._target_=nowhere.Kind"], "intrain._target_=nowhere.Kind cannot be imported"),
+    (["intrain._target_=tiny_net.TinyNet"], "intrain._target_=tiny_net.TinyNet is not a jscexp.intrain.Kind subclass"),
+    (["mode=qat", "quantisation=int8", "+hardware.estimator.depth=2"],
+     "hardware.estimator.depth is not a setting of jscexp.quant.estimators.Da4ml"),
+    (["mode=qat", "quantisation=int8", "+quantisation.linear.config.weight_name=nowhere.Q"],
+     "quantiser=nowhere.Q cannot be imported"),
 ])
 def test_a_bad_model_or_dataset_conf_is_one_line_and_no_run(outside, args, message):
     result = run_cli(mine(*args), outside)

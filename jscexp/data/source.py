@@ -5,7 +5,6 @@ recipe, the same for every source (``jscexp.data.load_splits``)."""
 
 from __future__ import annotations
 
-import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import TYPE_CHECKING
 from omegaconf import OmegaConf
 
 from jscexp.data.schema import Schema
-from jscexp.errors import UserError, first_line
+from jscexp.errors import UserError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -66,40 +65,23 @@ def recipe_of(cfg) -> dict:
 def make_source(cfg) -> Source:
     """The ``Source`` a dataset conf names, built from its settings (the keys outside ``RECIPE``);
     a setting the class does not take is refused in one line, not ignored."""
-    from hydra.utils import get_class
+    from jscexp.components import check_settings, import_target
 
     target = cfg.get("_target_")
     if not target:
         raise UserError("the dataset conf has no _target_: name its Source class, e.g. _target_: jscexp.data.tabular.Tabular")
-    try:
-        cls = get_class(str(target))
-    except Exception as err:  # noqa: BLE001 — Hydra wraps import errors of every kind
-        raise UserError(f"dataset._target_={target} cannot be imported: {first_line(err)}") from err
-    if not (isinstance(cls, type) and issubclass(cls, Source)):
-        raise UserError(f"dataset._target_={target} is not a jscexp.data.source.Source subclass")
+    cls = import_target(str(target), "dataset", Source)
     keys = [str(k) for k in cfg if k != "_target_" and k not in RECIPE]
     if missing := [k for k in keys if OmegaConf.is_missing(cfg, k)]:
         raise UserError(f"dataset.{missing[0]} is required by {target}: add dataset.{missing[0]}=…")
     settings = {k: _plain(cfg[k]) for k in keys}
-    _check_settings(cls, settings, str(target))
+    check_settings(cls, settings, "dataset", str(target))
     return cls(**settings)
 
 
 def _plain(value):
     """Settings reach a user's class as plain lists and dicts, not OmegaConf containers."""
     return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
-
-
-def _check_settings(cls: type, settings: dict, target: str) -> None:
-    params = inspect.signature(cls).parameters
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return
-    if unknown := sorted(set(settings) - set(params)):
-        takes = ", ".join(p for p in params if p not in ("self",)) or "nothing"
-        raise UserError(f"dataset.{unknown[0]} is not a setting of {target} (it takes: {takes}): remove it")
-    if missing := [n for n, p in params.items() if p.default is p.empty and p.kind is p.KEYWORD_ONLY
-                   and n not in settings]:
-        raise UserError(f"dataset.{missing[0]} is required by {target}: add dataset.{missing[0]}=…")
 
 
 def file_stat(path: Path) -> dict:

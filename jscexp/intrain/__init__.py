@@ -130,25 +130,10 @@ NoSearch = Kind
 
 def kind_of(cfg) -> Kind:
     """The in-training search ``cfg.intrain`` names, built with its settings; one line if wrong."""
-    from hydra.utils import get_class
-
-    from jscexp.errors import UserError, first_line
+    from jscexp.components import build
 
     node = cfg.get("intrain") or {}
-    target = node.get("_target_")
-    if not target:
-        return Auto()
-    try:
-        cls = get_class(str(target))
-    except Exception as err:  # noqa: BLE001 — Hydra wraps import errors of every kind
-        raise UserError(f"intrain._target_={target} cannot be imported: {first_line(err)}") from None
-    if not (isinstance(cls, type) and issubclass(cls, Kind)):
-        raise UserError(f"intrain._target_={target} is not a jscexp.intrain.Kind subclass")
-    settings = {str(k): v for k, v in node.items() if k != "_target_"}
-    try:
-        return cls(**settings)
-    except TypeError as err:
-        raise UserError(f"intrain: {target} does not take {sorted(settings)} ({first_line(err)})") from None
+    return build(node, "intrain", Kind) if node.get("_target_") else Auto()
 
 
 def start(group: Group) -> Search:

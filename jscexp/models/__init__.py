@@ -5,11 +5,11 @@ The shipped ones (conf/model/*.yaml) are no different from a user's."""
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 from torch import nn
 
+from jscexp.components import check_settings, import_target
 from jscexp.errors import UserError, first_line
 
 NOT_SETTINGS = ("_target_", "name")  # a conf's label and target; the rest are the callable's keywords
@@ -27,9 +27,9 @@ def build_model(cfg: Mapping, *, num_features: int, num_classes: int) -> nn.Modu
     target = cfg.get("_target_")
     if not target:
         raise UserError("the model conf has no _target_: add model._target_=package.module.YourModel")
-    fn = _import(str(target))
+    fn = import_target(str(target), "model")
     settings = settings_of(cfg)
-    _check_keywords(fn, settings, str(target))
+    check_settings(fn, settings, "model", str(target), given=("num_features", "num_classes"))
     try:
         model = fn(num_features=num_features, num_classes=num_classes, **settings)
     except UserError:
@@ -40,34 +40,6 @@ def build_model(cfg: Mapping, *, num_features: int, num_classes: int) -> nn.Modu
     if not isinstance(model, nn.Module):
         raise UserError(f"model._target_={target} returned a {type(model).__name__}, not a torch.nn.Module")
     return model
-
-
-def _import(target: str) -> Callable[..., nn.Module]:
-    from hydra.utils import get_object
-
-    try:
-        fn = get_object(target)
-    except Exception as err:  # noqa: BLE001 — Hydra wraps import errors of every kind
-        raise UserError(f"model._target_={target} cannot be imported ({first_line(err)}): "
-                        "is its package on PYTHONPATH or in the directory you run from?") from err
-    if not callable(fn):
-        raise UserError(f"model._target_={target} is not a class or function")
-    return fn
-
-
-def _check_keywords(fn: Callable, settings: dict, target: str) -> None:
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):  # a builtin without a signature: let the call say
-        return
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return
-    if lacking := [n for n in ("num_features", "num_classes") if n not in params]:
-        raise UserError(f"model {target} must take {' and '.join(lacking)} as keyword arguments "
-                        "(the dataset's sizes)")
-    if unknown := sorted(set(settings) - set(params)):
-        takes = ", ".join(n for n in params if n not in ("self", "num_features", "num_classes")) or "no settings"
-        raise UserError(f"model.{unknown[0]} is not a setting of {target} (it takes: {takes}): remove it")
 
 
 def fx_trace(model: nn.Module, needed_by: str = "the graph report"):

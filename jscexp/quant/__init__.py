@@ -3,7 +3,7 @@ summaries, verification and bit costs."""
 
 from __future__ import annotations
 
-from jscexp.errors import UserError, first_line
+from jscexp.errors import UserError
 from jscexp.quant._base import Quantiser
 from jscexp.quant.binary import BinaryQuantiser, TernaryQuantiser
 from jscexp.quant.integer import IntegerQuantiser
@@ -20,15 +20,9 @@ def quantiser_class(name: str, what: str = "quantiser") -> type[Quantiser]:
     if name in QUANTISERS:
         return QUANTISERS[name]
     if "." in name:
-        from hydra.utils import get_class
+        from jscexp.components import import_target
 
-        try:
-            cls = get_class(name)
-        except Exception as err:  # noqa: BLE001 — Hydra wraps import errors of every kind
-            raise UserError(f"{what}: quantiser {name} cannot be imported ({first_line(err)})") from None
-        if isinstance(cls, type) and issubclass(cls, Quantiser):
-            return cls
-        raise UserError(f"{what}: {name} is not a jscexp.quant.Quantiser subclass")
+        return import_target(name, "quantisation", Quantiser, label=f"{what}: quantiser")
     raise UserError(f"{what}: unknown quantiser '{name}': choose one of {', '.join(QUANTISERS)}, "
                     "or name your own Quantiser class by its dotted path")
 

@@ -9,7 +9,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, ClassVar
 
-from jscexp.errors import UserError, first_line
+from jscexp.errors import UserError
 
 if TYPE_CHECKING:
     from torch import nn
@@ -49,19 +49,12 @@ def make_estimator(node: Mapping | None) -> Estimator | None:
     target = (node or {}).get("_target_")
     if not target:
         return None
-    from hydra.utils import get_class
+    from jscexp.components import build
 
-    try:
-        cls = get_class(str(target))
-    except Exception as err:  # noqa: BLE001 — Hydra wraps import errors of every kind
-        raise UserError(f"hardware.estimator._target_={target} cannot be imported: {first_line(err)}") from None
-    if not (isinstance(cls, type) and issubclass(cls, Estimator)) or not cls.metrics:
-        raise UserError(f"hardware.estimator._target_={target} is not a jscexp Estimator that declares its metrics")
-    settings = {str(k): v for k, v in dict(node or {}).items() if k != "_target_"}
-    try:
-        return cls(**settings)
-    except TypeError as err:
-        raise UserError(f"hardware.estimator: {target} does not take {sorted(settings)} ({first_line(err)})") from None
+    estimator = build(node, "hardware.estimator", Estimator)
+    if not estimator.metrics:
+        raise UserError(f"hardware.estimator._target_={target}: the estimator declares no metrics")
+    return estimator
 
 
 def checked(estimator: Estimator, found: dict[str, float]) -> dict[str, float]:
