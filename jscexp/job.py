@@ -273,6 +273,10 @@ def _prepare_trial(t: Trial, data: dict) -> None:
         check_batch_fits(int(cfg.batch_size), len(t.data.y_train))
         _find_state(t)
     t.quantised = quantise(t.model, qcfg, t.calibration) if qcfg["name"] != "none" else None  # validates it
+    if cfg.hardware.export and t.quantised is not None:
+        from jscexp.export import check_exportable
+
+        check_exportable(t.quantised[0])
     intrain.check(t)
     spec = plain(cfg.analysis)
     checked = ("analysis", repr(t.model), repr(spec))  # a group's trials share a model's shape

@@ -211,3 +211,25 @@ def test_an_in_training_search_that_cannot_apply_is_one_line_before_any_run(outs
     result = run_cli(["-m", *mine(*args, "learning_rate=1e-3,1e-2", "experiment=bad")], outside)
     assert message in result.stderr, result.stderr[-2000:]
     assert result.returncode == 2 and runs_of(outside, "bad") == []  # said before the first trial
+
+
+SIGMOID_NET = '''
+from torch import nn
+
+class SigmoidNet(nn.Module):
+    def __init__(self, *, num_features, num_classes):
+        super().__init__()
+        self.a, self.act, self.b = nn.Linear(num_features, 8), nn.Sigmoid(), nn.Linear(8, num_classes)
+
+    def forward(self, x):
+        return self.b(self.act(self.a(x)))
+'''
+
+
+def test_an_export_of_a_layer_hls4ml_cannot_convert_is_one_line_before_training(outside):
+    (outside / "sigmoid_net.py").write_text(SIGMOID_NET)
+    result = run_cli(mine("model._target_=sigmoid_net.SigmoidNet", "mode=qat", "quantisation=int8",
+                          "hardware.export=true", model="custom"), outside)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "act: hls4ml export handles Linear, BatchNorm1d and ReLU, not Sigmoid" in result.stderr
+    assert "epoch" not in result.stdout and runs_of(outside) == []

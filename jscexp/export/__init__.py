@@ -52,6 +52,12 @@ class CsimCheck:
                 f"({self.seconds:.1f} s)")
 
 
+def check_exportable(gm: torch.fx.GraphModule) -> None:
+    """Every layer of ``gm`` has an hls4ml converter and a fixed-point type: one line if not,
+    said before a run trains, not after it."""
+    precisions(gm, "x")
+
+
 def build(gm: torch.fx.GraphModule, n_inputs: int, out_dir: Path, layers: dict | None = None):
     """The compiled hls4ml model of ``gm`` in ``out_dir`` and the precisions it was given;
     ``layers``: precisions other than jscexp's (a test's deliberately wrong one)."""

@@ -105,6 +105,9 @@ def precisions(gm: torch.fx.GraphModule, input_name: str) -> dict[str, dict[str,
         if node.op == "placeholder":
             value[node.name] = None
             continue
+        if node.op in ("call_function", "call_method"):
+            raise UserError(f"{node.name}: hls4ml export handles a chain of Linear, BatchNorm1d and ReLU modules, "
+                            f"not the operation {getattr(node.target, '__name__', node.target)}")
         if node.op != "call_module":
             continue
         module = gm.get_submodule(str(node.target))

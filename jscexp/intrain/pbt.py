@@ -9,8 +9,6 @@ uninterrupted population would not have done.
 
 from __future__ import annotations
 
-import copy
-
 from omegaconf import DictConfig, OmegaConf
 
 from jscexp.config import plain
@@ -58,11 +56,12 @@ def check(t) -> None:
 
 
 def with_knobs(cfg: DictConfig, knobs: dict[str, float]) -> DictConfig:
-    """A copy of ``cfg`` with the knobs set (widths as integers); interpolations follow them."""
-    out = copy.deepcopy(cfg)
-    for name, value in knobs.items():
-        OmegaConf.update(out, name, int(value) if is_width(name) else value, merge=False)
-    return out
+    """A copy of ``cfg`` with the knobs set (widths as integers), as the overrides of a job would
+    set them (``with_values``); interpolations follow them."""
+    from jscexp.sweep.configs import with_values
+
+    return with_values(cfg, [f"{name}={int(value) if is_width(name) else repr(float(value))}"
+                             for name, value in knobs.items()])
 
 
 def start(group: Group) -> PbtSearch | None:
