@@ -134,14 +134,25 @@ def finish_training(cfg, net, splits, run, out_dir: Path, result, calibration, q
                     show: bool = True) -> Outcome:
     """After training: test, checkpoint, curves, final metrics, summaries; returns the job's
     result. ``show``: print the quantisation histogram (a stacked group's trials share one)."""
-    spec = plain(cfg.analysis)
-    final = {**_record_fit(cfg, net, splits, run, out_dir, result), **costs(cfg, net, run)}
-    run.log_metrics(final, step=int(cfg.max_epochs))
+    final = _record_fit(cfg, net, splits, run, out_dir, result)
+    step = int(cfg.max_epochs)
     if quantised:
-        _log_quant_summaries(run, net, quantised[1], out_dir, show=show)
-        final.update(firmware(cfg, net, splits, run, out_dir))
-    run.log_texts(analyse(net, spec, calibration))
+        final = record_quantised(cfg, net, quantised[1], splits, run, out_dir, final, show=show, step=step)
+    else:
+        run.log_metrics(final, step=step)
+    run.log_texts(analyse(net, plain(cfg.analysis), calibration))
     return Outcome.finished(final, run.run_id, diverged=result.diverged_at is not None)
+
+
+def record_quantised(cfg, net, changes, splits, run, out_dir: Path, metrics: dict[str, float], *,
+                     show: bool = True, step: int | None = None) -> dict[str, float]:
+    """What every mode records of a quantised model (QAT, PTQ, transform): its costs logged
+    beside ``metrics``, the histogram, node table and grid check, and with ``hardware.export``
+    its hls4ml twin checked on the test split (``splits``). Returns all its metrics."""
+    final = {**metrics, **costs(cfg, net, run)}
+    run.log_metrics(final, step=step)
+    _log_quant_summaries(run, net, changes, out_dir, show=show)
+    return {**final, **(firmware(cfg, net, splits, run, out_dir) if splits is not None else {})}
 
 
 def costs(cfg, net, run) -> dict[str, float]:
@@ -330,11 +341,8 @@ def _ptq(cfg, model, qcfg, splits, calibration, run, out_dir: Path, float_model)
         "test_acc": test["acc"],
         "test_loss": test["loss"],
         "acc_drop": float_metrics["test_acc"] - test["acc"],
-        **costs(cfg, net, run),
     }
-    run.log_metrics(final)
-    _log_quant_summaries(run, net, changes, out_dir)
-    final.update(firmware(cfg, net, splits, run, out_dir))
+    final = record_quantised(cfg, net, changes, splits, run, out_dir, final)
     run.log_texts(analyse(net, plain(cfg.analysis), calibration))
     print(f"float test_acc={float_metrics['test_acc']:.4f}  quantised test_acc={test['acc']:.4f}")
     return final
@@ -357,9 +365,7 @@ def _transform(cfg, quantised, run, out_dir: Path) -> dict[str, float]:
         path,
     )
     run.log_artifact(path, "quantised")
-    found = costs(cfg, net, run)
-    run.log_metrics(found)
-    _log_quant_summaries(run, net, changes, out_dir)
+    found = record_quantised(cfg, net, changes, None, run, out_dir, {})  # no export: refused for mode=transform
     print(f"quantised model written to {path}")
     return found
 
