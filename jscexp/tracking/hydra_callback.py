@@ -19,7 +19,7 @@ from jscexp.config import plain_list
 if TYPE_CHECKING:
     from jscexp.tracking.run import TrackedRun
 from jscexp.tracking.names import SWEPT_ENV
-from jscexp.tracking.store import PARENT_ENV, tracking_uri
+from jscexp.tracking.store import PARENT_ENV, end_run, tracking_uri
 
 
 class MlflowSweepCallback(Callback):
@@ -109,7 +109,7 @@ class MlflowSweepCallback(Callback):
             return
         if status is None:
             status = "KILLED" if interrupted() else "FAILED"
-        self._parent.client.set_terminated(self._parent_id(), status)
+        end_run(self._parent.client, self._parent_id(), status)
         self._parent = None
         os.environ.pop(PARENT_ENV, None)
         os.environ.pop(RESUME_ENV, None)

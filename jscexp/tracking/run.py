@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from jscexp.errors import UserError, deferred_interrupts, first_line, interrupted
-from jscexp.tracking.store import client, ensure_experiment, mask
+from jscexp.tracking.store import client, end_run, ensure_experiment, mask
 
 _MAX_PARAM_LEN = 6000  # MLflow's limit on a param value
 FLUSH_SECONDS = 5.0  # a run's metrics reach the store at most this late
@@ -166,7 +166,7 @@ class TrackedRun:
                 raise
         if exc is None:
             self.flush()
-            self.client.set_terminated(self.run_id, "FINISHED")
+            end_run(self.client, self.run_id, "FINISHED")
         else:
             self._fail(exc_type, exc)
 
@@ -174,8 +174,8 @@ class TrackedRun:
         # SystemExit: submitit requeues a preempted job from its signal handler by exiting
         status = "KILLED" if isinstance(exc, KeyboardInterrupt | SystemExit) or interrupted() else "FAILED"
         reason = f"interrupted: the process exited ({exc})" if isinstance(exc, SystemExit) else f"{exc_type.__name__}: {exc}"
-        self.flush({"error": reason[:5000]})
-        self.client.set_terminated(self.run_id, status)
+        self.flush({"error": reason[:5000]})  # with the run's last metrics, in one batch
+        end_run(self.client, self.run_id, status)
 
     def _lost(self, err: BaseException) -> TrackingLost:
         kept = f"; its metrics so far are in {self.local}" if self.local else ""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 
-from jscexp.tracking.store import PARENT_ENV, client
+from jscexp.tracking.store import PARENT_ENV, client, end_run
 
 STUDY_TAG = "jscexp.optuna_study"
 
@@ -55,7 +55,7 @@ def _merge(mlflow_client, experiment: str, parent: str, into: str) -> None:
         mlflow_client.set_tag(child.info.run_id, "mlflow.parentRunId", into)
     with contextlib.suppress(MlflowException):  # another worker merged it first
         mlflow_client.set_tag(parent, "jscexp.merged_into", into)
-        mlflow_client.set_terminated(parent, "FINISHED")  # its children live on under ``into``: no RUNNING left
+        end_run(mlflow_client, parent, "FINISHED")  # its children live on under ``into``: no RUNNING left
         mlflow_client.delete_run(parent)
 
 
@@ -106,5 +106,4 @@ def end_if_running(uri: str, run_id: str, reason: str, superseded_by: str | None
 
 
 def kill(mlflow_client, run_id: str, reason: str) -> None:
-    mlflow_client.set_tag(run_id, "error", reason)
-    mlflow_client.set_terminated(run_id, "KILLED")
+    end_run(mlflow_client, run_id, "KILLED", reason)

@@ -208,3 +208,11 @@ def _wait_for_server(uri: str) -> None:
                     f"MLflow server {mask(uri)} is unreachable ({reason}); start it or fix mlflow.tracking_uri"
                 ) from None
             print(f"MLflow server {mask(uri)} does not answer ({reason}): waiting", file=sys.stderr, flush=True)
+
+
+def end_run(mlflow_client, run_id: str, status: str, reason: str | None = None) -> None:
+    """The one way a run ends: FINISHED, FAILED or KILLED, with its one-line ``reason`` as its
+    ``error`` tag where it did not finish (a run's own end, a dead process's, a sweep's parent)."""
+    if reason is not None:
+        mlflow_client.set_tag(run_id, "error", reason)
+    mlflow_client.set_terminated(run_id, status)
