@@ -5,6 +5,7 @@ fixed-point arithmetic."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -13,7 +14,7 @@ from torch import nn
 from jscexp.quant._base import ROLE_ATTRS, quantised_tensor
 from jscexp.quant.integer import IntegerQuantiser
 from jscexp.quant.layers import LinearQ
-from jscexp.quant.learned import LearnedQuantiser
+from jscexp.quant.learned import LearnedQuantiser, beta_ramp
 
 
 def widths(module: nn.Module, role: str) -> torch.Tensor:
@@ -46,6 +47,28 @@ def ebops(model: nn.Module) -> torch.Tensor:
         b_w = widths(layer, "weight")
         total = total + ebops_of(widths(layer, "data_in").to(b_w.device), b_w, layer.weight.shape, b_b)
     return total
+
+
+@dataclass
+class WidthPenalty:
+    """β·EBOPs added to the training loss of a model that learns its widths (HGQ), β ramping up
+    over ``warmup`` epochs (``beta_ramp``): what a training loop asks of it, nothing learned-
+    specific in the loop itself."""
+
+    beta: float
+    warmup: int = 0
+    share: float = 1.0  # of β in force this epoch
+
+    def start_epoch(self, epoch: int) -> None:
+        self.share = beta_ramp(epoch, self.warmup)
+
+    def term(self, model: nn.Module) -> torch.Tensor:
+        return self.beta * self.share * ebops(model)
+
+    def cost(self, model: nn.Module) -> dict[str, float]:
+        """The epoch's record: the model's EBOPs at its widths now."""
+        with torch.no_grad():
+            return {"epoch_ebops": float(ebops(model))}
 
 
 def hardware_costs(model: nn.Module) -> dict[str, float]:

@@ -13,6 +13,7 @@ from jscexp.data import Splits, schema_of
 from jscexp.data.batches import TensorBatches
 from jscexp.errors import UserError
 from jscexp.models import build_model
+from jscexp.quant.cost import WidthPenalty
 from jscexp.train import loop
 
 
@@ -87,8 +88,9 @@ def plain_engine(cfg: DictConfig, model: torch.nn.Module, rng: dict | None = Non
         torch.set_rng_state(rng["cpu"])
         if rng.get("cuda") is not None:
             torch.cuda.set_rng_state_all(rng["cuda"])
-    return loop.PlainEngine(fabric, wrapped, optimizer, scheduler, beta=learned_beta(cfg, model),
-                            beta_warmup=warmup_of(cfg.quantisation))
+    beta = learned_beta(cfg, model)
+    penalty = None if beta is None else WidthPenalty(beta, warmup_of(cfg.quantisation))
+    return loop.PlainEngine(fabric, wrapped, optimizer, scheduler, penalty=penalty)
 
 
 def warmup_of(qcfg) -> int:

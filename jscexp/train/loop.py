@@ -21,8 +21,7 @@ from torch.nn import functional as F
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from jscexp.quant.cost import ebops
-from jscexp.quant.learned import beta_ramp
+from jscexp.quant.cost import WidthPenalty
 
 MARKS_ENV = "JSCEXP_STEP_MARKS"  # file that gets "first_step <t>" / "last_step <t>" lines (make bench)
 
@@ -225,26 +224,22 @@ class PlainEngine:
     optimizer: torch.optim.Optimizer
     scheduler: object | None
     k: int = 1
-    beta: float | None = None  # learned widths: β of the β·EBOPs term added to the training loss
-    beta_warmup: int = 0  # epochs of β's ramp (jscexp.quant.learned.beta_ramp)
-    _beta_share: float = 1.0
+    penalty: WidthPenalty | None = None  # learned widths: the β·EBOPs term added to the training loss
 
     @property
     def device(self) -> torch.device:
         return self.fabric.device  # type: ignore[attr-defined]
 
     def start_epoch(self, epoch: int) -> None:
-        self._beta_share = beta_ramp(epoch, self.beta_warmup)
+        if self.penalty is not None:
+            self.penalty.start_epoch(epoch)
 
     def train_epoch(self, batches, tally, active, progress) -> None:
-        penalty = None if self.beta is None else functools.partial(_penalty, self.beta * self._beta_share, self.model)
+        penalty = None if self.penalty is None else functools.partial(self.penalty.term, self.model)
         train_epoch(self.fabric, self.model, self.optimizer, batches, tally, progress, penalty=penalty)
 
     def widths_cost(self) -> list[dict[str, float]]:
-        if self.beta is None:
-            return [{}]
-        with torch.no_grad():
-            return [{"epoch_ebops": float(ebops(self.model))}]
+        return [{} if self.penalty is None else self.penalty.cost(self.model)]
 
     def evaluate(self, batches, tally) -> None:
         measure(self.model, batches, tally)
@@ -290,10 +285,6 @@ class PlainEngine:
             torch.set_rng_state(state["rng"]["cpu"])
         if state["rng"].get("cuda") is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-
-
-def _penalty(beta: float, model: torch.nn.Module) -> torch.Tensor:
-    return beta * ebops(model)
 
 
 def _fast_forward(scheduler, epochs: int) -> None:
