@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import ROOT
 
 
@@ -141,3 +143,18 @@ def test_the_stages_a_run_trains_with_never_import_the_sweep_layer():
                        if any(line.lstrip().startswith(("from jscexp.sweep", "import jscexp.sweep"))
                               for line in p.read_text().splitlines()))
     assert offenders == []
+
+
+@pytest.mark.parametrize("text", ["a b", "it's", "C:\\dir\\x", "end\\", "q\\'x", "a,b", "x\\\\y",
+                                  "${sub:${quantisation.weight_width},1}"])
+def test_one_quoting_rule_hydra_reads_back_unchanged(text):
+    """A string choice and a stacked group's trial overrides go through Hydra's grammar and come
+    back as they were (a backslash mid-string was doubled before)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from jscexp.sweep.overrides import group_override, override_value
+
+    parser = OverridesParser.create()
+    assert parser.parse_overrides([f"k={override_value(text)}"])[0].value() == text
+    group = parser.parse_overrides([group_override([[f"x={text}", "seed=0"]])])[0].value()
+    assert group == [[f"x={text}", "seed=0"]]

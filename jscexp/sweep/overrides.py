@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from omegaconf import DictConfig
 
 from jscexp.config import plain_list
@@ -23,11 +25,19 @@ def override_pairs(overrides: list[str]) -> dict[str, str]:
     return {override_key(o): o.split("=", 1)[1] for o in overrides if "=" in o}
 
 
+def hydra_quoted(text: str) -> str:
+    """``text`` as a quoted string in Hydra's override grammar, which reads it back unchanged: a
+    quote is escaped, and so are the backslashes right before a quote or at the end (the only
+    ones Hydra reads as escapes; one elsewhere is itself)."""
+    escaped = re.sub(r"(\\+)(?='|$)", lambda m: m.group(1) * 2, text)
+    return "'" + escaped.replace("'", "\\'") + "'"
+
+
 def override_value(value) -> str:
     """A value as Hydra override text (strings quoted so commas/spaces stay literal; dicts and
     lists in Hydra's own grammar)."""
     if isinstance(value, str):
-        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+        return hydra_quoted(value)
     if value is None or isinstance(value, bool):
         return {None: "null", True: "true", False: "false"}[value]
     if isinstance(value, dict):
@@ -46,10 +56,7 @@ def is_vector_key(key: str) -> bool:
 
 def group_override(trials: list[list[str]]) -> str:
     """``+vector_trials=[['lr=0.1','seed=0'],…]``: each trial's overrides, quoted for Hydra's grammar."""
-    def quoted(o: str) -> str:
-        return "'" + o.replace("'", "\\'") + "'"
-
-    return f"+{GROUP_KEY}=[" + ",".join("[" + ",".join(quoted(o) for o in t) + "]" for t in trials) + "]"
+    return f"+{GROUP_KEY}=[" + ",".join("[" + ",".join(hydra_quoted(o) for o in t) + "]" for t in trials) + "]"
 
 
 def trial_overrides(cfg: DictConfig, overrides: list[str]) -> list[list[str]]:

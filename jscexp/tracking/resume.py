@@ -38,13 +38,13 @@ def earlier_runs(uri: str, overrides: list[str]) -> Earlier:
     if not parent or os.environ.get(RESUME_ENV) != "1":
         return Earlier()
     from jscexp.tracking.store import client as store_client
-    from jscexp.tracking.store import mask
+    from jscexp.tracking.store import filter_string, mask
 
     client = store_client(uri)
     experiment = client.get_run(parent).info.experiment_id
-    wanted = mask(" ".join(overrides)).replace("'", "\\'")
+    wanted = filter_string(mask(" ".join(overrides)))
     found = client.search_runs(
-        [experiment], f"tags.mlflow.parentRunId = '{parent}' and tags.`jscexp.overrides` = '{wanted}'",
+        [experiment], f"tags.mlflow.parentRunId = '{parent}' and tags.`jscexp.overrides` = {wanted}",
     )
     done = [r for r in found if r.info.status == "FINISHED"]
     lost = [r.info.run_id for r in found if r.info.status == "RUNNING"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 
-from jscexp.tracking.store import PARENT_ENV, client, end_run
+from jscexp.tracking.store import PARENT_ENV, client, end_run, filter_string
 
 STUDY_TAG = "jscexp.optuna_study"
 
@@ -31,9 +31,8 @@ def adopt_study_parent(uri: str, study_name: str, *, absorb: bool = False) -> st
     if own_run.info.lifecycle_stage == "active":  # else another worker merged it already
         mlflow_client.set_tag(own, STUDY_TAG, study_name)
     experiment = own_run.info.experiment_id
-    quoted = study_name.replace("'", "\\'")
     tagged = mlflow_client.search_runs(
-        [experiment], f"tags.`jscexp.kind` = 'sweep' and tags.`{STUDY_TAG}` = '{quoted}'", max_results=1000
+        [experiment], f"tags.`jscexp.kind` = 'sweep' and tags.`{STUDY_TAG}` = {filter_string(study_name)}", max_results=1000
     )
     if not tagged:
         return own
@@ -63,10 +62,10 @@ def _trial_runs(mlflow_client, experiment: str, study_name: str, number: int, st
     found = mlflow_client.get_experiment_by_name(experiment)
     if found is None:
         return []
-    quoted = study_name.replace("'", "\\'")
     return mlflow_client.search_runs(
         [found.experiment_id],
-        f"tags.`{STUDY_TAG}` = '{quoted}' and tags.`jscexp.optuna_trial` = '{number}' and attributes.status = '{status}'",
+        f"tags.`{STUDY_TAG}` = {filter_string(study_name)} and tags.`jscexp.optuna_trial` = '{number}' "
+        f"and attributes.status = '{status}'",
     )
 
 

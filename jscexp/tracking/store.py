@@ -216,3 +216,8 @@ def end_run(mlflow_client, run_id: str, status: str, reason: str | None = None) 
     if reason is not None:
         mlflow_client.set_tag(run_id, "error", reason)
     mlflow_client.set_terminated(run_id, status)
+
+
+def filter_string(text: str) -> str:
+    """``text`` as a string literal in an MLflow search filter (single quotes, a quote escaped)."""
+    return "'" + text.replace("'", "\\'") + "'"
