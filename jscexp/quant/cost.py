@@ -5,6 +5,7 @@ fixed-point arithmetic."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,14 +40,24 @@ def ebops_of(b_a: torch.Tensor, b_w: torch.Tensor, shape: torch.Size, b_b: torch
     return total if b_b is None else total + b_b.expand(shape[:-1]).sum(dim=-1)
 
 
+def sum_ebops(layers: Iterable[tuple[torch.Size, Callable[[str], torch.Tensor | None]]], total: torch.Tensor) -> torch.Tensor:
+    """``total`` plus ``ebops_of`` each quantised Linear, given as its weight's shape and its
+    widths by role (None: no bias): the one EBOPs sum, of a lone model or of a stacked one's K."""
+    for shape, width in layers:
+        b_w = width("weight")
+        assert b_w is not None
+        b_a = width("data_in")
+        assert b_a is not None
+        total = total + ebops_of(b_a.to(b_w.device), b_w, shape, width("bias"))
+    return total
+
+
 def ebops(model: nn.Module) -> torch.Tensor:
     """The model's EBOPs as a tensor, differentiable in its learned widths (the β·EBOPs loss term)."""
-    total = torch.zeros(())
-    for layer in quantised_linears(model):
-        b_b = widths(layer, "bias") if layer.bias is not None else None
-        b_w = widths(layer, "weight")
-        total = total + ebops_of(widths(layer, "data_in").to(b_w.device), b_w, layer.weight.shape, b_b)
-    return total
+    def of(layer: LinearQ) -> Callable[[str], torch.Tensor | None]:
+        return lambda role: None if role == "bias" and layer.bias is None else widths(layer, role)
+
+    return sum_ebops(((layer.weight.shape, of(layer)) for layer in quantised_linears(model)), torch.zeros(()))
 
 
 @dataclass

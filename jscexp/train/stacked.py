@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from jscexp.quant._base import ROLE_ATTRS, StackedForm
-from jscexp.quant.cost import ebops_of
+from jscexp.quant.cost import sum_ebops
 from jscexp.quant.layers import BatchNormQ, LinearQ, ReLUQ, batch_statistics
 from jscexp.quant.learned import beta_ramp
 from jscexp.train.loop import Tally, measure, trial_losses
@@ -97,14 +97,12 @@ class StackedModel:
     def _ebops(self, params) -> torch.Tensor:
         """HGQ2's count counts every weight at its width, whatever its value: the widths and the
         weights' shapes are all it reads."""
-        total = torch.zeros(self.k, device=self.flat.device)
-        for name, layer in self._chain:
-            if isinstance(layer, LinearQ):
-                w = params[f"{name}.weight"]
-                b_b = self._widths(name, "bias", params[f"{name}.bias"], params)
-                total = total + ebops_of(self._widths(name, "data_in", w, params),
-                                         self._widths(name, "weight", w, params), w.shape, b_b)
-        return total
+        def of(name: str):
+            w = params[f"{name}.weight"]
+            return lambda role: self._widths(name, role, params[f"{name}.bias"] if role == "bias" else w, params)
+
+        linears = ((params[f"{name}.weight"].shape, of(name)) for name, layer in self._chain if isinstance(layer, LinearQ))
+        return sum_ebops(linears, torch.zeros(self.k, device=self.flat.device))
 
     def _forward(self, x: torch.Tensor, params) -> torch.Tensor:
         """[K, batch, classes]."""
