@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from jscexp.train.loop import MARKS_ENV
+from jscexp.timeline import MARKS_ENV
 
 
 def jscexp_cli(args: list[str], workdir: Path, marks: Path | None = None, cache: Path | None = None) -> float:

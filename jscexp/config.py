@@ -5,11 +5,19 @@ No ``from __future__ import annotations`` and ``Optional`` rather than ``X | Non
 reads these annotations at run time.
 """
 
+import os
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, Optional
 
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+
+
+def cache_home() -> Path:
+    """jscexp's own cache folder (processed data, the MLflow schema a new store starts from):
+    $JSCEXP_CACHE, else ~/.cache/jscexp."""
+    return Path(os.environ.get("JSCEXP_CACHE") or Path.home() / ".cache" / "jscexp").expanduser()
 
 
 def plain(node: DictConfig, *, resolve: bool = True) -> dict[str, Any]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import time
 import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,9 +26,10 @@ from jscexp.config import TRAINING_MODES, plain
 from jscexp.data import Splits
 from jscexp.errors import UserError
 from jscexp.sweep import GROUP_KEY, Interrupted, Outcome, trial_overrides
+from jscexp.timeline import mark
 from jscexp.tracking.shared import end_if_running
 from jscexp.tracking.store import PARENT_ENV
-from jscexp.train.loop import Snapshot, mark
+from jscexp.train.loop import Snapshot
 from jscexp.train.process import job_state
 from jscexp.train.snapshots import StateFile
 
@@ -114,7 +114,7 @@ def anchored(cfg: DictConfig, launch_dir: Path) -> DictConfig:
 
 
 def _run(cfg: DictConfig, out_dir: Path, overrides: list[str], launch_dir: Path) -> Outcome | list[Outcome]:
-    mark("job_start", time.time())  # make bench: a job's time besides its steps
+    mark("job_start")  # make bench: a job's time besides its steps
     group = bool(cfg.get(GROUP_KEY))
     cfg = cfg if group else with_checkpoint_recipe(cfg, overrides)
     each = trial_overrides(cfg, overrides)
@@ -142,7 +142,7 @@ def _run(cfg: DictConfig, out_dir: Path, overrides: list[str], launch_dir: Path)
             if not group:
                 raise
             raise Interrupted(_ended([*trials, *joined])) from None  # what had ended keeps its outcome
-    mark("job_end", time.time())
+    mark("job_end")
     if not group:
         assert trials[0].outcome is not None, "a job ends with an outcome"
         return trials[0].outcome

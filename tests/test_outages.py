@@ -302,3 +302,39 @@ def test_a_disk_that_fills_mid_run_is_the_one_line_without_mlflows_traceback(wor
     last = err.strip().splitlines()[-1]
     assert last.startswith(f"error: the tracking store {uri} stopped answering during run ")
     assert "(database or disk is full)" in last
+
+
+def test_a_new_sqlite_store_is_mlflows_own_schema_copied_with_its_own_default_experiment(tmp_path, monkeypatch):
+    """A new store starts from the migrated schema this MLflow version made once: the same
+    tables and schema revision as a store MLflow migrates itself, its default experiment's
+    artifacts beside it, not beside the first store."""
+    import sqlite3
+
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from jscexp.tracking.store import client
+
+    monkeypatch.setenv("JSCEXP_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "own").mkdir()
+    MlflowClient(f"sqlite:///{tmp_path / 'own' / 'mlflow.db'}").search_experiments()  # MLflow's migrations
+    stores = []
+    for name in ("first", "second"):
+        (tmp_path / name).mkdir()
+        monkeypatch.chdir(tmp_path / name)
+        stores.append(client(f"sqlite:///{tmp_path / name / 'mlflow.db'}"))
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [f"mlflow-{mlflow.__version__}-schema.db"]
+
+    def schema(path) -> tuple:
+        """Each table's and index's definition, its lines sorted: MLflow's own migrations list
+        a table's constraints in an order that varies from one run to the next."""
+        with sqlite3.connect(path) as db:
+            tables = {name: sorted(line.strip().rstrip(",") for line in (sql or "").splitlines())
+                      for name, sql in db.execute("SELECT name, sql FROM sqlite_master")}
+            return tables, db.execute("SELECT version_num FROM alembic_version").fetchall()
+
+    assert schema(tmp_path / "second" / "mlflow.db") == schema(tmp_path / "own" / "mlflow.db")
+    assert stores[1].get_experiment("0").artifact_location == str(tmp_path / "second" / "mlruns" / "0")
+    run = stores[1].create_run(stores[1].create_experiment("x"))
+    stores[1].log_metric(run.info.run_id, "acc", 0.5)
+    assert stores[1].get_run(run.info.run_id).data.metrics == {"acc": 0.5}

@@ -3,9 +3,9 @@ one recipe splits and scales its rows, a cache keeps the result, batches live in
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from jscexp.config import cache_home
 from jscexp.data import cache
 from jscexp.data.recipe import Splits, apply_recipe
 from jscexp.data.schema import CLASSES, FEATURES, JSC, Schema
@@ -24,8 +24,7 @@ def fetch_source(cfg) -> None:
 
 
 def cache_dir_of(recipe: dict) -> Path:
-    default = os.environ.get("JSCEXP_CACHE") or Path.home() / ".cache" / "jscexp"
-    return Path(recipe["cache_dir"] or default).expanduser()
+    return Path(recipe["cache_dir"]).expanduser() if recipe["cache_dir"] else cache_home()
 
 
 def load_splits(cfg) -> Splits:

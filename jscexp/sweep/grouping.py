@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from jscexp.sweep.configs import Compose, split_overrides
 from jscexp.sweep.outcomes import Outcome
 from jscexp.sweep.overrides import group_override
+from jscexp.timeline import mark
 
 Blocker = Callable[[DictConfig], "str | None"]  # why a job cannot be a stacked trial, or None
 
@@ -99,6 +100,7 @@ def launch(launcher, jobs: list[list[str]], initial_job_idx: int, size: int, com
     """Launches ``jobs`` (stackable ones grouped); returns one Outcome per job (then one per
     trial a group job asked for itself) and how many jobs went out."""
     launched, members = grouped_jobs(jobs, size, compose, blocker)
+    mark("launch")
     returns = launcher.launch(launched, initial_job_idx=initial_job_idx)
     return job_outcomes(returns, members, jobs), len(launched)
 
@@ -108,4 +110,10 @@ def job_composer(hydra_context, config: DictConfig) -> Compose:
     once per shape (``jscexp.sweep.configs``)."""
     from jscexp.sweep.configs import JobConfigs
 
-    return JobConfigs(lambda overrides: hydra_context.config_loader.load_sweep_config(config, list(overrides)))
+    def compose(overrides: list[str]) -> DictConfig:
+        cfg = hydra_context.config_loader.load_sweep_config(config, list(overrides))
+        with open_dict(cfg):  # a job's task config has no hydra node (HydraConfig holds it), and
+            del cfg["hydra"]  # copying it made each job's config ten times dearer
+        return cfg
+
+    return JobConfigs(compose)

@@ -15,6 +15,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from jscexp.config import plain_list
+from jscexp.timeline import mark
 
 if TYPE_CHECKING:
     from jscexp.tracking.run import TrackedRun
@@ -38,6 +39,7 @@ class MlflowSweepCallback(Callback):
             mask,
         )
 
+        mark("sweep_start")
         try:
             check_sweep(config)  # what can be wrong before the first trial: before the sweep's parent run exists
             uri = tracking_uri(config.mlflow.tracking_uri)
@@ -68,12 +70,14 @@ class MlflowSweepCallback(Callback):
             print(f"resuming the interrupted sweep {previous}: finished jobs are skipped", file=sys.stderr)
         # The sweeper may raise before on_multirun_end; never leave the parent RUNNING.
         atexit.register(self._finish, None)
+        mark("parent_run")
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         """Reads the sweep's outcomes (written by the sweeper, whatever the launcher): their
         verdict is the parent run's status and the process's exit code."""
         from jscexp.sweep import OutcomeLog, verdict
 
+        mark("sweep_end")
         result = verdict(OutcomeLog(config.hydra.sweep.dir).read())
         if summary := result.summary():
             print(f"error: {summary}", file=sys.stderr)
@@ -82,6 +86,7 @@ class MlflowSweepCallback(Callback):
                 self._parent.client.set_tag(self._parent_id(), "jscexp.failed_jobs", "; ".join(result.failures)[:5000])
             self._publish(config)
             self._finish(result.parent_status)
+        mark("sweep_closed")
         if result.exit_code:
             raise SystemExit(result.exit_code)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -22,9 +21,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from jscexp.quant.cost import WidthPenalty
-
-MARKS_ENV = "JSCEXP_STEP_MARKS"  # file that gets "first_step <t>" / "last_step <t>" lines (make bench)
-
+from jscexp.timeline import mark
 
 
 class Tally:
@@ -487,10 +484,3 @@ def _epoch(engine: Engine, train, val, tally: Tally, book: EpochBook, epoch: int
     engine.end_epoch()
     book.record(epoch, metrics, engine.state_dict)
     return last_step
-
-
-def mark(what: str, when: float) -> None:
-    """Appends a step mark for ``make bench`` when $JSCEXP_STEP_MARKS names a file."""
-    if path := os.environ.get(MARKS_ENV):
-        with open(path, "a") as f:
-            f.write(f"{what} {when:.6f}\n")
