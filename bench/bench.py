@@ -2,8 +2,9 @@
 
 In one process, for jsc-tiny and jsc-toy at batch 32 and 256 on the full-size synthetic
 stand-in, times (a) the MASE way, (b) a raw PyTorch loop, (c) jscexp's path; then, in fresh
-processes, the CLI's --help, cold start and between-job overheads, and whole sweeps job by job
-against stacked (bench/sweeps.py). Prints markdown tables.
+processes, the timeline of a stacked sweep (bench/timeline.py: where its wall time goes), the
+CLI's --help, cold start and between-job overheads, and whole sweeps job by job against stacked
+(bench/sweeps.py). Prints markdown tables.
 """
 
 from __future__ import annotations
@@ -221,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stacked-steps", type=int, default=200, help="timed steps per stacked K (default 200)")
     p.add_argument("--sweep-rows", type=int, default=100000, help="stand-in rows of the sweep table's sweeps")
     p.add_argument("--sweep-epochs", type=int, default=3, help="epochs of the sweep table's lr sweep (epochs sweep: 1…8x)")
+    p.add_argument("--timeline-only", action="store_true",
+                   help="only the timeline of make bench-search's stacked grid (where its wall time goes)")
     p.add_argument("--no-sweeps", action="store_true", help="skip the sweep table (whole sweeps, job by job vs stacked)")
     p.add_argument("--sweeps-only", action="store_true", help="only the sweep table")
     p.add_argument("--quantised-only", action="store_true",
@@ -239,6 +242,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.quantised_only:
         print_quantised_stacked(args, device)
         return 0
+    if args.timeline_only or not (args.sweeps_only or args.hardware_only or args.no_overheads):
+        import timeline
+
+        print("Where a stacked sweep's wall time goes (make bench-search's grid, 16 trials of jsc-tiny, "
+              "8 epochs, 100000 rows; each command a fresh process):\n")
+        print(timeline.table() + "\n")
+        sys.stdout.flush()
+        if args.timeline_only:
+            return 0
     if not args.sweeps_only and not args.hardware_only:
         print_steps(args, device)
     if args.hardware_only or not (args.sweeps_only or args.no_hardware):
