@@ -67,8 +67,8 @@ bench-search: install ## grid (job by job, stacked), TPE and PBT on one space: b
 bench-front: install ## uniform grid, Optuna and learned widths: accuracy–EBOPs hypervolume and wall time
 	$(BIN)/python bench/front.py --out docs/front
 
-bench-peers: install ## learned widths beside HGQ2 itself (pip install -e '.[peers]'): per-beta accuracy, EBOPs, CPU
-	@$(BIN)/python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('hgq') is None)" || \
+bench-peers: install ## beside the peers (pip install -e '.[peers]'): learned widths vs HGQ2 (accuracy, EBOPs, CPU); the search vs Ray Tune (wall, CPU)
+	@$(BIN)/python -c "import importlib.util, sys; sys.exit(any(importlib.util.find_spec(m) is None for m in ('hgq', 'ray', 'psutil')))" || \
 	  $(BIN)/pip install -q -e '.[peers]' --config-settings editable_mode=compat  # importing hgq needs KERAS_BACKEND
 	KERAS_BACKEND=jax $(BIN)/python bench/peers.py --out bench/results/peers-cpu-$$(date +%F).md
 

@@ -1,5 +1,6 @@
 """``make bench-peers``: the accuracy–EBOPs front of learned widths, jscexp beside HGQ2 itself,
-on the same data and split (the synthetic stand-in: costs compare, accuracies are not physics).
+on the same data and split (the synthetic stand-in: costs compare, accuracies are not physics);
+then ``make bench-search``'s grid beside Ray Tune (bench/raytune.py).
 
 jscexp trains every β in one stacked job (``quantisation=learned``); HGQ2 (``pip install -e
 '.[peers]'``: hgq2, Keras 3 on JAX, CPU) trains one network per β in its own process, with its
@@ -179,11 +180,22 @@ def _shortfall(fronts, ours: str, matched: str) -> list[str]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", type=int, default=100_000)
-    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--epochs", type=int, default=5, help="epochs of the fronts (default 5)")
+    p.add_argument("--search-epochs", type=int, default=8, help="epochs of the Ray Tune search (default 8)")
+    p.add_argument("--only", choices=("front", "search"), default=None,
+                   help="only the HGQ2 fronts, or only the search beside Ray Tune (bench/raytune.py)")
     p.add_argument("--out", type=Path, default=None, help="also write the output here (markdown)")
     a = p.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        text = compare(Path(tmp), a.rows, {"epochs": a.epochs, "batch_size": 128, "lr": 1e-3})
+    import raytune
+
+    parts = []
+    if a.only != "search":
+        with tempfile.TemporaryDirectory() as tmp:
+            parts.append(compare(Path(tmp), a.rows, {"epochs": a.epochs, "batch_size": 128, "lr": 1e-3}))
+    if a.only != "front":
+        with tempfile.TemporaryDirectory() as tmp:
+            parts.append(raytune.compare(Path(tmp), a.rows, a.search_epochs))
+    text = "\n".join(parts)
     print(text)
     if a.out:
         a.out.write_text(text)
