@@ -79,3 +79,46 @@ def test_lab_sweep_files_reproduce_the_lab_settings(sweep, experiment, knob, val
     assert str(cfg.hydra.sweeper.params[knob]) == values
     assert {k: cfg[k] for k in fixed} == fixed
     assert cfg.model.name == "jsc-tiny"
+
+
+NO_TORCH_HERE = """
+import runpy, sys
+class NoTorch:  # this process only: the sweep's workers are interpreters of their own
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "torch":
+            raise ImportError("the sweeper process imported torch")
+sys.meta_path.insert(0, NoTorch())
+sys.argv = ["jscexp", *sys.argv[1:]]
+runpy.run_module("jscexp", run_name="__main__", alter_sys=True)
+"""
+
+
+@pytest.mark.parametrize(("processes", "pooled"), [("2", True), ("null", False)])
+def test_jobs_that_train_one_by_one_go_to_worker_processes_of_one_thread_where_that_is_faster(
+        workdir, processes, pooled):
+    """trainer.vectorize=off: with hydra.sweeper.processes=2 the 5 jobs run in worker processes,
+    each with one torch thread, and the sweep's own process never imports torch; left to itself
+    (null), the sweeper times its first two jobs, finds these tiny ones faster here than the
+    workers' start, and runs them all in its own process with torch's own thread count."""
+    args = ["-m", *FAST, "seed=0,1,2,3,4", "trainer.vectorize=off", f"hydra.sweeper.processes={processes}"]
+    if pooled:
+        out = subprocess.run([sys.executable, "-c", NO_TORCH_HERE, *args], cwd=workdir, capture_output=True,
+                             text=True, timeout=300)
+    else:
+        out = run_cli(args, workdir)
+    assert out.returncode == 0, out.stderr[-2000:]
+    runs = [r for r in runs_of(workdir) if r.data.tags.get("jscexp.kind") != "sweep"]
+    assert sorted(r.data.params["seed"] for r in runs) == ["0", "1", "2", "3", "4"]
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    assert {r.data.params.get("trainer.num_threads") for r in runs} == {"1" if pooled else None}
+
+
+@pytest.mark.parametrize(("first", "one", "rest", "faster"), [
+    (6.0, 2.5, 14, True),   # 2 x 3.5 s to start and end the workers + 7 rounds of 2.5 s = 24.5 s < 35 s here
+    (3.8, 0.3, 3, False),   # 7 s + 2 rounds of 0.3 s = 7.6 s > 0.9 s here
+    (6.0, 2.5, 3, False),   # 7 s + 5 s > 7.5 s
+])
+def test_the_pool_is_chosen_where_its_start_is_paid_back(first, one, rest, faster):
+    from hydra_plugins.jscexp_sweeper.basic import pool_is_faster
+
+    assert pool_is_faster(first, one, rest, 2) is faster

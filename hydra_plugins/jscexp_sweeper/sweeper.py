@@ -18,6 +18,7 @@ from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig, OmegaConf
 
 import hydra_plugins.jscexp_sweeper.config  # noqa: F401  (registers the config)
+from hydra_plugins.jscexp_sweeper.basic import blocker
 from jscexp.errors import UserError, deferred_interrupts
 from jscexp.search.liveness import Heartbeat, beating, fail_stale, give_up
 from jscexp.search.space import parse
@@ -190,18 +191,16 @@ class JscexpOptunaSweeper(Sweeper):
         """Runs ``trials`` as jobs (stacked where they can share a model) and tells the study
         each one's outcome; should the launch itself break off, its trials are told FAIL."""
 
-        from jscexp.group import stack_blocker
         from jscexp.sweep import launch
         from jscexp.validate import group_size
 
+        size = group_size(self.config.trainer.get("vectorize"))
         fixed, plumbing = common
         jobs = [[*fixed, *param_overrides(t), *plumbing, f"+optuna.trial={t.number}", *self._lineage(t)]
                 for t in trials]
         try:
             with Heartbeat(study._storage, [t._trial_id for t in trials], self.o.heartbeat_interval):
-                outcomes, launched = launch(self.launcher, jobs, self.job_idx,
-                                            group_size(self.config.trainer.get("vectorize")),
-                                            self._configs, stack_blocker)
+                outcomes, launched = launch(self.launcher, jobs, self.job_idx, size, self._configs, blocker(size))
         except BaseException as err:  # Ctrl-C, SIGTERM, a launcher's own error: no trial stays RUNNING
             self._tell_ended(study, trials, getattr(err, "outcomes", []), objectives)
             give_up(study, trials, err, self.o.max_retries)

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jscexp import app
-from jscexp.train.loop import EpochBook, FitResult, SliceEngine
+if TYPE_CHECKING:  # the sweeper asks a Kind for its checks without loading torch
+    from jscexp.train.loop import EpochBook, FitResult, SliceEngine
 
 
 class Search:
@@ -42,6 +42,8 @@ class Slots:
     """Who trains in each slice of a group now: trial, run and epoch hooks (log, report)."""
 
     def __init__(self, trials: list, runs: list):
+        from jscexp import app  # torch, Lightning and MLflow: a group job's, not the sweeper's
+
         self.trials, self.runs = list(trials), list(runs)
         self.hooks = [app.epoch_hooks(t.cfg, r) for t, r in zip(trials, runs)]
         self.trained = list(zip(trials, runs))  # every (trial, run) that trained here, refills too
@@ -49,6 +51,8 @@ class Slots:
     def hook(self, k: int, epoch: int, metrics: dict[str, float]) -> bool:
         """Logs slice ``k``'s epoch; a trial the search prunes ends PRUNED here, its run with it,
         at once: a later error or interrupt of the group cannot turn it into a failure."""
+        from jscexp import app
+
         pruned = any([each(epoch, metrics) for each in self.hooks[k]])  # a list: every hook runs
         if pruned:
             self.trials[k].outcome = app.end_pruned(self.runs[k], epoch)
@@ -59,6 +63,8 @@ class Slots:
         self.trials[k].keep(snapshot)
 
     def replace(self, k: int, trial, run) -> None:
+        from jscexp import app
+
         self.trials[k], self.runs[k], self.hooks[k] = trial, run, app.epoch_hooks(trial.cfg, run)
         self.trained.append((trial, run))
 
@@ -106,9 +112,11 @@ class Auto(Kind):
     refilling pruned slices where an Optuna search refills, else none."""
 
     def _chosen(self, cfg) -> Kind:
-        from jscexp.intrain import halving, pbt
+        from jscexp.intrain import halving
 
         if cfg.pbt.space:
+            from jscexp.intrain import pbt  # a population's checks ask the model: torch
+
             return pbt.Pbt()
         return halving.Halving() if halving.refills(cfg) else NoSearch()
 

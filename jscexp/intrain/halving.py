@@ -18,10 +18,13 @@ its own: the sweep counts them like any other.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from jscexp.intrain import Group, Kind, Search
-from jscexp.quant.learned import beta_of
 from jscexp.sweep.overrides import is_vector_key
-from jscexp.train.loop import EpochBook
+
+if TYPE_CHECKING:  # Auto asks refills() in the sweeper, without torch
+    from jscexp.train.loop import EpochBook
 
 
 class Halving(Kind):
@@ -71,6 +74,7 @@ class Refill(Search):
     def after_epoch(self, epoch: int, book: EpochBook) -> None:
         from jscexp.config import plain
         from jscexp.group import dropout_generator
+        from jscexp.quant.learned import beta_of
 
         slots, engine = self.group.slots, self.group.engine
         for k, result in enumerate(book.results):
