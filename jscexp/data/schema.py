@@ -3,6 +3,8 @@ canonical order."""
 
 from dataclasses import dataclass
 
+from jscexp.errors import UserError
+
 FEATURES: tuple[str, ...] = (
     "j_zlogz",
     "j_c1_b0_mmdt",
@@ -41,6 +43,13 @@ class Schema:
     classes: tuple[str, ...]
     one_hot: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        keys: dict[str, str] = {}
+        for name in self.classes:
+            if (other := keys.setdefault(class_key(name), name)) != name:
+                raise UserError(f"classes {other!r} and {name!r} would log one metric, test_acc_{class_key(name)}: "
+                                f"rename one (a metric key keeps letters, digits, _ - . / and spaces)")
+
     @property
     def num_features(self) -> int:
         return len(self.features)
@@ -48,6 +57,11 @@ class Schema:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+
+def class_key(name: str) -> str:
+    """A class name as MLflow accepts it in a metric key (letters, digits, _ - . / and spaces)."""
+    return "".join(c if c.isalnum() or c in "_-./ " else "_" for c in name)
 
 
 JSC = Schema(FEATURES, CLASSES, ONE_HOT)

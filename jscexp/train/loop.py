@@ -20,6 +20,7 @@ from torch.nn import functional as F
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from jscexp.data.schema import class_key
 from jscexp.quant.cost import WidthPenalty
 from jscexp.timeline import mark
 
@@ -79,12 +80,7 @@ class Tally:
         from torchmetrics.functional.classification import multiclass_recall
 
         recall = multiclass_recall(preds, targets, len(self.class_names), average=None)
-        return {f"{prefix}acc_{metric_key(n)}": float(r) for n, r in zip(self.class_names, recall)}
-
-
-def metric_key(name: str) -> str:
-    """A class name as MLflow accepts it in a metric key (letters, digits, _ - . / and spaces)."""
-    return "".join(c if c.isalnum() or c in "_-./ " else "_" for c in name)
+        return {f"{prefix}acc_{class_key(n)}": float(r) for n, r in zip(self.class_names, recall)}
 
 
 class Progress:
