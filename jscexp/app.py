@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import jscexp
 from jscexp.analysis import analyse
-from jscexp.config import CKPT_MODES, QUANTISED_MODES, plain, without_plumbing
+from jscexp.config import CKPT_MODES, ESTIMATES_TAG, QUANTISED_MODES, plain, without_plumbing
 from jscexp.data import make_source
 from jscexp.errors import UserError
 from jscexp.models import count_trainable
@@ -119,7 +119,6 @@ def run_params(cfg: DictConfig, n_params: int, data_info: dict) -> dict[str, obj
 def dataset_input(cfg: DictConfig, data_info: dict) -> dict:
     """The run's data as an MLflow dataset input: what the UI's Dataset column shows."""
     import hashlib
-    import json
 
     recipe = json.dumps(without_plumbing({"dataset": plain(cfg.dataset)}), sort_keys=True, default=str)
     digest = data_info.get("raw_sha256") or hashlib.sha256(recipe.encode()).hexdigest()
@@ -159,7 +158,6 @@ def costs(cfg, net, run) -> dict[str, float]:
     """A quantised model's bit and hardware costs (none for a float one); the configured
     estimator's (``hardware.estimator``) where ``hardware.estimate`` asks for it, its labels
     tagged on ``run`` for the tables and plots."""
-    from jscexp.config import ESTIMATES_TAG
     from jscexp.quant.cost import wants_estimate
     from jscexp.quant.estimators import checked, make_estimator
 

@@ -22,16 +22,16 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from jscexp import app, intrain
-from jscexp.config import TRAINING_MODES, plain
+from jscexp.config import TRAINING_MODES, is_plumbing, plain
 from jscexp.data import Splits
 from jscexp.errors import UserError
 from jscexp.sweep import GROUP_KEY, Interrupted, Outcome, trial_overrides
 from jscexp.timeline import mark
 from jscexp.tracking.shared import end_if_running
-from jscexp.tracking.store import PARENT_ENV
+from jscexp.tracking.store import PARENT_ENV, check_reachable
 from jscexp.train.loop import Snapshot
 from jscexp.train.process import job_state
-from jscexp.train.snapshots import StateFile
+from jscexp.train.snapshots import StateFile, float_key, training_key
 
 CONF = Path(__file__).resolve().parent.parent / "conf"  # where __main__'s config_path points
 
@@ -154,7 +154,6 @@ def _run(cfg: DictConfig, out_dir: Path, overrides: list[str], launch_dir: Path)
 def with_checkpoint_recipe(cfg: DictConfig, overrides: list[str]) -> DictConfig:
     """A checkpoint knows the model and data recipe it was trained with: a command with ckpt=
     that names neither (no ``model=``/``model.…``, no ``dataset…``) takes them from it."""
-    from jscexp.config import is_plumbing
     from jscexp.data.source import RECIPE
     from jscexp.sweep.overrides import override_key
     from jscexp.train.checkpoint import saved_recipe
@@ -208,7 +207,6 @@ def _trial_config(group_cfg: DictConfig, overrides: list[str], own: list[str]) -
 def prepare(trials: list[Trial]) -> str:
     """Everything checked before any run exists; returns the tracking URI."""
     from jscexp.tracking import tracking_uri
-    from jscexp.tracking.store import check_reachable
 
     for t in trials:
         _guard(t, lambda t=t: app.check_job(t.cfg))
@@ -287,7 +285,6 @@ def _prepare_trial(t: Trial, data: dict) -> None:
 
 def _find_state(t: Trial) -> None:
     """Where a training trial keeps its state, and the state it goes on from, if any."""
-    from jscexp.train.snapshots import float_key, training_key
 
     if not t.cfg.trainer.resume or not t.keeps_state or not intrain.kind_of(t.cfg).resumes(t.cfg):  # a refill, a population
         return
@@ -361,7 +358,6 @@ def train(trials: list[Trial], runs: list, stack: contextlib.ExitStack, uri: str
     finishes each: a pruned one with its epochs so far, the others tested and recorded. The
     group's in-training search (``jscexp.intrain``: PBT, refilling pruned slices) acts between
     epochs; trials it asks for are added to ``joined``. Returns every (trial, run) that trained."""
-    from jscexp import intrain
     from jscexp.group import engine_for
     from jscexp.train import fit
 
@@ -426,7 +422,6 @@ def float_model(t: Trial, model: torch.nn.Module, uri: str) -> tuple[dict[str, f
     search pruned it at. A lock keeps parallel jobs of one sweep from training it twice."""
     from jscexp.tracking.resume import finished_float_run
     from jscexp.train.checkpoint import load_weights
-    from jscexp.train.snapshots import float_key
 
     key = float_key(t.cfg, app.code_version())
     with _lock(Path(t.cfg.trainer.state_dir) / f"{key}.float.lock"):

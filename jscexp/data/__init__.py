@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from jscexp.config import cache_home
-from jscexp.data import cache
+from jscexp.data import cache, files
 from jscexp.data.recipe import Splits, apply_recipe
 from jscexp.data.schema import CLASSES, FEATURES, JSC, Schema
 from jscexp.data.source import Raw, Source, make_source, recipe_of
@@ -50,7 +50,6 @@ def load_splits(cfg) -> Splits:
 
 
 def _build(source: Source, raw: Raw, split: dict, name: str) -> Splits:
-    from jscexp.data import files
 
     frame, dedup = raw.frame, raw.dedup if split["dedup"] is None else bool(split["dedup"])
     if dedup:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from jscexp.config import EXPORTED_MODES
+from jscexp.config import EXPORTED_MODES, plain
 from jscexp.errors import UserError, first_line
 from jscexp.export import CsimCheck, export
 from jscexp.validate import check_gxx
@@ -80,7 +80,6 @@ def _quantised_run(mlflow, run_id: str, uri: str):
 def _rebuild(mlflow, run, tmp: Path):
     """The run's quantised model (its config, its weights: QAT's own checkpoint, PTQ's float
     model's) in evaluation mode, and its test split's features."""
-    from jscexp.config import plain
     from jscexp.data import load_splits
     from jscexp.quant.transform import quantise
     from jscexp.train.fit import run_model

@@ -9,7 +9,7 @@ from torch import nn
 
 from jscexp.quant.cost import hardware_costs, widths
 from jscexp.quant.layers import LinearQ
-from jscexp.quant.learned import LearnedQuantiser
+from jscexp.quant.learned import LearnedQuantiser, roles
 from jscexp.quant.transform import NodeChange
 
 if TYPE_CHECKING:
@@ -61,7 +61,6 @@ def verify(model: nn.Module) -> pd.DataFrame:
 def learned_widths(model: nn.Module) -> pd.DataFrame:
     """Per layer (fx node name) and role, the learned widths a trained model ended with: how
     many values, their least, mean and largest width, how many are 0 bits (cost nothing)."""
-    from jscexp.quant.learned import roles
 
     rows = []
     with torch.no_grad():

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from jscexp.errors import UserError
-from jscexp.report.lab import Settings, run_missing, steps
+from jscexp.report.lab import Settings, best_checkpoint, run_missing, steps
 
 
 def parser() -> argparse.ArgumentParser:
@@ -63,7 +63,6 @@ def _settings(args) -> Settings:
 def write(uri: str, settings: Settings, parents: dict[str, str], out: Path) -> tuple[Path, Path]:
     """Builds every section from MLflow, writes both formats and logs them to a ``lab`` run."""
     from jscexp.report import render
-    from jscexp.report.lab import best_checkpoint
     from jscexp.report.sections import build
     from jscexp.tracking.run import TrackedRun
 

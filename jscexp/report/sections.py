@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from jscexp.report.lab import Step
+from jscexp.tracking import front
 from jscexp.tracking import report as sweep_report
 from jscexp.tracking.front import non_dominated
 from jscexp.tracking.query import runs_frame
@@ -83,7 +84,6 @@ def _sweep(uri: str, section: Section, runs: pd.DataFrame) -> None:
 def _front(uri: str, section: Section, runs: pd.DataFrame) -> None:
     """The sweep's accuracy–EBOPs front as a table, and drawn beside the uniform-width QAT runs
     of the same model and data (quant_bits's)."""
-    from jscexp.tracking import front
     from jscexp.tracking.tables import vary_columns
 
     on_front = front.front_of(runs)

@@ -14,7 +14,7 @@ import time
 
 from optuna.exceptions import StorageInternalError
 from optuna.storages import BaseStorage, RDBStorage
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError, PendingRollbackError
 
 log = logging.getLogger(__name__)
 _OUTAGE = (StorageInternalError, DBAPIError)
@@ -53,7 +53,6 @@ def _is_outage(err: Exception) -> bool:
     """A lost or refused connection — refused, reset, closed under a call, or a session left
     to roll back by one: what a restarting PostgreSQL leaves behind; not a constraint
     or a bad value, which a retry repeats."""
-    from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError, PendingRollbackError
 
     cause = err.__cause__ if isinstance(err, StorageInternalError) else err
     lost = (OperationalError, InterfaceError, DisconnectionError, PendingRollbackError)

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
-from jscexp.config import plain, plain_list, returned_metrics
+from jscexp.config import QUANTISED_MODES, plain, plain_list, returned_metrics
 from jscexp.errors import UserError
 from jscexp.sweep.searchconf import JscexpOptunaSweeperConf
 from jscexp.validate import check_hardware, group_size, is_width
@@ -58,7 +58,6 @@ def check_sweep(config: DictConfig) -> None:
 
 def estimated(config: DictConfig) -> tuple[str, ...]:
     """The metrics the configured hardware estimator declares, where the mode's jobs may log them."""
-    from jscexp.config import QUANTISED_MODES
     from jscexp.quant.estimators import make_estimator
 
     hardware = config.get("hardware") or {}

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 from omegaconf import DictConfig, open_dict
 
-from jscexp.sweep.configs import Compose, split_overrides
+from jscexp.sweep.configs import Compose, JobConfigs, split_overrides
 from jscexp.sweep.outcomes import Outcome
 from jscexp.sweep.overrides import group_override
 from jscexp.timeline import mark
@@ -108,7 +108,6 @@ def launch(launcher, jobs: list[list[str]], initial_job_idx: int, size: int, com
 def job_composer(hydra_context, config: DictConfig) -> Compose:
     """``compose`` inside a sweeper: a job's config as its launcher will build it, composed
     once per shape (``jscexp.sweep.configs``)."""
-    from jscexp.sweep.configs import JobConfigs
 
     def compose(overrides: list[str]) -> DictConfig:
         cfg = hydra_context.config_loader.load_sweep_config(config, list(overrides))

@@ -19,8 +19,8 @@ from jscexp.timeline import mark
 
 if TYPE_CHECKING:
     from jscexp.tracking.run import TrackedRun
-from jscexp.tracking.names import SWEPT_ENV
-from jscexp.tracking.store import PARENT_ENV, end_run, tracking_uri
+from jscexp.tracking.names import SWEPT_ENV, sweep_name, swept_keys
+from jscexp.tracking.store import PARENT_ENV, check_reachable, client, end_run, ensure_experiment, mask, tracking_uri
 
 
 class MlflowSweepCallback(Callback):
@@ -32,12 +32,6 @@ class MlflowSweepCallback(Callback):
         from jscexp.sweep.checks import check_sweep
         from jscexp.tracking.resume import RESUME_ENV, WORKER_TAG, end_orphans, resumable_parent, worker_id
         from jscexp.tracking.run import TrackedRun
-        from jscexp.tracking.store import (
-            check_reachable,
-            client,
-            ensure_experiment,
-            mask,
-        )
 
         mark("sweep_start")
         try:
@@ -47,7 +41,6 @@ class MlflowSweepCallback(Callback):
         except UserError as err:  # Hydra would only warn about a callback's error and go on
             print(f"error: {err}", file=sys.stderr)
             raise SystemExit(2) from None
-        from jscexp.tracking.names import sweep_name, swept_keys
 
         task = plain_list(config.hydra.overrides.task, resolve=False)
         command = " ".join(task)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from jscexp.errors import UserError, first_line
+from jscexp.errors import UserError, deferred_interrupts, first_line
 
 
 def latest_sweep_id(client, experiment_id: str) -> str | None:
@@ -24,7 +24,6 @@ def runs_frame(uri: str, experiment: str, *, sweep: str | None = "latest", filte
     """
     import mlflow
 
-    from jscexp.errors import deferred_interrupts
     from jscexp.tracking.store import client as store_client
 
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from jscexp.errors import UserError
-from jscexp.tracking import tables
+from jscexp.tracking import front, tables
 from jscexp.tracking.plots import metric_vs_param, population, training_curves
 
 
@@ -122,7 +122,6 @@ def publish_sweep(uri: str, experiment: str, parent_run_id: str) -> str:
 def _log_front(client, parent_run_id: str, runs: pd.DataFrame, knobs: list[str], tmp: Path) -> None:
     """A quantised sweep's accuracy–EBOPs front: front.md and front.csv (its runs, costs and
     knobs), front.png (beside it the store's uniform-width runs of the same model and data)."""
-    from jscexp.tracking import front
 
     on_front = front.front_of(runs)
     if on_front.empty:

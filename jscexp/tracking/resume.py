@@ -13,7 +13,8 @@ import socket
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
-from jscexp.tracking.store import PARENT_ENV
+from jscexp.tracking.store import PARENT_ENV, ensure_experiment, filter_string, mask
+from jscexp.tracking.store import client as store_client
 
 RESUME_ENV = "JSCEXP_RESUMING"
 WORKER_TAG = "jscexp.worker"  # host:pid of the process that ran a run or a sweep
@@ -37,8 +38,6 @@ def earlier_runs(uri: str, overrides: list[str]) -> Earlier:
     parent = os.environ.get(PARENT_ENV)
     if not parent or os.environ.get(RESUME_ENV) != "1":
         return Earlier()
-    from jscexp.tracking.store import client as store_client
-    from jscexp.tracking.store import filter_string, mask
 
     client = store_client(uri)
     experiment = client.get_run(parent).info.experiment_id
@@ -95,7 +94,6 @@ def end_orphans(uri: str, claimed: Collection[str] = ()) -> list[str]:
     and ends them pointing at the runs that replace them; so does a job for the runs it goes on
     from (``claimed``)."""
     from jscexp.tracking.shared import kill
-    from jscexp.tracking.store import client as store_client
 
     if uri.startswith("sqlite:///") and not os.path.exists(uri[len("sqlite:///") :]):
         return []  # a store yet to be made holds no run
@@ -130,9 +128,8 @@ class FloatRun:
 
 def finished_float_run(uri: str, experiment: str, key: str) -> FloatRun | None:
     """The newest FINISHED run of ``experiment`` that trained the float model ``key`` names."""
-    from jscexp.tracking.store import client, ensure_experiment
 
-    mlflow_client = client(uri)
+    mlflow_client = store_client(uri)
     experiment_id = ensure_experiment(mlflow_client, experiment)  # the asking job's run is in it already
     runs = mlflow_client.search_runs([experiment_id], f"tags.`{FLOAT_TAG}` = '{key}' and attributes.status = 'FINISHED'",
                                      order_by=["attributes.start_time DESC"], max_results=1)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from jscexp.data import Splits, schema_of
 from jscexp.data.batches import TensorBatches
@@ -27,7 +27,6 @@ def run_model(config: Path, checkpoint: Path) -> tuple[DictConfig, torch.nn.Modu
     """A finished run's config (its config.yaml), its float model with the weights of
     ``checkpoint``, and what else the checkpoint holds (QAT's learned formats): one way to rebuild
     a run's model from its artifacts, for the export and the report."""
-    from omegaconf import OmegaConf
 
     from jscexp.train.checkpoint import load_weights
 
