@@ -71,7 +71,7 @@ def test_an_own_model_and_dataset_sweep_test_qat_export_and_table(outside):
     (["dataset.label=class"], "has no label column: add 'class'"),
     (["+dataset.colour=red"], "dataset.colour is not a setting of jscexp.data.tabular.Tabular"),
     (["dataset=tabular", "dataset.path=blobs.csv"], "dataset.features is required"),
-    (["dataset.classes=[a?b,a!b,c]"], "classes 'a?b' and 'a!b' would log one metric, test_acc_a_b: rename one"),
+    (["dataset.classes=['a?b','a!b',c]"], "classes 'a?b' and 'a!b' would log one metric, test_acc_a_b: rename one"),
     (["intrain._target_=nowhere.Kind"], "intrain._target_=nowhere.Kind cannot be imported"),
     (["intrain._target_=tiny_net.TinyNet"], "intrain._target_=tiny_net.TinyNet is not a jscexp.intrain.Kind subclass"),
     (["mode=qat", "quantisation=int8", "+hardware.estimator.depth=2"],
