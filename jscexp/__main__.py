@@ -18,7 +18,7 @@ from omegaconf import DictConfig, ListConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from jscexp.config import plain_list, register_schema
-from jscexp.errors import UserError, config_error_line, install_interrupt_handlers
+from jscexp.errors import UserError, config_error_line, in_worker, install_interrupt_handlers
 from jscexp.sweep import Outcome, trial_overrides, verdict
 
 register_schema()  # before @hydra.main composes: conf/config.yaml starts from the typed schema
@@ -30,8 +30,14 @@ def main(cfg: DictConfig) -> Outcome | list[Outcome]:
     a sweep, bad input fails this job only and the sweeper carries on."""
     hc = HydraConfig.get()
     overrides = plain_list(cast(ListConfig, hc.overrides.task), resolve=False)  # a group's trials quote ${…} values
+    if in_worker():  # a pool's worker: an interrupt ends its run KILLED, as in the sweep's own process
+        install_interrupt_handlers()
     try:
         outcome = _job(cfg, Path(hc.runtime.output_dir), overrides, Path(hc.runtime.cwd))
+    except KeyboardInterrupt:
+        if in_worker():  # the run is ended; the worker ends with the sweep that passed the signal on
+            os._exit(130)
+        raise
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         if hc.mode == RunMode.MULTIRUN:

@@ -210,6 +210,7 @@ def _tags(cfg: DictConfig, data_info: dict, overrides: list[str]) -> dict[str, s
         "jscexp.synthetic": str(bool(data_info["synthetic"])).lower(),
         "jscexp.overrides": " ".join(overrides),
         WORKER_TAG: worker_id(),  # which process ran it (parallel launchers)
+        "jscexp.torch_threads": str(torch.get_num_threads()),  # sums run in another order on another count
     }
     if parent := os.environ.get(PARENT_ENV):
         tags["mlflow.parentRunId"] = parent

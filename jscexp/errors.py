@@ -36,6 +36,7 @@ def install_interrupt_handlers() -> None:
         if _SHIELDS and _PENDING is None:  # a second signal does not wait
             _PENDING = signum
             return
+        stop_children(signum)
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, handler)
@@ -58,7 +59,36 @@ def deferred_interrupts():
         _SHIELDS -= 1
     if not _SHIELDS and _PENDING is not None:
         signum, _PENDING = _PENDING, None
+        stop_children(signum)
         raise KeyboardInterrupt(f"signal {signum}")
+
+
+def stop_children(signum: int, timeout: float = 60.0) -> None:
+    """Passes the signal on to this process's worker processes (a sweep's pool) and waits for
+    them to end: each ends the run it trains KILLED and exits (``in_worker``). A SIGTERM reaches
+    only the process it is sent to, and the pool, interrupted, would kill its workers outright."""
+    import multiprocessing
+    import os
+    import signal
+    import time
+
+    children = multiprocessing.active_children()
+    for child in children:
+        # Ctrl-C already reached the terminal's whole process group: a second SIGINT would not
+        # wait for a worker's database write to finish
+        with contextlib.suppress(OSError):  # a worker may be gone by now
+            if child.pid is not None and (signum != signal.SIGINT or os.getpgid(child.pid) != os.getpgid(0)):
+                os.kill(child.pid, signum)
+    deadline = time.monotonic() + timeout
+    while any(c.is_alive() for c in children) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def in_worker() -> bool:
+    """Whether this process is a worker of another (a sweep's process pool)."""
+    import multiprocessing
+
+    return multiprocessing.parent_process() is not None
 
 
 _NOISE = ("full_key:", "object_type=", "reference_type=", "Set the environment variable HYDRA_FULL_ERROR")

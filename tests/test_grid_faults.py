@@ -16,8 +16,9 @@ from conftest import FAST, mlflow_client, run_cli, runs_of
 
 @pytest.mark.slow
 def test_sigterm_marks_the_run_killed_and_the_same_command_resumes(workdir):
+    """One job after another in the sweep's own process (processes=1): the second is ended KILLED."""
     args = ["-m", "dataset=jsc_synth", "dataset.n_rows=20000", "trainer.progress_bar=false", "max_epochs=10",
-            "batch_size=16", "seed=0,1,2"]
+            "batch_size=16", "seed=0,1,2", "hydra.sweeper.processes=1"]
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "JSCEXP_PARENT_RUN_ID")}
     proc = subprocess.Popen([sys.executable, "-m", "jscexp", *args], cwd=workdir, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -40,6 +41,30 @@ def test_sigterm_marks_the_run_killed_and_the_same_command_resumes(workdir):
     assert finished == ["0", "1", "2"]  # seed 0 was not trained again
     sweeps = [r for r in runs_of(workdir) if r.data.tags.get("jscexp.kind") == "sweep"]
     assert len(sweeps) == 1 and sweeps[0].info.status == "FINISHED"
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_sweep_with_worker_processes_ends_every_running_job_killed_and_resumes(workdir):
+    """Jobs in the pool's workers: a SIGTERM to the sweep reaches them; each ends its run KILLED
+    before the sweep ends, none stays RUNNING, and the same command finishes the rest."""
+    args = ["-m", "dataset=jsc_synth", "dataset.n_rows=20000", "trainer.progress_bar=false", "max_epochs=10",
+            "batch_size=16", "seed=0,1,2,3", "hydra.sweeper.processes=2"]
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "JSCEXP_PARENT_RUN_ID")}
+    proc = subprocess.Popen([sys.executable, "-m", "jscexp", *args], cwd=workdir, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while len(list(workdir.glob("multirun/*/*/*/metrics.jsonl"))) < 2 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)  # two jobs are training, one in each worker
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(90) == 130
+    jobs = [r for r in runs_of(workdir) if r.data.tags.get("jscexp.kind") != "sweep"]
+    assert jobs and "RUNNING" not in {r.info.status for r in jobs}, [r.info.status for r in jobs]
+    assert "KILLED" in {r.info.status for r in jobs}
+    result = run_cli(args, workdir, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    jobs = [r for r in runs_of(workdir) if r.data.tags.get("jscexp.kind") != "sweep"]
+    assert sorted(r.data.params["seed"] for r in jobs if r.info.status == "FINISHED") == ["0", "1", "2", "3"]
+    assert "RUNNING" not in {r.info.status for r in runs_of(workdir)}
 
 
 @pytest.mark.slow

@@ -97,7 +97,8 @@ runpy.run_module("jscexp", run_name="__main__", alter_sys=True)
 def test_jobs_that_train_one_by_one_go_to_worker_processes_of_one_thread_where_that_is_faster(
         workdir, processes, pooled):
     """trainer.vectorize=off: with hydra.sweeper.processes=2 the 5 jobs run in worker processes,
-    each with one torch thread, and the sweep's own process never imports torch; left to itself
+    each on one torch thread, each the same job as it would be here (its run's overrides and
+    params), and the sweep's own process never imports torch; left to itself
     (null), the sweeper times its imports and first job, finds these tiny jobs faster here than
     the workers' start, and runs them all in its own process with torch's own thread count."""
     args = ["-m", *FAST, "seed=0,1,2,3,4", "trainer.vectorize=off", f"hydra.sweeper.processes={processes}"]
@@ -110,7 +111,13 @@ def test_jobs_that_train_one_by_one_go_to_worker_processes_of_one_thread_where_t
     runs = [r for r in runs_of(workdir) if r.data.tags.get("jscexp.kind") != "sweep"]
     assert sorted(r.data.params["seed"] for r in runs) == ["0", "1", "2", "3", "4"]
     assert {r.info.status for r in runs} == {"FINISHED"}
-    assert {r.data.params.get("trainer.num_threads") for r in runs} == {"1" if pooled else None}
+    import torch
+
+    assert {r.data.tags["jscexp.torch_threads"] for r in runs} == {"1" if pooled else str(torch.get_num_threads())}
+    # the same job wherever it ran: its own overrides, no thread knob (a resumed sweep finds it finished)
+    assert all(r.data.tags["jscexp.overrides"].endswith(f"seed={r.data.params['seed']} trainer.vectorize=off")
+               for r in runs), [r.data.tags["jscexp.overrides"] for r in runs]
+    assert all("trainer.num_threads" not in r.data.params for r in runs)
 
 
 @pytest.mark.parametrize(("imports", "one", "rest", "faster"), [

@@ -96,10 +96,14 @@ class _Pool:
         return returns + list(self._here.launch(jobs[1:], initial_job_idx + 1))
 
     def _in_pool(self, jobs: List[List[str]], initial_job_idx: int) -> List[JobReturn]:
+        """``jobs`` on the workers, each worker's torch on one thread (unless the job sets
+        trainer.num_threads): through the job's environment, not a knob of its own, so a job is
+        the same job (its run's overrides, its saved state) wherever it runs — a resumed sweep
+        finds it finished."""
         from jscexp.sweep.overrides import override_key
 
-        one_thread = [[*j, *([] if any(override_key(o) == "trainer.num_threads" for o in j) else ["trainer.num_threads=1"])]
-                      for j in jobs]
+        one_thread = [[*j, *([] if any(override_key(o) == "trainer.num_threads" for o in j)
+                             else ["+hydra.job.env_set.OMP_NUM_THREADS=1"])] for j in jobs]
         return list(self._pool.launch(one_thread, initial_job_idx))
 
     def __getattr__(self, name: str) -> Any:
