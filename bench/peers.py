@@ -194,7 +194,8 @@ def main() -> None:
             parts.append(compare(Path(tmp), a.rows, {"epochs": a.epochs, "batch_size": 128, "lr": 1e-3}))
     if a.only != "front":
         with tempfile.TemporaryDirectory() as tmp:
-            parts.append(raytune.compare(Path(tmp), a.rows, a.search_epochs))
+            splits, data = splits_file(Path(tmp), a.rows)
+            parts.append(raytune.compare(Path(tmp), splits, data, a.rows, a.search_epochs))
     text = "\n".join(parts)
     print(text)
     if a.out:

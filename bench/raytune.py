@@ -89,11 +89,11 @@ def jscexp_side(work: Path, name: str, data: list[str], epochs: int, extra: list
     return {"wall": wall, "cpu": cpu, "best": best.data.metrics["best_val_acc"], "at": at, "trials": len(runs)}
 
 
-def compare(work: Path, rows: int, epochs: int) -> str:
+def compare(work: Path, splits: Path, data: list[str], rows: int, epochs: int) -> str:
+    """The four sides on ``splits`` (the .npz of the split jscexp's recipe makes from the
+    overrides ``data``, its cache under ``work``), side by side."""
     import pandas as pd
-    from peers import splits_file
 
-    splits, data = splits_file(work, rows)
     sides = {"Ray Tune, FIFO, defaults": ray_side(splits, work, epochs, reuse=False),
              TUNED: ray_side(splits, work, epochs, reuse=True),
              "jscexp stacked (default)": jscexp_side(work, "stacked", data, epochs, []),

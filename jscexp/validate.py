@@ -29,6 +29,8 @@ def check_knobs(cfg) -> None:
 def check_learned(cfg) -> None:
     """Learned widths (``learned`` quantisers, ``quantisation.beta``): trained, so mode=qat;
     fixed point in every role beside them; β ≥ 0 and only where some width is learned."""
+    from jscexp.quant.penalty import check_beta, check_warmup  # the quant package loads torch: the job's, not the sweeper's
+
     names = quantiser_names(cfg.quantisation)
     beta = cfg.quantisation.get("beta")
     if "learned" not in names:
@@ -47,20 +49,6 @@ def check_learned(cfg) -> None:
     if cfg.mode != "qat":
         raise UserError(f"quantisation={cfg.quantisation.name} learns its widths in training: use mode=qat, "
                         f"not mode={cfg.mode}")
-
-
-def check_beta(beta) -> float:
-    """``quantisation.beta``: a number ≥ 0."""
-    if isinstance(beta, bool) or not isinstance(beta, int | float) or not math.isfinite(beta) or beta < 0:
-        raise UserError(f"quantisation.beta must be a number ≥ 0 (the EBOPs penalty's strength), got {beta!r}")
-    return float(beta)
-
-
-def check_warmup(warmup) -> int:
-    """``quantisation.beta_warmup``: whole epochs ≥ 0."""
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-        raise UserError(f"quantisation.beta_warmup must be a whole number of epochs ≥ 0, got {warmup!r}")
-    return warmup
 
 
 def check_hardware(cfg) -> None:

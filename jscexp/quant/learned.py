@@ -30,7 +30,7 @@ from torch import nn
 from jscexp.errors import UserError
 from jscexp.quant._base import ROLE_ATTRS, Quantiser, positive_int, quantised_tensor, ste
 from jscexp.quant.integer import IntegerQuantiser
-from jscexp.validate import check_beta, check_warmup
+from jscexp.quant.penalty import check_beta, check_warmup
 
 _LN2 = math.log(2.0)
 MAX_WIDTH = 32  # the integer quantiser's limit; also keeps 2^f finite whatever a step does

@@ -1,5 +1,5 @@
 """What a sweep can know is wrong before its first trial, checked when it starts: before its
-MLflow parent run or its Optuna study exists (the sweep callback calls ``check_sweep``), so a
+MLflow parent run or its Optuna study exists (``jscexp.preflight`` calls ``check_sweep``), so a
 mistake costs one line and exit 2, never a run or a trial per job.
 
 Checked: the group size; a search's settings (no key its schema lacks), objectives against
@@ -36,20 +36,16 @@ OFFICIAL_ONLY = {
 def check_sweep(config: DictConfig) -> None:
     """The sweep's config (the command's fixed knobs, its sweeper's settings): one line if wrong."""
     group_size(config.trainer.get("vectorize"))
-    if not _swept(config, "mode") and not _swept(config, "quantisation"):
+    if not swept(config, "mode") and not swept(config, "quantisation"):
         check_hardware(config)
     sweeper = config.hydra.sweeper
     if sweeper.get("_target_") == OPTUNA_SWEEPER:
         _check_keys(sweeper)
         _check_search(sweeper, objectives(sweeper, str(config.mode), estimated(config))[0],
                       plain_list(config.hydra.overrides.hydra))
-    if not _swept(config, "intrain"):
-        from jscexp.intrain import kind_of
-
-        kind_of(config).check_config(config)
     if config.pbt.space:
         check_population(config)
-    if not _swept(config, "dataset"):  # one dataset for every job: on disk before the first, or one line
+    if not swept(config, "dataset"):  # one dataset for every job: on disk before the first, or one line
         from jscexp.data import fetch_source
 
         fetch_source(config.dataset)
@@ -190,7 +186,7 @@ def grid_size(config: DictConfig) -> int:
     return size
 
 
-def _swept(config: DictConfig, group: str) -> bool:
+def swept(config: DictConfig, group: str) -> bool:
     """Whether the sweep varies ``group`` (or a key under it) from job to job."""
     return any(o.is_sweep_override() and key.split(".")[0] == group for key, o in _overrides(config).items())
 

@@ -29,13 +29,11 @@ class MlflowSweepCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         from jscexp.errors import UserError
-        from jscexp.sweep.checks import check_sweep
         from jscexp.tracking.resume import RESUME_ENV, WORKER_TAG, end_orphans, resumable_parent, worker_id
         from jscexp.tracking.run import TrackedRun
 
         mark("sweep_start")
-        try:
-            check_sweep(config)  # what can be wrong before the first trial: before the sweep's parent run exists
+        try:  # the sweep's own checks ran before this (jscexp.preflight): no parent run for a bad sweep
             uri = tracking_uri(config.mlflow.tracking_uri)
             check_reachable(uri)
         except UserError as err:  # Hydra would only warn about a callback's error and go on
