@@ -8,6 +8,7 @@ everything a user can get wrong before it opens a run, so bad input leaves no ru
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import subprocess
@@ -23,6 +24,7 @@ from jscexp.data import make_source
 from jscexp.errors import UserError
 from jscexp.models import count_trainable
 from jscexp.quant import summary as qsummary
+from jscexp.quant.cost import wants_estimate
 from jscexp.quant.transform import quantise
 from jscexp.sweep import Outcome
 from jscexp.tracking import PARENT_ENV, TrackedRun, flatten
@@ -118,8 +120,6 @@ def run_params(cfg: DictConfig, n_params: int, data_info: dict) -> dict[str, obj
 
 def dataset_input(cfg: DictConfig, data_info: dict) -> dict:
     """The run's data as an MLflow dataset input: what the UI's Dataset column shows."""
-    import hashlib
-
     recipe = json.dumps(without_plumbing({"dataset": plain(cfg.dataset)}), sort_keys=True, default=str)
     digest = data_info.get("raw_sha256") or hashlib.sha256(recipe.encode()).hexdigest()
     source = {"source": data_info.get("source"), "path": data_info.get("path") or None}
@@ -158,7 +158,6 @@ def costs(cfg, net, run) -> dict[str, float]:
     """A quantised model's bit and hardware costs (none for a float one); the configured
     estimator's (``hardware.estimator``) where ``hardware.estimate`` asks for it, its labels
     tagged on ``run`` for the tables and plots."""
-    from jscexp.quant.cost import wants_estimate
     from jscexp.quant.estimators import checked, make_estimator
 
     found = qsummary.costs(net)

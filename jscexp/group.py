@@ -17,15 +17,19 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from jscexp.config import TRAINING_MODES, plain
+from jscexp.data import schema_of
+from jscexp.models import build_model
+from jscexp.quant import quantiser_class
 from jscexp.sweep.grouping import has_dropout
 from jscexp.sweep.overrides import is_vector_key
+from jscexp.tracking import flatten
+from jscexp.train import fit
+from jscexp.train.stacked import LrSchedule, StackedEngine, StackedModel, StackedOptimizer, linear_chain
 from jscexp.validate import quantiser_names
 
 
 def stack_blocker(cfg: DictConfig) -> str | None:
     """Why a job cannot be a trial of a stacked model, or None when it can."""
-    from jscexp.train.stacked import StackedOptimizer
-
     if cfg.mode not in TRAINING_MODES:
         return f"mode={cfg.mode}"
     if cfg.mode == "qat" and (lone := _without_stacked_form(cfg)):
@@ -43,23 +47,16 @@ def stack_blocker(cfg: DictConfig) -> str | None:
 
 
 def _without_stacked_form(cfg: DictConfig) -> str | None:
-    from jscexp.quant import quantiser_class
-
     return next((n for n in sorted(quantiser_names(cfg.quantisation)) if not quantiser_class(n).stacks()), None)
 
 
 def _is_chain(cfg: DictConfig) -> bool:
-    from jscexp.data import schema_of
-
     schema = schema_of(cfg.dataset)
     return _chain_model(OmegaConf.to_yaml(cfg.model, resolve=True), schema.num_features, schema.num_classes)
 
 
 @functools.cache  # a sweep asks for every job; the answer depends on the model and the data's sizes only
 def _chain_model(model_yaml: str, num_features: int, num_classes: int) -> bool:
-    from jscexp.models import build_model
-    from jscexp.train.stacked import linear_chain
-
     model_cfg = OmegaConf.create(model_yaml)
     assert isinstance(model_cfg, DictConfig)
     return linear_chain(build_model(model_cfg, num_features=num_features, num_classes=num_classes)) is not None
@@ -86,8 +83,6 @@ def stackable(cfgs: list[DictConfig]) -> bool:
     learning-rate schedules (each trial steps its own: ``T_max`` follows its ``max_epochs``)."""
 
     def shared(c: DictConfig) -> dict:
-        from jscexp.tracking import flatten
-
         flat = flatten(plain(c))
         return {**{k: v for k, v in flat.items()
                    if k == "data_seed" or not (is_vector_key(k) or k.startswith("scheduler."))},
@@ -99,9 +94,6 @@ def stackable(cfgs: list[DictConfig]) -> bool:
 def engine_for(trials: list):
     """How the trials take their steps: torch's own optimizer for a trial alone, one stacked
     model for several (each trial's generator and slice its lone run's)."""
-    from jscexp.train import fit
-    from jscexp.train.stacked import LrSchedule, StackedEngine, StackedModel, StackedOptimizer
-
     first = trials[0].cfg
     if len(trials) == 1:
         return fit.plain_engine(first, trials[0].net, trials[0].rng)

@@ -12,6 +12,8 @@ trial ends with a typed ``Outcome``.
 from __future__ import annotations
 
 import contextlib
+import copy
+import fcntl
 import os
 import sys
 import uuid
@@ -22,16 +24,27 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from jscexp import app, intrain
+from jscexp.analysis import check
 from jscexp.config import TRAINING_MODES, is_plumbing, plain
 from jscexp.data import Splits
+from jscexp.data.source import RECIPE
 from jscexp.errors import UserError
+from jscexp.group import engine_for, stacked_batches
+from jscexp.quant.transform import quantise, uses_auto_frac
 from jscexp.sweep import GROUP_KEY, Interrupted, Outcome, trial_overrides
+from jscexp.sweep.configs import split_overrides, with_values
+from jscexp.sweep.overrides import override_key
 from jscexp.timeline import mark
+from jscexp.tracking import tracking_uri
+from jscexp.tracking.resume import earlier_runs, end_orphans, finished_float_run
 from jscexp.tracking.shared import end_if_running
 from jscexp.tracking.store import PARENT_ENV, check_reachable
+from jscexp.train import fit
+from jscexp.train.checkpoint import load_weights, saved_recipe
 from jscexp.train.loop import Snapshot
 from jscexp.train.process import job_state
 from jscexp.train.snapshots import StateFile, float_key, training_key
+from jscexp.validate import check_batch_fits
 
 CONF = Path(__file__).resolve().parent.parent / "conf"  # where __main__'s config_path points
 
@@ -102,7 +115,6 @@ def anchored(cfg: DictConfig, launch_dir: Path) -> DictConfig:
     the SQLite MLflow store (else each job would start a store of its own), dataset.path, ckpt."""
     if Path.cwd() == launch_dir:
         return cfg
-    from jscexp.tracking import tracking_uri
 
     out = cfg.copy()
     if (uri := tracking_uri(cfg.mlflow.tracking_uri, base=launch_dir)).startswith("sqlite:"):
@@ -128,7 +140,6 @@ def _run(cfg: DictConfig, out_dir: Path, overrides: list[str], launch_dir: Path)
         print(f"error: {err}", file=sys.stderr)
     if any(t.pending for t in trials) and not os.environ.get(PARENT_ENV):  # bad input opens no store;
         _end_orphans(uri, trials)  # a sweep's callback does this once for all its jobs
-    from jscexp.group import stacked_batches
 
     joined: list[Trial] = []  # trials the group asked the search for itself (jscexp.intrain.halving)
     for batch in stacked_batches([t for t in trials if t.pending]):
@@ -154,10 +165,6 @@ def _run(cfg: DictConfig, out_dir: Path, overrides: list[str], launch_dir: Path)
 def with_checkpoint_recipe(cfg: DictConfig, overrides: list[str]) -> DictConfig:
     """A checkpoint knows the model and data recipe it was trained with: a command with ckpt=
     that names neither (no ``model=``/``model.…``, no ``dataset…``) takes them from it."""
-    from jscexp.data.source import RECIPE
-    from jscexp.sweep.overrides import override_key
-    from jscexp.train.checkpoint import saved_recipe
-
     if not cfg.get("ckpt"):
         return cfg
     named = {override_key(o).split(".")[0] for o in overrides}
@@ -194,8 +201,6 @@ def _trial_config(group_cfg: DictConfig, overrides: list[str], own: list[str]) -
     trial's). A sweeper's group differs only in vector knobs: the group's config, less the
     group, with the trial's knobs set. A hand-made group may choose other configs per
     trial: composed in full."""
-    from jscexp.sweep.configs import split_overrides, with_values
-
     shaping, values = split_overrides(own)
     if shaping:
         from hydra import compose
@@ -206,8 +211,6 @@ def _trial_config(group_cfg: DictConfig, overrides: list[str], own: list[str]) -
 
 def prepare(trials: list[Trial]) -> str:
     """Everything checked before any run exists; returns the tracking URI."""
-    from jscexp.tracking import tracking_uri
-
     for t in trials:
         _guard(t, lambda t=t: app.check_job(t.cfg))
     uri = tracking_uri(trials[0].cfg.mlflow.tracking_uri)
@@ -222,8 +225,6 @@ def prepare(trials: list[Trial]) -> str:
 def _end_orphans(uri: str, trials: list[Trial]) -> None:
     """Runs a process now gone left RUNNING (``jscexp.tracking.resume.end_orphans``), before this
     job's own; those its trials go on from are theirs to end, pointing at the runs that resume them."""
-    from jscexp.tracking.resume import end_orphans
-
     claimed = {r for t in trials for r in [*t.lost_runs, *([t.resume.run_id] if t.resume else [])] if r}
     end_orphans(uri, claimed)
 
@@ -239,8 +240,6 @@ def _guard(t: Trial, step) -> None:
 def _skip_finished(trials: list[Trial], uri: str) -> None:
     """In a resumed sweep, a trial that finished before ends with that run's metrics; the
     runs its dead process left RUNNING are noted, to be ended once its new run exists."""
-    from jscexp.tracking.resume import earlier_runs
-
     for t in (t for t in trials if t.pending):
         earlier = earlier_runs(uri, t.overrides)
         t.lost_runs = earlier.lost
@@ -252,10 +251,6 @@ def _skip_finished(trials: list[Trial], uri: str) -> None:
 def _prepare_trial(t: Trial, data: dict) -> None:
     """Data (shared by trials with the same dataset), model, calibration, quantisation, and the
     analysis spec checked against the model (once per model shape)."""
-    from jscexp.analysis import check
-    from jscexp.quant.transform import quantise, uses_auto_frac
-    from jscexp.validate import check_batch_fits
-
     cfg = t.cfg
     qcfg = plain(cfg.quantisation)
     t.model, t.rng = app.initial_model(cfg)
@@ -358,9 +353,6 @@ def train(trials: list[Trial], runs: list, stack: contextlib.ExitStack, uri: str
     finishes each: a pruned one with its epochs so far, the others tested and recorded. The
     group's in-training search (``jscexp.intrain``: PBT, refilling pruned slices) acts between
     epochs; trials it asks for are added to ``joined``. Returns every (trial, run) that trained."""
-    from jscexp.group import engine_for
-    from jscexp.train import fit
-
     engine = engine_for(trials)
     slots = intrain.Slots(trials, runs)
 
@@ -397,9 +389,6 @@ def _joiner(first: Trial, joined: list[Trial]):
     """How a group takes in a trial its search asked for (``join(values, number)``): the first
     trial's config with the asked knob values and Optuna trial number, checked and prepared as
     any trial (on the group's data), its ``error`` set if bad; added to ``joined``."""
-    from jscexp.sweep.configs import with_values
-    from jscexp.sweep.overrides import override_key
-
     data: dict[str, object] = {OmegaConf.to_yaml(first.cfg.dataset, resolve=True): first.splits}
 
     def join(values: list[str], number: int) -> Trial:
@@ -420,9 +409,6 @@ def float_model(t: Trial, model: torch.nn.Module, uri: str) -> tuple[dict[str, f
     float run's of the experiment (a mode=train run or another PTQ job's) if there is one,
     else trained here in a run of its own. Returns its metrics and run id, or the epoch the
     search pruned it at. A lock keeps parallel jobs of one sweep from training it twice."""
-    from jscexp.tracking.resume import finished_float_run
-    from jscexp.train.checkpoint import load_weights
-
     key = float_key(t.cfg, app.code_version())
     with _lock(Path(t.cfg.trainer.state_dir) / f"{key}.float.lock"):
         found = finished_float_run(uri, t.cfg.experiment, key)
@@ -440,11 +426,6 @@ def float_model(t: Trial, model: torch.nn.Module, uri: str) -> tuple[dict[str, f
 
 def _train_float(t: Trial, model: torch.nn.Module, uri: str) -> tuple[dict[str, float], str] | int:
     """Trains ``t``'s float model in a mode=train run of its own, leaving its best epoch's weights in ``model``."""
-    import copy
-
-    from jscexp.sweep.overrides import override_key
-    from jscexp.train import fit
-
     cfg = copy.deepcopy(t.cfg)
     with open_dict(cfg):  # the train run's config: quantisation=none as conf/ has it
         cfg.mode, cfg.quantisation = "train", OmegaConf.load(CONF / "quantisation" / "none.yaml")
@@ -467,8 +448,6 @@ def _train_float(t: Trial, model: torch.nn.Module, uri: str) -> tuple[dict[str, 
 
 @contextlib.contextmanager
 def _lock(path: Path):
-    import fcntl
-
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)

@@ -12,6 +12,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
+import pandas as pd
 import torch
 from tabulate import tabulate
 from torch import nn
@@ -118,8 +119,6 @@ def node_meta_table(meta: dict[str, dict], width: int = 72) -> str:
 
 def to_frame(meta: dict[str, dict]) -> pd.DataFrame:
     """Flat rows: node, op, tensor, statistic, field, value (for CSV and comparisons)."""
-    import pandas as pd  # here: a run pays for pandas after training, not before its first step
-
     rows = [
         (name, m["op"], tensor, stat, field, value)
         for name, m in meta.items()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import torch.fx
 from torch import nn
 
 from jscexp.components import check_settings, import_target
@@ -45,8 +46,6 @@ def build_model(cfg: Mapping, *, num_features: int, num_classes: int) -> nn.Modu
 def fx_trace(model: nn.Module, needed_by: str = "the graph report"):
     """``model``'s fx graph; a model torch.fx cannot trace (data-dependent control flow, …) is a
     one-line ``UserError`` saying what needed the graph."""
-    import torch.fx
-
     if isinstance(model, torch.fx.GraphModule):
         return model
     try:

@@ -2,29 +2,20 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+import pandas as pd
 import torch
 from torch import nn
 
+from jscexp.quant._base import ROLE_ATTRS
 from jscexp.quant.cost import hardware_costs, widths
 from jscexp.quant.layers import LinearQ
 from jscexp.quant.learned import LearnedQuantiser, roles
 from jscexp.quant.transform import NodeChange
 
-if TYPE_CHECKING:
-    import pandas as pd
-
-
-def _pandas():
-    import pandas  # imported on use: a training run needs it only after its last step
-
-    return pandas
-
 
 def node_table(changes: list[NodeChange]) -> pd.DataFrame:
     """Ori name | New name | op | Original type | Quantized type | Changed (lab 2 Q4)."""
-    return _pandas().DataFrame(
+    return pd.DataFrame(
         [(c.ori_name, c.new_name, c.op, c.original_type, c.quantized_type, c.changed) for c in changes],
         columns=["Ori name", "New name", "op", "Original type", "Quantized type", "Changed"],
     )
@@ -34,7 +25,7 @@ def histogram(changes: list[NodeChange]) -> pd.DataFrame:
     """Original type | OP | Total | Changed | Unchanged, as MASE's summary prints it."""
     nodes = node_table(changes)
     grouped = nodes.groupby(["Original type", "op"])["Changed"]
-    table = _pandas().DataFrame({"Total": grouped.size(), "Changed": grouped.sum().astype(int)})
+    table = pd.DataFrame({"Total": grouped.size(), "Changed": grouped.sum().astype(int)})
     table["Unchanged"] = table["Total"] - table["Changed"]
     return table.reset_index().rename(columns={"op": "OP"})
 
@@ -55,7 +46,7 @@ def verify(model: nn.Module) -> pd.DataFrame:
             with torch.no_grad():
                 on = int(q.on_grid(values.detach(), source.detach()).sum())
             rows.append((name, role, q.describe(), values.numel(), on, values.numel() - on))
-    return _pandas().DataFrame(rows, columns=["layer", "tensor", "quantiser", "values", "on grid", "off grid"])
+    return pd.DataFrame(rows, columns=["layer", "tensor", "quantiser", "values", "on grid", "off grid"])
 
 
 def learned_widths(model: nn.Module) -> pd.DataFrame:
@@ -68,7 +59,7 @@ def learned_widths(model: nn.Module) -> pd.DataFrame:
             b = q.widths(source)
             rows.append((name.replace(".", "_"), role, b.numel(), int(b.min()), round(float(b.mean()), 3), int(b.max()),
                          int((b == 0).sum())))
-    return _pandas().DataFrame(rows, columns=["layer", "role", "values", "min width", "mean width", "max width",
+    return pd.DataFrame(rows, columns=["layer", "role", "values", "min width", "mean width", "max width",
                                               "zero width"])
 
 
@@ -76,8 +67,6 @@ def uniform_widths(model: nn.Module) -> bool:
     """Whether every quantised Linear layer has the same quantiser per role (one width for all
     inputs, one for all weights, one for all biases) and none is learned: what a uniform-width
     sweep (``+sweep=quant_bits``) makes, the reference drawn beside a front."""
-    from jscexp.quant._base import ROLE_ATTRS
-
     layers = [m for m in model.modules() if isinstance(m, LinearQ)]
     for attr in ROLE_ATTRS.values():
         quantisers = [getattr(m, attr, None) for m in layers]

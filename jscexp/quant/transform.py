@@ -19,6 +19,7 @@ import torch.fx
 from torch import nn
 
 from jscexp.analysis.graph import node_kind
+from jscexp.analysis.profile import batches_of, profile
 from jscexp.errors import UserError
 from jscexp.models import fx_trace
 from jscexp.quant import make_quantiser, quantiser_class
@@ -83,8 +84,6 @@ def _integer_text(value):
 
 def _ranges(gm: torch.fx.GraphModule, calibration: torch.Tensor | None) -> dict[str, dict[str, float]]:
     """Largest magnitude of each module node's input (profiled) and of its weight and bias."""
-    from jscexp.analysis.profile import batches_of, profile
-
     names = [n.name for n in gm.graph.nodes if n.op == "call_module"]
     inputs = {}
     if calibration is not None:

@@ -6,6 +6,7 @@ import functools
 from pathlib import Path
 
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -14,7 +15,10 @@ from jscexp.data.batches import TensorBatches
 from jscexp.errors import UserError
 from jscexp.models import build_model
 from jscexp.quant.cost import WidthPenalty
+from jscexp.quant.learned import beta_of, learns
+from jscexp.quant.learned import warmup_of as learned_warmup
 from jscexp.train import loop
+from jscexp.train.checkpoint import load_weights
 
 
 def make_model(cfg: DictConfig) -> torch.nn.Module:
@@ -28,7 +32,6 @@ def run_model(config: Path, checkpoint: Path) -> tuple[DictConfig, torch.nn.Modu
     ``checkpoint``, and what else the checkpoint holds (QAT's learned formats): one way to rebuild
     a run's model from its artifacts, for the export and the report."""
 
-    from jscexp.train.checkpoint import load_weights
 
     cfg = OmegaConf.load(config)
     if not isinstance(cfg, DictConfig):
@@ -64,8 +67,6 @@ def pinned_devices(t: DictConfig, job_num: int):
 
 
 def _job_num() -> int:
-    from hydra.core.hydra_config import HydraConfig
-
     # .get: a single run's job.num is MISSING, which attribute access would raise on
     return int(HydraConfig.get().job.get("num") or 0) if HydraConfig.initialized() else 0  # type: ignore[attr-defined]
 
@@ -94,15 +95,11 @@ def plain_engine(cfg: DictConfig, model: torch.nn.Module, rng: dict | None = Non
 
 def warmup_of(qcfg) -> int:
     """``quantisation.beta_warmup`` (0 for a run without quantisation or that sets none)."""
-    from jscexp.quant.learned import warmup_of as read
-
-    return read(qcfg) if qcfg is not None else 0
+    return learned_warmup(qcfg) if qcfg is not None else 0
 
 
 def learned_beta(cfg: DictConfig, model: torch.nn.Module) -> float | None:
     """β of the β·EBOPs loss term of a model that learns its widths (``quantisation.beta``), else None."""
-    from jscexp.quant.learned import beta_of, learns
-
     return beta_of(cfg.quantisation) if learns(model) else None
 
 

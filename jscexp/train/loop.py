@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -19,6 +20,7 @@ import torch
 from torch.nn import functional as F
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.functional.classification import multiclass_recall
 
 from jscexp.data.schema import class_key
 from jscexp.quant.cost import WidthPenalty
@@ -77,7 +79,6 @@ class Tally:
     def _per_class(self, preds: torch.Tensor, targets: torch.Tensor, prefix: str) -> dict[str, float]:
         if not self.class_names:
             return {}
-        from torchmetrics.functional.classification import multiclass_recall
 
         recall = multiclass_recall(preds, targets, len(self.class_names), average=None)
         return {f"{prefix}acc_{class_key(n)}": float(r) for n, r in zip(self.class_names, recall)}
@@ -283,8 +284,6 @@ class PlainEngine:
 def _fast_forward(scheduler, epochs: int) -> None:
     """A per-epoch scheduler stepped as often as the epochs done: its learning rates are then
     the uninterrupted run's to the bit (the same recursive updates in the same order)."""
-    import warnings
-
     with warnings.catch_warnings():  # "scheduler stepped before optimizer": on purpose here
         warnings.simplefilter("ignore", UserWarning)
         for _ in range(epochs if scheduler is not None else 0):

@@ -15,6 +15,7 @@ reported, and no other trial's numbers depend on it.
 from __future__ import annotations
 
 import copy
+import inspect
 from collections.abc import Sequence
 
 import torch
@@ -439,8 +440,6 @@ def _grad(p: torch.Tensor) -> torch.Tensor:
 
 
 def _torch_defaults(kind: str) -> dict:
-    import inspect
-
     params = inspect.signature(getattr(torch.optim, kind)).parameters
     return {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
 
