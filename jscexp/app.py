@@ -210,6 +210,7 @@ def _tags(cfg: DictConfig, data_info: dict, overrides: list[str]) -> dict[str, s
         "jscexp.overrides": " ".join(overrides),
         WORKER_TAG: worker_id(),  # which process ran it (parallel launchers)
         "jscexp.torch_threads": str(torch.get_num_threads()),  # sums run in another order on another count
+        "jscexp.job_num": str(fit.job_num()),  # the sweep's order, whichever job a pool started first
     }
     if parent := os.environ.get(PARENT_ENV):
         tags["mlflow.parentRunId"] = parent

@@ -118,6 +118,10 @@ def test_jobs_that_train_one_by_one_go_to_worker_processes_of_one_thread_where_t
     assert all(r.data.tags["jscexp.overrides"].endswith(f"seed={r.data.params['seed']} trainer.vectorize=off")
                for r in runs), [r.data.tags["jscexp.overrides"] for r in runs]
     assert all("trainer.num_threads" not in r.data.params for r in runs)
+    from jscexp.tracking.query import runs_frame  # a table lists the jobs in the sweep's order, whoever started first
+
+    frame = runs_frame(f"sqlite:///{workdir / 'mlflow.db'}", "jscexp")
+    assert frame["params.seed"].tolist() == ["0", "1", "2", "3", "4"]
 
 
 @pytest.mark.parametrize(("imports", "one", "rest", "faster"), [

@@ -51,7 +51,21 @@ def runs_frame(uri: str, experiment: str, *, sweep: str | None = "latest", filte
                         "\"params.batch_size = '64'\", a dotted name in backquotes: params.`model.name`") from None
     if "tags.jscexp.kind" in frame:
         frame = frame[frame["tags.jscexp.kind"] != "sweep"]
-    return frame[~superseded(frame)].reset_index(drop=True)
+    return in_sweep_order(frame[~superseded(frame)])
+
+
+def in_sweep_order(frame: pd.DataFrame) -> pd.DataFrame:
+    """Runs in the order of their sweep's jobs (``jscexp.job_num``; a stacked group's trials in
+    the order they were opened), sweeps in the order they started: jobs in worker processes
+    start in no fixed order."""
+    if frame.empty or "tags.jscexp.job_num" not in frame:
+        return frame.reset_index(drop=True)
+    parent = frame.get("tags.mlflow.parentRunId", pd.Series(index=frame.index, dtype=object)).fillna(frame["run_id"])
+    keys = pd.DataFrame({"sweep": parent.map({p: i for i, p in enumerate(dict.fromkeys(parent))}),
+                         "job": pd.to_numeric(frame["tags.jscexp.job_num"], errors="coerce"),
+                         "start": range(len(frame))}, index=frame.index)
+    order = keys.sort_values(["sweep", "job", "start"], na_position="last", kind="stable").index
+    return frame.loc[order].reset_index(drop=True)
 
 
 def superseded(frame: pd.DataFrame) -> pd.Series:

@@ -42,7 +42,7 @@ def run_model(config: Path, checkpoint: Path) -> tuple[DictConfig, torch.nn.Modu
 
 def make_fabric(t: DictConfig):
     """The device a job runs on (its threads and deterministic mode: ``jscexp.train.process``)."""
-    devices = pinned_devices(t, _job_num())
+    devices = pinned_devices(t, job_num())
     devices = devices if isinstance(devices, int | str) else tuple(devices)  # hashable: a list of GPU ids
     return _fabric(str(t.accelerator), devices)
 
@@ -66,7 +66,8 @@ def pinned_devices(t: DictConfig, job_num: int):
     return [job_num % count] if count > 1 else t.devices
 
 
-def _job_num() -> int:
+def job_num() -> int:
+    """This job's number in its sweep (Hydra's ``job.num``; 0 outside a sweep)."""
     # .get: a single run's job.num is MISSING, which attribute access would raise on
     return int(HydraConfig.get().job.get("num") or 0) if HydraConfig.initialized() else 0  # type: ignore[attr-defined]
 
