@@ -99,8 +99,9 @@ def test_jobs_that_train_one_by_one_go_to_worker_processes_of_one_thread_where_t
     """trainer.vectorize=off: with hydra.sweeper.processes=2 the 5 jobs run in worker processes,
     each on one torch thread, each the same job as it would be here (its run's overrides and
     params), and the sweep's own process never imports torch; left to itself
-    (null), the sweeper times its imports and first job, finds these tiny jobs faster here than
-    the workers' start, and runs them all in its own process with torch's own thread count."""
+    (null), the sweeper weighs its own start-up against its first job, finds these tiny jobs
+    faster here than the workers' start, and runs them all in its own process with torch's own
+    thread count."""
     args = ["-m", *FAST, "seed=0,1,2,3,4", "trainer.vectorize=off", f"hydra.sweeper.processes={processes}"]
     if pooled:
         out = subprocess.run([sys.executable, "-c", NO_TORCH_HERE, *args], cwd=workdir, capture_output=True,
@@ -124,12 +125,12 @@ def test_jobs_that_train_one_by_one_go_to_worker_processes_of_one_thread_where_t
     assert frame["params.seed"].tolist() == ["0", "1", "2", "3", "4"]
 
 
-@pytest.mark.parametrize(("imports", "one", "rest", "faster"), [
+@pytest.mark.parametrize(("start", "one", "rest", "faster"), [
     (3.5, 2.5, 15, True),   # workers start in 2.5 x 3.5 s, then 8 rounds of 2.5 s: 28.75 s < 37.5 s here
     (3.5, 0.3, 4, False),   # 8.75 s + 2 rounds of 0.3 s > 1.2 s here
     (3.5, 2.5, 4, False),   # 8.75 s + 5 s > 10 s here
 ])
-def test_the_pool_is_chosen_where_its_start_is_paid_back(imports, one, rest, faster):
+def test_the_pool_is_chosen_where_its_start_is_paid_back(start, one, rest, faster):
     from hydra_plugins.jscexp_sweeper.basic import pool_is_faster
 
-    assert pool_is_faster(imports, one, rest, 2) is faster
+    assert pool_is_faster(start, one, rest, 2) is faster

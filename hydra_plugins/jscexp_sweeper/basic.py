@@ -63,8 +63,8 @@ class _Pool:
     process pool, each with one torch thread: a tiny model's step gains little from a second
     thread, so N one-thread jobs at once on N cores finish sooner than one after another —
     when the jobs are long enough to pay for starting the workers. With ``hydra.sweeper.processes``
-    unset, the job's modules are imported here and the first job runs here, each timed, and the
-    rest go to the pool where ``pool_is_faster``;
+    unset, the job's modules are imported here and the first job runs here, this process's CPU
+    until then and the job timed, and the rest go to the pool where ``pool_is_faster``;
     with it set, every batch of lone jobs goes to that many workers."""
 
     def __init__(self, launcher, processes: int, chosen: bool, hydra_context, task_function, config):
@@ -85,13 +85,14 @@ class _Pool:
             return list(self._here.launch(jobs, initial_job_idx))
         if self._chosen:
             return self._in_pool(jobs, initial_job_idx)
-        started = time.perf_counter()
-        import jscexp.job  # noqa: F401 — what each worker would import first, timed here
-        imports = time.perf_counter() - started
+        import jscexp.job  # noqa: F401 — loaded here before the first job, as each worker loads it
+        # this process's CPU so far (interpreter, Hydra, imports, checks): what a worker spends
+        # before its first job, whether or not the grouping had loaded torch already
+        start = time.process_time()
         started = time.perf_counter()
         returns = list(self._here.launch(jobs[:1], initial_job_idx))
         one = time.perf_counter() - started
-        if pool_is_faster(imports, one, len(jobs) - 1, self._processes):
+        if pool_is_faster(start, one, len(jobs) - 1, self._processes):
             return returns + self._in_pool(jobs[1:], initial_job_idx + 1)
         return returns + list(self._here.launch(jobs[1:], initial_job_idx + 1))
 
@@ -110,12 +111,12 @@ class _Pool:
         return getattr(self._here, name)
 
 
-def pool_is_faster(imports: float, one: float, rest: int, processes: int) -> bool:
+def pool_is_faster(start: float, one: float, rest: int, processes: int) -> bool:
     """Whether ``rest`` jobs of ``one`` seconds each end sooner on ``processes`` workers than one
-    after another here. A worker starts by importing what this process imported in ``imports``
-    seconds — measured: 2.5 x as long, since the workers import side by side — and is ended at
-    once when the sweep is over."""
-    return 2.5 * imports + math.ceil(rest / processes) * one < rest * one
+    after another here. A worker first does what this process did in ``start`` CPU seconds before
+    its first job — measured: 2.5 x as long in wall time, the workers starting side by side — and
+    is ended at once when the sweep is over."""
+    return 2.5 * start + math.ceil(rest / processes) * one < rest * one
 
 
 def end_idle_workers() -> None:
