@@ -19,8 +19,8 @@ from hydra.core.utils import JobReturn, JobStatus
 class JscexpBasicSweeperConf(BasicSweeperConf):
     _target_: str = "hydra_plugins.jscexp_sweeper.basic.JscexpBasicSweeper"
     # Jobs that train one by one, on Hydra's in-process launcher: how many worker processes run
-    # them, one torch thread each. null: one per core where the first two jobs, timed here, say
-    # that is faster; N: always N; 1: one after another here.
+    # them, one torch thread each. null: one per core where the first job, timed here, says that
+    # is faster; N: always N; 1: one after another here (jscexp.sweep.checks.check_processes).
     processes: Optional[int] = None
 
 

@@ -22,6 +22,8 @@ from jscexp.validate import check_hardware, group_size, is_width
 
 DEFAULT_OBJECTIVE = "best_val_acc"  # a search without hydra.sweeper.objectives maximises it
 OPTUNA_SWEEPER = "hydra_plugins.jscexp_sweeper.sweeper.JscexpOptunaSweeper"
+GRID_SWEEPER = "hydra_plugins.jscexp_sweeper.basic.JscexpBasicSweeper"
+IN_PROCESS_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
 EXPLORABLE = ("learning_rate", "model.dropout", "optimizer.", "quantisation.")  # what PBT may explore
 ONE_MEMBER = "pbt trains a population: sweep two or more trials that stack (-m learning_rate=1e-3,1e-2)"
 # The official hydra-optuna-sweeper's options this sweeper lacks, and what to use instead.
@@ -39,6 +41,8 @@ def check_sweep(config: DictConfig) -> None:
     if not swept(config, "mode") and not swept(config, "quantisation"):
         check_hardware(config)
     sweeper = config.hydra.sweeper
+    if sweeper.get("_target_") == GRID_SWEEPER and sweeper.get("processes") is not None:
+        check_processes(config)
     if sweeper.get("_target_") == OPTUNA_SWEEPER:
         _check_keys(sweeper)
         _check_search(sweeper, objectives(sweeper, str(config.mode), estimated(config))[0],
@@ -50,6 +54,22 @@ def check_sweep(config: DictConfig) -> None:
 
         fetch_source(config.dataset)
 
+
+
+def check_processes(config: DictConfig) -> None:
+    """``hydra.sweeper.processes``: 1 or more, and only where it decides something — on Hydra's
+    in-process launcher (another launcher runs the jobs itself) and without trainer.num_threads
+    (the workers run one torch thread each)."""
+    processes, launcher = config.hydra.sweeper.processes, config.hydra.launcher.get("_target_")
+    if processes < 1:
+        raise UserError(f"hydra.sweeper.processes must be 1 or more (1: every job in the sweep's process), "
+                        f"got {processes}")
+    if launcher != IN_PROCESS_LAUNCHER:
+        raise UserError(f"hydra.sweeper.processes is for Hydra's in-process launcher, but {launcher} runs the "
+                        "jobs itself: drop hydra.sweeper.processes (a joblib launcher's count is hydra.launcher.n_jobs)")
+    if config.trainer.get("num_threads") is not None:
+        raise UserError(f"hydra.sweeper.processes runs each job on one torch thread, but trainer.num_threads="
+                        f"{config.trainer.num_threads} is set: drop one of them")
 
 
 def estimated(config: DictConfig) -> tuple[str, ...]:
