@@ -338,3 +338,18 @@ def test_a_new_sqlite_store_is_mlflows_own_schema_copied_with_its_own_default_ex
     run = stores[1].create_run(stores[1].create_experiment("x"))
     stores[1].log_metric(run.info.run_id, "acc", 0.5)
     assert stores[1].get_run(run.info.run_id).data.metrics == {"acc": 0.5}
+
+
+def test_a_new_store_is_made_by_mlflow_where_the_schema_copy_cannot_be(tmp_path, monkeypatch):
+    """jscexp's cache is a file, not a folder: the shortcut leaves nothing behind and MLflow's
+    own migrations make the store."""
+    from jscexp.tracking.store import client
+
+    (tmp_path / "cache").write_text("not a folder")
+    monkeypatch.setenv("JSCEXP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    store = client(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run = store.create_run(store.create_experiment("x"))
+    store.set_terminated(run.info.run_id, "FINISHED")
+    assert store.get_run(run.info.run_id).info.status == "FINISHED"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "mlflow.db"]

@@ -112,7 +112,8 @@ def _create_sqlite_once(uri: str) -> None:
 
 def _copy_schema(path: str) -> None:
     """Copies the migrated, empty schema of this MLflow version to ``path`` (made first if
-    missing); where it cannot be made, MLflow migrates the new store itself."""
+    missing). Where it cannot be made or copied, nothing of it is left — no temporary file, no
+    half-copied store — and MLflow migrates the new store itself."""
     import shutil
     import tempfile
 
@@ -121,6 +122,7 @@ def _copy_schema(path: str) -> None:
     from sqlalchemy import create_engine
 
     schema = cache_home() / f"mlflow-{mlflow.__version__}-schema.db"
+    tmp = None
     try:
         if not schema.exists():
             schema.parent.mkdir(parents=True, exist_ok=True)
@@ -133,8 +135,13 @@ def _copy_schema(path: str) -> None:
                 engine.dispose()
             os.replace(tmp, schema)  # whole or absent, even with two makers at once
         shutil.copyfile(schema, path)
-    except (OSError, ImportError):
-        return
+    except Exception:  # noqa: BLE001 — a shortcut only: MLflow's own migrations make the store
+        with contextlib.suppress(OSError):
+            os.remove(path)
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
 
 
 def ensure_experiment(mlflow_client, name: str) -> str:
