@@ -78,11 +78,25 @@ def run_job(overrides: list[str], out_dir: Path):
     return run(compose_cfg(overrides), out_dir, overrides)
 
 
+def cli_env() -> dict[str, str]:
+    """This environment without a tracking URI or a parent run of the test runner's own."""
+    return {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "JSCEXP_PARENT_RUN_ID")}
+
+
 def run_cli(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "JSCEXP_PARENT_RUN_ID")}
     return subprocess.run(
-        [sys.executable, "-m", "jscexp", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "jscexp", *args], cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=timeout
     )
+
+
+def start_cli(args: list[str], cwd: Path, until, timeout: float = 300, **popen) -> subprocess.Popen:
+    """``python -m jscexp args`` started in ``cwd``, returned once ``until()`` holds (or it has
+    ended, or ``timeout`` passed): a test then signals it mid-training."""
+    proc = subprocess.Popen([sys.executable, "-m", "jscexp", *args], cwd=cwd, env=cli_env(), **popen)
+    deadline = time.time() + timeout
+    while not until() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    return proc
 
 
 def free_port() -> int:

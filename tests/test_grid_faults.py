@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
-import time
 
 import pytest
 import torch
 
-from conftest import FAST, mlflow_client, run_cli, runs_of
+from conftest import FAST, mlflow_client, run_cli, runs_of, start_cli
 
 
 @pytest.mark.slow
@@ -19,12 +16,9 @@ def test_sigterm_marks_the_run_killed_and_the_same_command_resumes(workdir):
     """One job after another in the sweep's own process (processes=1): the second is ended KILLED."""
     args = ["-m", "dataset=jsc_synth", "dataset.n_rows=20000", "trainer.progress_bar=false", "max_epochs=10",
             "batch_size=16", "seed=0,1,2", "hydra.sweeper.processes=1"]
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "JSCEXP_PARENT_RUN_ID")}
-    proc = subprocess.Popen([sys.executable, "-m", "jscexp", *args], cwd=workdir, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    while not list(workdir.glob("multirun/*/*/1/metrics.jsonl")) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)  # until the second job has trained an epoch (of ten)
+    # until the second job has trained an epoch (of ten)
+    proc = start_cli(args, workdir, lambda: list(workdir.glob("multirun/*/*/1/metrics.jsonl")),
+                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     proc.send_signal(signal.SIGTERM)
     proc.wait(60)
     runs = runs_of(workdir)
@@ -49,12 +43,9 @@ def test_sigterm_to_a_sweep_with_worker_processes_ends_every_running_job_killed_
     before the sweep ends, none stays RUNNING, and the same command finishes the rest."""
     args = ["-m", "dataset=jsc_synth", "dataset.n_rows=20000", "trainer.progress_bar=false", "max_epochs=10",
             "batch_size=16", "seed=0,1,2,3", "hydra.sweeper.processes=2"]
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "JSCEXP_PARENT_RUN_ID")}
-    proc = subprocess.Popen([sys.executable, "-m", "jscexp", *args], cwd=workdir, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    while len(list(workdir.glob("multirun/*/*/*/metrics.jsonl"))) < 2 and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)  # two jobs are training, one in each worker
+    # until two jobs are training, one in each worker
+    proc = start_cli(args, workdir, lambda: len(list(workdir.glob("multirun/*/*/*/metrics.jsonl"))) >= 2,
+                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(90) == 130
     jobs = [r for r in runs_of(workdir) if r.data.tags.get("jscexp.kind") != "sweep"]
@@ -73,12 +64,9 @@ def test_a_sigkilled_sweep_leaves_nothing_running_once_resumed(workdir):
     which run took its place (here without saved states: trainer.resume=false)."""
     args = ["-m", "dataset=jsc_synth", "dataset.n_rows=20000", "trainer.progress_bar=false", "max_epochs=4",
             "batch_size=32", "seed=0,1", "trainer.resume=false"]
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "JSCEXP_PARENT_RUN_ID")}
-    proc = subprocess.Popen([sys.executable, "-m", "jscexp", *args], cwd=workdir, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not list(workdir.glob("multirun/*/*/1/metrics.jsonl")) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)  # job 1's run exists and has an epoch
+    # until job 1's run exists and has an epoch
+    proc = start_cli(args, workdir, lambda: list(workdir.glob("multirun/*/*/1/metrics.jsonl")),
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     proc.send_signal(signal.SIGKILL)
     proc.wait(60)
     assert not list(workdir.glob(".jscexp/state/*/last.pt"))
