@@ -18,8 +18,8 @@ from overheads import jscexp_cli, read_marks
 
 # (from mark, to mark, what happens between them)
 STAGES = [
-    ("start", "sweep_start", "interpreter, Hydra, the sweep's config composed"),
-    ("sweep_start", "parent_run", "sweep checks (importing the job's modules), store, parent run"),
+    ("start", "sweep_start", "interpreter, Hydra, the sweep's config composed, its checks (jscexp.preflight)"),
+    ("sweep_start", "parent_run", "MLflow store and the sweep's parent run"),
     ("parent_run", "launch", "jobs composed (once per shape) and grouped"),
     ("launch", "job_start", "Hydra launches the group job (its config, output folder)"),
     ("job_start", "first_step", "16 trials prepared: configs, models, data, runs opened"),
