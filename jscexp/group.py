@@ -1,8 +1,9 @@
 """Which trials can share one stacked model, and the engine that trains them.
 
 The sweepers (``trainer.vectorize``) turn jobs that differ only in vector knobs
-(``jscexp.sweep.overrides.VECTOR_KEYS`` and the quantiser widths) and can share a stacked
-model into one job carrying ``+vector_trials=[...]``. ``jscexp.job`` composes each trial
+(``jscexp.sweep.overrides.VECTOR_KEYS``, and quantisation knobs where their quantiser classes
+vary them per trial: ``jscexp.quant.entries``) and can share a stacked model into one job
+carrying ``+vector_trials=[...]``. ``jscexp.job`` composes each trial
 exactly as its own job would be, trains them in one stacked model (``jscexp.train.stacked``)
 and records each as its own MLflow run — same params, metrics, artifacts and tags as a single
 run, plus ``jscexp.vector_group``. Trials that cannot share a model (a hand-made group, say)
@@ -12,6 +13,7 @@ train one after another instead.
 from __future__ import annotations
 
 import functools
+import json
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -20,8 +22,9 @@ from jscexp.config import TRAINING_MODES, plain
 from jscexp.data import schema_of
 from jscexp.models import build_model
 from jscexp.quant import quantiser_class
+from jscexp.quant.entries import stack_signature
 from jscexp.sweep.grouping import has_dropout
-from jscexp.sweep.overrides import is_vector_key
+from jscexp.sweep.overrides import VECTOR_KEYS
 from jscexp.tracking import flatten
 from jscexp.train import fit
 from jscexp.train.stacked import LrSchedule, StackedEngine, StackedModel, StackedOptimizer, linear_chain
@@ -77,18 +80,24 @@ def stacked_batches(trials: list) -> list[list]:
     return batches
 
 
+def stack_key(cfg: DictConfig) -> tuple[str, str]:
+    """("alone", why) for a job that cannot be a trial of a stacked model; else ("with", what
+    its group mates must share), as text: everything but the vector knobs (``data_seed`` kept:
+    one batch order), the learning-rate schedules (each trial steps its own) and the quantiser
+    options their classes vary per trial."""
+    if (reason := stack_blocker(cfg)) is not None:
+        return ("alone", reason)
+    shared = {k: v for k, v in flatten(plain(cfg)).items()
+              if k == "data_seed" or not (k in VECTOR_KEYS or k.startswith(("scheduler.", "quantisation.")))}
+    shared.update(dropout=has_dropout(cfg), quantisation=stack_signature(cfg.quantisation))
+    return ("with", json.dumps(shared, sort_keys=True, default=repr))
+
+
 def stackable(cfgs: list[DictConfig]) -> bool:
-    """Whether the trials can share one stacked model: each can, and they differ only in
-    vector knobs (not in ``data_seed``: they would have to share a batch order) and their
-    learning-rate schedules (each trial steps its own: ``T_max`` follows its ``max_epochs``)."""
-
-    def shared(c: DictConfig) -> dict:
-        flat = flatten(plain(c))
-        return {**{k: v for k, v in flat.items()
-                   if k == "data_seed" or not (is_vector_key(k) or k.startswith("scheduler."))},
-                "dropout": has_dropout(c)}
-
-    return all(stack_blocker(c) is None for c in cfgs) and all(shared(c) == shared(cfgs[0]) for c in cfgs[1:])
+    """Whether the trials can share one stacked model: each can, and they share what one
+    stacked model shares (``stack_key``)."""
+    keys = [stack_key(c) for c in cfgs]
+    return keys[0][0] == "with" and len(set(keys)) == 1
 
 
 def engine_for(trials: list):

@@ -7,11 +7,6 @@ import math
 from jscexp.errors import UserError
 
 
-def is_width(name: str) -> bool:
-    """An integer quantiser's width knob (``quantisation.weight_width``, ``…frac_width``)."""
-    return name.startswith("quantisation.") and name.endswith("width")
-
-
 def check_knobs(cfg) -> None:
     """Values the schema's types cannot rule out (jscexp.config types them): batch_size and
     max_epochs positive, learning_rate positive and finite, trainer.vectorize off / auto / K,

@@ -131,11 +131,15 @@ def test_an_own_power_of_two_quantiser_stacks_costs_and_exports(outside):
         assert q.bits == 4 and (q.fixed().width, q.fixed().frac_width) == (8, 6)
     finally:
         sys.path.remove(str(outside))
-    sweep = run_cli(["-m", *mine("mode=qat", "quantisation=pow2", "learning_rate=1e-2,2e-2")], outside)
+    # its own option differs between the trials, yet they stack: a class without trained state
+    # quantises each trial's slice with that trial's quantiser (Quantiser.varies_in_stack)
+    sweep = run_cli(["-m", *mine("mode=qat", "quantisation=pow2", "quantisation.linear.config.weight_min_exp=-6,-3")],
+                    outside)
     assert sweep.returncode == 0, sweep.stderr[-2000:]
     trials = [r for r in runs_of(outside) if r.data.tags.get("mlflow.parentRunId")]
     assert len(trials) == 2 and all(r.data.tags["jscexp.quant_check"] == "passed" for r in trials)
     assert len({r.data.tags.get("jscexp.vector_group") for r in trials} - {None}) == 1  # one stacked model
+    assert {r.data.params["quantisation.linear.config.weight_min_exp"] for r in trials} == {"-6", "-3"}
     assert all(r.data.metrics["avg_weight_bits"] < 8 and r.data.metrics["ebops"] > 0 for r in trials)
     exported = run_cli(mine("mode=qat", "quantisation=pow2", "hardware.export=true"), outside)
     assert exported.returncode == 0, exported.stderr[-2000:]

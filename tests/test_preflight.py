@@ -35,6 +35,9 @@ POPULATION = "+pbt.space={learning_rate:{low:1e-4,high:1e-1,log:true}}"
      "error: pbt.quantile_fraction must be above 0 and at most 0.5, got 0.9"),
     (["+pbt.space={batch_size:{low:32,high:64}}", "learning_rate=1e-3,1e-2"],
      "error: pbt.space.batch_size: population-based training explores learning_rate"),
+    # learned widths are parameters: a member's new start would be ignored (LearnedQuantiser.explorable)
+    (["mode=qat", "quantisation=learned", "+pbt.space={quantisation.weight_frac_width:{low:4,high:7,integer:true}}",
+      "learning_rate=1e-3,1e-2"], "error: pbt.space.quantisation.weight_frac_width: population-based training explores"),
 ])
 def test_a_sweep_mistake_is_one_line_before_any_run_or_trial(workdir, args, line):
     result = run_cli(["-m", *FAST, "experiment=search", *args], workdir)

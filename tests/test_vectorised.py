@@ -226,11 +226,11 @@ def test_auto_groups_only_jobs_that_keep_their_own_numbers():
     """Given each job's config, grouping never changes a trial's result: different data
     orders (seed grids without a fixed data_seed) and unstackable jobs stay apart."""
     from conftest import compose_cfg
-    from jscexp.group import stack_blocker
+    from jscexp.group import stack_key
     from jscexp.sweep import grouped_jobs
 
     def grouped(*jobs: list[str]) -> list[list[str]]:
-        return grouped_jobs([list(j) for j in jobs], 64, compose_cfg, stack_blocker)[0]
+        return grouped_jobs([list(j) for j in jobs], 64, compose_cfg, stack_key)[0]
 
     assert len(grouped(["seed=0"], ["seed=1"])) == 2  # data_seed follows seed: two batch orders
     assert grouped(["data_seed=0", "seed=0"], ["data_seed=0", "seed=1"]) == [
@@ -243,6 +243,40 @@ def test_auto_groups_only_jobs_that_keep_their_own_numbers():
     assert len(grouped(["model=mlp", "model.dropout=0.1"], ["model=mlp", "model.dropout=0.3"])) == 1
     assert len(grouped(["model=mlp", "model.dropout=0"], ["model=mlp", "model.dropout=0.3"])) == 2  # no Dropout layer
     assert len(grouped(["+optimizer.amsgrad=true", "learning_rate=0.1"], ["+optimizer.amsgrad=true", "learning_rate=0.2"])) == 2
+
+
+@pytest.mark.parametrize(("preset", "knob", "values", "jobs"), [
+    ("int8", "quantisation.weight_width", ("4", "8"), 1),  # integer: each trial its own widths
+    ("learned", "quantisation.weight_frac_width", ("5", "7"), 1),  # where each trial's learned formats start
+    ("learned", "quantisation.beta", ("0", "1e-5"), 1),  # the penalty: one β per trial
+    ("learned", "quantisation.width_rate", ("4", "8"), 2),  # how formats move: one rule per stacked model
+    ("learned", "quantisation.beta_warmup", ("1", "2"), 2),  # one warm-up schedule per stacked model
+    ("minifloat8", "quantisation.linear.config.weight_exponent_width", ("3", "4"), 1),  # no trained state: any option
+    ("binary", "quantisation.linear.config.weight_scaling", ("true", "false"), 1),
+    ("binary", "quantisation.linear.config.name", ("binary", "ternary"), 2),  # another quantiser: another model
+])
+def test_quantisation_knobs_stack_where_their_quantiser_classes_vary_them(preset, knob, values, jobs):
+    """Not decided by the knob's name: the quantiser class each knob reaches says which of its
+    options may differ between the trials of one stacked model."""
+    from conftest import compose_cfg
+    from jscexp.group import stack_key
+    from jscexp.sweep import grouped_jobs
+
+    launched = grouped_jobs([["mode=qat", f"quantisation={preset}", "data_seed=0", f"{knob}={v}"] for v in values], 64,
+                            compose_cfg, stack_key)[0]
+    assert len(launched) == jobs
+
+
+def test_a_quantisation_knob_lands_where_the_config_reads_it():
+    from conftest import compose_cfg
+    from jscexp.quant.entries import knob_uses
+
+    q = compose_cfg(["mode=qat", "quantisation=int8",
+                     'quantisation.weight_frac_width="${sub:${quantisation.weight_width},1}"']).quantisation
+    assert knob_uses(q, "weight_width") == [("integer", "width"), ("integer", "frac_width")]  # through frac's interpolation
+    assert knob_uses(q, "linear.config.bias_width") == [("integer", "width")]
+    assert knob_uses(q, "data_in_frac_width") == [("integer", "frac_width")]
+    assert knob_uses(q, "name") == []
 
 
 @pytest.mark.parametrize(("quantisation", "expected"), [("int8", True), ("int4", True), ("learned", True), ("minifloat8", True),

@@ -28,14 +28,15 @@ ConfigStore.instance().store(group="hydra/sweeper", name="jscexp_basic", node=Js
                              provider="jscexp")
 
 
-def blocker(size: int):
-    """What tells a job that cannot be a stacked trial: only where jobs may stack (it asks the
-    quantiser and model classes, so it loads torch; a sweep with trainer.vectorize=off does not)."""
+def stacking(size: int):
+    """What a job must share with its stacked group mates (``jscexp.group.stack_key``): only
+    where jobs may stack (it asks the quantiser and model classes, so it loads torch; a sweep
+    with trainer.vectorize=off does not)."""
     if size <= 1:
         return None
-    from jscexp.group import stack_blocker
+    from jscexp.group import stack_key
 
-    return stack_blocker
+    return stack_key
 
 
 class _OutcomeLauncher:
@@ -50,7 +51,7 @@ class _OutcomeLauncher:
         from jscexp.sweep import launch
 
         jobs = [list(j) for j in job_overrides]
-        outcomes, _ = launch(self._launcher, jobs, initial_job_idx, self._size, self._compose, blocker(self._size))
+        outcomes, _ = launch(self._launcher, jobs, initial_job_idx, self._size, self._compose, stacking(self._size))
         self._log.add(outcomes)
         return [JobReturn(overrides=o.overrides, status=JobStatus.COMPLETED, _return_value=o) for o in outcomes]
 

@@ -18,7 +18,7 @@ from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig, OmegaConf
 
 import hydra_plugins.jscexp_sweeper.config  # noqa: F401  (registers the config)
-from hydra_plugins.jscexp_sweeper.basic import blocker
+from hydra_plugins.jscexp_sweeper.basic import stacking
 from jscexp.errors import UserError, deferred_interrupts
 from jscexp.search.liveness import Heartbeat, beating, fail_stale, give_up
 from jscexp.search.space import parse
@@ -200,7 +200,7 @@ class JscexpOptunaSweeper(Sweeper):
                 for t in trials]
         try:
             with Heartbeat(study._storage, [t._trial_id for t in trials], self.o.heartbeat_interval):
-                outcomes, launched = launch(self.launcher, jobs, self.job_idx, size, self._configs, blocker(size))
+                outcomes, launched = launch(self.launcher, jobs, self.job_idx, size, self._configs, stacking(size))
         except BaseException as err:  # Ctrl-C, SIGTERM, a launcher's own error: no trial stays RUNNING
             self._tell_ended(study, trials, getattr(err, "outcomes", []), objectives)
             give_up(study, trials, err, self.o.max_retries)

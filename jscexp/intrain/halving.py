@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from jscexp.intrain import Group, Kind, Search
-from jscexp.sweep.overrides import is_vector_key
+from jscexp.sweep.overrides import VECTOR_KEYS
 
 if TYPE_CHECKING:  # Auto asks refills() in the sweeper, without torch
     from jscexp.train.loop import EpochBook
@@ -52,7 +52,17 @@ def refills(cfg) -> bool:
     from jscexp.search.refill import RefillSpec
 
     spec = cfg.get("optuna", {}).get("refill")
-    return bool(spec) and all(is_vector_key(k) for k in RefillSpec.load(spec).knobs)
+    if not spec:
+        return False
+    knobs = RefillSpec.load(spec).knobs
+    quantisation = [k.removeprefix("quantisation.") for k in knobs if k.startswith("quantisation.")]
+    if not all(k in VECTOR_KEYS for k in knobs if not k.startswith("quantisation.")):
+        return False
+    if not quantisation:
+        return True
+    from jscexp.quant.entries import varies_in_stack  # its quantiser classes say: torch, only here
+
+    return all(varies_in_stack(cfg.quantisation, k) for k in quantisation)
 
 
 def start(group: Group) -> Refill | None:

@@ -16,8 +16,7 @@ from jscexp.errors import UserError
 from jscexp.intrain import Group, Kind, Search
 from jscexp.sweep.checks import ONE_MEMBER, check_space
 from jscexp.train.loop import EpochBook, FitResult
-from jscexp.train.population import Population, Settings, knob_space
-from jscexp.validate import is_width
+from jscexp.train.population import Population, Settings, knob_space, requantises
 
 
 class Pbt(Kind):
@@ -48,7 +47,7 @@ def check(t) -> None:
     space = plain(t.cfg.pbt.space)
     check_space(space, t.cfg)
     for name, knob in knob_space(space).items():
-        for end in {knob.low, knob.high} if is_width(name) else ():
+        for end in {knob.low, knob.high} if requantises(name) else ():
             try:
                 quantise(t.model, plain(with_knobs(t.cfg, {name: end}).quantisation), t.calibration)
             except UserError as err:
@@ -60,7 +59,7 @@ def with_knobs(cfg: DictConfig, knobs: dict[str, float]) -> DictConfig:
     set them (``with_values``); interpolations follow them."""
     from jscexp.sweep.configs import with_values
 
-    return with_values(cfg, [f"{name}={int(value) if is_width(name) else repr(float(value))}"
+    return with_values(cfg, [f"{name}={int(value) if requantises(name) else repr(float(value))}"
                              for name, value in knobs.items()])
 
 
@@ -103,7 +102,7 @@ class PbtSearch(Search):
     def before_test(self, trial, k: int, result: FitResult) -> None:
         """A member whose widths were explored is tested and summarised with the widths it had
         in its best epoch (the weights kept are that epoch's)."""
-        if result.best_epoch is None or not any(is_width(name) for name in self.population.space):
+        if result.best_epoch is None or not any(requantises(name) for name in self.population.space):
             return
         trial.quantised = _qat_model(trial, self.population.knobs_at[k][result.best_epoch])
 

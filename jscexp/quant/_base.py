@@ -48,6 +48,18 @@ class Quantiser(abc.ABC):
         return not issubclass(cls, torch.nn.Module)  # a trained quantiser needs its own stacked form
 
     @classmethod
+    def varies_in_stack(cls, option: str) -> bool:
+        """Whether the trials of one stacked model may quantise with different values of
+        ``option`` (``width``). Here any option: each trial's own quantiser quantises its slice."""
+        return cls.stacks()
+
+    @classmethod
+    def explorable(cls, option: str) -> bool:
+        """Whether population-based training may change ``option`` of a member's quantiser while
+        it trains (its stacked form's ``set`` takes the new quantiser): none here."""
+        return False
+
+    @classmethod
     def stack(cls, quantisers: list, prefix: str, role: str, device: torch.device) -> StackedForm | None:
         """K trials' quantisers of one role (``prefix``: the layer's attribute) as one stacked form
         — ``form(x[K, ...], params, buffers, training)``, ``form.widths(like, params, buffers)`` —

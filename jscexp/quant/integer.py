@@ -19,6 +19,11 @@ class IntegerQuantiser(Quantiser):
     fixed_point = True
 
     @classmethod
+    def explorable(cls, option: str) -> bool:
+        """Its bits: ``StackedInteger.set`` swaps a trial's width and fractional width mid-training."""
+        return option in ("width", "frac_width")
+
+    @classmethod
     def stack(cls, quantisers: list, prefix: str, role: str, device: torch.device) -> StackedInteger | None:
         """Vectorised: one fake-quantisation with a width per trial."""
         return StackedInteger(quantisers, device) if all(isinstance(q, IntegerQuantiser) for q in quantisers) else None

@@ -161,6 +161,12 @@ class LearnedQuantiser(nn.Module, Quantiser):
         return True  # its formats are parameters and buffers of the stacked model: ``StackedLearned`` reads them
 
     @classmethod
+    def varies_in_stack(cls, option: str) -> bool:
+        """Only where each trial's formats start (``frac_width``: its parameters' first values);
+        how they are made (``int_bits``, ``rate``, a fixed ``width``) is one ``Rule`` per stack."""
+        return option == "frac_width"
+
+    @classmethod
     def stack(cls, quantisers: list, prefix: str, role: str, device: torch.device) -> StackedLearned | None:
         """When every trial learns this role's formats by one rule; ``prefix`` finds them."""
         if not all(isinstance(q, LearnedQuantiser) for q in quantisers) or len({q.rule for q in quantisers}) != 1:

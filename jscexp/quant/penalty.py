@@ -7,6 +7,10 @@ import math
 
 from jscexp.errors import UserError
 
+# The settings each trial of a stacked model takes its own of (the engine keeps one β per
+# trial); beta_warmup is the stack's one schedule.
+PER_TRIAL = frozenset({"beta"})
+
 
 def check_beta(beta) -> float:
     """``quantisation.beta``: a number ≥ 0."""

@@ -23,10 +23,8 @@ from jscexp.analysis.profile import batches_of, profile
 from jscexp.errors import UserError
 from jscexp.models import fx_trace
 from jscexp.quant import make_quantiser, quantiser_class
+from jscexp.quant.entries import META_KEYS, ROLES, role_options
 from jscexp.quant.layers import QUANTISED, UNSIGNED_ROLES
-
-ROLES = ("data_in", "weight", "bias")
-_META_KEYS = {"name", "data_in_name", "weight_name", "bias_name"}
 
 
 @dataclass
@@ -53,15 +51,15 @@ def auto_frac(width: int, max_abs: float, signed: bool) -> int:
 def _quantisers(entry: Mapping, op: str, where: str, ranges: Mapping[str, float], rate=None) -> dict:
     """One quantiser per role that the entry gives options for (``weight_width`` → weight);
     a learned one moves its widths at ``rate`` (``quantisation.width_rate``) unless its entry says."""
-    name = entry.get("name")
     unsigned = UNSIGNED_ROLES.get(op, set())
     made = {}
-    for role in ROLES:
-        opts = {k[len(role) + 1 :]: _integer_text(v) for k, v in entry.items()
-                if k.startswith(f"{role}_") and k not in _META_KEYS}
-        role_name = entry.get(f"{role}_name", name)
-        if not opts and f"{role}_name" not in entry:
+    for role, role_name, texts in role_options(entry):
+        if role_name is None:  # ``bias_name: null``: that role stays float
+            if texts:
+                raise UserError(f"quantisation {where} {role}: {role}_name is null, so its options "
+                                f"{', '.join(sorted(texts))} would change nothing")
             continue
+        opts = {k: _integer_text(v) for k, v in texts.items()}
         traced = opts.get("int_bits") == "traced"  # its sign comes from the data
         if role in unsigned and quantiser_class(role_name).fixed_point and not traced:
             opts["signed"] = False
@@ -73,7 +71,7 @@ def _quantisers(entry: Mapping, op: str, where: str, ranges: Mapping[str, float]
             opts.setdefault("rate", rate)
         made[role] = make_quantiser(role_name, what=f"quantisation {where} {role}", **opts)
     if not made:
-        raise UserError(f"quantisation {where}: config names '{name}' but gives no data_in_/weight_/bias_ options")
+        raise UserError(f"quantisation {where}: config names '{entry.get('name')}' but gives no data_in_/weight_/bias_ options")
     return made
 
 
@@ -202,7 +200,7 @@ def _check_entry_keys(qcfg: Mapping) -> None:
             raise UserError(f"quantisation.{key}.{extra[0]}: an entry holds only config "
                             f"(quantisation.{key}.config.{extra[0]})")
         for option in value.get("config") or {}:
-            if option not in _META_KEYS and not str(option).startswith(roles):
+            if option not in META_KEYS and not str(option).startswith(roles):
                 close = difflib.get_close_matches(str(option), ["name", *(f"{r}_width" for r in ROLES),
                                                                 *(f"{r}_frac_width" for r in ROLES)], n=1)
                 hint = f" (did you mean {close[0]}?)" if close else ""

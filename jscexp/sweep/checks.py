@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from jscexp.config import QUANTISED_MODES, plain, plain_list, returned_metrics
 from jscexp.errors import UserError
 from jscexp.sweep.searchconf import JscexpOptunaSweeperConf
-from jscexp.validate import check_hardware, group_size, is_width
+from jscexp.validate import check_hardware, group_size
 
 DEFAULT_OBJECTIVE = "best_val_acc"  # a search without hydra.sweeper.objectives maximises it
 OPTUNA_SWEEPER = "hydra_plugins.jscexp_sweeper.sweeper.JscexpOptunaSweeper"
@@ -220,18 +220,25 @@ def _overrides(config: DictConfig) -> dict:
     return {o.key_or_group: o for o in OverridesParser.create().parse_overrides(texts)}
 
 
+def _explorable(cfg, name: str) -> bool:
+    from jscexp.quant.entries import explorable  # its quantiser classes say: torch, only for a quantisation knob
+
+    return explorable(cfg.quantisation, name.removeprefix("quantisation."))
+
+
 def check_space(space: Mapping[str, Mapping], cfg) -> None:
     """``pbt.space`` against a config, before any run exists: one line if wrong."""
     for name, r in space.items():
         if not name.startswith(EXPLORABLE) or name == "optimizer.lr" or OmegaConf.select(cfg, name) is None \
-                or (name.startswith("quantisation.") and not is_width(name)):
+                or (name.startswith("quantisation.") and not _explorable(cfg, name)):
             raise UserError(f"pbt.space.{name}: population-based training explores learning_rate, model.dropout, "
                             "an optimizer option the config sets (optimizer.weight_decay, optimizer.momentum) "
-                            "or, with mode=qat, an integer quantiser's width (quantisation.weight_width)")
+                            "or, with mode=qat, a quantiser option its class lets a member change while it "
+                            "trains (integer's width and frac_width: quantisation.weight_width)")
         if not isinstance(r, Mapping) or not {"low", "high"} <= set(r) or not float(r["low"]) <= float(r["high"]):
             raise UserError(f"pbt.space.{name} must be {{low: L, high: H}} with L <= H (and log: true for a log range)")
         if r.get("log") and float(r["low"]) <= 0:
             raise UserError(f"pbt.space.{name}: a log range needs low > 0, got {r['low']}")
-        if is_width(name) and (cfg.mode != "qat" or not r.get("integer")):
+        if name.startswith("quantisation.") and (cfg.mode != "qat" or not r.get("integer")):
             raise UserError(f"pbt.space.{name}: a width is explored in QAT as an integer range: mode=qat and "
                             "{low: L, high: H, integer: true}")

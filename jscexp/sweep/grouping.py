@@ -12,23 +12,25 @@ from jscexp.sweep.outcomes import Outcome
 from jscexp.sweep.overrides import group_override
 from jscexp.timeline import mark
 
-Blocker = Callable[[DictConfig], "str | None"]  # why a job cannot be a stacked trial, or None
+# ("alone", why) for a job that cannot be a stacked trial; ("with", what its group mates must share)
+StackKey = Callable[[DictConfig], "tuple[str, str]"]
 
 
 def grouped_jobs(job_overrides: list[list[str]], size: int, compose: Compose | None = None,
-                 blocker: Blocker | None = None) -> tuple[list[list[str]], list[list[int]]]:
+                 stack_key: StackKey | None = None) -> tuple[list[list[str]], list[list[int]]]:
     """Jobs equal but for vector knobs become one job of up to ``size`` trials; returns the
     jobs to launch and, per launched job, the indices of the jobs it stands for.
 
-    With ``compose`` (a job's config) and ``blocker``, a job that cannot be a stacked trial
-    stays alone, and trials are only grouped when they share a ``data_seed``: stacked trials
-    see one batch order, so each keeps the numbers of its own run.
+    With ``compose`` (a job's config) and ``stack_key``, a job that cannot be a stacked trial
+    stays alone, and trials are only grouped when their configs share what one stacked model
+    shares (a ``data_seed``: one batch order, so each keeps the numbers of its own run; the
+    quantisers but the options their classes vary per trial).
     """
     keys: list[tuple] = [_fixed(overrides) for overrides in job_overrides]
-    if compose is not None and blocker is not None and size > 1:
+    if compose is not None and stack_key is not None and size > 1:
         counts = {k: keys.count(k) for k in set(keys)}
         reasons: dict[str, int] = {}
-        keys = [(k, _stack_key(compose, blocker, o, i, reasons)) if counts[k] > 1 else k
+        keys = [(k, _stack_key(compose, stack_key, o, i, reasons)) if counts[k] > 1 else k
                 for i, (k, o) in enumerate(zip(keys, job_overrides))]
         for reason, n in reasons.items():  # once per launch, not once per job
             print(f"{n} job(s) train one by one, not as one stacked model: {reason} (docs/stacked-trials.md)")
@@ -53,14 +55,14 @@ def _group_job(job_overrides: list[list[str]], chunk: list[int]) -> list[str]:
     return [*_fixed(job_overrides[chunk[0]]), group_override(trials)]
 
 
-def _stack_key(compose: Compose, blocker: Blocker, overrides: list[str], index: int, reasons: dict[str, int]):
-    """What a job must share with its group mates: its data order; a job that cannot stack,
-    nothing (its reason counted in ``reasons``)."""
+def _stack_key(compose: Compose, stack_key: StackKey, overrides: list[str], index: int, reasons: dict[str, int]):
+    """What a job must share with its group mates; a job that cannot stack, nothing (its
+    reason counted in ``reasons``)."""
     try:
-        cfg = compose(overrides)
-        if (reason := blocker(cfg)) is None:
-            return ("data_seed", int(cfg.data_seed), has_dropout(cfg))
-        reasons[reason] = reasons.get(reason, 0) + 1
+        kind, text = stack_key(compose(overrides))
+        if kind == "with":
+            return (kind, text)
+        reasons[text] = reasons.get(text, 0) + 1
         return ("alone", index)
     except Exception:  # noqa: BLE001 — a job whose config does not compose fails on its own, with its own message
         return ("alone", index)
@@ -96,10 +98,10 @@ def job_outcomes(returns: list, members: list[list[int]], jobs: list[list[str]])
 
 
 def launch(launcher, jobs: list[list[str]], initial_job_idx: int, size: int, compose: Compose | None = None,
-           blocker: Blocker | None = None) -> tuple[list[Outcome], int]:
+           stack_key: StackKey | None = None) -> tuple[list[Outcome], int]:
     """Launches ``jobs`` (stackable ones grouped); returns one Outcome per job (then one per
     trial a group job asked for itself) and how many jobs went out."""
-    launched, members = grouped_jobs(jobs, size, compose, blocker)
+    launched, members = grouped_jobs(jobs, size, compose, stack_key)
     mark("launch")
     returns = launcher.launch(launched, initial_job_idx=initial_job_idx)
     return job_outcomes(returns, members, jobs), len(launched)

@@ -8,7 +8,8 @@ from omegaconf import DictConfig
 
 from jscexp.config import plain_list
 
-# Knobs that can differ between the trials of one stacked model.
+# Knobs that can differ between the trials of one stacked model; quantisation knobs may too,
+# where their quantiser classes say so (``jscexp.group.stack_key`` asks them).
 VECTOR_KEYS = ("learning_rate", "seed", "data_seed", "max_epochs", "optimizer.lr", "optimizer.weight_decay", "optimizer.betas",
                "optimizer.momentum", "optimizer.dampening", "optimizer.eps", "optimizer.nesterov", "model.dropout",
                "optuna.trial")
@@ -48,10 +49,10 @@ def override_value(value) -> str:
 
 
 def is_vector_key(key: str) -> bool:
-    """A knob that may differ between stacked trials: VECTOR_KEYS, any quantiser width
-    (``quantisation.weight_width``, ``…frac_width``: per-trial integer quantisers) and the
-    learned widths' penalty ``quantisation.beta``."""
-    return key in VECTOR_KEYS or (key.startswith("quantisation.") and key.endswith(("width", ".beta")))
+    """A knob that may differ between stacked trials: VECTOR_KEYS, or a quantisation knob — a
+    value inside the chosen quantisation config, which the stacking decides on from the
+    quantiser classes it reaches (``jscexp.group.stack_key``)."""
+    return key in VECTOR_KEYS or key.startswith("quantisation.")
 
 
 def group_override(trials: list[list[str]]) -> str:

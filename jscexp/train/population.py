@@ -21,8 +21,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from jscexp.validate import is_width
-
 if TYPE_CHECKING:
     from jscexp.train.loop import SliceEngine
 
@@ -99,6 +97,13 @@ def exploit(engine: SliceEngine, decision: Exploit, quantised=None) -> None:
     engine.set_knobs(decision.member, decision.knobs, quantised)
 
 
+def requantises(name: str) -> bool:
+    """A knob that changes a member's quantisers: a quantisation knob, which ``pbt.space``'s
+    check let through only where its quantiser classes can swap it mid-training and as an
+    integer range (``jscexp.sweep.checks.check_space``)."""
+    return name.startswith("quantisation.")
+
+
 def knob_space(space: Mapping[str, Mapping]) -> dict[str, Knob]:
     """``pbt.space`` as Knobs: each name's ``{low, high, log, integer}``."""
     return {name: Knob(float(r["low"]), float(r["high"]), bool(r.get("log", False)), bool(r.get("integer", False)))
@@ -143,6 +148,6 @@ class Population:
 
     def _quantised(self, member: int, knobs: dict[str, float]):
         """The member's QAT model with its new widths, when widths are explored."""
-        if self.requantise is None or not any(is_width(name) for name in knobs):
+        if self.requantise is None or not any(requantises(name) for name in knobs):
             return None
         return self.requantise(member, knobs)

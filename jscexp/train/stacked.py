@@ -29,7 +29,6 @@ from jscexp.quant.cost import sum_ebops
 from jscexp.quant.layers import BatchNormQ, LinearQ, ReLUQ, batch_statistics
 from jscexp.quant.learned import beta_ramp
 from jscexp.train.loop import Tally, measure, trial_losses
-from jscexp.validate import is_width
 
 
 class StackedModel:
@@ -562,7 +561,7 @@ class StackedEngine:
 
     def set_knobs(self, trial: int, knobs: dict[str, float], quantised: nn.Module | None = None) -> None:
         """Slice ``trial``'s new knobs, in force from its next step: a new learning rate rebases
-        its schedule; widths (``quantisation.*width``) take effect through ``quantised``, a QAT
+        its schedule; quantisation knobs (widths) take effect through ``quantised``, a QAT
         model built with them, whose quantisers the slice then uses."""
         for name, value in knobs.items():
             if name == "learning_rate":
@@ -571,9 +570,9 @@ class StackedEngine:
                 self.model.set_dropout(trial, value)
             elif name.startswith("optimizer.") and name != "optimizer.lr":
                 self.optimizer.set_options(trial, {name.removeprefix("optimizer."): value})
-            elif not is_width(name):
+            elif not name.startswith("quantisation."):
                 raise ValueError(f"a stacked slice cannot change {name}: "
-                                 "learning_rate, optimizer.<option>, model.dropout or quantisation.<role>_width")
+                                 "learning_rate, optimizer.<option>, model.dropout or a quantisation knob")
         if quantised is not None:
             self.model.set_quantisers(trial, quantised)
         self.optimizer.lr = self.lr_schedule(self.lr_schedule.epochs_done)  # the new rate from the next step
