@@ -22,13 +22,14 @@ def check_knobs(cfg) -> None:
 
 
 def check_learned(cfg) -> None:
-    """Learned widths (``learned`` quantisers, ``quantisation.beta``): trained, so mode=qat;
+    """Learned widths (a quantiser class that ``learns_widths``, ``quantisation.beta``): trained, so mode=qat;
     fixed point in every role beside them; β ≥ 0 and only where some width is learned."""
-    from jscexp.quant.penalty import check_beta, check_warmup  # the quant package loads torch: the job's, not the sweeper's
+    from jscexp.quant import quantiser_class  # the quant package loads torch: the job's, not the sweeper's
+    from jscexp.quant.penalty import check_beta, check_warmup
 
     names = quantiser_names(cfg.quantisation)
     beta = cfg.quantisation.get("beta")
-    if "learned" not in names:
+    if not any(quantiser_class(n).learns_widths for n in names):
         for key in ("beta", "beta_warmup"):
             if cfg.quantisation.get(key) is not None:
                 raise UserError(f"quantisation.{key} is for the penalty on learned widths, but quantisation="

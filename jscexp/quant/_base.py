@@ -41,6 +41,8 @@ class Quantiser(abc.ABC):
     # Capabilities, declared here rather than decided by name elsewhere:
     fixed_point: ClassVar[bool] = False  # its values are fixed point (``fixed`` gives the format): hls4ml exports
     #                                      them, da4ml traces them, after a ReLU they may go unsigned (``signed``)
+    learns_widths: ClassVar[bool] = False  # its widths are trained under the β·EBOPs penalty (``quantisation.beta``,
+    #                                        ``widths`` with its gradient); it takes ``rate`` (``quantisation.width_rate``)
 
     @classmethod
     def stacks(cls) -> bool:
@@ -79,6 +81,11 @@ class Quantiser(abc.ABC):
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.quantise(x)
+
+    def widths(self, source: torch.Tensor | None = None) -> torch.Tensor:
+        """Its width per value, broadcasting over the tensor it quantises (``source``, or None for
+        an input), for EBOPs: here its one storage width."""
+        return torch.tensor(float(self.bits))
 
     @abc.abstractmethod
     def on_grid(self, x: torch.Tensor, source: torch.Tensor) -> torch.Tensor:

@@ -15,19 +15,19 @@ from torch import nn
 from jscexp.quant._base import ROLE_ATTRS, quantised_tensor
 from jscexp.quant.integer import IntegerQuantiser
 from jscexp.quant.layers import LinearQ
-from jscexp.quant.learned import LearnedQuantiser, beta_ramp
+from jscexp.quant.learned import beta_ramp
 
 
 def widths(module: nn.Module, role: str) -> torch.Tensor:
-    """A role's width per value (broadcasting over its tensor): a learned quantiser's own,
-    with the penalty's gradient; else its quantiser's one width; unquantised, its dtype's (an
+    """A role's width per value (broadcasting over its tensor): its quantiser's (``widths``: a
+    learned one's with the penalty's gradient, another's one width); unquantised, its dtype's (an
     input nobody quantises at 32 for float32, as the BOPs reference code takes for a first layer)."""
     q = getattr(module, ROLE_ATTRS[role], None)
-    if isinstance(q, LearnedQuantiser):
+    if q is not None:
         return q.widths(quantised_tensor(module, role))
     weight = module.weight
     assert isinstance(weight, torch.Tensor), "a layer with a weight tensor"
-    return torch.tensor(float(q.bits if q is not None else weight.element_size() * 8))
+    return torch.tensor(float(weight.element_size() * 8))
 
 
 def ebops_of(b_a: torch.Tensor, b_w: torch.Tensor, shape: torch.Size, b_b: torch.Tensor | None) -> torch.Tensor:

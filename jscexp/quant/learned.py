@@ -155,6 +155,7 @@ class LearnedQuantiser(nn.Module, Quantiser):
 
     name = "learned"
     fixed_point = True
+    learns_widths = True
 
     @classmethod
     def stacks(cls) -> bool:

@@ -67,7 +67,7 @@ def _quantisers(entry: Mapping, op: str, where: str, ranges: Mapping[str, float]
             if role not in ranges:
                 raise UserError(f"quantisation {where} {role}: frac_width auto needs a profiled range (no data here)")
             opts["frac_width"] = auto_frac(int(opts.get("width", 0)), ranges[role], opts.get("signed", True))
-        if role_name == "learned" and rate is not None:
+        if rate is not None and quantiser_class(role_name).learns_widths:
             opts.setdefault("rate", rate)
         made[role] = make_quantiser(role_name, what=f"quantisation {where} {role}", **opts)
     if not made:
