@@ -81,6 +81,7 @@ def time_paths(args, device: str) -> pd.DataFrame:
     rows = []
     splits = load_splits(config(MODELS[0], BATCHES[0], args.rows, device).dataset)
     x, y = torch.from_numpy(splits.x_train), torch.from_numpy(splits.y_train)
+    check_one_epoch(len(y), args.warmup + max(args.steps, args.stacked_steps), args.rows)
     for model_name in MODELS:
         for bs in BATCHES:
             cfg = config(model_name, bs, args.rows, device)
@@ -106,6 +107,15 @@ def time_paths(args, device: str) -> pd.DataFrame:
         {"us/step": "median", "peak MB": "max"})
     steps.insert(4, "s/epoch", steps["us/step"] * 1e-6 * -(-len(y) // steps["batch"]))
     return steps
+
+
+def check_one_epoch(train_rows: int, steps: int, rows: int) -> None:
+    """Each path times its steps inside one epoch (a path would stop short, or step on empty
+    batches, past its end, and its us/step would mean nothing): refused before any timing."""
+    for bs in BATCHES:
+        if train_rows // bs < steps:
+            raise SystemExit(f"error: --rows {rows} gives {train_rows // bs} training batches of {bs}, but each path "
+                             f"times {steps} steps (--warmup + --steps) in one epoch: raise --rows or lower --steps")
 
 
 def time_stacked(args, device: str, steps: pd.DataFrame) -> pd.DataFrame:
