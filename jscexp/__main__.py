@@ -32,6 +32,7 @@ def main(cfg: DictConfig) -> Outcome | list[Outcome]:
     overrides = plain_list(cast(ListConfig, hc.overrides.task), resolve=False)  # a group's trials quote ${…} values
     if in_worker():  # a pool's worker: an interrupt ends its run KILLED, as in the sweep's own process
         install_interrupt_handlers()
+        worker_progress_lock()
     try:
         outcome = _job(cfg, Path(hc.runtime.output_dir), overrides, Path(hc.runtime.cwd))
     except KeyboardInterrupt:
@@ -72,6 +73,18 @@ def entry() -> None:
         print("interrupted: the run in progress is recorded KILLED (its search trial FAIL); "
               "run the same command again to resume", file=sys.stderr)
         raise SystemExit(130) from None
+
+
+def worker_progress_lock() -> None:
+    """A worker's progress bars lock with a thread lock, not tqdm's default multiprocessing one:
+    the sweep ends its idle workers at once, and each killed worker's lock was left to the
+    resource tracker, which warned of leaked semaphores at the sweep's end. A worker's bars
+    are its own process's."""
+    import threading
+
+    from tqdm.std import tqdm
+
+    tqdm.set_lock(threading.RLock())
 
 
 def exit_now(code: int | str | None) -> None:

@@ -102,13 +102,16 @@ def test_jobs_that_train_one_by_one_go_to_worker_processes_of_one_thread_where_t
     (null), the sweeper weighs its own start-up against its first job, finds these tiny jobs
     faster here than the workers' start, and runs them all in its own process with torch's own
     thread count."""
-    args = ["-m", *FAST, "seed=0,1,2,3,4", "trainer.vectorize=off", f"hydra.sweeper.processes={processes}"]
+    # progress bars on: a worker ended at the sweep's end leaves no lock for the resource tracker to warn of
+    fast = [a for a in FAST if not a.startswith("trainer.progress_bar")]
+    args = ["-m", *fast, "seed=0,1,2,3,4", "trainer.vectorize=off", f"hydra.sweeper.processes={processes}"]
     if pooled:
         out = subprocess.run([sys.executable, "-c", NO_TORCH_HERE, *args], cwd=workdir, capture_output=True,
                              text=True, timeout=300)
     else:
         out = run_cli(args, workdir)
     assert out.returncode == 0, out.stderr[-2000:]
+    assert "leaked semaphore" not in out.stderr, out.stderr[-2000:]
     runs = [r for r in runs_of(workdir) if r.data.tags.get("jscexp.kind") != "sweep"]
     assert sorted(r.data.params["seed"] for r in runs) == ["0", "1", "2", "3", "4"]
     assert {r.info.status for r in runs} == {"FINISHED"}
