@@ -177,6 +177,21 @@ def test_every_sampler_and_pruner_runs_a_search(workdir, sampler, pruner):
     assert len(trials) == 3 and {t.state.name for t in trials} <= {"COMPLETE", "PRUNED"}
     assert len({t.params["learning_rate"] for t in trials}) == 3
 
+@pytest.mark.slow
+def test_a_search_on_joblibs_workers_records_each_trial_once(workdir):
+    """+launcher=joblib: the trials run in worker processes, two at a time, each one Optuna trial
+    and one MLflow run, and the sweep ends its idle workers once every trial has returned."""
+    result = sweep(workdir, "hydra.sweeper.study_name=j", "+launcher=joblib", "hydra.launcher.n_jobs=2",
+                   "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2", "hydra.sweeper.seed=0",
+                   "learning_rate=interval(1e-3,1e-1)")
+    assert "leaked" not in result.stderr, result.stderr[-2000:]
+    assert states(study(workdir, "j")) == ["COMPLETE"] * 4
+    runs = children(workdir)
+    assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
+    assert sorted(r.data.params["learning_rate"] for r in runs) == sorted(
+        repr(t.params["learning_rate"]) for t in study(workdir, "j").trials)
+
+
 def test_sampler_and_pruner_configs_expose_every_optuna_keyword():
     """Each conf/hydra/sweeper/{sampler,pruner} file names Optuna's class and every keyword it
     takes (GridSampler's space comes from the search)."""

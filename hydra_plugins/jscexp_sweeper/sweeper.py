@@ -18,7 +18,7 @@ from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig, OmegaConf
 
 import hydra_plugins.jscexp_sweeper.config  # noqa: F401  (registers the config)
-from hydra_plugins.jscexp_sweeper.basic import stacking
+from hydra_plugins.jscexp_sweeper.basic import end_idle_workers, stacking
 from jscexp.errors import UserError, deferred_interrupts
 from jscexp.search.liveness import Heartbeat, beating, fail_stale, give_up
 from jscexp.search.space import parse
@@ -80,6 +80,7 @@ class JscexpOptunaSweeper(Sweeper):
         self._share_parent(study.study_name)
         log.info(f"Optuna study '{study.study_name}' in {mask(url)}: {live_count(study)}/{self.o.n_trials} trials done")
         self._run_trials(study, space, (fixed, self._plumbing(study.study_name, url, space, objectives)), objectives)
+        end_idle_workers()  # every trial has returned: +launcher=joblib's workers have nothing left to do
         return self._report(study, objectives)
 
     def _cap_at_grid(self, space: dict) -> None:
