@@ -89,10 +89,11 @@ def run_cli(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.Comp
     )
 
 
-def start_cli(args: list[str], cwd: Path, until, timeout: float = 300, **popen) -> subprocess.Popen:
-    """``python -m jscexp args`` started in ``cwd``, returned once ``until()`` holds (or it has
-    ended, or ``timeout`` passed): a test then signals it mid-training."""
-    proc = subprocess.Popen([sys.executable, "-m", "jscexp", *args], cwd=cwd, env=cli_env(), **popen)
+def start_cli(args: list[str], cwd: Path, until, timeout: float = 300, env: dict[str, str] | None = None,
+              **popen) -> subprocess.Popen:
+    """``python -m jscexp args`` started in ``cwd`` (``cli_env()`` plus ``env``), returned once
+    ``until()`` holds (or it has ended, or ``timeout`` passed): a test then signals it mid-training."""
+    proc = subprocess.Popen([sys.executable, "-m", "jscexp", *args], cwd=cwd, env={**cli_env(), **(env or {})}, **popen)
     deadline = time.time() + timeout
     while not until() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)

@@ -12,40 +12,23 @@ import time
 
 import pytest
 
-from conftest import start_mlflow_server
+from conftest import start_cli, start_mlflow_server
+
+
+def _training(workdir) -> bool:
+    """Whether the run has recorded an epoch (its metrics file on disk has a line)."""
+    return any(p.stat().st_size for p in workdir.glob("outputs/*/*/metrics.jsonl"))
 
 
 @pytest.mark.slow
 def test_a_store_that_never_comes_back_fails_the_job_in_one_line_with_its_metrics_on_disk(workdir):
     server, url = start_mlflow_server(workdir / "server")
-    env = {
-        **{k: v for k, v in os.environ.items() if k != "JSCEXP_PARENT_RUN_ID"},
-        "MLFLOW_TRACKING_URI": url,
-        # MLflow retries for ~4 min by default; here the test gives up in seconds
-        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
-        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-        "MLFLOW_HTTP_REQUEST_TIMEOUT": "3",
-    }
-    job = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "jscexp",
-            "dataset=jsc_synth",
-            "dataset.n_rows=30000",
-            "batch_size=16",
-            "max_epochs=8",
-            "trainer.progress_bar=false",
-        ],
-        cwd=workdir,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 120
-    while not any(p.stat().st_size for p in workdir.glob("outputs/*/*/metrics.jsonl")) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    env = {"MLFLOW_TRACKING_URI": url,  # MLflow retries for ~4 min by default; here the test gives up in seconds
+           "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+           "MLFLOW_HTTP_REQUEST_TIMEOUT": "3"}
+    job = start_cli(["dataset=jsc_synth", "dataset.n_rows=30000", "batch_size=16", "max_epochs=8",
+                     "trainer.progress_bar=false"], workdir, lambda: _training(workdir), timeout=120, env=env,
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     os.killpg(server.pid, signal.SIGKILL)
     server.wait()
     _, err = job.communicate(timeout=120)
@@ -141,7 +124,6 @@ def test_a_tracking_server_that_holds_the_connection_is_waited_for_one_that_refu
     """A job that starts while the MLflow server is paused waits for it (the chaos test's
     SIGSTOP); a server that never answers is one line once the patience is spent."""
     import threading
-    import time
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     from jscexp.errors import UserError
@@ -288,13 +270,9 @@ def test_a_disk_that_fills_mid_run_is_the_one_line_without_mlflows_traceback(wor
     """The store's disk fills while the run trains: the job ends with the one line (exit 1),
     not MLflow's logged SQLAlchemy traceback above it; its metrics are on disk."""
     uri = f"sqlite:///{small_disk / 'mlflow.db'}"
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "JSCEXP_PARENT_RUN_ID")}
-    job = subprocess.Popen([sys.executable, "-m", "jscexp", "dataset=jsc_synth", "dataset.n_rows=30000", "batch_size=16",
-                            "max_epochs=20", "trainer.progress_bar=false", f"mlflow.tracking_uri={uri}"],
-                           cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not any(p.stat().st_size for p in workdir.glob("outputs/*/*/metrics.jsonl")) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    job = start_cli(["dataset=jsc_synth", "dataset.n_rows=30000", "batch_size=16", "max_epochs=20",
+                     "trainer.progress_bar=false", f"mlflow.tracking_uri={uri}"], workdir, lambda: _training(workdir),
+                    timeout=120, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _fill(small_disk)
     _, err = job.communicate(timeout=300)
     assert job.returncode == 1, err[-3000:]

@@ -3,17 +3,15 @@ complete epoch, and ends with the numbers it would have had if it had never stop
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import compose_cfg, mlflow_client, run_cli, runs_of
+from conftest import compose_cfg, mlflow_client, run_cli, runs_of, start_cli
 
 SMALL = ["dataset=jsc_synth", "dataset.n_rows=6000", "max_epochs=4", "trainer.progress_bar=false", "data_seed=0"]
 
@@ -83,21 +81,15 @@ def test_a_trial_of_a_stacked_group_resumes_alone_from_its_slice(workdir):
 
 def _kill_after(cmd: list[str], cwd: Path, epoch: int, timeout: float = 120) -> int:
     """Starts the CLI, SIGKILLs it once a training state after ``epoch`` is on disk; the epoch it had."""
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "JSCEXP_PARENT_RUN_ID")}
-    proc = subprocess.Popen([sys.executable, "-m", "jscexp", *cmd], cwd=cwd, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            done = [torch.load(p, weights_only=True)["epoch"] for p in (cwd / ".jscexp" / "state").glob("*/last.pt")]
-            if done and min(done) >= epoch:
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
-                return min(done)
-            time.sleep(0.05)
-    finally:
-        proc.kill()
-    raise AssertionError(f"no state after epoch {epoch} before the run ended (rc {proc.returncode})")
+    def done() -> list[int]:
+        return [torch.load(p, weights_only=True)["epoch"] for p in (cwd / ".jscexp" / "state").glob("*/last.pt")]
+
+    proc = start_cli(cmd, cwd, lambda: bool(done()) and min(done()) >= epoch, timeout,
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert done() and min(done()) >= epoch, f"no state after epoch {epoch} before the run ended (rc {proc.returncode})"
+    return min(done())
 
 
 def _histories(workdir: Path, experiment: str) -> dict[str, dict]:
@@ -144,12 +136,8 @@ def test_a_preempted_submitit_job_requeues_itself_and_resumes(workdir):
     checkpoint and requeue the job; the requeued job goes on from its last epoch."""
     cmd = ["-m", "+launcher=submitit_local", "dataset=jsc_synth", "dataset.n_rows=30000", "batch_size=16",
            "max_epochs=4", "trainer.progress_bar=false", "experiment=preempted"]
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "JSCEXP_PARENT_RUN_ID")}
-    sweep = subprocess.Popen([sys.executable, "-m", "jscexp", *cmd], cwd=workdir, env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 120
-    while not list((workdir / ".jscexp" / "state").glob("*/last.pt")) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    sweep = start_cli(cmd, workdir, lambda: bool(list((workdir / ".jscexp" / "state").glob("*/last.pt"))), 120,
+                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     # this test's job only: its pickles live under this working directory
     signalled = subprocess.run(["pkill", "-USR2", "-f", f"submitit.core._submit {workdir}"])
     out, _ = sweep.communicate(timeout=180)

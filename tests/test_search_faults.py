@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import SWEEP, children, runs_of, states, study, sweep
+from conftest import SWEEP, children, cli_env, runs_of, start_cli, states, study, sweep
 
 
 def test_dedup_reuses_an_identical_config_and_a_failing_trial_does_not_end_the_sweep(workdir):
@@ -28,12 +28,10 @@ def test_dedup_reuses_an_identical_config_and_a_failing_trial_does_not_end_the_s
 
 @pytest.mark.slow
 def test_two_workers_on_one_storage_finish_n_distinct_trials(workdir):
-    import os
 
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "JSCEXP_PARENT_RUN_ID")}
     cmd = [sys.executable, "-m", "jscexp", *SWEEP, "hydra.sweeper.study_name=shared", "hydra.sweeper.n_trials=5",
            "learning_rate=interval(1e-3,1e-2)", "hydra/sweeper/sampler=random"]
-    workers = [subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    workers = [subprocess.Popen(cmd, cwd=workdir, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
                for _ in range(2)]
     for w in workers:
         _, err = w.communicate(timeout=600)
@@ -73,33 +71,27 @@ def test_max_failure_rate_stops_asking_once_too_many_trials_failed(workdir):
     assert "stopping the search: 1 of 1 trials failed" in result.stdout
 
 
-def _wait_for_trial_1_to_train(workdir, proc) -> None:
-    """Until the sweep's second trial has saved its first epoch's state — its job folder comes
-    once the first trial ended, whose state is gone by then: it trains on for more epochs,
-    which is when the test strikes."""
-    import time
+def _start_until_trial_1_trains(workdir, args: list[str], **popen) -> subprocess.Popen:
+    """The search started, returned once its second trial has saved its first epoch's state — its
+    job folder comes once the first trial ended, whose state is gone by then: it trains on for
+    more epochs, which is when the test strikes."""
+    def trained() -> bool:
+        return bool(list(workdir.glob("multirun/*/*/1")) and list(workdir.glob(".jscexp/state/*/last.pt")))
 
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if list(workdir.glob("multirun/*/*/1")) and list(workdir.glob(".jscexp/state/*/last.pt")):
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"trial 1 never trained (sweep exit {proc.poll()})")
+    proc = start_cli([*SWEEP, *args], workdir, trained, **popen)
+    assert trained(), f"trial 1 never trained (sweep exit {proc.poll()})"
+    return proc
 
 
 @pytest.mark.slow
 def test_an_interrupted_search_leaves_nothing_running_and_the_same_command_completes_it(workdir):
     """SIGTERM mid-trial: that trial is told FAIL (interrupted), its run and the sweep's parent
     end KILLED, the exit is one line; the same command again completes the study to n_trials."""
-    import os
     import signal
 
     args = ["hydra.sweeper.study_name=intr", "hydra.sweeper.n_trials=2", "hydra.sweeper.seed=0",
             "dataset.n_rows=20000", "max_epochs=10", "batch_size=16", "learning_rate=interval(1e-3,1e-2)"]
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "JSCEXP_PARENT_RUN_ID")}
-    proc = subprocess.Popen([sys.executable, "-m", "jscexp", *SWEEP, *args], cwd=workdir, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _wait_for_trial_1_to_train(workdir, proc)
+    proc = _start_until_trial_1_trains(workdir, args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "Traceback" not in err
@@ -123,17 +115,13 @@ def test_an_interrupted_search_leaves_nothing_running_and_the_same_command_compl
 def test_a_killed_workers_trial_is_failed_and_retried_with_its_parameters(workdir):
     """SIGKILL leaves no chance to clean up: the trial stops beating, and the next ask (here the
     same command again) fails it as lost, ends its run KILLED and retries its parameters."""
-    import os
     import signal
     import time
 
     args = ["hydra.sweeper.study_name=lost", "hydra.sweeper.n_trials=2", "hydra.sweeper.seed=0",
             "hydra.sweeper.heartbeat_interval=0.5", "hydra.sweeper.grace_period=2", "dataset.n_rows=20000",
             "max_epochs=10", "batch_size=16", "learning_rate=interval(1e-3,1e-2)"]
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "JSCEXP_PARENT_RUN_ID")}
-    proc = subprocess.Popen([sys.executable, "-m", "jscexp", *SWEEP, *args], cwd=workdir, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _wait_for_trial_1_to_train(workdir, proc)
+    proc = _start_until_trial_1_trains(workdir, args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     proc.send_signal(signal.SIGKILL)
     proc.wait(60)
     assert states(study(workdir, "lost")) == ["COMPLETE", "RUNNING"]  # nothing could tell it otherwise
@@ -197,21 +185,17 @@ def test_a_survivor_completes_the_study_when_the_other_worker_is_killed(workdir)
     """Two workers on one journal study, one SIGKILLed mid-trial: the survivor fails the lost
     trial, retries it and ends with n_trials COMPLETE (its budget pays for the retry), one
     FINISHED run per trial and none left RUNNING."""
-    import os
     import signal
 
     args = ["hydra.sweeper.study_name=survivor", "hydra.sweeper.n_trials=3", "hydra.sweeper.seed=0",
             "hydra.sweeper.heartbeat_interval=0.5", "hydra.sweeper.grace_period=2", "dataset.n_rows=20000",
             "max_epochs=6", "batch_size=16", "learning_rate=interval(1e-3,1e-2)"]
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "JSCEXP_PARENT_RUN_ID")}
-    cmd = [sys.executable, "-m", "jscexp", *SWEEP, *args]
-    killed = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    killed = start_cli([*SWEEP, *args], workdir, lambda: bool(list(workdir.glob(".jscexp/state/*/last.pt"))),
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    survivor = subprocess.Popen([sys.executable, "-m", "jscexp", *SWEEP, *args], cwd=workdir, env=cli_env(),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     import time
 
-    deadline = time.time() + 300
-    while not list(workdir.glob(".jscexp/state/*/last.pt")) and time.time() < deadline:
-        time.sleep(0.2)
-    survivor = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(1)
     killed.send_signal(signal.SIGKILL)
     killed.wait(60)
