@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port
+from conftest import cli_env, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 N_TRIALS, EPOCHS = 9, 6
@@ -46,7 +46,7 @@ def private_services(tmp_path):
 
 
 def _workers(workdir: Path, urls: dict) -> list[subprocess.Popen]:
-    env = {**{k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "JSCEXP_PARENT_RUN_ID")}, **urls}
+    env = {**cli_env(), **urls}
     search = ["-m", "sweeper=optuna", "backend=postgres", "experiment=chaos", "hydra.sweeper.study_name=chaos",
               f"hydra.sweeper.n_trials={N_TRIALS}", "hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=8",
               "learning_rate=tag(log,interval(1e-4,1e-1))", "dataset=jsc_synth", "dataset.n_rows=20000",

@@ -8,7 +8,7 @@ from itertools import islice
 import pytest
 import torch
 
-from conftest import SMALL, compose_cfg, mlflow_client, run_cli, runs_of, stacked_engine, stacked_steps
+from conftest import SMALL, cli_env, compose_cfg, mlflow_client, run_cli, runs_of, stacked_engine, stacked_steps
 
 
 def test_a_refilled_slice_starts_fresh_and_steps_as_that_trial_alone_would(tmp_path):
@@ -84,14 +84,13 @@ def test_an_interrupted_refilling_group_leaves_no_trial_or_run_running(workdir):
     """SIGTERM once a slice was refilled: the trials the group job asked for itself are told
     FAIL (interrupted) and enqueued again, like the sweeper's own; the sweeper's trial whose
     slice was refilled stays PRUNED; every run ends KILLED or FINISHED; the exit is 130."""
-    import os
     import signal
     import subprocess
     import sys
 
     import optuna
 
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "JSCEXP_PARENT_RUN_ID")}
+    env = cli_env()
     proc = subprocess.Popen(
         [sys.executable, "-m", "jscexp", "-m", "sweeper=optuna", "hydra/sweeper/sampler=random",
          "hydra/sweeper/pruner=successive_halving", "hydra.sweeper.pruner.min_resource=1",

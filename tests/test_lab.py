@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from conftest import mlflow_client
+from conftest import cli_env, mlflow_client
 
 TINY = ["--dataset", "jsc_synth", "--rows", "2000", "--epochs", "1"]
 SECTIONS = {  # experiment -> what its section must show (table columns, text)
@@ -30,7 +30,7 @@ FIGURES = 14
 
 
 def _lab(workdir) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "JSCEXP_PARENT_RUN_ID")}
+    env = cli_env()
     return subprocess.run([sys.executable, "-m", "jscexp.report", *TINY], cwd=workdir, env=env, capture_output=True,
                           text=True, timeout=900)
 
@@ -104,7 +104,7 @@ def test_an_interrupted_lab_exits_130_and_leaves_no_run_running(workdir):
     import signal
     import time
 
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "JSCEXP_PARENT_RUN_ID")}
+    env = cli_env()
     proc = subprocess.Popen([sys.executable, "-m", "jscexp.report", "--dataset", "jsc_synth", "--rows", "20000",
                              "--epochs", "2"], cwd=workdir, env=env, start_new_session=True, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)

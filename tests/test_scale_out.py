@@ -15,7 +15,7 @@ import uuid
 import pytest
 import requests
 
-from conftest import FAST, compose_cfg, run_cli
+from conftest import FAST, cli_env, compose_cfg, run_cli
 
 POSTGRES = [*FAST, "backend=postgres"]
 
@@ -64,7 +64,7 @@ def test_two_workers_on_a_postgres_study_share_the_trials_and_one_parent(workdir
     name = f"workers-{uuid.uuid4().hex[:8]}"
     args = ["-m", "sweeper=optuna", *POSTGRES, f"experiment={name}", f"hydra.sweeper.study_name={name}",
             "hydra.sweeper.n_trials=4", "hydra/sweeper/sampler=random", "learning_rate=interval(1e-3,1e-1)"]
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "JSCEXP_PARENT_RUN_ID")}
+    env = cli_env()
     workers = [subprocess.Popen([sys.executable, "-m", "jscexp", *args, f"hydra.sweep.dir=multirun/w{i}"], cwd=workdir,
                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
                for i in range(2)]
