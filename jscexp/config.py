@@ -47,6 +47,12 @@ PLUMBING = (
 )
 
 
+def quantiser_names(qcfg) -> set[str]:
+    """The quantisers a quantisation config names: each entry's ``name`` and ``<role>_name``."""
+    return {str(v) for entry in plain(qcfg).values() if isinstance(entry, dict)
+            for k, v in (entry.get("config") or {}).items() if k.endswith("name") and v is not None}
+
+
 def is_plumbing(key: str) -> bool:
     """Whether a dotted config key (an override's) is ``PLUMBING`` or under it."""
     return any(key == p or key.startswith(p + ".") for p in PLUMBING)

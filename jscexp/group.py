@@ -18,7 +18,7 @@ import json
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from jscexp.config import TRAINING_MODES, plain
+from jscexp.config import TRAINING_MODES, plain, quantiser_names
 from jscexp.data import schema_of
 from jscexp.models import build_model
 from jscexp.quant import quantiser_class
@@ -28,7 +28,6 @@ from jscexp.sweep.overrides import VECTOR_KEYS
 from jscexp.tracking import flatten
 from jscexp.train import fit
 from jscexp.train.stacked import LrSchedule, StackedEngine, StackedModel, StackedOptimizer, linear_chain
-from jscexp.validate import quantiser_names
 
 
 def stack_blocker(cfg: DictConfig) -> str | None:

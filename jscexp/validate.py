@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from jscexp.config import EXPORTED_MODES, quantiser_names
 from jscexp.errors import UserError
 
 
@@ -50,8 +51,6 @@ def check_learned(cfg) -> None:
 def check_hardware(cfg) -> None:
     """``hardware.*``: an estimate setting it knows; an export only of quantised fixed-point
     runs, and only where g++ can build the C simulation."""
-    from jscexp.config import EXPORTED_MODES
-
     if cfg.hardware.estimate not in ("auto", True, False):
         raise UserError(f"hardware.estimate must be auto, true or false, got {cfg.hardware.estimate!r}")
     if cfg.hardware.estimate is True and not (cfg.hardware.get("estimator") or {}).get("_target_"):
@@ -80,14 +79,6 @@ def not_fixed_point(names: set[str]) -> list[str]:
     from jscexp.quant import quantiser_class
 
     return sorted(n for n in names if not quantiser_class(n).fixed_point)
-
-
-def quantiser_names(qcfg) -> set[str]:
-    """The quantisers a quantisation config names: each entry's ``name`` and ``<role>_name``."""
-    from jscexp.config import plain
-
-    return {str(v) for entry in plain(qcfg).values() if isinstance(entry, dict)
-            for k, v in (entry.get("config") or {}).items() if k.endswith("name") and v is not None}
 
 
 def group_size(setting) -> int:

@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from jscexp.intrain import Group, Kind, Search
-from jscexp.sweep.overrides import VECTOR_KEYS
+from jscexp.sweep.overrides import is_vector_key
 
 if TYPE_CHECKING:  # Auto asks refills() in the sweeper, without torch
     from jscexp.train.loop import EpochBook
@@ -55,9 +55,9 @@ def refills(cfg) -> bool:
     if not spec:
         return False
     knobs = RefillSpec.load(spec).knobs
-    quantisation = [k.removeprefix("quantisation.") for k in knobs if k.startswith("quantisation.")]
-    if not all(k in VECTOR_KEYS for k in knobs if not k.startswith("quantisation.")):
+    if not all(is_vector_key(k) for k in knobs):
         return False
+    quantisation = [k.removeprefix("quantisation.") for k in knobs if k.startswith("quantisation.")]
     if not quantisation:
         return True
     from jscexp.quant.entries import varies_in_stack  # its quantiser classes say: torch, only here

@@ -9,12 +9,12 @@ is asked of the quantiser classes it reaches (``Quantiser.varies_in_stack``,
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from jscexp.config import plain
+from jscexp.config import plain, quantiser_names
 from jscexp.quant import quantiser_class
 from jscexp.quant.penalty import PER_TRIAL
 
@@ -40,16 +40,25 @@ def _raw(qcfg: DictConfig) -> dict[str, Any]:
     return {str(k): v for k, v in raw.items()}
 
 
+def _references(value) -> set[str]:
+    """The top-level knobs a value reads (``${quantisation.<knob>}``, nested ones too)."""
+    return set(_REFERENCE.findall(str(value)))
+
+
+def _closure(start: set[str], step: Callable[[str], set[str]]) -> set[str]:
+    """``start`` and every knob ``step`` leads to from one found, and from those, and so on."""
+    found, todo = set(start), list(start)
+    while todo:
+        for k in step(todo.pop()) - found:
+            found.add(k)
+            todo.append(k)
+    return found
+
+
 def _read_by_entries(raw: dict[str, Any]) -> set[str]:
     """The top-level knobs the entries read, directly or through another top-level knob."""
-    read = {k for v in raw.values() if isinstance(v, dict) for k in _REFERENCE.findall(str(v))}
-    todo = list(read)
-    while todo:
-        for k in _REFERENCE.findall(str(raw.get(todo.pop(), ""))):
-            if k not in read:
-                read.add(k)
-                todo.append(k)
-    return read
+    direct = set().union(*(_references(v) for v in raw.values() if isinstance(v, dict)))
+    return _closure(direct, lambda k: _references(raw.get(k, "")))
 
 
 def knob_uses(qcfg: DictConfig, knob: str) -> list[tuple[str | None, str]]:
@@ -58,28 +67,22 @@ def knob_uses(qcfg: DictConfig, knob: str) -> list[tuple[str | None, str]]:
     directly or through another top-level knob (``${sub:${quantisation.weight_width},1}``).
     A layer's own entry (``seq_blocks_2``) names no quantiser: its name is None."""
     raw = _raw(qcfg)
-    reached, todo = {knob}, [knob]
-    while todo:  # top-level knobs whose value reads a reached one
-        source = todo.pop()
-        for key, value in raw.items():
-            if key not in reached and not isinstance(value, dict) and source in _REFERENCE.findall(str(value)):
-                reached.add(key)
-                todo.append(key)
+    # the knob, and the top-level knobs whose value reads one of those
+    reached = _closure({knob}, lambda source: {k for k, v in raw.items()
+                                               if not isinstance(v, dict) and source in _references(v)})
     uses = []
     for key, value in raw.items():
         entry = value.get("config") if isinstance(value, dict) else None
         for role, name, opts in role_options(entry or {}):
             uses += [(name, option) for option, v in opts.items()
-                     if f"{key}.config.{role}_{option}" == knob or reached & set(_REFERENCE.findall(str(v)))]
+                     if f"{key}.config.{role}_{option}" == knob or reached & _references(v)]
     return uses
 
 
 def _classes(qcfg: DictConfig, name: str | None) -> list:
     """The class a role's name gives; for a layer's own entry (no name), every class the config
     names: what holds for its option must hold for each."""
-    named = {n for v in plain(qcfg).values() if isinstance(v, dict)
-             for _, n, _ in role_options(v.get("config") or {}) if n is not None}
-    return [quantiser_class(n) for n in ([name] if name is not None else sorted(named))]
+    return [quantiser_class(n) for n in ([name] if name is not None else sorted(quantiser_names(qcfg)))]
 
 
 def varies_in_stack(qcfg: DictConfig, knob: str) -> bool:
